@@ -1,0 +1,1 @@
+"""Kubernetes API access: pod discovery, declared spec, Events. Imported lazily."""

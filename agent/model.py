@@ -1,0 +1,383 @@
+"""Typed, immutable facts and findings shared by every layer.
+
+Nothing here imports from the rest of the package: `collect` produces these objects,
+`rules` consumes them, `report` renders them. JSON is made only in `report`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+# Linux capability numbers (include/uapi/linux/capability.h), spelled as a securityContext does.
+CAPABILITY_NAMES: tuple[str, ...] = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
+    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
+    "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
+    "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
+    "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
+    "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)  # fmt: skip
+
+
+def capability_name(bit: int) -> str:
+    """`NET_BIND_SERVICE` for bit 10; `CAP_<n>` for a bit we have no name for."""
+    return CAPABILITY_NAMES[bit] if 0 <= bit < len(CAPABILITY_NAMES) else f"CAP_{bit}"
+
+
+def capability_bit(name: str) -> int | None:
+    """Bit number for `NET_BIND_SERVICE`, `CAP_NET_BIND_SERVICE`, `net_bind_service` or `CAP_42`."""
+    upper = name.strip().upper()
+    bare = upper[4:] if upper.startswith("CAP_") else upper
+    if bare in CAPABILITY_NAMES:
+        return CAPABILITY_NAMES.index(bare)
+    if bare.isdigit():
+        return int(bare)
+    return None
+
+
+def mask_names(mask: int) -> tuple[str, ...]:
+    """Sorted capability names of the bits set in `mask`."""
+    return tuple(sorted(capability_name(b) for b in range(mask.bit_length()) if mask >> b & 1))
+
+
+class Severity(enum.Enum):
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(Severity).index(self)
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            names = ", ".join(s.value for s in cls)
+            raise ValueError(f"unknown severity {text!r} (one of: {names})") from None
+
+
+# --- process facts -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IdQuad:
+    """real, effective, saved, filesystem ids, as the container sees them."""
+
+    real: int
+    effective: int
+    saved: int
+    fs: int
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """Raw capability masks from /proc/PID/status, plus the kernel's highest known bit."""
+
+    effective: int
+    permitted: int
+    inheritable: int
+    bounding: int
+    ambient: int
+    last_cap: int
+
+    def has(self, which: str, name: str) -> bool:
+        bit = capability_bit(name)
+        mask: int = getattr(self, which)
+        return bit is not None and bool(mask >> bit & 1)
+
+    @property
+    def full_mask(self) -> int:
+        return (1 << (self.last_cap + 1)) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What /proc/PID/status says, ids still in the host's (initial user namespace) view."""
+
+    name: str
+    uid: IdQuad
+    gid: IdQuad
+    groups: tuple[int, ...]
+    capabilities: Capabilities
+    no_new_privs: bool | None
+    seccomp: str | None  # "disabled" | "strict" | "filter"
+    nspid: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IdMapRange:
+    """One line of /proc/PID/uid_map: inside-id, outside-id, count."""
+
+    inside: int
+    outside: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    mount_id: int
+    parent_id: int
+    root: str  # the path inside the source filesystem (a subPath shows here)
+    mount_point: str
+    fstype: str
+    source: str
+    readonly: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Filesystem:
+    root_readonly: bool | None
+    writable_mounts: tuple[str, ...]
+    mounts: tuple[Mount, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+
+
+@dataclass(frozen=True, slots=True)
+class PathAccess:
+    """Whether the process can write `path`, judged from inside its own root.
+
+    `writable` combines the mount's ro flag, the mode bits against the process's fs uid,
+    gid and groups, and CAP_DAC_OVERRIDE. None means it could not be told; `error` says why.
+    """
+
+    path: str
+    exists: bool | None
+    is_dir: bool | None
+    on_readonly_mount: bool | None
+    writable: bool | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A fact that could not be read, and why (named in the report's `incomplete`)."""
+
+    fact: str
+    reason: str
+
+
+# --- network facts -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sysctls:
+    bindv6only: int | None
+    disable_ipv6: int | None
+    ip_unprivileged_port_start: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceAddress:
+    interface: str
+    family: int  # 4 or 6
+    address: str
+    prefixlen: int
+    scope: str  # "global" | "link" | "host" | ...
+
+
+@dataclass(frozen=True, slots=True)
+class SocketOwner:
+    pid: int
+    comm: str
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    protocol: str  # "tcp" | "udp"
+    family: int  # 4 or 6
+    address: str  # "0.0.0.0", "::", "127.0.0.1", "::ffff:192.0.2.1", ...
+    port: int
+    v6only: bool | None  # None for IPv4 sockets
+    inode: int
+    interface: str | None = None  # SO_BINDTODEVICE, as ss prints `%eth0`
+    owners: tuple[SocketOwner, ...] = ()
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(sorted({o.pid for o in self.owners}))
+
+
+@dataclass(frozen=True, slots=True)
+class NetnsFacts:
+    inode: int
+    sysctls: Sysctls
+    addresses: tuple[InterfaceAddress, ...]
+    listeners: tuple[Listener, ...]
+    host_network: bool = False
+    gaps: tuple[Gap, ...] = ()
+
+
+# --- one observed process ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    uid: IdQuad | None
+    gid: IdQuad | None
+    groups: tuple[int, ...] | None
+    user: str | None  # passwd name of the effective uid inside the container
+    home: str | None  # passwd home
+    env_home: str | None  # HOME from /proc/PID/environ
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedProcess:
+    """Everything opaudit read about one process. A None fact is named in `incomplete`."""
+
+    pid: int
+    start_time: int | None  # clock ticks since boot, from /proc/PID/stat: (pid, start) is unique
+    comm: str  # sanitised
+    cmdline: tuple[str, ...]  # sanitised
+    identity: Identity
+    capabilities: Capabilities | None
+    no_new_privs: bool | None
+    seccomp: str | None
+    filesystem: Filesystem | None
+    network: NetnsFacts | None
+    environ: tuple[tuple[str, str], ...] = ()  # never reported: may hold secrets
+    paths: tuple[PathAccess, ...] = ()
+    incomplete: tuple[Gap, ...] = ()
+
+    def env(self, name: str) -> str | None:
+        for key, value in self.environ:
+            if key == name:
+                return value
+        return None
+
+    def path(self, path: str) -> PathAccess | None:
+        for access in self.paths:
+            if access.path == path:
+                return access
+        return None
+
+
+# --- the declared side ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredPort:
+    port: int
+    protocol: str = "TCP"  # "TCP" | "UDP" | "SCTP"
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredProbe:
+    kind: str  # "liveness" | "readiness" | "startup"
+    handler: str  # "httpGet" | "tcpSocket" | "grpc" | "exec"
+    port: int | None  # resolved number; None for exec or an unresolvable name
+    port_name: str | None = None  # the name as written, when it was a name
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredVolumeMount:
+    name: str
+    mount_path: str
+    read_only: bool
+    sub_path: str | None
+    volume_type: str | None  # "emptyDir", "configMap", "secret", "projected", ...
+    size_limit: str | None = None  # emptyDir sizeLimit as written
+    medium: str | None = None  # emptyDir medium
+
+
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredContainer:
+    """One container's effective declared settings: container-level over pod-level."""
+
+    pod: PodRef
+    container_name: str
+    container_id: str | None  # "containerd://<64 hex>" from status
+    labels: tuple[tuple[str, str], ...]
+    run_as_user: int | None
+    run_as_group: int | None
+    run_as_non_root: bool | None
+    privileged: bool | None
+    allow_privilege_escalation: bool | None
+    capabilities_add: tuple[str, ...]
+    capabilities_drop: tuple[str, ...]
+    seccomp_profile: str | None  # "RuntimeDefault" | "Unconfined" | "Localhost" | None
+    read_only_root_filesystem: bool | None
+    ports: tuple[DeclaredPort, ...]
+    probes: tuple[DeclaredProbe, ...]
+    volume_mounts: tuple[DeclaredVolumeMount, ...]
+    pod_ips: tuple[str, ...]
+    host_network: bool = False
+    env: tuple[tuple[str, str], ...] = ()  # literal `value`s only; valueFrom is not resolved
+
+    def label(self, key: str) -> str | None:
+        for k, v in self.labels:
+            if k == key:
+                return v
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What a kind of workload needs: matched by labels, from the built-ins or --config."""
+
+    name: str
+    selector: tuple[tuple[str, str], ...] = ()
+    writable_paths: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    expected_uid: int | None = None
+    helm_values_prefix: str | None = None  # e.g. "controller" -> controller.securityContext
+
+
+GENERIC_PROFILE = Profile(name="generic")
+
+
+# --- findings ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    rule: str
+    severity: Severity
+    message: str
+    remediation: str
+    pid: int | None = None
+    pod: str | None = None  # "namespace/name"
+    container: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetReport:
+    """One audited process with its declared side (when known) and its findings."""
+
+    observed: ObservedProcess
+    declared: DeclaredContainer | None
+    profile: Profile
+    findings: tuple[Finding, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    node: str | None
+    targets: tuple[TargetReport, ...]
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(f for t in self.targets for f in t.findings)

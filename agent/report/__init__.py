@@ -1,0 +1,1 @@
+"""Sinks that render findings: table, JSON/YAML, Kubernetes Events."""

@@ -1,0 +1,1 @@
+"""Pure functions: observed snapshot + declared container + profile -> findings."""

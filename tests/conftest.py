@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from staging import Stage  # noqa: E402
+
+# scripts/test runs a quick profile; scripts/fuzz selects "fuzz" (100k examples per parser).
+settings.register_profile("quick", max_examples=200, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=100_000, deadline=None,
+                          suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="stages namespaces and processes on the real kernel: needs root (CI runs as root)",
+)
+
+
+@pytest.fixture
+def stage() -> Iterator[Stage]:
+    if os.geteuid() != 0:
+        pytest.skip("stages namespaces and processes on the real kernel: needs root")
+    s = Stage()
+    try:
+        yield s
+    finally:
+        s.close()
