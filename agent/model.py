@@ -194,6 +194,7 @@ class SocketOwner:
     pid: int
     comm: str
     fd: int
+    start_time: int | None = None  # /proc/PID/stat field 22: (pid, start_time) survives pid reuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +207,7 @@ class Listener:
     inode: int
     interface: str | None = None  # SO_BINDTODEVICE, as ss prints `%eth0`
     owners: tuple[SocketOwner, ...] = ()
+    cgroup_id: int | None = None  # INET_DIAG_CGROUP_ID: cgroup v2 id of the creating process
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -301,6 +303,9 @@ class PodRef:
     namespace: str
     name: str
     uid: str
+    # A static pod's cgroups carry its config hash, not the mirror pod's uid: the mirror
+    # pod's `kubernetes.io/config.mirror` annotation holds that hash (32 hex).
+    config_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,3 +386,26 @@ class Report:
     @property
     def findings(self) -> tuple[Finding, ...]:
         return tuple(f for t in self.targets for f in t.findings)
+
+
+# --- configuration (--config) --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Waiver:
+    """Silence `rule` for pods matching namespace and labels; the reason is mandatory."""
+
+    rule: str
+    reason: str
+    namespace: str | None = None
+    selector: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    profiles: tuple[Profile, ...] = ()
+    waivers: tuple[Waiver, ...] = ()
+    severity_overrides: tuple[tuple[str, Severity], ...] = ()  # (rule id, severity)
+
+
+DEFAULT_CONFIG = AuditConfig()

@@ -43,6 +43,8 @@ try:
         k.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if s.get("v6only") is not None:
             k.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(s["v6only"]))
+        if s.get("device"):
+            k.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, s["device"].encode())
         k.bind((s["addr"], s["port"]))
         if typ == socket.SOCK_STREAM:
             k.listen(64)
@@ -82,10 +84,11 @@ class Sock:
     addr: str
     port: int
     v6only: int | None = None
+    device: str | None = None  # SO_BINDTODEVICE, as ss prints `addr%dev:port`
 
     def as_spec(self) -> dict[str, object]:
         return {"proto": self.proto, "family": self.family, "addr": self.addr,
-                "port": self.port, "v6only": self.v6only}
+                "port": self.port, "v6only": self.v6only, "device": self.device}
 
 
 @dataclass

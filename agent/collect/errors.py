@@ -16,12 +16,53 @@ class ProcessGone(CollectError):
 
 
 class AccessDenied(CollectError):
-    def __init__(self, pid: int | None, what: str, missing: str | None = None) -> None:
+    """`missing` names the capabilities that would allow the read (e.g. "SYS_PTRACE", or
+    several); the message names only those this thread does not hold, so it never blames a
+    capability the agent has."""
+
+    def __init__(
+        self, pid: int | None, what: str, missing: str | tuple[str, ...] | None = None
+    ) -> None:
         self.pid = pid
         self.what = what
-        self.missing = missing  # the capability that would allow it, e.g. "SYS_PTRACE"
-        hint = f" (needs CAP_{missing})" if missing else ""
-        super().__init__(f"permission denied reading {what}{hint}")
+        needed = (missing,) if isinstance(missing, str) else tuple(missing or ())
+        self.lacking = lacking_capabilities(needed)
+        self.missing = self.lacking[0] if self.lacking else None  # first one we lack
+        super().__init__(f"permission denied reading {what}{capability_hint(needed)}")
+
+
+def _own_effective_caps() -> int | None:
+    try:
+        with open("/proc/thread-self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def lacking_capabilities(needed: tuple[str, ...]) -> tuple[str, ...]:
+    """Of `needed` (names like "SYS_PTRACE"), those not in this thread's effective set."""
+    if not needed:
+        return ()
+    from agent.model import capability_bit
+
+    effective = _own_effective_caps()
+    if effective is None:
+        return needed
+    return tuple(n for n in needed if not effective >> (capability_bit(n) or 0) & 1)
+
+
+def capability_hint(needed: tuple[str, ...]) -> str:
+    """` (needs CAP_SYS_PTRACE)` for what we lack; when we hold them all, say so instead."""
+    if not needed:
+        return ""
+    lacking = lacking_capabilities(needed)
+    if lacking:
+        return f" (needs {' and '.join('CAP_' + n for n in lacking)})"
+    held = " and ".join("CAP_" + n for n in needed)
+    return f" (although {held} is held: refused by a security module or user namespace)"
 
 
 class ParseError(CollectError):

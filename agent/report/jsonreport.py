@@ -1,0 +1,151 @@
+"""The `opaudit.report/v1` JSON/YAML document (SPEC §2). The only place JSON is made."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.model import (
+    Capabilities,
+    Finding,
+    Gap,
+    IdQuad,
+    Listener,
+    NetnsFacts,
+    ObservedProcess,
+    Report,
+    TargetReport,
+    mask_names,
+)
+
+SCHEMA = "opaudit.report/v1"
+SYSCTL_KEYS = (
+    ("net.ipv6.bindv6only", "bindv6only"),
+    ("net.ipv6.conf.all.disable_ipv6", "disable_ipv6"),
+    ("net.ipv4.ip_unprivileged_port_start", "ip_unprivileged_port_start"),
+)
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "node": report.node,
+        "targets": [target_dict(t) for t in report.targets],
+        "findings": [finding_dict(f) for f in report.findings],
+    }
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report_dict(report), indent=2, ensure_ascii=False) + "\n"
+
+
+def render_yaml(report: Report) -> str:
+    import yaml  # only -o yaml pays for it
+
+    return str(yaml.safe_dump(report_dict(report), sort_keys=False, allow_unicode=True))
+
+
+def target_dict(target: TargetReport) -> dict[str, Any]:
+    obs = target.observed
+    declared = target.declared
+    return {
+        "pid": obs.pid,
+        "comm": obs.comm,
+        "cmdline": list(obs.cmdline),
+        "pod": None if declared is None else {
+            "namespace": declared.pod.namespace, "name": declared.pod.name,
+            "uid": declared.pod.uid,
+        },
+        "container": None if declared is None else {
+            "name": declared.container_name, "id": declared.container_id,
+        },
+        "profile": target.profile.name,
+        "identity": identity_dict(obs),
+        "capabilities": capabilities_dict(obs.capabilities),
+        "no_new_privs": obs.no_new_privs,
+        "seccomp": obs.seccomp,
+        "filesystem": None if obs.filesystem is None else {
+            "root_readonly": obs.filesystem.root_readonly,
+            "writable_mounts": list(obs.filesystem.writable_mounts),
+        },
+        "paths": [
+            {"path": p.path, "exists": p.exists, "writable": p.writable,
+             "on_readonly_mount": p.on_readonly_mount, **({"error": p.error} if p.error else {})}
+            for p in obs.paths
+        ],
+        "network": network_dict(obs.network),
+        "incomplete": [{"fact": g.fact, "reason": g.reason} for g in incomplete_gaps(obs)],
+    }
+
+
+def incomplete_gaps(obs: ObservedProcess) -> tuple[Gap, ...]:
+    """The process's gaps and its netns's (e.g. listener owners), once each (SPEC §2)."""
+    network_gaps = obs.network.gaps if obs.network is not None else ()
+    return tuple(dict.fromkeys((*obs.incomplete, *network_gaps)))
+
+
+def identity_dict(obs: ObservedProcess) -> dict[str, Any]:
+    ident = obs.identity
+    return {
+        "uid": _quad(ident.uid),
+        "gid": _quad(ident.gid),
+        "groups": None if ident.groups is None else list(ident.groups),
+        "user": ident.user,
+        "home": ident.home,
+        "env_home": ident.env_home,
+    }
+
+
+def _quad(quad: IdQuad | None) -> dict[str, int] | None:
+    if quad is None:
+        return None
+    return {"real": quad.real, "effective": quad.effective, "saved": quad.saved, "fs": quad.fs}
+
+
+def capabilities_dict(caps: Capabilities | None) -> dict[str, list[str]] | None:
+    if caps is None:
+        return None
+    return {
+        "effective": list(mask_names(caps.effective)),
+        "permitted": list(mask_names(caps.permitted)),
+        "inheritable": list(mask_names(caps.inheritable)),
+        "bounding": list(mask_names(caps.bounding)),
+        "ambient": list(mask_names(caps.ambient)),
+    }
+
+
+def network_dict(net: NetnsFacts | None) -> dict[str, Any] | None:
+    if net is None:
+        return None
+    return {
+        "netns": net.inode,
+        "host_network": net.host_network,
+        "sysctls": {key: getattr(net.sysctls, attr) for key, attr in SYSCTL_KEYS},
+        "addresses": [a.address for a in net.addresses],
+        "listeners": [listener_dict(x) for x in net.listeners],
+    }
+
+
+def listener_dict(listener: Listener) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "protocol": listener.protocol,
+        "address": listener.address,
+        "port": listener.port,
+        "v6only": listener.v6only,
+        "pids": list(listener.pids),
+    }
+    if listener.interface:
+        out["interface"] = listener.interface
+    return out
+
+
+def finding_dict(finding: Finding) -> dict[str, Any]:
+    return {
+        "rule": finding.rule,
+        "severity": finding.severity.value,
+        "pid": finding.pid,
+        "pod": finding.pod,
+        "container": finding.container,
+        "message": finding.message,
+        "remediation": finding.remediation,
+    }

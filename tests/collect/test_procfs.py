@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from staging import Stage
+
+from agent.collect.errors import CollectError, ParseError, ProcessGone
+from agent.collect.procfs import (
+    OVERFLOW_ID,
+    PROC_FILE_LIMIT,
+    ProcFS,
+    parse_id_map,
+    parse_stat_start_time,
+    parse_status,
+    translate_id,
+)
+from agent.model import IdMapRange
+
+STATUS = """Name:\tspark-operator
+Umask:\t0022
+State:\tS (sleeping)
+Tgid:\t8067
+Pid:\t8067
+Uid:\t185\t186\t187\t188
+Gid:\t185\t185\t185\t185
+FDSize:\t256
+Groups:\t185 1000\x20
+NStgid:\t8067\t1
+NSpid:\t8067\t1
+CapInh:\t0000000000000000
+CapPrm:\t0000000000000400
+CapEff:\t0000000000000400
+CapBnd:\t00000000a80425fb
+CapAmb:\t0000000000000000
+NoNewPrivs:\t1
+Seccomp:\t2
+Seccomp_filters:\t1
+"""
+
+
+def replace_line(text: str, key: str, line: str | None) -> str:
+    lines = [ln for ln in text.splitlines() if not ln.startswith(key + ":")]
+    return "\n".join(lines + ([line] if line is not None else [])) + "\n"
+
+
+def test_parse_status() -> None:
+    status = parse_status(STATUS, last_cap=40)
+    assert status.name == "spark-operator"
+    assert (status.uid.real, status.uid.effective, status.uid.saved, status.uid.fs) == (
+        185, 186, 187, 188)
+    assert status.groups == (185, 1000)
+    assert status.capabilities.effective == 1 << 10
+    assert status.capabilities.bounding == 0xA80425FB
+    assert status.capabilities.last_cap == 40
+    assert status.no_new_privs is True
+    assert status.seccomp == "filter"
+    assert status.nspid == (8067, 1)
+
+
+@pytest.mark.parametrize(("mode", "name"), [("0", "disabled"), ("1", "strict"), ("2", "filter")])
+def test_parse_status_seccomp_modes(mode: str, name: str) -> None:
+    assert parse_status(replace_line(STATUS, "Seccomp", f"Seccomp:\t{mode}"), 40).seccomp == name
+
+
+def test_parse_status_old_kernel_fields_absent() -> None:
+    text = STATUS
+    for key in ("NoNewPrivs", "Seccomp", "CapAmb", "NSpid", "Groups"):
+        text = replace_line(text, key, None)
+    status = parse_status(text, 40)
+    assert status.no_new_privs is None
+    assert status.seccomp is None
+    assert status.capabilities.ambient == 0
+    assert status.nspid == ()
+    assert status.groups == ()
+
+
+@pytest.mark.parametrize(
+    ("key", "line"),
+    [("Uid", None), ("Uid", "Uid:\t1\t2\t3"), ("Gid", "Gid:\t1 2 3 x"), ("CapEff", None),
+     ("CapEff", "CapEff:\tzz"), ("Seccomp", "Seccomp:\t3"), ("NoNewPrivs", "NoNewPrivs:\tyes"),
+     ("Uid", "Uid:\t4294967296 0 0 0"), ("Groups", "Groups:\t-1"), ("Name", None),
+     ("Uid", "Uid:\t١٨٥ 185 185 185")],  # Arabic-Indic digits that int() would accept
+)
+def test_parse_status_rejects_malformed(key: str, line: str | None) -> None:
+    with pytest.raises(ParseError):
+        parse_status(replace_line(STATUS, key, line), 40)
+
+
+STATUS_KEYS = ["Name", "Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+               "NoNewPrivs", "Seccomp", "NSpid", "State"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(STATUS_KEYS) | st.text(max_size=8),
+                          st.text(max_size=30)), max_size=20))
+def test_parse_status_parses_or_raises(lines: list[tuple[str, str]]) -> None:
+    text = "\n".join(f"{k}:\t{v}" for k, v in lines)
+    try:
+        status = parse_status(text, 40)
+    except ParseError:
+        return
+    assert all(0 <= i < 1 << 32 for i in (*status.groups, status.uid.real, status.gid.fs))
+    assert status.seccomp in (None, "disabled", "strict", "filter")
+
+
+def test_parse_id_map_and_translate() -> None:
+    identity = parse_id_map("         0          0 4294967295\n")
+    assert identity == (IdMapRange(0, 0, 4294967295),)
+    assert translate_id(185, identity) == 185
+    userns = parse_id_map("         0     100000      65536\n")
+    assert translate_id(100185, userns) == 185
+    assert translate_id(100000, userns) == 0
+    assert translate_id(165535, userns) == 65535
+    assert translate_id(165536, userns) == OVERFLOW_ID  # just past the range
+    assert translate_id(185, userns) == OVERFLOW_ID  # a host id the pod cannot name
+    assert translate_id(0, ()) == OVERFLOW_ID  # user namespace with no map written yet
+
+
+def test_parse_id_map_several_ranges() -> None:
+    ranges = parse_id_map("0 1000 1\n1 100000 65535\n")
+    assert translate_id(1000, ranges) == 0
+    assert translate_id(100000, ranges) == 1
+
+
+@pytest.mark.parametrize("text", ["0 0", "0 0 0\n", "a b c", "0 0 1 2", "0 0 4294967296"])
+def test_parse_id_map_rejects_malformed(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_id_map(text)
+
+
+@given(st.text(alphabet="0123456789 \n\t-x", max_size=80))
+def test_parse_id_map_parses_or_raises(text: str) -> None:
+    try:
+        ranges = parse_id_map(text)
+    except ParseError:
+        return
+    for r in ranges:
+        assert r.count > 0
+        assert translate_id(r.outside, ranges) == next(
+            x.inside + r.outside - x.outside for x in ranges
+            if x.outside <= r.outside < x.outside + x.count)
+
+
+def test_parse_stat_start_time_with_parenthesis_in_comm() -> None:
+    fields = " ".join(str(n) for n in range(4, 22))
+    assert parse_stat_start_time(f"42 (a) (b) c) S {fields} 98765 0 0\n") == 98765
+
+
+@pytest.mark.parametrize("text", ["", "42 (x S 1 2", "42 (x) S 1 2 3", "42 (x) " + "x " * 30])
+def test_parse_stat_start_time_rejects_malformed(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_stat_start_time(text)
+
+
+@given(st.text(max_size=200))
+def test_parse_stat_start_time_parses_or_raises(text: str) -> None:
+    with contextlib.suppress(ParseError):
+        assert parse_stat_start_time(text) >= 0
+
+
+def test_read_start_time_matches_psutil(stage: Stage) -> None:
+    # comm may hold ') ' and spaces: the kernel does not escape it in stat.
+    staged = stage.spawn(comm="x) (y) 1 2 3")
+    proc = ProcFS()
+    assert proc.read_comm(staged.pid) == "x) (y) 1 2 3"
+    ticks = os.sysconf("SC_CLK_TCK")
+    created = psutil.boot_time() + proc.read_start_time(staged.pid) / ticks
+    assert abs(created - psutil.Process(staged.pid).create_time()) < 0.05
+
+
+def test_vanished_pid_raises_process_gone() -> None:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    proc = ProcFS()
+    for read in (proc.read_status, proc.read_start_time, proc.read_cmdline, proc.read_environ,
+                 proc.read_comm, proc.read_uid_map, proc.read_gid_map, proc.read_mountinfo,
+                 proc.open_root):
+        with pytest.raises(ProcessGone):
+            read(child.pid)
+
+
+def test_reads_are_size_capped_and_sanitised(tmp_path: Path) -> None:
+    pid_dir = tmp_path / "77"
+    pid_dir.mkdir()
+    big = b"X=" + b"y" * (3 * PROC_FILE_LIMIT)
+    (pid_dir / "environ").write_bytes(b"HOME=/home/\x1b[2Jspark\0noequals\0" + big)
+    huge_arg = b"z" * (2 * PROC_FILE_LIMIT)
+    (pid_dir / "cmdline").write_bytes(b"java\0-Divy.home=/tmp/.ivy2\0" + huge_arg)
+    proc = ProcFS(str(tmp_path))
+    environ = proc.read_environ(77)
+    assert environ[0] == ("HOME", "/home/\\x1b[2Jspark")
+    assert [k for k, _ in environ] == ["HOME", "X"]
+    assert len(environ[1][1]) <= 4096
+    cmdline = proc.read_cmdline(77)
+    assert cmdline[:2] == ("java", "-Divy.home=/tmp/.ivy2")
+    assert len(cmdline[2]) <= 4096
+
+
+def test_host_proc_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "sys/kernel").mkdir(parents=True)
+    (tmp_path / "sys/kernel/cap_last_cap").write_text("63\n")
+    monkeypatch.setenv("HOST_PROC", str(tmp_path))
+    assert ProcFS().read_cap_last_cap() == 63
+
+
+def test_unreadable_file_is_a_collect_error(tmp_path: Path) -> None:
+    (tmp_path / "5" / "status").mkdir(parents=True)  # EISDIR: neither gone nor denied
+    with pytest.raises(CollectError) as info:
+        ProcFS(str(tmp_path)).read_status(5)
+    assert not isinstance(info.value, ProcessGone)
+
+
+def test_cap_last_cap_matches_kernel() -> None:
+    assert ProcFS().read_cap_last_cap() == int(Path("/proc/sys/kernel/cap_last_cap").read_text())
