@@ -156,15 +156,34 @@ def pid_requests(args: argparse.Namespace) -> list[AuditRequest]:
 
 
 def kube_requests(args: argparse.Namespace) -> list[AuditRequest]:
+    """The running containers of --pod/-l pods, mapped to their processes on this node."""
     if not args.pod and not args.selector:
         return []
-    from agent.audit import AuditRequest
-    from agent.kube.discover import containers_on_node
+    from agent.kube.client import load_api
+    from agent.kube.procmap import pids_for_containers
+    from agent.node import audit_requests, declared_containers
 
     node = args.node or os.environ.get("NODE_NAME")
-    found = containers_on_node(pods=args.pod, selector=args.selector, namespace=args.namespace,
-                               node=node, kubeconfig=args.kubeconfig)
-    return [AuditRequest(pid=pid, declared=declared) for pid, declared in found]
+    api = load_api(args.kubeconfig)
+    pods = []
+    for ref in args.pod:
+        namespace, sep, name = ref.partition("/")
+        if not sep or not namespace or not name:
+            raise UsageError(f"--pod takes NAMESPACE/NAME, not {ref!r}")
+        pod = api.get_pod(namespace, name)
+        where = (pod.get("spec") or {}).get("nodeName")
+        if node and where and where != node:
+            raise UsageError(f"pod {ref} runs on node {where}, not on {node}: "
+                             f"run opaudit on {where}")
+        pods.append(pod)
+    if args.selector:
+        pods += api.list_pods(node, args.selector, args.namespace)[0]
+    declared = declared_containers(pods)
+    requests = audit_requests(declared, pids_for_containers(declared))
+    if not requests:
+        raise UsageError("no running container of the selected pods has a process on this "
+                         "node (opaudit needs hostPID to see them)")
+    return requests
 
 
 def print_report(report: Report, output: str) -> None:

@@ -92,9 +92,10 @@ def fact_lines(obs: ObservedProcess) -> list[str]:
     if net is not None:
         s = net.sysctls
         host = " (host network)" if net.host_network else ""
+        start = _v(s.ip_unprivileged_port_start)
         out.append(_row("network", f"netns {net.inode}{host} · bindv6only {_v(s.bindv6only)}"
                                    f" · disable_ipv6 {_v(s.disable_ipv6)}"
-                                   f" · ip_unprivileged_port_start {_v(s.ip_unprivileged_port_start)}"))
+                                   f" · ip_unprivileged_port_start {start}"))
         globals_ = [a.address for a in net.addresses if a.scope == "global"]
         out.append(_row("", f"addresses {' '.join(globals_) or '-'}"))
         for listener in net.listeners:

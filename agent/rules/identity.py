@@ -1,0 +1,152 @@
+"""Who the process runs as, against what the pod declares; and whether its home is usable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
+from agent.rules.entry import Rule
+from agent.rules.fixes import IVY_SUBMIT_OPTS, container_security_fix, empty_dir_fix, env_fix
+from agent.rules.paths import home_dirs, ivy_dirs, judge_writable
+
+
+def _uid_fix(profile: Profile, uid: int) -> str:
+    body = f"runAsNonRoot: true\nrunAsUser: {uid}\nrunAsGroup: {uid}"
+    return container_security_fix(profile, body)
+
+
+def runs_as_root(observed: ObservedProcess, declared: DeclaredContainer | None,
+                 profile: Profile) -> Iterator[Finding]:
+    uid = observed.identity.uid
+    if uid is None or uid.effective != 0:
+        return
+    said = ""
+    if declared is not None and declared.run_as_non_root:
+        said = " although runAsNonRoot: true is declared"
+    message = (f"{observed.comm} (pid {observed.pid}) runs with effective uid 0 inside the "
+               f"container{said}; a root process owns every file in the container and is one "
+               "kernel bug away from the node.")
+    target = profile.expected_uid if profile.expected_uid is not None else 1000
+    yield RUNS_AS_ROOT.finding(message, _uid_fix(profile, target))
+
+
+RUNS_AS_ROOT = Rule(
+    "RunsAsRoot", Severity.HIGH,
+    "effective uid, as the container sees it, is 0",
+    "root in the container owns its files and widens every escape",
+    "set runAsNonRoot: true and runAsUser to a non-zero uid", runs_as_root)
+
+
+def run_as_user_mismatch(observed: ObservedProcess, declared: DeclaredContainer | None,
+                         profile: Profile) -> Iterator[Finding]:
+    uid = observed.identity.uid
+    if uid is None:
+        return
+    wanted = declared.run_as_user if declared is not None else None
+    source = "runAsUser is declared as"
+    if wanted is None and declared is not None and profile.expected_uid is not None:
+        wanted, source = profile.expected_uid, f"the {profile.name} profile expects uid"
+    if wanted is None or wanted == uid.effective:
+        return
+    message = (f"{observed.comm} (pid {observed.pid}) runs as uid {uid.effective} but {source} "
+               f"{wanted}; file ownership, fsGroup and the image's own paths assume the "
+               "declared uid.")
+    yield RUN_AS_USER_MISMATCH.finding(message, _uid_fix(profile, wanted))
+
+
+RUN_AS_USER_MISMATCH = Rule(
+    "RunAsUserMismatch", Severity.HIGH,
+    "declared runAsUser (container over pod) differs from the observed effective uid",
+    "the process is not who the manifest says; ownership and policy checks are wrong",
+    "make runAsUser match the uid the workload must run as", run_as_user_mismatch)
+
+
+def run_as_group_mismatch(observed: ObservedProcess, declared: DeclaredContainer | None,
+                          profile: Profile) -> Iterator[Finding]:
+    gid = observed.identity.gid
+    if gid is None or declared is None or declared.run_as_group is None:
+        return
+    if declared.run_as_group == gid.effective:
+        return
+    message = (f"{observed.comm} (pid {observed.pid}) runs with gid {gid.effective} but "
+               f"runAsGroup is declared as {declared.run_as_group}; files it creates get the "
+               "wrong group and group-based access differs from what was reviewed.")
+    fix = container_security_fix(profile, f"runAsGroup: {declared.run_as_group}")
+    yield RUN_AS_GROUP_MISMATCH.finding(message, fix)
+
+
+RUN_AS_GROUP_MISMATCH = Rule(
+    "RunAsGroupMismatch", Severity.MEDIUM,
+    "declared runAsGroup differs from the observed effective gid",
+    "files and group access follow the wrong gid",
+    "make runAsGroup match the gid the workload must run as", run_as_group_mismatch)
+
+
+def _is_spark(observed: ObservedProcess, profile: Profile) -> bool:
+    return bool(profile.helm_values_prefix) or any("spark" in a for a in observed.cmdline[:2])
+
+
+def _home_problems(observed: ObservedProcess) -> tuple[list[str], bool]:
+    """What is wrong with the homes, and whether any of them could not be judged."""
+    identity = observed.identity
+    if identity.uid is not None and identity.user is None and identity.home is None:
+        unread = any("passwd" in g.fact or "identity" in g.fact for g in observed.incomplete)
+        if not unread:
+            return [f"uid {identity.uid.effective} has no entry in the container's /etc/passwd"
+                    ], False
+    problems: list[str] = []
+    unknown = False
+    for home in home_dirs(observed):
+        verdict = judge_writable(observed, home, creatable=False)
+        if verdict.writable is False:
+            # The JVM's user.home is the passwd home; shells and most tools use $HOME.
+            label = "" if home == identity.home else "$HOME "
+            problems.append(label + verdict.detail)
+        unknown |= verdict.writable is None
+    return problems, unknown
+
+
+def home_directory_unusable(observed: ObservedProcess, declared: DeclaredContainer | None,
+                            profile: Profile) -> Iterator[Finding]:
+    problems, _ = _home_problems(observed)
+    if not problems:
+        return
+    spark = _is_spark(observed, profile)
+    ivy_ok = [d for d in ivy_dirs(observed, declared) if judge_writable(observed, d).writable]
+    identity = observed.identity
+    uid = f", uid {identity.uid.effective}" if identity.uid is not None else ""
+    message = (f"The home directory of {observed.comm} (user {identity.user or 'unknown'}{uid}) "
+               f"is unusable: {'; '.join(problems)}. Tools that write under HOME fail")
+    if spark and ivy_ok:
+        message += (f"; Ivy is already pointed at writable {', '.join(ivy_ok)}, so "
+                    "`spark-submit --packages` works, but anything else writing to ~ "
+                    "(~/.cache, ~/.java, shell history) still fails.")
+    elif spark:
+        message += (": Ivy writes ~/.ivy2 for `spark-submit --packages` and fails with "
+                    "FileNotFoundException (kubeflow/spark-operator#2208).")
+    else:
+        message += "."
+    severity = Severity.LOW if ivy_ok else None
+    yield HOME_DIRECTORY_UNUSABLE.finding(message, _home_fix(profile, spark), severity)
+
+
+def _home_fix(profile: Profile, spark: bool) -> str:
+    parts = ["# Point HOME at a writable emptyDir (here the /tmp one):", env_fix(profile, "HOME",
+                                                                              "/tmp")]
+    if spark:
+        parts += ["# Ivy (spark-submit --packages): write its cache under /tmp, or set "
+                  "spark.jars.ivy=/tmp/ivy2 in the SparkApplication's sparkConf",
+                  env_fix(profile, "SPARK_SUBMIT_OPTS", IVY_SUBMIT_OPTS)]
+    parts += ["# Or mount a writable emptyDir at the home directory itself:",
+              empty_dir_fix(profile, "home", "/home/spark" if spark else "/home/app")]
+    return "\n".join(parts)
+
+
+HOME_DIRECTORY_UNUSABLE = Rule(
+    "HomeDirectoryUnusable", Severity.MEDIUM,
+    "the uid has no passwd entry, or its home / $HOME is missing or not writable",
+    "tools that write under HOME fail (Ivy for spark-submit --packages)",
+    "set HOME to a writable emptyDir, or SPARK_SUBMIT_OPTS=" + IVY_SUBMIT_OPTS,
+    home_directory_unusable)
+
+RULES = (RUNS_AS_ROOT, RUN_AS_USER_MISMATCH, RUN_AS_GROUP_MISMATCH, HOME_DIRECTORY_UNUSABLE)

@@ -1,0 +1,35 @@
+"""InspectionIncomplete: facts that could not be read, so some verdicts are unknown."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from agent.model import DeclaredContainer, Finding, Gap, ObservedProcess, Profile, Severity
+from agent.rules.entry import Rule
+
+
+def gaps_of(observed: ObservedProcess) -> tuple[Gap, ...]:
+    gaps = [*observed.incomplete, *(observed.network.gaps if observed.network else ())]
+    return tuple(dict.fromkeys(gaps))
+
+
+def inspection_incomplete(observed: ObservedProcess, declared: DeclaredContainer | None,
+                          profile: Profile) -> Iterator[Finding]:
+    gaps = gaps_of(observed)
+    if not gaps:
+        return
+    listed = "; ".join(f"{g.fact} ({g.reason})" for g in gaps)
+    message = (f"Some facts about {observed.comm} (pid {observed.pid}) could not be read: "
+               f"{listed}. Rules that need them report nothing, which is not a pass.")
+    fix = ("# Run opaudit as the DaemonSet ships it (hostPID; SYS_PTRACE, DAC_READ_SEARCH,\n"
+           "# SYS_ADMIN), or re-run while the process is alive.")
+    yield INSPECTION_INCOMPLETE.finding(message, fix)
+
+
+INSPECTION_INCOMPLETE = Rule(
+    "InspectionIncomplete", Severity.INFO,
+    "some facts could not be read (which, and why: missing privilege, process gone)",
+    "a rule without its facts says nothing; silence is not a pass",
+    "give the agent the capabilities its DaemonSet declares", inspection_incomplete)
+
+RULES = (INSPECTION_INCOMPLETE,)

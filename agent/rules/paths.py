@@ -1,0 +1,148 @@
+"""The paths a workload must be able to write, and how to judge them from probed PathAccess."""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from dataclasses import dataclass
+
+from agent.model import DeclaredContainer, ObservedProcess, PathAccess, Profile
+from agent.rules.profiles import WEBHOOK_CERT_DIR
+
+# JVM option carriers that spark-submit (and any JVM) reads; SPARK_SUBMIT_OPTS is the one
+# the operator's workaround for Ivy uses (kubeflow/spark-operator#1132).
+JVM_OPTION_VARIABLES = (
+    "SPARK_SUBMIT_OPTS", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS")
+# ivy.home and spark.jars.ivy are Ivy's home; ivy.cache.dir its cache; all are written.
+IVY_KEYS = ("spark.jars.ivy=", "-Dspark.jars.ivy=", "-Divy.home=", "-Divy.cache.dir=")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether a path can be written (or created), and the fact that decided it."""
+
+    writable: bool | None
+    detail: str
+
+
+def _tokens(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
+
+
+def _env(observed: ObservedProcess, declared: DeclaredContainer | None, name: str) -> str | None:
+    value = observed.env(name)
+    if value is None and declared is not None and not observed.environ:
+        value = dict(declared.env).get(name)
+    return value
+
+
+def ivy_dirs(observed: ObservedProcess, declared: DeclaredContainer | None) -> tuple[str, ...]:
+    """Ivy directories set through the cmdline or JVM option variables, in order found."""
+    tokens = list(observed.cmdline)
+    for name in JVM_OPTION_VARIABLES:
+        tokens += _tokens(_env(observed, declared, name) or "")
+    found: list[str] = []
+    for token in tokens:
+        for key in IVY_KEYS:
+            if token.startswith(key) and token[len(key):].startswith("/"):
+                found.append(posixpath.normpath(token[len(key):]))
+    return tuple(dict.fromkeys(found))
+
+
+def tmp_dir(observed: ObservedProcess, declared: DeclaredContainer | None) -> str:
+    value = _env(observed, declared, "TMPDIR")
+    return posixpath.normpath(value) if value and value.startswith("/") else "/tmp"
+
+
+def home_dirs(observed: ObservedProcess) -> tuple[str, ...]:
+    """The passwd home (what the JVM's user.home is) and $HOME (what shells and tools use)."""
+    identity = observed.identity
+    env_home = identity.env_home or observed.env("HOME")
+    homes = [h for h in (identity.home, env_home) if h and h.startswith("/")]
+    return tuple(dict.fromkeys(posixpath.normpath(h) for h in homes))
+
+
+def _ancestors(path: str) -> list[str]:
+    found = []
+    while path != "/":
+        path = posixpath.dirname(path)
+        found.append(path)
+    return found
+
+
+def writes_needed(observed: ObservedProcess, declared: DeclaredContainer | None,
+                  profile: Profile) -> dict[str, str]:
+    """Paths that must be writable, each with why (the home is HomeDirectoryUnusable's)."""
+    needed: dict[str, str] = {}
+    fs = observed.filesystem
+    if fs is None or fs.root_readonly is not False:
+        needed[tmp_dir(observed, declared)] = (
+            "the root filesystem is read-only and temporary files (the JVM, spark-submit, "
+            "most runtimes) go to the temp directory")
+    for path in profile.writable_paths:
+        why = ("the webhook writes tls.crt and tls.key there at start" if path == WEBHOOK_CERT_DIR
+               else f"the {profile.name} profile needs it written")
+        needed.setdefault(posixpath.normpath(path), why)
+    for path in ivy_dirs(observed, declared):
+        needed.setdefault(path, "Ivy is configured there (spark.jars.ivy / -Divy.*) and "
+                                "spark-submit --packages writes its cache there")
+    return {p: why for p, why in needed.items() if p.startswith("/")}
+
+
+def required_paths(observed: ObservedProcess, declared: DeclaredContainer | None,
+                   profile: Profile) -> tuple[str, ...]:
+    """Everything the engine must probe: homes, needed writes and their ancestors (to tell
+    whether a missing directory could be created)."""
+    needed = [*home_dirs(observed), tmp_dir(observed, declared),
+              *writes_needed(observed, declared, profile)]
+    paths = list(needed)
+    for path in needed:
+        paths += _ancestors(path)
+    return tuple(dict.fromkeys(paths))
+
+
+def judge_writable(observed: ObservedProcess, path: str, creatable: bool = True) -> Verdict:
+    """Writable, or (with `creatable`) missing but its nearest existing parent is writable."""
+    access = observed.path(path)
+    if access is None:
+        return Verdict(None, f"{path} was not probed")
+    if access.writable:
+        return Verdict(True, f"{path} is writable")
+    if access.exists is False:
+        if not creatable:
+            return Verdict(False, f"{path} does not exist")
+        if access.writable is False:
+            # The collector judged it by its nearest existing parent directory.
+            cause = "its parent is on a read-only mount" if access.on_readonly_mount else (
+                access.error or "its parent is not writable")
+            return Verdict(False, f"{path} does not exist and cannot be created: {cause}")
+        return _judge_creatable(observed, path)
+    return _not_writable(access)
+
+
+def _not_writable(access: PathAccess) -> Verdict:
+    if access.writable is None:
+        return Verdict(None, f"{access.path}: {access.error or 'writability unknown'}")
+    if access.on_readonly_mount:
+        return Verdict(False, f"{access.path} is on a read-only mount")
+    return Verdict(False, f"{access.path} is not writable by the process (mode/owner)")
+
+
+def _judge_creatable(observed: ObservedProcess, path: str) -> Verdict:
+    for parent in _ancestors(path):
+        access = observed.path(parent)
+        if access is None:
+            return Verdict(None, f"{path} does not exist and {parent} was not probed")
+        if access.exists is False:
+            continue
+        if access.writable:
+            return Verdict(True, f"{path} does not exist but {parent} is writable")
+        parent_verdict = _not_writable(access)
+        if parent_verdict.writable is None:
+            return parent_verdict
+        return Verdict(False, f"{path} does not exist and cannot be created: "
+                              f"{parent_verdict.detail}")
+    return Verdict(None, f"{path} does not exist")

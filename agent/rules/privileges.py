@@ -1,0 +1,190 @@
+"""Capabilities, no_new_privs and seccomp as the kernel holds them, against the declared ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from agent.model import (
+    DeclaredContainer,
+    Finding,
+    ObservedProcess,
+    Profile,
+    Severity,
+    capability_bit,
+    mask_names,
+)
+from agent.rules.entry import Rule
+from agent.rules.fixes import container_security_fix, sysctl_fix
+from agent.rules.reach import own_listeners
+
+NET_BIND_SERVICE_BIT = 10
+DROP_ALL = "capabilities:\n  drop: [ALL]"
+
+
+def _who(observed: ObservedProcess) -> str:
+    return f"{observed.comm} (pid {observed.pid})"
+
+
+def privileged_container(observed: ObservedProcess, declared: DeclaredContainer | None,
+                         profile: Profile) -> Iterator[Finding]:
+    caps = observed.capabilities
+    full = caps is not None and caps.bounding & caps.full_mask == caps.full_mask
+    said = declared is not None and declared.privileged is True
+    if not (full or said):
+        return
+    seen = (f"its bounding set holds every capability up to cap_last_cap ({caps.last_cap})"
+            if full and caps is not None else "")
+    decl = "privileged: true is declared" if said else ""
+    what = " and ".join(x for x in (decl, seen) if x)
+    message = (f"{_who(observed)} runs privileged: {what}. A privileged container has all "
+               "capabilities and the host's devices; it can take over the node.")
+    fix = container_security_fix(profile, f"privileged: false\n{DROP_ALL}")
+    yield PRIVILEGED_CONTAINER.finding(message, fix)
+
+
+PRIVILEGED_CONTAINER = Rule(
+    "PrivilegedContainer", Severity.CRITICAL,
+    "declared privileged: true, or the bounding set holds every capability",
+    "a privileged container can take over the node",
+    "privileged: false and capabilities.drop: [ALL]", privileged_container)
+
+
+def privilege_escalation_allowed(observed: ObservedProcess, declared: DeclaredContainer | None,
+                                 profile: Profile) -> Iterator[Finding]:
+    if observed.no_new_privs is not False:
+        return
+    message = (f"{_who(observed)} has NoNewPrivs 0: a setuid binary or file capability can "
+               "raise its privileges.")
+    if declared is not None and declared.allow_privilege_escalation is False:
+        message += (" This is drift: allowPrivilegeEscalation: false is declared, so the "
+                    "runtime should have set no_new_privs (privileged: true or an added "
+                    "SYS_ADMIN overrides it).")
+    elif declared is not None:
+        message += (" allowPrivilegeEscalation is not set to false, and the kubelet sets "
+                    "no_new_privs only when it is explicitly false.")
+    fix = container_security_fix(profile, "allowPrivilegeEscalation: false")
+    yield PRIVILEGE_ESCALATION_ALLOWED.finding(message, fix)
+
+
+PRIVILEGE_ESCALATION_ALLOWED = Rule(
+    "PrivilegeEscalationAllowed", Severity.HIGH,
+    "NoNewPrivs is 0 (drift when allowPrivilegeEscalation: false was declared)",
+    "setuid binaries and file capabilities can raise the process's privileges",
+    "allowPrivilegeEscalation: false", privilege_escalation_allowed)
+
+
+def capabilities_not_dropped(observed: ObservedProcess, declared: DeclaredContainer | None,
+                             profile: Profile) -> Iterator[Finding]:
+    caps = observed.capabilities
+    if caps is None:
+        return
+    extra = caps.bounding & ~(1 << NET_BIND_SERVICE_BIT)
+    if not extra:
+        return
+    names = ", ".join(mask_names(extra))
+    declared_drop = ", ".join(declared.capabilities_drop) if declared else ""
+    said = f" (declared drop: [{declared_drop}])" if declared_drop else ""
+    message = (f"{_who(observed)} keeps {names} in its bounding set{said}; any of them can "
+               "be regained by exec of a file with capabilities or by a root process, and "
+               "NET_BIND_SERVICE is the only one a hardened workload may keep.")
+    yield CAPABILITIES_NOT_DROPPED.finding(message, container_security_fix(profile, DROP_ALL))
+
+
+CAPABILITIES_NOT_DROPPED = Rule(
+    "CapabilitiesNotDropped", Severity.HIGH,
+    "the bounding set holds anything besides NET_BIND_SERVICE",
+    "capabilities left in the bounding set can be regained",
+    "capabilities.drop: [ALL], add back only what is proven needed", capabilities_not_dropped)
+
+
+def capability_added_but_ineffective(observed: ObservedProcess,
+                                     declared: DeclaredContainer | None,
+                                     profile: Profile) -> Iterator[Finding]:
+    caps = observed.capabilities
+    if caps is None or declared is None:
+        return
+    idle = []
+    for name in declared.capabilities_add:
+        bit = capability_bit(name)
+        if bit is not None and caps.bounding >> bit & 1 and not caps.effective >> bit & 1:
+            idle.append(mask_names(1 << bit)[0])
+    if not idle:
+        return
+    names = ", ".join(sorted(set(idle)))
+    uid = observed.identity.uid
+    who = f"{observed.comm} (pid {observed.pid}, uid {uid.effective if uid else 'unknown'})"
+    message = (f"capabilities.add declares {names}, but {who} holds it only in its bounding set, "
+               "not as effective: Kubernetes sets no ambient capabilities, so a non-root process "
+               "gets no capability from `add` without ambient or file capabilities, and adding "
+               "it does nothing.")
+    kept = [c for c in declared.capabilities_add if c not in idle and c != "ALL"]
+    body = DROP_ALL + (f"\n  add: [{', '.join(kept)}]" if kept else "")
+    fix = container_security_fix(profile, body)
+    if NET_BIND_SERVICE_BIT in {capability_bit(n) for n in idle}:
+        fix += ("\n# If a port below 1024 is really needed, lower the netns threshold instead:\n"
+                + sysctl_fix(profile, "net.ipv4.ip_unprivileged_port_start", 0))
+    yield CAPABILITY_ADDED_BUT_INEFFECTIVE.finding(message, fix)
+
+
+CAPABILITY_ADDED_BUT_INEFFECTIVE = Rule(
+    "CapabilityAddedButIneffective", Severity.LOW,
+    "a capability in capabilities.add is in the bounding set but not effective",
+    "a non-root process gets nothing from `add` without ambient or file caps",
+    "remove it from capabilities.add (or lower ip_unprivileged_port_start)",
+    capability_added_but_ineffective)
+
+
+def net_bind_service_unneeded(observed: ObservedProcess, declared: DeclaredContainer | None,
+                              profile: Profile) -> Iterator[Finding]:
+    caps, network = observed.capabilities, observed.network
+    if caps is None or network is None:
+        return
+    start = network.sysctls.ip_unprivileged_port_start
+    held = caps.effective | caps.bounding
+    if start is None or not held >> NET_BIND_SERVICE_BIT & 1:
+        return
+    ports = sorted({s.port for s in own_listeners(observed, network)})
+    if any(p < start for p in ports):
+        return
+    where = "as effective" if caps.effective >> NET_BIND_SERVICE_BIT & 1 else "in its bounding set"
+    if declared is not None and NET_BIND_SERVICE_BIT in {
+            capability_bit(c) for c in declared.capabilities_add}:
+        where += " (declared in capabilities.add)"
+    listed = ", ".join(map(str, ports)) if ports else "no port at all"
+    message = (f"{_who(observed)} holds NET_BIND_SERVICE {where}, yet every port it listens on "
+               f"({listed}) is >= net.ipv4.ip_unprivileged_port_start={start} in its network "
+               "namespace, so no capability is involved in binding them.")
+    keep = [c for c in (declared.capabilities_add if declared else ())
+            if capability_bit(c) != NET_BIND_SERVICE_BIT and c != "ALL"]
+    body = DROP_ALL + (f"\n  add: [{', '.join(keep)}]" if keep else "")
+    yield NET_BIND_SERVICE_UNNEEDED.finding(message, container_security_fix(profile, body))
+
+
+NET_BIND_SERVICE_UNNEEDED = Rule(
+    "NetBindServiceUnneeded", Severity.MEDIUM,
+    "NET_BIND_SERVICE is held, yet no listener port is below ip_unprivileged_port_start",
+    "an unused capability is attack surface with no benefit",
+    "drop NET_BIND_SERVICE from capabilities.add", net_bind_service_unneeded)
+
+
+def seccomp_unconfined(observed: ObservedProcess, declared: DeclaredContainer | None,
+                       profile: Profile) -> Iterator[Finding]:
+    if observed.seccomp != "disabled":
+        return
+    said = ""
+    if declared is not None and declared.seccomp_profile:
+        said = f" although seccompProfile {declared.seccomp_profile} is declared"
+    message = (f"{_who(observed)} runs with seccomp mode 0 (no filter){said}; every syscall, "
+               "including rarely used ones with kernel bugs, is open to it.")
+    fix = container_security_fix(profile, "seccompProfile:\n  type: RuntimeDefault")
+    yield SECCOMP_UNCONFINED.finding(message, fix)
+
+
+SECCOMP_UNCONFINED = Rule(
+    "SeccompUnconfined", Severity.HIGH,
+    "Seccomp mode is 0",
+    "without a filter every syscall is reachable",
+    "seccompProfile.type: RuntimeDefault", seccomp_unconfined)
+
+RULES = (PRIVILEGED_CONTAINER, PRIVILEGE_ESCALATION_ALLOWED, CAPABILITIES_NOT_DROPPED,
+         CAPABILITY_ADDED_BUT_INEFFECTIVE, NET_BIND_SERVICE_UNNEEDED, SECCOMP_UNCONFINED)

@@ -1,0 +1,50 @@
+"""Built-in workload profiles and how a pod's labels pick one."""
+
+from __future__ import annotations
+
+from agent.model import GENERIC_PROFILE, AuditConfig, DeclaredContainer, Profile
+
+# kubeflow/spark-operator chart 2.5.2: pods carry only these selector labels, the image runs
+# as USER 185:185, the webhook writes its serving certs into this directory at start.
+SPARK_OPERATOR_UID = 185
+WEBHOOK_CERT_DIR = "/etc/k8s-webhook-server/serving-certs"
+
+SPARK_OPERATOR_CONTROLLER = Profile(
+    name="spark-operator-controller",
+    selector=(("app.kubernetes.io/name", "spark-operator"),
+              ("app.kubernetes.io/component", "controller")),
+    writable_paths=("/tmp",),
+    ports=(8080, 8081),
+    expected_uid=SPARK_OPERATOR_UID,
+    helm_values_prefix="controller",
+)
+
+SPARK_OPERATOR_WEBHOOK = Profile(
+    name="spark-operator-webhook",
+    selector=(("app.kubernetes.io/name", "spark-operator"),
+              ("app.kubernetes.io/component", "webhook")),
+    writable_paths=("/tmp", WEBHOOK_CERT_DIR),
+    ports=(8080, 8081, 9443),
+    expected_uid=SPARK_OPERATOR_UID,
+    helm_values_prefix="webhook",
+)
+
+BUILTIN_PROFILES = (SPARK_OPERATOR_CONTROLLER, SPARK_OPERATOR_WEBHOOK)
+
+
+def selector_matches(selector: tuple[tuple[str, str], ...],
+                     labels: tuple[tuple[str, str], ...]) -> bool:
+    """Equality-based label selector: every key=value must be on the pod."""
+    have = dict(labels)
+    return all(have.get(key) == value for key, value in selector)
+
+
+def match_profile(declared: DeclaredContainer | None, config: AuditConfig) -> Profile:
+    """The first profile whose selector matches: --config profiles first, then the built-ins.
+    A profile with an empty selector never matches (it would swallow every pod)."""
+    if declared is None:
+        return GENERIC_PROFILE
+    for profile in (*config.profiles, *BUILTIN_PROFILES):
+        if profile.selector and selector_matches(profile.selector, declared.labels):
+            return profile
+    return GENERIC_PROFILE
