@@ -41,8 +41,8 @@ def sysctl_fix(profile: Profile, name: str, value: int, note: str = "") -> str:
     return f"{text}\n# {note}" if note else text
 
 
-def env_fix(profile: Profile, name: str, value: str) -> str:
-    body = f"- name: {name}\n  value: {value}"
+def env_fix(profile: Profile, name: str, value: str, *more: tuple[str, str]) -> str:
+    body = "\n".join(f"- name: {n}\n  value: {v}" for n, v in ((name, value), *more))
     lines = ["# Pod spec: spec.containers[].env", nest("env", body)]
     return "\n".join(lines + _helm(profile, "env", body))
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
 from agent.rules.entry import Rule
-from agent.rules.fixes import IVY_SUBMIT_OPTS, container_security_fix, empty_dir_fix, env_fix
+from agent.rules.fixes import IVY_SUBMIT_OPTS, container_security_fix, env_fix
 from agent.rules.paths import home_dirs, ivy_dirs, judge_writable
 
 
@@ -131,15 +131,13 @@ def home_directory_unusable(observed: ObservedProcess, declared: DeclaredContain
 
 
 def _home_fix(profile: Profile, spark: bool) -> str:
-    parts = ["# Point HOME at a writable emptyDir (here the /tmp one):", env_fix(profile, "HOME",
-                                                                              "/tmp")]
-    if spark:
-        parts += ["# Ivy (spark-submit --packages): write its cache under /tmp, or set "
-                  "spark.jars.ivy=/tmp/ivy2 in the SparkApplication's sparkConf",
-                  env_fix(profile, "SPARK_SUBMIT_OPTS", IVY_SUBMIT_OPTS)]
-    parts += ["# Or mount a writable emptyDir at the home directory itself:",
-              empty_dir_fix(profile, "home", "/home/spark" if spark else "/home/app")]
-    return "\n".join(parts)
+    if not spark:
+        return "# Point HOME at a writable emptyDir (here the /tmp one):\n" + env_fix(
+            profile, "HOME", "/tmp")
+    # One env list: Helm replaces lists wholesale, so both variables go in together.
+    return ("# Point HOME and Ivy (spark-submit --packages) at the writable /tmp emptyDir;\n"
+            "# per application, spark.jars.ivy=/tmp/ivy2 in sparkConf does the Ivy part.\n"
+            + env_fix(profile, "HOME", "/tmp", ("SPARK_SUBMIT_OPTS", IVY_SUBMIT_OPTS)))
 
 
 HOME_DIRECTORY_UNUSABLE = Rule(
