@@ -1,0 +1,119 @@
+"""The events.k8s.io/v1 Event opaudit posts for a finding: name, note and body.
+
+Facts the API server enforces (pkg/apis/core/validation/events.go): `eventTime` is a
+MicroTime with exactly six fractional digits; `note` is at most 1024 bytes;
+`reportingController` is a qualified name; `reportingInstance`, `action` and `reason`
+at most 128 characters; the name is a DNS subdomain of at most 253 characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.model import Finding, PodRef, Severity
+
+REPORTING_CONTROLLER = "opaudit"
+ACTION = "Audit"
+NOTE_LIMIT_BYTES = 1024  # apiserver: len(note) > 1024 bytes is Invalid
+
+
+@dataclass(frozen=True, slots=True)
+class EventKey:
+    pod_uid: str
+    container: str
+    rule: str
+    cleared: bool = False
+
+
+def event_name(pod: PodRef, container: str, rule: str, *, cleared: bool = False) -> str:
+    """`<pod name>.<16 hex>`: stable across restarts, a DNS subdomain of at most 253."""
+    identity = f"{pod.uid}/{container}/{rule}" + ("/cleared" if cleared else "")
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    prefix = pod.name[: 253 - len(digest) - 1].rstrip(".-")
+    return f"{prefix}.{digest}"
+
+
+def micro_time(moment: datetime) -> str:
+    """A MicroTime: exactly six fractional digits, UTC, e.g. `2026-01-01T00:00:00.000000Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_body(
+    pod: PodRef, key: EventKey, findings: list[Finding], node: str, when: datetime
+) -> dict[str, Any]:
+    """The events.k8s.io/v1 Event for `findings` of one rule in one container (or a clear)."""
+    if key.cleared:
+        event_type = "Normal"
+        note = fit_note(f"Cleared: {key.rule} is no longer observed in container {key.container}.")
+    else:
+        worst = max(f.severity.rank for f in findings)
+        event_type = "Warning" if worst >= Severity.LOW.rank else "Normal"
+        messages = " ".join(dict.fromkeys(f.message for f in findings))
+        fixes = " ".join(dict.fromkeys(f.remediation for f in findings if f.remediation))
+        note = fit_note(f"container {key.container}: {messages}", f"Fix: {fixes}" if fixes else "")
+    return {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {
+            "name": event_name(pod, key.container, key.rule, cleared=key.cleared),
+            "namespace": pod.namespace,
+        },
+        "eventTime": micro_time(when),
+        "reportingController": REPORTING_CONTROLLER,
+        "reportingInstance": node[:128],  # apiserver: at most 128 characters
+        "action": ACTION,
+        "reason": key.rule[:128],
+        "type": event_type,
+        "note": note,
+        "regarding": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": pod.namespace,
+            "name": pod.name,
+            "uid": pod.uid,
+        },
+    }
+
+
+def sanitize_text(text: str) -> str:
+    """One line of printable text: control/format characters and lone surrogates removed."""
+    kept = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category == "Cs":  # surrogateescape'd bytes from /proc
+            kept.append("\ufffd")
+        elif category in ("Cc", "Cf", "Zl", "Zp", "Co"):  # incl. ESC, bidi overrides
+            kept.append(" ")
+        else:
+            kept.append(char)
+    return " ".join("".join(kept).split())
+
+
+def fit_note(message: str, remediation: str = "", limit: int = NOTE_LIMIT_BYTES) -> str:
+    """`message remediation`, sanitised, at most `limit` UTF-8 bytes; each part keeps room."""
+    head, tail = sanitize_text(message), sanitize_text(remediation)
+    if not tail:
+        return _truncate(head, limit)
+    joined = f"{head} {tail}"
+    if len(joined.encode()) <= limit:
+        return joined
+    tail_bytes = len(tail.encode())
+    head = _truncate(head, max(limit // 2, limit - tail_bytes - 1))
+    return f"{head} {_truncate(tail, limit - len(head.encode()) - 1)}"
+
+
+def _truncate(text: str, limit: int) -> str:
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    ellipsis = "…"  # 3 bytes
+    cut = raw[: max(0, limit - len(ellipsis.encode()))].decode("utf-8", "ignore")
+    return cut.rstrip() + ellipsis
+
+
+def event_series(count: int, last_observed: datetime) -> dict[str, Any]:
+    return {"count": count, "lastObservedTime": micro_time(last_observed)}

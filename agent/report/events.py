@@ -1,0 +1,340 @@
+"""Kubernetes Events sink: one events.k8s.io/v1 Event per (pod, container, rule), deduplicated.
+
+How writes stay few (SPEC §4, §7):
+- The Event name is `<pod>.<sha256(pod uid, container, rule)[:16]>`, so a restarted agent's
+  create answers 409 and it updates that Event's `series` instead of making a duplicate.
+- A finding seen again updates `series` at once the first time (count 2, as client-go's
+  tools/events does), then at most once per `SERIES_REFRESH_SECONDS` (client-go's 30 min
+  heartbeat); in between only the in-memory count grows. Steady state: 0 new objects.
+- A per-pod token bucket (burst 25, one token per 5 min, client-go's EventCorrelator spam
+  filter) is charged when a write is queued; without a token the write is dropped and
+  counted (`rate_limited`), and the next cycle offers it again.
+- The queue holds at most `queue_size` distinct owed Events; a new one beyond that is
+  rejected and counted (`queue_full`): the oldest owed Events are kept until delivered.
+  Repeats of a queued Event merge into it, so an outage does not fill the queue.
+- 429 waits for Retry-After; 5xx, 401, 403 and connection errors back off exponentially
+  (0.25 s doubling, capped at 30 s) and the write stays owed, so Events arrive once RBAC
+  or the API is fixed. Other rejections (400, 404, 422) drop the write (`rejected`).
+- When a finding disappears from a container that was audited again, a Normal Event with
+  the same reason and a "Cleared" note is posted (its own name: type is immutable).
+The sink never raises to its caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agent.model import Finding, PodRef, Report
+from agent.report.event_object import (  # re-exported: callers import them from here
+    NOTE_LIMIT_BYTES,
+    EventKey,
+    event_body,
+    event_name,
+    event_series,
+    fit_note,
+    micro_time,
+    sanitize_text,
+)
+
+if TYPE_CHECKING:
+    from agent.kube.client import Api, KubeError
+
+log = logging.getLogger(__name__)
+
+SERIES_REFRESH_SECONDS = 30 * 60  # client-go tools/events refreshTime
+BUCKET_BURST = 25  # client-go EventCorrelator defaultSpamBurst
+BUCKET_REFILL_SECONDS = 300.0  # defaultSpamQPS = 1/300
+BACKOFF_BASE_SECONDS = 0.25
+BACKOFF_CAP_SECONDS = 30.0
+DEFAULT_RETRY_AFTER_SECONDS = 1.0
+STATE_TTL_SECONDS = 2 * 3600  # forget a pod unseen this long (Events themselves live 1 h)
+
+
+class EventMetrics(Protocol):
+    """What the sink reports; `agent.report.metrics.AgentMetrics` implements it."""
+
+    def event_written(self) -> None: ...
+    def event_dropped(self, reason: str) -> None: ...  # queue_full | rate_limited | rejected
+    def api_error(self, code: str) -> None: ...  # HTTP status as text, or "connection"
+
+
+@dataclass(slots=True)
+class _Owed:
+    """One Event this process knows about: what to create, and how far the server is."""
+
+    namespace: str
+    name: str
+    body: dict[str, Any]
+    count: int  # occurrences, including the server's count learned after a 409
+    last_observed: datetime
+    seen_at: float  # sink clock
+    written_count: int = 0  # series count the server has; 0: not known to exist
+    last_write: float = 0.0
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+
+    def take(self, now: float) -> bool:
+        refill = max(0.0, now - self.updated) / BUCKET_REFILL_SECONDS
+        self.tokens = min(float(BUCKET_BURST), self.tokens + refill)
+        self.updated = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+class EventSink:
+    """Posts findings as Events on their Pods; `publish` queues, `pump`/`flush` write."""
+
+    def __init__(
+        self,
+        api: Api,
+        node: str,
+        *,
+        queue_size: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: EventMetrics | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api = api
+        self.node = node
+        self.queue_size = queue_size
+        self.clock = clock
+        self.metrics = metrics
+        self.sleep = sleep
+        self.written = 0
+        self.dropped = 0
+        self.api_errors = 0
+        self.last_error: KubeError | None = None
+        self._lock = threading.Lock()
+        self._pump_lock = threading.Lock()
+        self._owed: dict[EventKey, _Owed] = {}
+        self._queue: OrderedDict[EventKey, None] = OrderedDict()
+        self._buckets: dict[str, _Bucket] = {}
+        self._failures = 0
+        self._not_before = 0.0
+
+    @property
+    def pending(self) -> int:
+        """Events owed to the API server (queued, not yet written)."""
+        with self._lock:
+            return len(self._queue)
+
+    def publish(self, report: Report) -> None:
+        """Queue the Events this report calls for; never blocks on the API, never raises."""
+        try:
+            with self._lock:
+                self._publish(report)
+        except Exception:  # the sink must never take the audit loop down
+            log.exception("event sink: cannot queue Events for this report")
+
+    def pump(self, deadline: float) -> None:
+        """Write owed Events until `deadline` (a value of the sink's clock).
+
+        Returns early when nothing is owed or the next attempt (backoff, Retry-After)
+        falls after the deadline. Never raises.
+        """
+        try:
+            with self._pump_lock:
+                self._pump(deadline)
+        except Exception:
+            log.exception("event sink: unexpected failure while writing Events")
+
+    def flush(self, timeout: float) -> bool:
+        """Write for at most `timeout` seconds (SIGTERM, --once); True when nothing is owed."""
+        self.pump(self.clock() + timeout)
+        return self.pending == 0
+
+    # --- queueing ---------------------------------------------------------------------
+
+    def _publish(self, report: Report) -> None:
+        now, wall = self.clock(), datetime.now(UTC)
+        grouped: dict[EventKey, tuple[PodRef, list[Finding]]] = {}
+        audited: set[tuple[str, str]] = set()
+        for target in report.targets:
+            if target.declared is None:
+                continue  # no pod to hang an Event on (`diagnose --pid`)
+            pod, container = target.declared.pod, target.declared.container_name
+            audited.add((pod.uid, container))
+            for finding in target.findings:
+                key = EventKey(pod.uid, container, finding.rule)
+                grouped.setdefault(key, (pod, []))[1].append(finding)
+        for key in [k for k in self._owed if not k.cleared and k not in grouped]:
+            if (key.pod_uid, key.container) in audited:
+                self._clear(key, now, wall)
+        for key, (pod, findings) in grouped.items():
+            self._observe(key, pod, findings, now, wall)
+        self._forget_stale(now)
+
+    def _observe(
+        self, key: EventKey, pod: PodRef, findings: list[Finding], now: float, wall: datetime
+    ) -> None:
+        owed = self._owed.get(key)
+        if owed is None:
+            body = event_body(pod, key, findings, self.node, wall)
+            owed = _Owed(pod.namespace, body["metadata"]["name"], body, 1, wall, now)
+            self._owed[key] = owed
+            self._owe(key, owed)
+            return
+        owed.count += 1
+        owed.last_observed, owed.seen_at = wall, now
+        if key in self._queue:
+            return  # the queued write will carry the new count
+        first_repeat = owed.written_count == 1  # client-go starts the series at once
+        refresh_due = now - owed.last_write >= SERIES_REFRESH_SECONDS
+        if owed.written_count == 0 or first_repeat or refresh_due:
+            self._owe(key, owed)
+
+    def _clear(self, key: EventKey, now: float, wall: datetime) -> None:
+        owed = self._owed.pop(key)
+        self._queue.pop(key, None)
+        if owed.written_count == 0:
+            return  # the Warning never reached the server: nothing to clear
+        pod = PodRef(owed.namespace, owed.body["regarding"]["name"], key.pod_uid)
+        clear_key = EventKey(key.pod_uid, key.container, key.rule, cleared=True)
+        self._observe(clear_key, pod, [], now, wall)
+
+    def _owe(self, key: EventKey, owed: _Owed) -> None:
+        if len(self._queue) >= self.queue_size:
+            self._drop("queue_full")
+            return
+        bucket = self._buckets.setdefault(key.pod_uid, _Bucket(float(BUCKET_BURST), self.clock()))
+        if not bucket.take(self.clock()):
+            self._drop("rate_limited")
+            return
+        self._queue[key] = None
+
+    def _forget_stale(self, now: float) -> None:
+        stale = [
+            k for k, o in self._owed.items()
+            if now - o.seen_at > STATE_TTL_SECONDS and k not in self._queue
+        ]
+        for key in stale:
+            del self._owed[key]
+        live_pods = {k.pod_uid for k in self._owed}
+        for uid in [u for u in self._buckets if u not in live_pods]:
+            del self._buckets[uid]
+
+    def _drop(self, reason: str) -> None:
+        """Count a write given up on; called with `_lock` held."""
+        self.dropped += 1
+        if self.metrics is not None:
+            self.metrics.event_dropped(reason)
+
+    # --- writing ----------------------------------------------------------------------
+
+    def _pump(self, deadline: float) -> None:
+        from agent.kube.client import KubeError
+
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return
+                key = next(iter(self._queue))
+                owed = self._owed.get(key)
+                if owed is None:
+                    self._queue.pop(key)
+                    continue
+            now = self.clock()
+            if now < self._not_before:
+                if self._not_before >= deadline:
+                    return
+                self.sleep(self._not_before - now)
+                continue
+            if deadline - now <= 0:
+                return
+            try:
+                self._write(owed, timeout=max(0.2, deadline - now))
+            except KubeError as exc:
+                self._failed(key, exc)
+                continue
+            except Exception as exc:  # a client bug must not end the loop: back off, keep it
+                log.exception("event sink: unexpected failure writing Event %s", owed.name)
+                self._failed(key, KubeError(None, "ClientError", f"{type(exc).__name__}: {exc}"))
+                continue
+            self._succeeded(key)
+
+    def _write(self, owed: _Owed, *, timeout: float) -> None:
+        from agent.kube.client import KubeError
+
+        if owed.written_count > 0:
+            try:
+                self._patch_series(owed, owed.count, timeout)
+                return
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+                owed.written_count = 0  # the server expired it (Event TTL): create it anew
+        body = dict(owed.body)
+        if owed.count >= 2:
+            body["series"] = event_series(owed.count, owed.last_observed)
+        try:
+            self.api.create_event(owed.namespace, body, timeout=timeout)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            self._continue_series(owed, body, timeout)  # a previous agent created it
+            return
+        owed.written_count, owed.last_write = owed.count, self.clock()
+
+    def _continue_series(self, owed: _Owed, body: dict[str, Any], timeout: float) -> None:
+        existing = self.api.get_event(owed.namespace, owed.name, timeout=timeout)
+        if existing is None:  # deleted between our create and get
+            self.api.create_event(owed.namespace, body, timeout=timeout)
+            owed.written_count, owed.last_write = owed.count, self.clock()
+            return
+        series = existing.get("series") or {}
+        server_count = int(series.get("count") or 1)
+        self._patch_series(owed, server_count + owed.count, timeout)
+
+    def _patch_series(self, owed: _Owed, count: int, timeout: float) -> None:
+        patch = {"series": event_series(count, owed.last_observed)}
+        self.api.patch_event(owed.namespace, owed.name, patch, timeout=timeout)
+        owed.count = owed.written_count = count
+        owed.last_write = self.clock()
+
+    def _succeeded(self, key: EventKey) -> None:
+        with self._lock:
+            self._queue.pop(key, None)
+            self.written += 1
+        if self.metrics is not None:
+            self.metrics.event_written()
+        if self.last_error is not None:
+            log.info("event sink: API writes work again after: %s", self.last_error)
+        self._failures, self.last_error = 0, None
+
+    def _failed(self, key: EventKey, exc: KubeError) -> None:
+        self.api_errors += 1
+        if self.metrics is not None:
+            self.metrics.api_error(exc.code)
+        if self.last_error is None or str(self.last_error) != str(exc):
+            log.warning("event sink: cannot write Event: %s", exc)
+        self.last_error = exc
+        now = self.clock()
+        if exc.status == 429:
+            self._not_before = now + (exc.retry_after or DEFAULT_RETRY_AFTER_SECONDS)
+        elif exc.retryable:
+            self._failures += 1
+            delay = BACKOFF_BASE_SECONDS * 2 ** min(self._failures - 1, 16)
+            self._not_before = now + min(BACKOFF_CAP_SECONDS, delay)
+        else:
+            with self._lock:
+                self._queue.pop(key, None)
+                self._drop("rejected")
+
+
+__all__ = [
+    "NOTE_LIMIT_BYTES", "EventKey", "EventMetrics", "EventSink", "event_body", "event_name",
+    "fit_note", "micro_time", "sanitize_text",
+]

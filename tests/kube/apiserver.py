@@ -1,0 +1,410 @@
+"""An in-process Kubernetes API server for tests, spoken to by the official client over HTTP.
+
+Serves the REST paths opaudit uses: pods list/get/watch (fieldSelector, labelSelector,
+resourceVersion, timeoutSeconds) and Events create/get/list/patch on both
+`/apis/events.k8s.io/v1` and core `/api/v1` (one store, two views). Every object it
+receives is validated (`apischema`) and an invalid one gets 422 Invalid, as from
+kube-apiserver. Faults are injected per method and path: 500, 429 + Retry-After, 403 with
+kube-apiserver's RBAC message, 410 (an ERROR watch event on a watch), a dropped
+connection, a hung connection.
+
+    with ApiServer() as server:
+        api = load_api(configuration=server.configuration())
+        server.add_pod(pod)
+        server.inject("POST", r"/events$", status=429, retry_after=1)
+
+HTTP/1.0: every response closes its connection, so `stop()` joins every handler thread.
+A watch is sent in chunks (one event per chunk), as kube-apiserver does.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+from kube import apischema
+from kube.apihttp import (
+    ApiError,
+    Fault,
+    RequestRecord,
+    expired_status,
+    forbidden_message,
+    handler_for,
+    status_object,
+)
+from kube.selector_match import field_matcher, label_matcher
+
+__all__ = ["ApiServer", "RequestRecord", "forbidden_message", "merge_patch", "status_object"]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ApiServer:
+    """The test API server. Thread-safe; use as a context manager (start/stop)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.stopping = threading.Event()
+        self._rv = 1
+        self._compacted_rv = 0
+        self._pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self._events: dict[tuple[str, str], dict[str, Any]] = {}  # events.k8s.io/v1 shape
+        self._pod_history: list[tuple[int, str, dict[str, Any]]] = []
+        self._faults: list[Fault] = []
+        self.request_log: list[RequestRecord] = []
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> ApiServer:
+        """Listen on 127.0.0.1 (the same port again after a `stop()`)."""
+        handler = handler_for(self)
+        httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        httpd.daemon_threads = False  # so server_close() joins every handler thread
+        self.port = httpd.server_address[1]
+        self.stopping.clear()
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, name="test-apiserver")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self.stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._httpd, self._thread = None, None
+
+    def __enter__(self) -> ApiServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def resource_version(self) -> int:
+        with self._cond:
+            return self._rv
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def configuration(self) -> Any:
+        """A `kubernetes.client.Configuration` pointing at this server."""
+        from kubernetes import client
+
+        configuration = client.Configuration()
+        configuration.host = self.url
+        return configuration
+
+    # --- test API: pods ---------------------------------------------------------------
+
+    def add_pod(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """Store a Pod (schema-validated; uid, namespace filled in) and emit ADDED."""
+        pod = copy.deepcopy(pod)
+        pod.setdefault("apiVersion", "v1")
+        pod.setdefault("kind", "Pod")
+        meta = pod.setdefault("metadata", {})
+        meta.setdefault("namespace", "default")
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", _now())
+        errors = apischema.schema_errors(pod)
+        if errors:
+            raise ValueError(f"invalid Pod: {errors}")
+        return self._record_pod("ADDED", pod)
+
+    def update_pod(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """Replace a stored Pod (same namespace/name) and emit MODIFIED."""
+        pod = copy.deepcopy(pod)
+        pod.setdefault("apiVersion", "v1")
+        pod.setdefault("kind", "Pod")
+        pod["metadata"].setdefault("namespace", "default")
+        key = (pod["metadata"].get("namespace", "default"), pod["metadata"]["name"])
+        with self._cond:
+            old = self._pods[key]
+        pod["metadata"].setdefault("uid", old["metadata"]["uid"])
+        errors = apischema.schema_errors(pod)
+        if errors:
+            raise ValueError(f"invalid Pod: {errors}")
+        return self._record_pod("MODIFIED", pod)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        with self._cond:
+            pod = self._pods[(namespace, name)]
+        self._record_pod("DELETED", pod)
+
+    def compact(self) -> None:
+        """Forget watch history: a watch from an older resourceVersion gets 410 Gone."""
+        with self._cond:
+            self._compacted_rv = self._rv
+            self._pod_history.clear()
+
+    def _record_pod(self, kind: str, pod: dict[str, Any]) -> dict[str, Any]:
+        with self._cond:
+            self._rv += 1
+            pod["metadata"]["resourceVersion"] = str(self._rv)
+            key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+            if kind == "DELETED":
+                self._pods.pop(key, None)
+            else:
+                self._pods[key] = pod
+            self._pod_history.append((self._rv, kind, copy.deepcopy(pod)))
+            self._cond.notify_all()
+            return copy.deepcopy(pod)
+
+    # --- test API: events and faults --------------------------------------------------
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every stored Event, in the events.k8s.io/v1 shape."""
+        with self._cond:
+            return copy.deepcopy(list(self._events.values()))
+
+    def inject(
+        self,
+        method: str,
+        path_regex: str,
+        status: int | None = 500,
+        *,
+        count: int = 1,
+        retry_after: float | None = None,
+        drop_connection: bool = False,
+        hang_seconds: float = 0.0,
+        reset_connection: bool = False,
+    ) -> None:
+        """Answer the next `count` requests whose method and URL path match with a fault.
+
+        `status` 403 carries kube-apiserver's RBAC message; 410 on a watch is an ERROR
+        event; `drop_connection` closes without a response (FIN); `reset_connection`
+        aborts it (RST: "connection reset by peer"); `hang_seconds` holds the
+        connection open that long (or until stop) and then closes it without a response.
+        """
+        fault = Fault(method.upper(), re.compile(path_regex), status, count, retry_after,
+                      drop_connection, hang_seconds, reset_connection)
+        with self._cond:
+            self._faults.append(fault)
+
+    def clear_faults(self) -> None:
+        with self._cond:
+            self._faults.clear()
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        with self._cond:
+            for fault in self._faults:
+                if fault.method in ("*", method) and fault.path_regex.search(path):
+                    fault.count -= 1
+                    if fault.count <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    # --- request handling (called from handler threads) -------------------------------
+
+    def list_pods(self, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
+        match = _pod_filter(namespace, query)
+        with self._cond:
+            items = [copy.deepcopy(p) for p in self._pods.values() if match(p)]
+            rv = str(self._rv)
+        return {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": rv},
+                "items": items}
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        with self._cond:
+            pod = self._pods.get((namespace, name))
+        if pod is None:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found',
+                           {"name": name, "kind": "pods"})
+        return copy.deepcopy(pod)
+
+    def watch_pods(self, namespace: str | None, query: dict[str, str]) -> Iterator[dict[str, Any]]:
+        """Watch events (dicts) until timeoutSeconds passes or the server stops.
+
+        Raises ApiError for a bad selector or version before the stream starts.
+        """
+        match = _pod_filter(namespace, query)
+        deadline = _monotonic() + float(query.get("timeoutSeconds") or 1800)
+        since = query.get("resourceVersion") or "0"
+        if not since.isdigit():
+            raise ApiError(400, "BadRequest", f"invalid resourceVersion: {since!r}")
+        return self._watch_stream(match, since, deadline)
+
+    def _watch_stream(self, match: Any, since: str, deadline: float) -> Iterator[dict[str, Any]]:
+        with self._cond:
+            expired = since != "0" and int(since) < self._compacted_rv
+            oldest = self._compacted_rv
+            if since == "0":  # no version: the current state as ADDED, then changes
+                initial = [copy.deepcopy(p) for p in self._pods.values() if match(p)]
+                last = self._rv
+            else:
+                initial, last = [], int(since)
+        if expired:
+            yield {"type": "ERROR", "object": expired_status(since, oldest)}
+            return
+        for pod in initial:
+            yield {"type": "ADDED", "object": pod}
+        while not self.stopping.is_set() and _monotonic() < deadline:
+            with self._cond:
+                fresh = [h for h in self._pod_history if h[0] > last]
+                if not fresh:
+                    self._cond.wait(min(0.2, max(0.0, deadline - _monotonic())))
+                    continue
+            for rv, kind, pod in fresh:
+                last = rv
+                if match(pod):
+                    yield {"type": kind, "object": copy.deepcopy(pod)}
+
+    def create_event(self, core_api: bool, namespace: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the body is not a JSON object")
+        # Like kube-apiserver, take apiVersion and kind from the endpoint when absent.
+        expected = ("v1" if core_api else "events.k8s.io/v1", "Event")
+        body = {**body, "apiVersion": body.get("apiVersion") or expected[0],
+                "kind": body.get("kind") or expected[1]}
+        if (body["apiVersion"], body["kind"]) != expected:
+            raise ApiError(400, "BadRequest", f"the API version in the data ({body['apiVersion']}) "
+                           f"does not match the expected API version ({expected[0]})")
+        meta = body.get("metadata") or {}
+        if meta.get("namespace") not in (None, namespace):
+            raise ApiError(400, "BadRequest", "the namespace of the provided object does not "
+                           "match the namespace sent on the request")
+        if core_api:
+            errors = apischema.core_event_errors(body, namespace)
+            event = apischema.core_to_events(body)
+        else:
+            errors, event = apischema.event_errors(body, namespace), copy.deepcopy(body)
+        name = str(meta.get("name") or "")
+        if errors:
+            raise _invalid(name, errors, core_api)
+        with self._cond:
+            if (namespace, name) in self._events:
+                raise ApiError(409, "AlreadyExists",
+                               f'{_resource(core_api)} "{name}" already exists',
+                               {"name": name, "group": _group(core_api), "kind": "events"})
+            self._rv += 1
+            event["metadata"] = {**meta, "namespace": namespace, "uid": str(uuid.uuid4()),
+                                 "resourceVersion": str(self._rv), "creationTimestamp": _now()}
+            self._events[(namespace, name)] = event
+            return _view(event, core_api)
+
+    def get_event(self, core_api: bool, namespace: str, name: str) -> dict[str, Any]:
+        with self._cond:
+            event = self._events.get((namespace, name))
+            if event is None:
+                raise ApiError(404, "NotFound", f'{_resource(core_api)} "{name}" not found',
+                               {"name": name, "group": _group(core_api), "kind": "events"})
+            return _view(event, core_api)
+
+    def list_events(self, core_api: bool, namespace: str | None) -> dict[str, Any]:
+        with self._cond:
+            items = [_view(e, core_api) for (ns, _), e in self._events.items()
+                     if namespace is None or ns == namespace]
+            rv = str(self._rv)
+        kind, version = ("EventList", "v1") if core_api else ("EventList", "events.k8s.io/v1")
+        return {"kind": kind, "apiVersion": version, "metadata": {"resourceVersion": rv},
+                "items": items}
+
+    def patch_event(
+        self, core_api: bool, namespace: str, name: str, content_type: str, patch: Any
+    ) -> dict[str, Any]:
+        if content_type not in ("application/merge-patch+json",
+                                "application/strategic-merge-patch+json"):
+            raise ApiError(415, "UnsupportedMediaType",
+                           f"the body of the request was in an unknown format: {content_type}")
+        if not isinstance(patch, dict):
+            raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
+        with self._cond:
+            stored = self._events.get((namespace, name))
+            if stored is None:
+                raise ApiError(404, "NotFound", f'{_resource(core_api)} "{name}" not found',
+                               {"name": name, "group": _group(core_api), "kind": "events"})
+            old = _view(stored, core_api)
+            new = merge_patch(old, patch)
+            new_event = apischema.core_to_events(new) if core_api else new
+            for field in ("name", "namespace", "uid"):
+                new_event.setdefault("metadata", {})[field] = stored["metadata"][field]
+            errors = apischema.event_update_errors(_without_meta(new_event),
+                                                   _without_meta(stored), namespace)
+            if core_api:  # the legacy API does not apply the strict events.k8s.io/v1 rules
+                errors = apischema.schema_errors(new)
+            if errors:
+                raise _invalid(name, errors, core_api)
+            self._rv += 1
+            new_event["metadata"]["resourceVersion"] = str(self._rv)
+            self._events[(namespace, name)] = new_event
+            return _view(new_event, core_api)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: null deletes, objects merge, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _without_meta(event: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (event.get("metadata") or {}).items()
+            if k in ("name", "namespace", "labels", "annotations")}
+    return {**event, "metadata": meta}
+
+
+def _view(event: dict[str, Any], core_api: bool) -> dict[str, Any]:
+    return apischema.events_to_core(copy.deepcopy(event)) if core_api else copy.deepcopy(event)
+
+
+def _resource(core_api: bool) -> str:
+    return "events" if core_api else "events.events.k8s.io"
+
+
+def _group(core_api: bool) -> str:
+    return "" if core_api else "events.k8s.io"
+
+
+def _invalid(name: str, errors: list[str], core_api: bool) -> ApiError:
+    kind = "Event" if core_api else "Event.events.k8s.io"
+    causes = [{"reason": "FieldValueInvalid", "message": e, "field": e.split(":", 1)[0]}
+              for e in errors]
+    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: [{", ".join(errors)}]',
+                    {"name": name, "group": _group(core_api), "kind": "Event", "causes": causes})
+
+
+def _pod_filter(namespace: str | None, query: dict[str, str]) -> Any:
+    try:
+        by_field = field_matcher(query.get("fieldSelector", ""))
+        by_label = label_matcher(query.get("labelSelector", ""))
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", str(exc)) from None
+
+    def match(pod: dict[str, Any]) -> bool:
+        meta = pod.get("metadata") or {}
+        if namespace is not None and meta.get("namespace") != namespace:
+            return False
+        return by_field(pod) and by_label(meta.get("labels") or {})
+
+    return match
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()
