@@ -62,7 +62,8 @@ def capability_hint(needed: tuple[str, ...]) -> str:
     if lacking:
         return f" (needs {' and '.join('CAP_' + n for n in lacking)})"
     held = " and ".join("CAP_" + n for n in needed)
-    return f" (although {held} is held: refused by a security module or user namespace)"
+    verb = "are" if len(needed) > 1 else "is"
+    return f" (although {held} {verb} held: refused by a security module or user namespace)"
 
 
 class ParseError(CollectError):

@@ -49,7 +49,10 @@ def _id(text: str, what: str) -> int:
 
 def _status_fields(text: str) -> dict[str, str]:
     fields: dict[str, str] = {}
-    for line in text.splitlines():
+    # Split on "\n" only: the kernel escapes only "\n" and "\\" in Name
+    # (fs/proc/array.c proc_task_name), so a comm may hold \r, \v, \x1c or U+2028,
+    # which str.splitlines() would take as line ends.
+    for line in text.split("\n"):
         if not line:
             continue
         key, sep, value = line.partition(":")

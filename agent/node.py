@@ -1,0 +1,345 @@
+"""`opaudit run`: the DaemonSet loop.
+
+Pods (list + watch, `agent.nodewatch`) -> declared containers (`kube.podspec`) -> pids
+(`kube.procmap`) -> `audit.audit` -> a sink (Kubernetes Events, or JSON lines on stdout).
+A cycle runs every `--interval` seconds and as soon as the watch reports a pod with a new
+running container; the sink is pumped between cycles. SIGTERM/SIGINT flush pending Events
+for at most 5 s and exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Protocol
+
+from agent.audit import AuditRequest, audit
+from agent.collect.errors import CollectError
+from agent.collect.procfs import ProcFS
+from agent.kube.podspec import declared_from_pod
+from agent.kube.procmap import pids_for_containers
+from agent.logs import setup_json_logging
+from agent.model import DEFAULT_CONFIG, AuditConfig, DeclaredContainer, Report
+from agent.nodewatch import Pod, PodWatcher, pod_uid, running_containers
+from agent.report.metrics import AgentMetrics, serve_metrics
+
+log = logging.getLogger(__name__)
+
+ONCE_FLUSH_SECONDS = 10.0  # --once retries undelivered Events (429, 5xx) this long
+STOP_FLUSH_SECONDS = 4.5  # SIGTERM: flush for at most 5 s in all, exit included
+WAKE_SECONDS = 1.0  # the loop wakes at least this often: heartbeat, sink retries
+FIRST_LIST_SECONDS = 10.0  # the first cycle waits this long for the pod list
+COALESCE_SECONDS = 0.05  # watch events this close together make one cycle
+AGENT_CAPABILITIES = ("SYS_PTRACE", "DAC_READ_SEARCH", "SYS_ADMIN")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    node: str | None = None
+    selector: str | None = None
+    namespace: str | None = None
+    once: bool = False
+    interval: float = 60.0
+    sink: str = "events"  # "events" | "stdout"
+    metrics_port: int | None = None
+    kubeconfig: str | None = None
+    config: AuditConfig = DEFAULT_CONFIG
+    # test and embedding hooks
+    configuration: Any = None  # a kubernetes.client.Configuration, instead of kubeconfig
+    proc_root: str = "/proc"
+    metrics_host: str = "0.0.0.0"
+    restrict_privileges: bool = True  # drop our own capabilities + no_new_privs first
+    log_level: str = "INFO"
+    event_queue_size: int = 1000
+
+
+class Sink(Protocol):
+    def publish(self, report: Report) -> None: ...
+    def pump(self, deadline: float) -> None: ...
+    def flush(self, timeout: float) -> bool: ...
+
+
+class StdoutSink:
+    """`--sink stdout`: one `opaudit.report/v1` JSON document per cycle, one line each."""
+
+    def publish(self, report: Report) -> None:
+        from agent.report.jsonreport import report_dict
+
+        sys.stdout.write(json.dumps(report_dict(report), separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+    def pump(self, deadline: float) -> None:
+        pass
+
+    def flush(self, timeout: float) -> bool:
+        return True
+
+
+def run_agent(
+    options: RunOptions,
+    *,
+    metrics: AgentMetrics | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run the agent; 0 on a clean stop (or a complete --once), 1 when --once could not
+    list pods or deliver its Events, 2 for a usage error (no node name).
+
+    `metrics` and `stop` are for embedding (tests): setting `stop` ends the loop like
+    SIGTERM does, from any thread.
+    """
+    setup_json_logging(options.log_level)
+    if options.restrict_privileges:
+        restrict_own_privileges(AGENT_CAPABILITIES)
+    node = options.node or os.environ.get("NODE_NAME")
+    if not node:
+        log.error("no node name: pass --node or set NODE_NAME (the DaemonSet sets it "
+                  "from the downward API spec.nodeName)")
+        return 2
+    from agent.kube.client import load_api
+
+    try:
+        api = load_api(options.kubeconfig, configuration=options.configuration)
+    except Exception as exc:  # noqa: BLE001 - bad kubeconfig, no in-cluster env: one line
+        log.error("cannot configure the Kubernetes API client", extra={"error": str(exc)})
+        return 2
+    if metrics is None:
+        metrics = AgentMetrics(liveness_window=max(3 * options.interval, 30.0))
+    try:
+        server = (serve_metrics(metrics, options.metrics_port, options.metrics_host)
+                  if options.metrics_port is not None else None)
+    except OSError as exc:  # port taken, or below 1024 without NET_BIND_SERVICE
+        log.error("cannot serve metrics", extra={"port": options.metrics_port, "error": str(exc)})
+        return 2
+    sink = make_sink(options.sink, api, node, metrics, options.event_queue_size)
+    agent = NodeAgent(api, node, options, sink, metrics, stop or threading.Event())
+    try:
+        return agent.run_once() if options.once else agent.run_forever()
+    finally:
+        if server is not None:
+            server.close()
+
+
+def make_sink(
+    kind: str, api: Any, node: str, metrics: AgentMetrics, queue_size: int = 1000
+) -> Sink:
+    if kind == "stdout":
+        return StdoutSink()
+    from agent.report.events import EventSink
+
+    sink: Sink = EventSink(api, node, metrics=metrics, queue_size=queue_size)
+    return sink
+
+
+class NodeAgent:
+    def __init__(
+        self, api: Any, node: str, options: RunOptions, sink: Sink, metrics: AgentMetrics,
+        stop: threading.Event,
+    ) -> None:
+        self.api = api
+        self.node = node
+        self.options = options
+        self.sink = sink
+        self.metrics = metrics
+        self.proc = ProcFS(options.proc_root)
+        self.stop = stop
+        self.triggers: queue.Queue[str] = queue.Queue()
+        self.watcher = PodWatcher(
+            api, node, options.selector, options.namespace,
+            triggers=self.triggers, stop=self.stop, on_api_error=metrics.api_error,
+        )
+
+    # --- --once ----------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        try:
+            self.watcher.relist()
+        except Exception as exc:  # noqa: BLE001 - KubeError or a connection error
+            self.metrics.api_error(getattr(exc, "status", None))
+            log.error("cannot list pods", extra={"node": self.node, "error": str(exc)})
+            return 1
+        self.cycle("once")
+        delivered = self.sink.flush(ONCE_FLUSH_SECONDS)
+        if not delivered:
+            log.error("some Events were not delivered", extra=self._sink_counts())
+        return 0 if delivered else 1
+
+    # --- the loop --------------------------------------------------------------------
+
+    def run_forever(self) -> int:
+        self._install_signal_handlers()
+        self.watcher.start()
+        self._await_first_list(min(self.options.interval, FIRST_LIST_SECONDS))
+        next_cycle = 0.0  # the first cycle runs as soon as the pods are listed
+        while not self.stop.is_set():
+            now = time.monotonic()
+            triggered = self._wait_for_trigger(min(WAKE_SECONDS, max(0.0, next_cycle - now)))
+            if self.stop.is_set():
+                break
+            if triggered or time.monotonic() >= next_cycle:
+                self.cycle("watch" if triggered else "interval")
+                next_cycle = time.monotonic() + self.options.interval
+            self.sink.pump(time.monotonic() + WAKE_SECONDS / 2)
+            self.metrics.heartbeat()
+        return self._shutdown()
+
+    def _await_first_list(self, timeout: float) -> None:
+        """Give the first pod list a chance, so the first cycle (and /readyz) is meaningful."""
+        deadline = time.monotonic() + timeout
+        while not self.stop.is_set() and not self.watcher.synced.is_set():
+            if time.monotonic() >= deadline:
+                log.warning("no pod list yet; auditing with an empty cache meanwhile")
+                return
+            self.watcher.synced.wait(0.1)
+
+    def _wait_for_trigger(self, timeout: float) -> bool:
+        """True when the watch asked for an audit; drains what arrives right after it."""
+        try:
+            self.triggers.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        time.sleep(COALESCE_SECONDS)
+        while True:
+            try:
+                self.triggers.get_nowait()
+            except queue.Empty:
+                return not self.stop.is_set()
+
+    def _shutdown(self) -> int:
+        delivered = self.sink.flush(STOP_FLUSH_SECONDS)
+        log.info("stopped", extra={"flushed": delivered, **self._sink_counts()})
+        return 0
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded (tests): the caller stops us through `stop`
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("signal received, stopping", extra={"signal": signal.Signals(signum).name})
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.triggers.put("")  # wakes the loop at once
+
+    # --- one cycle -------------------------------------------------------------------
+
+    def cycle(self, trigger: str) -> Report:
+        started = time.monotonic()
+        pods = self.watcher.pods()
+        declared = declared_containers(pods)
+        try:
+            pids = pids_for_containers(declared, proc_root=self.options.proc_root)
+        except Exception as exc:  # noqa: BLE001 - never stop the loop over one bad scan
+            log.error("cannot map containers to processes", extra={"error": str(exc)})
+            pids = {}
+        requests = audit_requests(declared, pids)
+        report = audit(requests, config=self.options.config, node=self.node, proc=self.proc)
+        seconds = time.monotonic() - started
+        self.sink.publish(report)
+        self.metrics.record_cycle(report, seconds, trigger)
+        log.info("audit cycle", extra={
+            "trigger": trigger, "pods": len(pods), "containers": len(declared),
+            "targets": len(report.targets), "findings": len(report.findings),
+            "seconds": round(seconds, 4),
+        })
+        return report
+
+    def _sink_counts(self) -> dict[str, int]:
+        return {name: int(getattr(self.sink, name))
+                for name in ("written", "dropped", "api_errors") if hasattr(self.sink, name)}
+
+
+def declared_containers(pods: Sequence[Pod]) -> list[DeclaredContainer]:
+    """The declared side of every running container of the pods, skipping unreadable pods."""
+    found: list[DeclaredContainer] = []
+    for pod in pods:
+        for name, _container_id in running_containers(pod):
+            try:
+                found.append(declared_from_pod(pod, name))
+            except Exception as exc:  # noqa: BLE001 - one odd pod must not stop the others
+                log.warning("cannot read the pod spec", extra={
+                    "pod_uid": pod_uid(pod), "container": name, "error": str(exc)})
+    return found
+
+
+def audit_requests(
+    declared: Sequence[DeclaredContainer], pids: dict[tuple[str, str], tuple[int, ...]]
+) -> list[AuditRequest]:
+    requests: list[AuditRequest] = []
+    for container in declared:
+        container_pids = pids.get((container.pod.uid, container.container_name), ())
+        if not container_pids:
+            log.warning("no process of this container found on this node", extra={
+                "pod": f"{container.pod.namespace}/{container.pod.name}",
+                "container": container.container_name,
+                "container_id": container.container_id,
+            })
+        requests.extend(AuditRequest(pid=pid, declared=container) for pid in container_pids)
+    return requests
+
+
+def restrict_own_privileges(keep: Sequence[str]) -> None:
+    """Drop every capability but `keep` from all our sets, then set no_new_privs.
+
+    Capabilities are per thread: this must run before any thread starts (HTTP server,
+    netns workers, the kubernetes client's pool), or those threads keep the full set.
+    """
+    import prctl
+
+    from agent.model import capability_bit
+
+    kept = 0
+    for name in keep:
+        bit = capability_bit(name)
+        if bit is not None:
+            kept |= 1 << bit
+    try:
+        proc = ProcFS()
+        # python-prctl's names stop before checkpoint_restore: drop by number.
+        for bit in range(proc.read_cap_last_cap() + 1):
+            if not kept >> bit & 1 and prctl.capbset_read(bit):
+                prctl.capbset_drop(bit)
+        # capset can only lower permitted: keep what we both have and want.
+        have = proc.read_status(os.getpid()).capabilities.permitted
+        set_own_capabilities(effective=kept & have, permitted=kept & have, inheritable=0)
+    except (OSError, CollectError) as exc:  # no CAP_SETPCAP (not root): go on with what we have
+        log.warning("cannot drop own capabilities", extra={"error": str(exc)})
+    prctl.set_no_new_privs(1)
+
+
+def set_own_capabilities(*, effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) for this thread with 64-bit masks (libcap's names would stop at its own
+    last known capability)."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    header = Header(_LINUX_CAPABILITY_VERSION_3, 0)
+    halves = (Data * 2)(
+        Data(effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF),
+        Data(effective >> 32, permitted >> 32, inheritable >> 32),
+    )
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.capset(ctypes.byref(header), halves) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"capset: {os.strerror(errno)}")
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522  # include/uapi/linux/capability.h: 64-bit sets

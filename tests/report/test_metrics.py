@@ -1,0 +1,129 @@
+"""Prometheus metrics and the health endpoints of the `run` loop, over real HTTP."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from agent.model import (
+    GENERIC_PROFILE,
+    Finding,
+    Identity,
+    ObservedProcess,
+    Report,
+    Severity,
+    TargetReport,
+)
+from agent.report.metrics import AgentMetrics, MetricsServer, serve_metrics
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def report_with(*rules: tuple[str, Severity]) -> Report:
+    observed = ObservedProcess(
+        pid=42, start_time=1, comm="x", cmdline=(),
+        identity=Identity(None, None, None, None, None, None),
+        capabilities=None, no_new_privs=None, seccomp=None, filesystem=None, network=None,
+    )
+    findings = tuple(Finding(rule=r, severity=s, message="m", remediation="r") for r, s in rules)
+    target = TargetReport(observed=observed, declared=None, profile=GENERIC_PROFILE,
+                          findings=findings)
+    return Report(node="n", targets=(target,))
+
+
+def sample(metrics: AgentMetrics, name: str, **labels: str) -> float | None:
+    value = metrics.registry.get_sample_value(name, labels)
+    return None if value is None else float(value)
+
+
+def get(server: MetricsServer, path: str) -> tuple[int, str, str]:
+    url = f"http://127.0.0.1:{server.port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.headers["Content-Type"], answer.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], err.read().decode()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def metrics(clock: FakeClock) -> AgentMetrics:
+    return AgentMetrics(liveness_window=30.0, clock=clock)
+
+
+@pytest.fixture
+def server(metrics: AgentMetrics) -> Iterator[MetricsServer]:
+    running = serve_metrics(metrics, 0, host="127.0.0.1")
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def test_findings_gauge_counts_by_rule_and_severity_and_clears(metrics: AgentMetrics) -> None:
+    metrics.record_cycle(report_with(("RunsAsRoot", Severity.HIGH), ("RunsAsRoot", Severity.HIGH),
+                                     ("UndeclaredListener", Severity.LOW)), 0.2)
+    assert sample(metrics, "opaudit_findings", rule="RunsAsRoot", severity="high") == 2
+    assert sample(metrics, "opaudit_findings", rule="UndeclaredListener", severity="low") == 1
+    metrics.record_cycle(report_with(("UndeclaredListener", Severity.LOW)), 0.1)
+    # A finding that went away reads 0, not its last value.
+    assert sample(metrics, "opaudit_findings", rule="RunsAsRoot", severity="high") == 0
+    assert sample(metrics, "opaudit_scan_duration_seconds_count") == 2
+    assert sample(metrics, "opaudit_scan_duration_seconds_sum") == pytest.approx(0.3)
+    assert sample(metrics, "opaudit_targets") == 1
+
+
+def test_event_metrics_protocol_counts(metrics: AgentMetrics) -> None:
+    metrics.event_written()
+    metrics.event_written()
+    metrics.event_dropped("queue_full")
+    metrics.api_error(429)
+    metrics.api_error(None)
+    assert sample(metrics, "opaudit_events_written_total") == 2
+    assert sample(metrics, "opaudit_events_dropped_total", reason="queue_full") == 1
+    assert sample(metrics, "opaudit_api_errors_total", code="429") == 1
+    assert sample(metrics, "opaudit_api_errors_total", code="connection") == 1
+
+
+def test_readyz_answers_503_until_the_first_cycle(
+    metrics: AgentMetrics, server: MetricsServer
+) -> None:
+    assert get(server, "/readyz")[0] == 503
+    metrics.record_cycle(report_with(), 0.01)
+    assert get(server, "/readyz")[0] == 200
+
+
+def test_healthz_follows_the_loop_heartbeat(
+    metrics: AgentMetrics, server: MetricsServer, clock: FakeClock
+) -> None:
+    assert get(server, "/healthz")[0] == 200
+    clock.now += 31  # the loop stopped beating for longer than the window
+    assert get(server, "/healthz")[0] == 503
+    metrics.heartbeat()
+    assert get(server, "/healthz")[0] == 200
+
+
+def test_metrics_endpoint_serves_prometheus_text(
+    metrics: AgentMetrics, server: MetricsServer
+) -> None:
+    metrics.record_cycle(report_with(("SeccompUnconfined", Severity.HIGH)), 0.05)
+    metrics.event_dropped("api_down")
+    code, ctype, body = get(server, "/metrics")
+    assert code == 200 and ctype.startswith("text/plain; version=")
+    assert 'opaudit_findings{rule="SeccompUnconfined",severity="high"} 1.0' in body
+    assert 'opaudit_events_dropped_total{reason="api_down"} 1.0' in body
+    assert "opaudit_scan_duration_seconds_bucket" in body
+    assert get(server, "/nope")[0] == 404

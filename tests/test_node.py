@@ -1,0 +1,416 @@
+"""`opaudit run` end to end: real processes in real kubepods cgroups, the test API server,
+the console script as a subprocess (as the DaemonSet runs it), Events, metrics, signals."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cgroup_staging import KubepodsCgroups, cgroupfs_dir, systemd_scope, unavailable_reason
+from kube.apiserver import ApiServer
+from staging import Sock, Stage
+
+from agent.audit import AuditRequest, audit
+from agent.kube.podspec import declared_from_pod
+from agent.node import RunOptions, run_agent
+from agent.report.metrics import AgentMetrics
+
+REPO = Path(__file__).resolve().parents[1]
+OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
+NODE = "worker-1"
+NAMESPACE = "spark-operator"
+SELECTOR = "app.kubernetes.io/name=spark-operator"
+SPARK_LABELS = {"app.kubernetes.io/name": "spark-operator",
+                "app.kubernetes.io/component": "controller"}
+
+
+# --- fixtures ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cgroups(stage: Stage) -> Iterator[KubepodsCgroups]:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    tree = KubepodsCgroups()
+    try:
+        yield tree
+    finally:
+        tree.close()
+    assert tree.leftovers() == []
+
+
+@pytest.fixture
+def server() -> Iterator[ApiServer]:
+    with ApiServer() as running:
+        yield running
+
+
+@pytest.fixture
+def kubeconfig(server: ApiServer, tmp_path: Path) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": server.url}}],
+        "users": [{"name": "test", "user": {"token": "test-token"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+    }))
+    return path
+
+
+# --- staged pods -------------------------------------------------------------------------
+
+
+@dataclass
+class StagedPod:
+    manifest: dict[str, Any]
+    pid: int
+
+    @property
+    def uid(self) -> str:
+        return str(self.manifest["metadata"]["uid"])
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["metadata"]["name"])
+
+
+def pod_manifest(name: str, uid: str, container_id: str, labels: dict[str, str],
+                 node: str = NODE, port: int = 8080) -> dict[str, Any]:
+    container = "spark-operator-controller"
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": uid, "labels": labels},
+        "spec": {"nodeName": node, "containers": [{
+            "name": container, "image": "ghcr.io/kubeflow/spark-operator/controller:2.1.0",
+            "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
+            "securityContext": {
+                "runAsUser": 1000, "runAsNonRoot": True, "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"}}}]},
+        "status": {
+            "phase": "Running", "podIP": "192.0.2.10", "podIPs": [{"ip": "192.0.2.10"}],
+            "containerStatuses": [{
+                "name": container, "ready": True, "restartCount": 0,
+                "image": "ghcr.io/kubeflow/spark-operator/controller:2.1.0", "imageID": "",
+                "containerID": container_id,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]},
+    }
+
+
+def stage_pod(stage: Stage, cgroups: KubepodsCgroups, name: str, *,
+              labels: dict[str, str] = SPARK_LABELS, v1: bool = False,
+              node: str = NODE) -> StagedPod:
+    """A real listener (uid 1000, NET_BIND_SERVICE kept, no no_new_privs, no seccomp: drift
+    from the manifest's securityContext) in its own netns and a kubepods cgroup:
+    v2 systemd driver + containerd, or (v1=True) v1 cgroupfs driver + docker."""
+    netns = stage.netns()
+    staged = stage.spawn([Sock("tcp", 4, "0.0.0.0", 8080)], netns=netns, uid=1000,
+                         bounding=["NET_BIND_SERVICE"], comm="spark-operator")
+    uid, container_id = str(uuid.uuid4()), os.urandom(32).hex()
+    if v1:
+        cgroups.place_v1(staged.pid, cgroupfs_dir(uid, container_id, qos="burstable"))
+        status_id = f"docker://{container_id}"
+    else:
+        cgroups.place_v2(staged.pid, systemd_scope(uid, container_id, qos="besteffort"))
+        status_id = f"containerd://{container_id}"
+    return StagedPod(pod_manifest(name, uid, status_id, labels, node=node), staged.pid)
+
+
+def expected_rules(pod: StagedPod) -> set[str]:
+    """What opaudit's engine finds for this pod, computed in-process for comparison."""
+    report = audit([AuditRequest(pod.pid, declared_from_pod(pod.manifest))], node=NODE)
+    return {f.rule for f in report.findings}
+
+
+def events_on(server: ApiServer, uid: str) -> list[dict[str, Any]]:
+    return [e for e in server.events() if e["regarding"].get("uid") == uid]
+
+
+# --- running the agent -------------------------------------------------------------------
+
+
+def run_once(kubeconfig: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(OPAUDIT), "run", "--once", "--node", NODE, "-l", SELECTOR,
+         "--kubeconfig", str(kubeconfig), *extra],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def assert_json_lines(text: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert all(isinstance(line, dict) for line in lines)
+    return lines
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+# --- --once ------------------------------------------------------------------------------
+
+
+def test_run_once_posts_events_on_exactly_the_selected_pods(
+    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path
+) -> None:
+    selected_v2 = stage_pod(stage, cgroups, "so-controller-v2")
+    selected_v1 = stage_pod(stage, cgroups, "so-controller-v1", v1=True)
+    other_app = stage_pod(stage, cgroups, "not-selected", labels={"app.kubernetes.io/name": "x"})
+    other_node = stage_pod(stage, cgroups, "elsewhere", node="worker-2")
+    for pod in (selected_v2, selected_v1, other_app, other_node):
+        server.add_pod(pod.manifest)
+
+    result = run_once(kubeconfig)
+    assert result.returncode == 0, result.stderr
+    assert_json_lines(result.stderr)
+    assert_json_lines(result.stdout)
+
+    events = server.events()  # every one was schema-validated by the server on create
+    assert {e["regarding"]["uid"] for e in events} == {selected_v2.uid, selected_v1.uid}
+    for pod in (selected_v2, selected_v1):
+        mine = events_on(server, pod.uid)
+        for event in mine:
+            assert event["regarding"] == {"apiVersion": "v1", "kind": "Pod",
+                                          "namespace": NAMESPACE, "name": pod.name,
+                                          "uid": pod.uid}
+            assert event["reportingController"] == "opaudit"
+            assert event["reportingInstance"] == NODE
+            assert len(event["note"].encode()) <= 1024
+        reasons = {e["reason"] for e in mine}
+        assert reasons == expected_rules(pod)
+        assert "PrivilegeEscalationAllowed" in reasons  # declared false, no_new_privs is 0
+
+
+def test_a_second_run_once_creates_no_new_event_objects(
+    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path
+) -> None:
+    pod = stage_pod(stage, cgroups, "so-controller")
+    server.add_pod(pod.manifest)
+    assert run_once(kubeconfig).returncode == 0
+    first = {e["metadata"]["name"]: e for e in server.events()}
+    assert first
+
+    second_run = run_once(kubeconfig)  # a restarted agent: nothing in memory
+    assert second_run.returncode == 0, second_run.stderr
+    second = {e["metadata"]["name"]: e for e in server.events()}
+    assert second.keys() == first.keys()
+    creates = [r for r in server.request_log if r.method == "POST" and r.status == 201]
+    assert len(creates) == len(first)  # the second run's creates all got 409
+    assert all((e.get("series") or {}).get("count", 0) >= 2 for e in second.values())
+
+
+def test_a_429_with_retry_after_still_lands_within_the_same_once(
+    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path
+) -> None:
+    pod = stage_pod(stage, cgroups, "so-controller")
+    server.add_pod(pod.manifest)
+    server.inject("POST", r"/events$", status=429, retry_after=1)
+    started = time.monotonic()
+    result = run_once(kubeconfig)
+    assert result.returncode == 0, result.stderr
+    assert any(r.status == 429 for r in server.request_log)
+    assert {e["reason"] for e in events_on(server, pod.uid)} == expected_rules(pod)
+    assert time.monotonic() - started < 30
+
+
+def test_run_without_a_node_name_is_a_usage_error(kubeconfig: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NODE_NAME"}
+    result = subprocess.run([str(OPAUDIT), "run", "--once", "--kubeconfig", str(kubeconfig)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2
+    (line,) = assert_json_lines(result.stderr)
+    assert "NODE_NAME" in str(line["msg"])
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+
+def test_the_loop_audits_a_new_pod_at_once_and_stops_cleanly_on_sigterm(
+    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path
+) -> None:
+    port = free_port()
+    agent = subprocess.Popen(
+        [str(OPAUDIT), "run", "--node", NODE, "-l", SELECTOR, "--interval", "300",
+         "--metrics-port", str(port), "--kubeconfig", str(kubeconfig)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 30), "never ready"
+        pod = stage_pod(stage, cgroups, "so-controller-late")
+        added = time.monotonic()
+        server.add_pod(pod.manifest)
+        assert wait_for(lambda: bool(events_on(server, pod.uid)), 30)
+        latency = time.monotonic() - added
+        print(f"\nwatch event -> first Event posted: {latency:.2f} s (target 2 s)")
+
+        assert http_get(port, "/healthz")[0] == 200
+        code, text = http_get(port, "/metrics")
+        assert code == 200
+        assert 'opaudit_findings{rule="PrivilegeEscalationAllowed",severity="high"} 1.0' in text
+        assert 'opaudit_cycles_total{trigger="watch"}' in text
+        assert "opaudit_events_written_total" in text
+
+        agent.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        assert agent.wait(timeout=10) == 0
+        assert time.monotonic() - stopped < 5
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        out, err = agent.communicate(timeout=10)
+    assert_json_lines(out)
+    logs = assert_json_lines(err)
+    assert any(line["msg"] == "stopped" for line in logs)
+
+
+@pytest.fixture
+def embedded_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def test_with_the_api_down_the_loop_keeps_auditing_and_counts_drops(
+    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, embedded_logging: None
+) -> None:
+    pods = [stage_pod(stage, cgroups, f"so-controller-{i}") for i in range(2)]
+    for pod in pods:
+        server.add_pod(pod.manifest)
+    server.inject("*", r"/events", status=500, count=10_000)  # every Event write fails
+    metrics = AgentMetrics()
+    stop = threading.Event()
+    options = RunOptions(node=NODE, selector=SELECTOR, interval=0.5,
+                         configuration=server.configuration(), event_queue_size=3,
+                         restrict_privileges=False)  # in-process: keep pytest's own caps
+    outcome: list[int] = []
+    runner = threading.Thread(target=lambda: outcome.append(run_agent(
+        options, metrics=metrics, stop=stop)))
+    runner.start()
+    try:
+        def value(name: str, **labels: str) -> float:
+            return float(metrics.registry.get_sample_value(name, labels) or 0)
+
+        assert wait_for(lambda: value("opaudit_api_errors_total", code="500") >= 2, 30)
+        cycles = value("opaudit_cycles_total", trigger="interval")
+        assert wait_for(lambda: value("opaudit_cycles_total", trigger="interval") > cycles, 10)
+        assert value("opaudit_events_dropped_total", reason="queue_full") >= 1
+        assert value("opaudit_events_written_total") == 0
+        assert metrics.alive
+
+        server.stop()  # now nothing answers at all, the pod watch included
+        errors = value("opaudit_api_errors_total", code="connection")
+        assert wait_for(lambda: value("opaudit_api_errors_total", code="connection") > errors,
+                        30)
+        cycles = value("opaudit_cycles_total", trigger="interval")
+        assert wait_for(lambda: value("opaudit_cycles_total", trigger="interval") > cycles, 10)
+
+        server.clear_faults()
+        server.start()  # recovered: what is still queued is delivered
+        assert wait_for(lambda: value("opaudit_events_written_total") >= 3, 60)
+    finally:
+        stop.set()
+        runner.join(timeout=15)
+    assert outcome == [0]
+
+
+# --- the agent's own privileges ----------------------------------------------------------
+
+SELF_AUDIT = """
+import json
+from agent.node import AGENT_CAPABILITIES, restrict_own_privileges
+restrict_own_privileges(AGENT_CAPABILITIES)
+from agent.audit import AuditRequest, audit
+from agent.report.jsonreport import report_dict
+import os
+print(json.dumps(report_dict(audit([AuditRequest(os.getpid())]))))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops capabilities a root process holds")
+def test_the_agent_keeps_only_its_three_capabilities_and_sets_no_new_privs() -> None:
+    result = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", SELF_AUDIT],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (target,) = json.loads(result.stdout)["targets"]
+    expected = ["DAC_READ_SEARCH", "SYS_ADMIN", "SYS_PTRACE"]
+    caps = target["capabilities"]
+    assert caps["bounding"] == caps["permitted"] == caps["effective"] == expected
+    assert caps["inheritable"] == caps["ambient"] == []
+    assert target["no_new_privs"] is True
+
+
+def test_stdout_sink_prints_one_json_report_per_cycle(
+    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path
+) -> None:
+    pod = stage_pod(stage, cgroups, "so-controller")
+    server.add_pod(pod.manifest)
+    result = run_once(kubeconfig, "--sink", "stdout")
+    assert result.returncode == 0, result.stderr
+    (report,) = assert_json_lines(result.stdout)
+    assert report["schema"] == "opaudit.report/v1" and report["node"] == NODE
+    assert [t["pid"] for t in report["targets"]] == [pod.pid]
+    assert report["targets"][0]["pod"]["uid"] == pod.uid
+    assert {f["rule"] for f in report["findings"]} == expected_rules(pod)
+    assert server.events() == []  # the stdout sink writes no Events
+
+
+def test_a_host_network_pod_is_not_blamed_for_other_processes_listeners(
+    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path
+) -> None:
+    # The staged netns plays the node's: a node daemon (like node-exporter) listens in it
+    # on a non-loopback address, next to the hostNetwork pod's own process.
+    netns = stage.netns()
+    stage.spawn([Sock("tcp", 4, "192.0.2.10", 9100)], netns=netns, comm="node-exporter")
+    own = stage.spawn([Sock("tcp", 4, "0.0.0.0", 8080)], netns=netns, uid=1000,
+                      bounding=[], no_new_privs=True, seccomp=True, comm="spark-operator")
+    uid, container_id = str(uuid.uuid4()), os.urandom(32).hex()
+    cgroups.place_v2(own.pid, systemd_scope(uid, container_id))
+    manifest = pod_manifest("so-hostnet", uid, f"containerd://{container_id}", SPARK_LABELS)
+    manifest["spec"]["hostNetwork"] = True
+    server.add_pod(manifest)
+
+    assert run_once(kubeconfig).returncode == 0
+    events = events_on(server, uid)
+    assert {e["reason"] for e in events} == expected_rules(StagedPod(manifest, own.pid))
+    assert all("9100" not in e["note"] for e in events)
+    assert "UndeclaredListener" not in {e["reason"] for e in events}
