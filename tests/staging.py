@@ -11,6 +11,7 @@ Everything a Stage makes is removed by `close()`, which the `stage` fixture alwa
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -260,10 +261,8 @@ class Stage:
 
     def kill(self, staged: Staged) -> None:
         if staged.popen.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(staged.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             staged.popen.wait(timeout=10)
         if staged.popen.stderr is not None and not staged.popen.stderr.closed:
             staged.stderr_text = staged.popen.stderr.read().decode(errors="replace").strip()

@@ -1,1 +1,1 @@
-"""Kernel facts: reads /proc, network namespaces and container roots. Knows nothing of Kubernetes."""
+"""Kernel facts from /proc, network namespaces and container roots (nothing of Kubernetes)."""

@@ -12,7 +12,8 @@ class CollectError(Exception):
 class ProcessGone(CollectError):
     def __init__(self, pid: int, detail: str = "") -> None:
         self.pid = pid
-        super().__init__(f"process {pid} does not exist (or exited){': ' + detail if detail else ''}")
+        suffix = f": {detail}" if detail else ""
+        super().__init__(f"process {pid} does not exist (or exited){suffix}")
 
 
 class AccessDenied(CollectError):
