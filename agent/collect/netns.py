@@ -117,11 +117,23 @@ def _open_netns(pid: int, proc_root: str, ns_fds: dict[int, int]) -> int:
 
 
 def _host_netns(proc_root: str) -> tuple[int | None, Gap | None]:
-    # A hostNetwork pod shares pid 1's netns (as seen under proc_root: the host's init).
+    # A hostNetwork pod shares the node's initial netns. Kernel threads always live there, so
+    # kthreadd (pid 2 under hostPID) is the surest reference; pid 1 may be a sandbox
+    # supervisor whose ns link is refused even to root.
+    candidates = [1]
     try:
-        return netns_inode(1, proc_root), None
-    except CollectError as exc:
-        return None, Gap("network.host_network", str(exc))
+        with open(os.path.join(proc_root, "2", "comm"), "rb") as comm:
+            if comm.read().strip() == b"kthreadd":
+                candidates.insert(0, 2)
+    except OSError:
+        pass
+    error: CollectError | None = None
+    for pid in candidates:
+        try:
+            return netns_inode(pid, proc_root), None
+        except CollectError as exc:
+            error = error or exc
+    return None, Gap("network.host_network", str(error))
 
 
 # --- inside the namespace ----------------------------------------------------------------
@@ -276,7 +288,7 @@ def _assemble(inside: Mapping[int, _Inside | CollectError], host_ino: int | None
               owners: bool) -> dict[int, NetnsFacts | CollectError]:
     read = {inode: part for inode, part in inside.items() if isinstance(part, _Inside)}
     owner_map: Mapping[int, tuple[SocketOwner, ...]] = {}
-    owner_gap: Gap | None = None
+    owner_error: str | None = None
     inodes = [s.inode for part in read.values() for s in part.listeners]
     if owners and inodes:
         try:
@@ -285,10 +297,9 @@ def _assemble(inside: Mapping[int, _Inside | CollectError], host_ino: int | None
             if scan.processes_denied:
                 # /proc/PID/fd is mode 0500 for its owner, and readlink needs ptrace access.
                 hint = capability_hint(("SYS_PTRACE", "DAC_READ_SEARCH"))
-                owner_gap = Gap("network.listeners.owners",
-                                f"{scan.processes_denied} processes unreadable{hint}")
+                owner_error = f"{scan.processes_denied} processes unreadable{hint}"
         except CollectError as exc:
-            owner_gap = Gap("network.listeners.owners", str(exc))
+            owner_error = str(exc)
     facts: dict[int, NetnsFacts | CollectError] = {}
     for inode, part in inside.items():
         if not isinstance(part, _Inside):
@@ -297,8 +308,17 @@ def _assemble(inside: Mapping[int, _Inside | CollectError], host_ino: int | None
         listeners = tuple(
             dataclasses.replace(s, owners=owner_map[s.inode]) if s.inode in owner_map else s
             for s in part.listeners)
-        gaps = [g for g in (host_gap, owner_gap) if g is not None]
+        gaps = [g for g in (host_gap, _owner_gap(listeners, owner_error)) if g is not None]
         facts[inode] = NetnsFacts(inode=inode, sysctls=part.sysctls, addresses=part.addresses,
                                   listeners=listeners, host_network=inode == host_ino,
                                   gaps=(*part.gaps, *gaps))
     return facts
+
+
+def _owner_gap(listeners: tuple[Listener, ...], error: str | None) -> Gap | None:
+    """Unreadable processes matter only when some listener of this netns found no owner."""
+    orphans = [f"{s.protocol} {f'[{s.address}]' if s.family == 6 else s.address}:{s.port}"
+               for s in listeners if not s.owners]
+    if error is None or not orphans:
+        return None
+    return Gap("network.listeners.owners", f"{error}; no owner found for {', '.join(orphans)}")

@@ -184,3 +184,24 @@ def test_unreadable_facts_become_gaps(stage: Stage, tmp_path: Path,
     assert "staged corruption" in gaps["network.listeners.udp"]
     assert [(s.protocol, s.port, s.pids) for s in facts.listeners] == [
         ("tcp", 7005, (staged.pid,))]
+
+
+def test_host_network_is_told_on_this_machine(stage: Stage) -> None:
+    # kthreadd lives in the initial netns even where pid 1's ns link is refused.
+    on_host = stage.spawn([Sock("tcp", 4, "127.0.0.1", 0)])
+    in_pod = stage.spawn([Sock("tcp", 4, "127.0.0.1", 0)], netns=stage.netns())
+    host, pod = read_netns_facts(on_host.pid), read_netns_facts(in_pod.pid)
+    assert host.host_network is True and pod.host_network is False
+    assert not [g for g in (*host.gaps, *pod.gaps) if g.fact == "network.host_network"]
+
+
+def test_unreadable_processes_are_a_gap_only_for_orphan_listeners() -> None:
+    from agent.collect.netns import _owner_gap
+    from agent.model import SocketOwner
+
+    owned = Listener("tcp", 4, "0.0.0.0", 80, None, 1, owners=(SocketOwner(7, "x", 3),))
+    orphan = Listener("tcp", 6, "::", 81, False, 2)
+    assert _owner_gap((owned,), "1 processes unreadable") is None
+    assert _owner_gap((owned, orphan), None) is None
+    gap = _owner_gap((owned, orphan), "1 processes unreadable")
+    assert gap is not None and "tcp [::]:81" in gap.reason and "unreadable" in gap.reason
