@@ -9,6 +9,7 @@ at most 128 characters; the name is a DNS subdomain of at most 253 characters.
 from __future__ import annotations
 
 import hashlib
+import json
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,7 +54,8 @@ def event_body(
         worst = max(f.severity.rank for f in findings)
         event_type = "Warning" if worst >= Severity.LOW.rank else "Normal"
         messages = " ".join(dict.fromkeys(f.message for f in findings))
-        fixes = " ".join(dict.fromkeys(f.remediation for f in findings if f.remediation))
+        fixes = " ".join(dict.fromkeys(compact_fix(f.remediation) for f in findings
+                                       if f.remediation))
         note = fit_note(f"container {key.container}: {messages}", f"Fix: {fixes}" if fixes else "")
     return {
         "apiVersion": "events.k8s.io/v1",
@@ -104,6 +106,58 @@ def fit_note(message: str, remediation: str = "", limit: int = NOTE_LIMIT_BYTES)
     tail_bytes = len(tail.encode())
     head = _truncate(head, max(limit // 2, limit - tail_bytes - 1))
     return f"{head} {_truncate(tail, limit - len(head.encode()) - 1)}"
+
+
+def compact_fix(remediation: str) -> str:
+    """A remediation's YAML snippets as one line (`a.b=c`): an Event note has no layout.
+
+    `# Pod spec: ...` / `# Helm values (...): ...` comments label the snippet after them;
+    other comments are advice and stay as text.
+    """
+    parts: list[str] = []
+    label: str | None = None  # None: no snippet label yet, the body is plain text
+    body: list[str] = []
+    for line in [*remediation.splitlines(), "# end"]:
+        if not line.lstrip().startswith("#"):
+            body.append(line)
+            continue
+        if body:
+            text = "\n".join(body)
+            parts.append(" ".join(text.split()) if label is None else _flat_yaml(text, label))
+            body = []
+        comment = line.lstrip().lstrip("#").strip()
+        if comment.startswith("Pod spec"):
+            # "Pod spec: spec.containers[].securityContext" names the snippet's root key.
+            path = comment.partition(": ")[2]
+            label = path.rpartition(".")[0] + "." if "." in path else ""
+        elif comment.startswith("Helm values"):
+            label = "Helm values: "  # the snippet's root key is the values path
+        elif comment != "end":
+            parts.append(comment)
+    return "; ".join(p for p in parts if p)
+
+
+def _flat_yaml(snippet: str, label: str) -> str:
+    import yaml  # only the Events sink pays for it
+
+    try:
+        data = yaml.safe_load(snippet)
+    except yaml.YAMLError:
+        return label + " ".join(snippet.split())
+    pairs: list[str] = []
+    helm = label.startswith("Helm")
+    _flatten(data, "" if helm else label.rstrip("."), pairs)
+    return ("Helm values: " if helm else "") + ", ".join(pairs)
+
+
+def _flatten(value: Any, prefix: str, out: list[str]) -> None:
+    if isinstance(value, dict) and value:
+        for key, inner in value.items():
+            _flatten(inner, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, list):
+        out.append(f"{prefix}={json.dumps(value, separators=(',', ':'))}")
+    else:
+        out.append(f"{prefix}={json.dumps(value) if not isinstance(value, str) else value}")
 
 
 def _truncate(text: str, limit: int) -> str:

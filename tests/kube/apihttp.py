@@ -152,6 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
                      "version": "v1"}], "preferredVersion": {"groupVersion": "events.k8s.io/v1",
                      "version": "v1"}}  # fmt: skip
             return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}, 200
+        if method == "GET" and path in _RESOURCE_LISTS:
+            return _RESOURCE_LISTS[path], 200
         if method == "GET" and path == "/version":
             major, minor = apischema.K8S_VERSION.split(".")[:2]
             return {"major": major, "minor": minor, "gitVersion": f"v{apischema.K8S_VERSION}"}, 200
@@ -267,3 +269,23 @@ def _json(raw: bytes) -> Any:
 def handler_for(api: ApiServer) -> type[BaseHTTPRequestHandler]:
     """A request handler class bound to `api`."""
     return type("Handler", (_Handler,), {"api": api})
+
+
+def _resource(name: str, kind: str, verbs: list[str], short: list[str] | None = None
+              ) -> dict[str, Any]:
+    return {"name": name, "singularName": kind.lower(), "namespaced": True, "kind": kind,
+            "verbs": verbs, **({"shortNames": short} if short else {})}
+
+
+# Discovery, so that kubectl (`kubectl events`, `kubectl get`) can talk to the server too.
+_RESOURCE_LISTS: dict[str, dict[str, Any]] = {
+    "/api/v1": {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
+                "resources": [_resource("pods", "Pod", ["get", "list", "watch"], ["po"]),
+                              _resource("events", "Event", ["create", "get", "list", "patch"],
+                                        ["ev"])]},
+    "/apis/events.k8s.io/v1": {"kind": "APIResourceList", "apiVersion": "v1",
+                               "groupVersion": "events.k8s.io/v1",
+                               "resources": [_resource("events", "Event",
+                                                       ["create", "get", "list", "patch"],
+                                                       ["ev"])]},
+}

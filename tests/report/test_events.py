@@ -322,3 +322,17 @@ def test_micro_time_keeps_six_digits_at_whole_seconds() -> None:
     from datetime import UTC, datetime
 
     assert micro_time(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000000Z"
+
+
+def test_note_gives_the_fix_as_dotted_paths_not_flattened_yaml() -> None:
+    from agent.report.event_object import compact_fix
+
+    remediation = ("# Make the socket accept IPv4: bind 0.0.0.0:9443\n"
+                   "# Pod spec: spec.containers[].securityContext\n"
+                   "securityContext:\n  capabilities:\n    drop: [ALL]\n"
+                   "# Helm values (spark-operator chart): webhook.securityContext\n"
+                   "webhook:\n  securityContext:\n    capabilities:\n      drop: [ALL]\n")
+    assert compact_fix(remediation) == (
+        "Make the socket accept IPv4: bind 0.0.0.0:9443; "
+        'spec.containers[].securityContext.capabilities.drop=["ALL"]; '
+        'Helm values: webhook.securityContext.capabilities.drop=["ALL"]')
