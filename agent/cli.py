@@ -241,6 +241,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         namespace=args.namespace, once=args.once, interval=args.interval, sink=args.sink,
         metrics_port=args.metrics_port, kubeconfig=args.kubeconfig,
         config=load_config_option(args.config),
+        # main() restricted us already when run as a program; not again, and not at all
+        # for a caller of main([...]) that keeps its own capabilities.
+        restrict_privileges=False, privileges=getattr(args, "privileges", None),
     )
     return run_agent(options)
 

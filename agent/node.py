@@ -2,8 +2,9 @@
 
 Pods (list + watch, `agent.nodewatch`) -> declared containers (`kube.podspec`) -> pids
 (`kube.procmap`) -> `audit.audit` -> a sink (Kubernetes Events, or JSON lines on stdout).
-A cycle runs every `--interval` seconds and as soon as the watch reports a pod with a new
-running container; the sink is pumped between cycles. SIGTERM/SIGINT flush pending Events
+A cycle audits every selected pod each `--interval` seconds; as soon as the watch reports
+a pod with a new running container, a cycle audits that pod alone, so its Events do not
+wait for the others. The sink is pumped between cycles. SIGTERM/SIGINT flush pending Events
 for at most 5 s and exit 0.
 """
 
@@ -17,19 +18,20 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
 
 from agent.audit import AuditRequest, audit
-from agent.collect.errors import CollectError
 from agent.collect.procfs import ProcFS
 from agent.kube.podspec import declared_from_pod
 from agent.kube.procmap import pids_for_containers
 from agent.logs import setup_json_logging
 from agent.model import DEFAULT_CONFIG, AuditConfig, DeclaredContainer, Report
 from agent.nodewatch import Pod, PodWatcher, pod_uid, running_containers
+from agent.privilege import PrivilegeState, restrict_self
 from agent.report.metrics import AgentMetrics, serve_metrics
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,6 @@ STOP_FLUSH_SECONDS = 4.5  # SIGTERM: flush for at most 5 s in all, exit included
 WAKE_SECONDS = 1.0  # the loop wakes at least this often: heartbeat, sink retries
 FIRST_LIST_SECONDS = 10.0  # the first cycle waits this long for the pod list
 COALESCE_SECONDS = 0.05  # watch events this close together make one cycle
-AGENT_CAPABILITIES = ("SYS_PTRACE", "DAC_READ_SEARCH", "SYS_ADMIN")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,9 @@ class RunOptions:
     proc_root: str = "/proc"
     metrics_host: str = "0.0.0.0"
     restrict_privileges: bool = True  # drop our own capabilities + no_new_privs first
+    # What `agent.privilege.restrict_self` already did (the CLI calls it before anything
+    # else): logged, not done again.
+    privileges: PrivilegeState | None = None
     log_level: str = "INFO"
     event_queue_size: int = 1000
 
@@ -97,13 +101,17 @@ def run_agent(
     SIGTERM does, from any thread.
     """
     setup_json_logging(options.log_level)
-    if options.restrict_privileges:
-        restrict_own_privileges(AGENT_CAPABILITIES)
     node = options.node or os.environ.get("NODE_NAME")
     if not node:
         log.error("no node name: pass --node or set NODE_NAME (the DaemonSet sets it "
                   "from the downward API spec.nodeName)")
         return 2
+    privileges = options.privileges
+    if privileges is None and options.restrict_privileges:
+        privileges = restrict_self()  # before any thread: capabilities are per thread
+    if privileges is not None:
+        level = logging.WARNING if privileges.problems else logging.INFO
+        log.log(level, "own privileges", extra=privileges.log_fields())
     from agent.kube.client import load_api
 
     try:
@@ -152,6 +160,9 @@ class NodeAgent:
         self.proc = ProcFS(options.proc_root)
         self.stop = stop
         self.triggers: queue.Queue[str] = queue.Queue()
+        # (rule, severity) -> count, and audited processes, per pod uid: see _remember_findings
+        self.findings_by_pod: dict[str, Tally[tuple[str, str]]] = {}
+        self.targets_by_pod: dict[str, int] = {}
         self.watcher = PodWatcher(
             api, node, options.selector, options.namespace,
             triggers=self.triggers, stop=self.stop, on_api_error=metrics.api_error,
@@ -178,15 +189,22 @@ class NodeAgent:
         self._install_signal_handlers()
         self.watcher.start()
         self._await_first_list(min(self.options.interval, FIRST_LIST_SECONDS))
+        release_free_memory()  # what start-up (imports, the first pod list) left behind
         next_cycle = 0.0  # the first cycle runs as soon as the pods are listed
         while not self.stop.is_set():
             now = time.monotonic()
             triggered = self._wait_for_trigger(min(WAKE_SECONDS, max(0.0, next_cycle - now)))
             if self.stop.is_set():
                 break
-            if triggered or time.monotonic() >= next_cycle:
+            if time.monotonic() >= next_cycle:
                 self.cycle("watch" if triggered else "interval")
                 next_cycle = time.monotonic() + self.options.interval
+                release_free_memory()  # the cycle's snapshots are garbage now
+            elif triggered:
+                # Only the pods the watch named: their Events must not wait for the
+                # others' audit. The full cycle keeps its own schedule.
+                self.cycle("watch", only=triggered)
+                release_free_memory()
             self.sink.pump(time.monotonic() + WAKE_SECONDS / 2)
             self.metrics.heartbeat()
         return self._shutdown()
@@ -200,18 +218,20 @@ class NodeAgent:
                 return
             self.watcher.synced.wait(0.1)
 
-    def _wait_for_trigger(self, timeout: float) -> bool:
-        """True when the watch asked for an audit; drains what arrives right after it."""
+    def _wait_for_trigger(self, timeout: float) -> set[str]:
+        """The uids of the pods the watch asked to audit (empty on timeout or stop); drains
+        what arrives right after the first one."""
         try:
-            self.triggers.get(timeout=timeout)
+            uids = {self.triggers.get(timeout=timeout)}
         except queue.Empty:
-            return False
+            return set()
         time.sleep(COALESCE_SECONDS)
         while True:
             try:
-                self.triggers.get_nowait()
+                uids.add(self.triggers.get_nowait())
             except queue.Empty:
-                return not self.stop.is_set()
+                uids.discard("")  # request_stop's wake-up, not a pod
+                return set() if self.stop.is_set() else uids
 
     def _shutdown(self) -> int:
         delivered = self.sink.flush(STOP_FLUSH_SECONDS)
@@ -235,9 +255,13 @@ class NodeAgent:
 
     # --- one cycle -------------------------------------------------------------------
 
-    def cycle(self, trigger: str) -> Report:
+    def cycle(self, trigger: str, only: set[str] | None = None) -> Report:
+        """Audit the selected pods (only those with a uid in `only`, when given), publish
+        the report to the sink and the node-wide totals to the metrics."""
         started = time.monotonic()
         pods = self.watcher.pods()
+        if only is not None:
+            pods = [pod for pod in pods if pod_uid(pod) in only]
         declared = declared_containers(pods)
         try:
             pids = pids_for_containers(declared, proc_root=self.options.proc_root)
@@ -248,17 +272,48 @@ class NodeAgent:
         report = audit(requests, config=self.options.config, node=self.node, proc=self.proc)
         seconds = time.monotonic() - started
         self.sink.publish(report)
-        self.metrics.record_cycle(report, seconds, trigger)
+        self._remember_findings(report, [pod_uid(p) for p in pods], whole=only is None)
+        self.metrics.record_audit(
+            sum(self.findings_by_pod.values(), Tally()), sum(self.targets_by_pod.values()),
+            seconds, trigger)
         log.info("audit cycle", extra={
             "trigger": trigger, "pods": len(pods), "containers": len(declared),
             "targets": len(report.targets), "findings": len(report.findings),
-            "seconds": round(seconds, 4),
+            "seconds": round(seconds, 4), "partial": only is not None,
         })
         return report
+
+    def _remember_findings(self, report: Report, audited: list[str], *, whole: bool) -> None:
+        """Per pod, the finding counts and targets of its latest audit: a one-pod watch
+        audit replaces that pod's, the metrics still count the whole node."""
+        if whole:
+            self.findings_by_pod.clear()
+            self.targets_by_pod.clear()
+        for uid in audited:
+            self.findings_by_pod[uid] = Tally()
+            self.targets_by_pod[uid] = 0
+        for target in report.targets:
+            uid = target.declared.pod.uid if target.declared is not None else ""
+            tally = self.findings_by_pod.setdefault(uid, Tally())
+            tally.update((f.rule, f.severity.value) for f in target.findings)
+            self.targets_by_pod[uid] = self.targets_by_pod.get(uid, 0) + 1
 
     def _sink_counts(self) -> dict[str, int]:
         return {name: int(getattr(self.sink, name))
                 for name in ("written", "dropped", "api_errors") if hasattr(self.sink, name)}
+
+
+def release_free_memory() -> None:
+    """Give the heap pages freed since the last call back to the kernel (malloc_trim(3)).
+
+    A cycle's snapshots are freed once published, but glibc keeps the pages (those of the
+    netns reader threads' arenas too) until asked; RSS is what a node's memory limit sees.
+    """
+    import ctypes
+
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only (not musl)
+    if trim is not None:
+        trim(0)
 
 
 def declared_containers(pods: Sequence[Pod]) -> list[DeclaredContainer]:
@@ -288,58 +343,3 @@ def audit_requests(
             })
         requests.extend(AuditRequest(pid=pid, declared=container) for pid in container_pids)
     return requests
-
-
-def restrict_own_privileges(keep: Sequence[str]) -> None:
-    """Drop every capability but `keep` from all our sets, then set no_new_privs.
-
-    Capabilities are per thread: this must run before any thread starts (HTTP server,
-    netns workers, the kubernetes client's pool), or those threads keep the full set.
-    """
-    import prctl
-
-    from agent.model import capability_bit
-
-    kept = 0
-    for name in keep:
-        bit = capability_bit(name)
-        if bit is not None:
-            kept |= 1 << bit
-    try:
-        proc = ProcFS()
-        # python-prctl's names stop before checkpoint_restore: drop by number.
-        for bit in range(proc.read_cap_last_cap() + 1):
-            if not kept >> bit & 1 and prctl.capbset_read(bit):
-                prctl.capbset_drop(bit)
-        # capset can only lower permitted: keep what we both have and want.
-        have = proc.read_status(os.getpid()).capabilities.permitted
-        set_own_capabilities(effective=kept & have, permitted=kept & have, inheritable=0)
-    except (OSError, CollectError) as exc:  # no CAP_SETPCAP (not root): go on with what we have
-        log.warning("cannot drop own capabilities", extra={"error": str(exc)})
-    prctl.set_no_new_privs(1)
-
-
-def set_own_capabilities(*, effective: int, permitted: int, inheritable: int) -> None:
-    """capset(2) for this thread with 64-bit masks (libcap's names would stop at its own
-    last known capability)."""
-    import ctypes
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
-
-    header = Header(_LINUX_CAPABILITY_VERSION_3, 0)
-    halves = (Data * 2)(
-        Data(effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF),
-        Data(effective >> 32, permitted >> 32, inheritable >> 32),
-    )
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.capset(ctypes.byref(header), halves) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"capset: {os.strerror(errno)}")
-
-
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522  # include/uapi/linux/capability.h: 64-bit sets

@@ -25,8 +25,10 @@ from kube.apiserver import ApiServer
 from staging import Sock, Stage
 
 from agent.audit import AuditRequest, audit
+from agent.kube.client import load_api
 from agent.kube.podspec import declared_from_pod
-from agent.node import RunOptions, run_agent
+from agent.model import Report
+from agent.node import NodeAgent, RunOptions, run_agent
 from agent.report.metrics import AgentMetrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -353,12 +355,64 @@ def test_with_the_api_down_the_loop_keeps_auditing_and_counts_drops(
     assert outcome == [0]
 
 
+
+class RecordingSink:
+    """A sink that keeps what the loop published, for asserting on each cycle's scope."""
+
+    def __init__(self) -> None:
+        self.reports: list[Report] = []
+
+    def publish(self, report: Report) -> None:
+        self.reports.append(report)
+
+    def pump(self, deadline: float) -> None:
+        pass
+
+    def flush(self, timeout: float) -> bool:
+        return True
+
+
+def test_a_watch_trigger_audits_only_the_new_pod_and_metrics_still_count_the_node(
+    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer
+) -> None:
+    first = [stage_pod(stage, cgroups, f"so-controller-{i}") for i in range(2)]
+    for pod in first:
+        server.add_pod(pod.manifest)
+    options = RunOptions(node=NODE, selector=SELECTOR, interval=300,
+                         configuration=server.configuration(), restrict_privileges=False)
+    sink, metrics, stop = RecordingSink(), AgentMetrics(), threading.Event()
+    agent = NodeAgent(load_api(configuration=options.configuration), NODE, options, sink,
+                      metrics, stop)
+    runner = threading.Thread(target=agent.run_forever)
+    runner.start()
+    try:
+        assert wait_for(lambda: len(sink.reports) == 1, 30)
+        assert {t.observed.pid for t in sink.reports[0].targets} == {p.pid for p in first}
+
+        late = stage_pod(stage, cgroups, "so-controller-late")
+        server.add_pod(late.manifest)
+        assert wait_for(lambda: len(sink.reports) == 2, 30)
+        # interval 300: only the watch explains this cycle, and it audited the new pod only
+        assert [t.observed.pid for t in sink.reports[1].targets] == [late.pid]
+        rule = "PrivilegeEscalationAllowed"  # each staged pod has it once (expected_rules)
+        assert rule in expected_rules(late)
+        assert metrics.registry.get_sample_value(
+            "opaudit_findings", {"rule": rule, "severity": "high"}) == 3
+        assert metrics.registry.get_sample_value("opaudit_targets") == 3
+        assert metrics.registry.get_sample_value(
+            "opaudit_cycles_total", {"trigger": "watch"}) == 2  # the first list, the new pod
+    finally:
+        agent.request_stop()
+        runner.join(timeout=15)
+    assert not runner.is_alive()
+
+
 # --- the agent's own privileges ----------------------------------------------------------
 
 SELF_AUDIT = """
 import json
-from agent.node import AGENT_CAPABILITIES, restrict_own_privileges
-restrict_own_privileges(AGENT_CAPABILITIES)
+from agent.privilege import restrict_self
+restrict_self()
 from agent.audit import AuditRequest, audit
 from agent.report.jsonreport import report_dict
 import os
@@ -377,6 +431,22 @@ def test_the_agent_keeps_only_its_three_capabilities_and_sets_no_new_privs() -> 
     assert caps["bounding"] == caps["permitted"] == caps["effective"] == expected
     assert caps["inheritable"] == caps["ambient"] == []
     assert target["no_new_privs"] is True
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops capabilities a root process holds")
+def test_run_restricts_itself_once_and_logs_what_it_kept(
+    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path
+) -> None:
+    server.add_pod(stage_pod(stage, cgroups, "so-controller").manifest)
+    result = run_once(kubeconfig, "--sink", "stdout")
+    assert result.returncode == 0, result.stderr
+    logged = [line for line in assert_json_lines(result.stderr) if line["msg"] == "own privileges"]
+    assert len(logged) == 1  # main() restricted; run_agent only reports it
+    (state,) = logged
+    assert sorted(state["kept"]) == sorted(state["bounding"]) == [
+        "DAC_READ_SEARCH", "SYS_ADMIN", "SYS_PTRACE"]
+    assert state["not_dropped"] == [] and state["problems"] == []
+    assert state["no_new_privs"] is True
 
 
 def test_stdout_sink_prints_one_json_report_per_cycle(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import sys
 
 from agent.collect.errors import ParseError
 from agent.collect.text import sanitize
@@ -59,13 +60,15 @@ def parse_mountinfo_line(line: str) -> Mount:
     root, mount_point, options = fields[3], fields[4], fields[5]
     if not root or not mount_point or not options:
         raise ParseError("mountinfo", f"empty root, mount point or options: {line[:80]!r}")
+    # Interned: containers of one node repeat the same paths, fstypes and sources, and a
+    # daemon cycle holds every target's table at once (a copy of the host's is 200+ lines).
     return Mount(
         mount_id=_number(fields[0], line),
         parent_id=_number(fields[1], line),
-        root=unescape_mountinfo(root),
-        mount_point=unescape_mountinfo(mount_point),
-        fstype=after[0],
-        source=unescape_mountinfo(after[1]),
+        root=sys.intern(unescape_mountinfo(root)),
+        mount_point=sys.intern(unescape_mountinfo(mount_point)),
+        fstype=sys.intern(after[0]),
+        source=sys.intern(unescape_mountinfo(after[1])),
         readonly="ro" in options.split(","),  # per-mount flags (field 6), not super options
     )
 
@@ -115,7 +118,7 @@ def filesystem_from_mounts(mounts: tuple[Mount, ...]) -> Filesystem:
     visible = {point: _topmost(group) for point, group in stacked.items()}
     root = visible.get("/")
     writable = tuple(
-        sanitize(point, 4096)
+        sys.intern(sanitize(point, 4096))
         for point, mount in visible.items()
         if not mount.readonly and not _is_pseudo(mount)
     )

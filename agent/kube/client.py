@@ -8,8 +8,10 @@ Every failure becomes a `KubeError` whose `str()` is one line fit for a user.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,6 +67,7 @@ def load_api(
     An explicit kubeconfig wins; inside a pod (KUBERNETES_SERVICE_HOST set) the
     ServiceAccount is used; otherwise KUBECONFIG or ~/.kube/config. Raises `KubeError`.
     """
+    _register_without_init("kubernetes")
     from kubernetes import client
     from kubernetes import config as loaders
 
@@ -123,11 +126,10 @@ class Api:
         timeout: float | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """Pods on `node` matching the label `selector`, and the list's resourceVersion."""
-        answer = self._read(
-            lambda core, **kw: _list_pods_call(core, namespace, **kw),
-            field_selector=_node_selector(node),
-            label_selector=selector or None,
-            _request_timeout=self._timeout(timeout),
+        answer = self._get_json(
+            _pods_path(namespace),
+            [("fieldSelector", _node_selector(node)), ("labelSelector", selector or None)],
+            timeout,
         )
         metadata = answer.get("metadata") or {}
         return list(answer.get("items") or []), str(metadata.get("resourceVersion") or "")
@@ -145,28 +147,24 @@ class Api:
         Track `pod["metadata"]["resourceVersion"]` to resume. Raises `WatchExpired` when
         the version is too old (410, as an HTTP status or an ERROR event), else `KubeError`.
         """
-        core = self._core()
-        kwargs: dict[str, Any] = {
-            "field_selector": _node_selector(node),
-            "label_selector": selector or None,
-            "resource_version": resource_version or None,
-            "timeout_seconds": timeout_seconds,
-            "watch": True,
-            "_preload_content": False,
-            # The server closes the stream after timeoutSeconds; allow some slack beyond it.
-            "_request_timeout": (self.connect_timeout, timeout_seconds + self.read_timeout),
-        }
-        response = _guarded(lambda: _list_pods_call(core, namespace, **kwargs))
+        query = [
+            ("fieldSelector", _node_selector(node)),
+            ("labelSelector", selector or None),
+            ("resourceVersion", resource_version or None),
+            ("timeoutSeconds", str(timeout_seconds)),
+            ("watch", "true"),
+        ]
+        # The server closes the stream after timeoutSeconds; allow some slack beyond it.
+        response = self._send("GET", _pods_path(namespace), query=query,
+                              timeout=(self.connect_timeout, timeout_seconds + self.read_timeout))
         try:
             yield from _watch_lines(response)
         finally:
             response.release_conn()
 
     def get_pod(self, namespace: str, name: str, *, timeout: float | None = None) -> dict[str, Any]:
-        return self._read(
-            lambda core, **kw: core.read_namespaced_pod(name, namespace, **kw),
-            _request_timeout=self._timeout(timeout),
-        )
+        path = f"/api/v1/namespaces/{_quote(namespace)}/pods/{_quote(name)}"
+        return self._get_json(path, [], timeout)
 
     # --- events.k8s.io/v1 Events --------------------------------------------------------
 
@@ -182,13 +180,8 @@ class Api:
         self, namespace: str, name: str, *, timeout: float | None = None
     ) -> dict[str, Any] | None:
         """The Event, or None when it does not exist."""
-        from kubernetes import client
-
-        def read(_: Any, **kw: Any) -> Any:
-            return client.EventsV1Api(self.api_client).read_namespaced_event(name, namespace, **kw)
-
         try:
-            return self._read(read, _request_timeout=self._timeout(timeout))
+            return self._get_json(f"{_events_path(namespace)}/{_quote(name)}", [], timeout)
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -205,13 +198,8 @@ class Api:
         self, namespace: str, *, field_selector: str | None = None, timeout: float | None = None
     ) -> list[dict[str, Any]]:
         """events.k8s.io/v1 Events, including kubelet-written ones without eventTime."""
-        from kubernetes import client
-
-        def read(_: Any, **kw: Any) -> Any:
-            return client.EventsV1Api(self.api_client).list_namespaced_event(namespace, **kw)
-
-        answer = self._read(
-            read, field_selector=field_selector, _request_timeout=self._timeout(timeout)
+        answer = self._get_json(
+            _events_path(namespace), [("fieldSelector", field_selector)], timeout
         )
         return list(answer.get("items") or [])
 
@@ -222,16 +210,10 @@ class Api:
             return (self.connect_timeout, self.read_timeout)
         return (min(self.connect_timeout, timeout), min(self.read_timeout, timeout))
 
-    def _core(self) -> Any:
-        from kubernetes import client
-
-        return client.CoreV1Api(self.api_client)
-
-    def _read(self, call: Any, **kwargs: Any) -> dict[str, Any]:
-        core = self._core()
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        response = _guarded(lambda: call(core, _preload_content=False, **kwargs))
-        return _json_body(response)
+    def _get_json(
+        self, path: str, query: list[tuple[str, str | None]], timeout: float | None
+    ) -> dict[str, Any]:
+        return _json_body(self._send("GET", path, query=query, timeout=self._timeout(timeout)))
 
     def _write(
         self,
@@ -241,27 +223,66 @@ class Api:
         content_type: str,
         timeout: float | None,
     ) -> dict[str, Any]:
+        response = self._send(method, path, body=body, content_type=content_type,
+                              timeout=self._timeout(timeout))
+        return _json_body(response)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str | None]] | None = None,
+        body: dict[str, Any] | None = None,
+        content_type: str | None = None,
+        timeout: tuple[float, float],
+    ) -> Any:
+        """One request through the ApiClient (auth, TLS, proxy as configured); the urllib3
+        response, its body unread. Not the generated `CoreV1Api`/`EventsV1Api`: importing
+        them imports some 250 pydantic model modules (about 20 MiB of a 50 MB budget),
+        and we only want the JSON."""
+        headers = {"Accept": "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         request = self.api_client.param_serialize(
             method=method,
             resource_path=path,
-            header_params={"Accept": "application/json", "Content-Type": content_type},
+            query_params=[(key, value) for key, value in query or [] if value is not None],
+            header_params=headers,
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = _guarded(
-            lambda: self.api_client.call_api(*request, _request_timeout=self._timeout(timeout))
-        )
-        response.read()
+        response = _guarded(lambda: self.api_client.call_api(*request, _request_timeout=timeout))
         if not 200 <= response.status <= 299:
-            headers = response.getheaders()
-            raise _error_from(response.status, response.reason, response.data, headers)
-        return _json_body(response.response)
+            response.read()
+            raise _error_from(response.status, response.reason, response.data,
+                              response.getheaders())
+        return response.response
 
 
-def _list_pods_call(core: Any, namespace: str | None, **kwargs: Any) -> Any:
+def _register_without_init(package: str) -> None:
+    """Make `package` importable without running its `__init__.py`: importing one of its
+    submodules then loads that submodule and what it imports, nothing else.
+
+    `kubernetes/__init__.py` imports every subpackage (dynamic, stream, watch, informer,
+    leaderelection) and with them websocket-client, and jsonschema when
+    kubernetes-validate is installed: about 4 MiB of the agent's 50 MB budget, for code
+    it never runs. `from kubernetes import client` works the same either way; only the
+    top-level names (`kubernetes.__version__`) are missing. A package that is already
+    imported is left alone.
+    """
+    if package in sys.modules:
+        return
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.submodule_search_locations is None:
+        return  # not installed: the import that follows says so
+    sys.modules[package] = importlib.util.module_from_spec(spec)
+
+
+def _pods_path(namespace: str | None) -> str:
     if namespace:
-        return core.list_namespaced_pod(namespace, **kwargs)
-    return core.list_pod_for_all_namespaces(**kwargs)
+        return f"/api/v1/namespaces/{_quote(namespace)}/pods"
+    return "/api/v1/pods"
 
 
 def _node_selector(node: str | None) -> str | None:
@@ -269,9 +290,14 @@ def _node_selector(node: str | None) -> str | None:
 
 
 def _events_path(namespace: str) -> str:
+    return f"/apis/events.k8s.io/v1/namespaces/{_quote(namespace)}/events"
+
+
+def _quote(segment: str) -> str:
+    """One path segment: a `/` in a name must not reach another resource."""
     from urllib.parse import quote
 
-    return f"/apis/events.k8s.io/v1/namespaces/{quote(namespace, safe='')}/events"
+    return quote(segment, safe="")
 
 
 def _guarded(call: Any) -> Any:

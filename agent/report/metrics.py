@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -92,6 +92,14 @@ class AgentMetrics:
     def record_cycle(self, report: Report, seconds: float, trigger: str = "interval") -> None:
         """Publish one finished cycle: findings gauge, duration, and readiness."""
         counts = Tally((f.rule, f.severity.value) for f in report.findings)
+        self.record_audit(counts, len(report.targets), seconds, trigger)
+
+    def record_audit(
+        self, counts: Mapping[tuple[str, str], int], targets: int, seconds: float,
+        trigger: str = "interval",
+    ) -> None:
+        """`record_cycle` from node-wide totals: findings per (rule, severity) and targets
+        (the node agent's merge of a one-pod watch audit with what it knew of the others)."""
         with self._lock:
             # A finding that cleared must read 0, not keep its last value.
             for rule, severity in self._finding_labels - counts.keys():
@@ -100,7 +108,7 @@ class AgentMetrics:
                 self.findings.labels(rule=rule, severity=severity).set(count)
             self._finding_labels |= counts.keys()
             self._ready = True
-        self.targets.set(len(report.targets))
+        self.targets.set(targets)
         self.scan_duration.observe(seconds)
         self.cycles.labels(trigger=trigger).inc()
         self.heartbeat()
