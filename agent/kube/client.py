@@ -69,22 +69,11 @@ def load_api(
     """
     _register_without_init("kubernetes")
     from kubernetes import client
-    from kubernetes import config as loaders
 
-    config: Any = loaders  # its loaders carry no type hints
     if configuration is None:
         configuration = client.Configuration()
-        try:
-            if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-                config.load_incluster_config(client_configuration=configuration)
-            else:
-                # Read KUBECONFIG now: the client's own default was fixed when it was imported.
-                path = kubeconfig or os.environ.get("KUBECONFIG") or None
-                config.load_kube_config(config_file=path, client_configuration=configuration)
-        except Exception as exc:  # the loaders raise ConfigException, OSError, TypeError...
-            source = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-            message = f"cannot load API config from {source}: {exc}"
-            raise KubeError(None, "Config", message) from None
+        if not _plain_configuration(configuration, kubeconfig):
+            _official_configuration(configuration, kubeconfig)
     # Retries are ours (the Event sink backs off); urllib3 retrying inside a call hides faults.
     configuration.retries = False
     return Api(
@@ -92,6 +81,34 @@ def load_api(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
+
+
+def _plain_configuration(configuration: Any, kubeconfig: str | None) -> bool:
+    """In-cluster or a plain kubeconfig, without importing `kubernetes.config`."""
+    from agent.kube.apiconfig import incluster_configuration, kubeconfig_configuration
+
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return incluster_configuration(configuration)
+    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    return kubeconfig_configuration(configuration, path)
+
+
+def _official_configuration(configuration: Any, kubeconfig: str | None) -> None:
+    """The official loaders: exec plugins, OIDC, inline certificate data, and their errors."""
+    from kubernetes import config as loaders
+
+    config: Any = loaders  # its loaders carry no type hints
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            # Read KUBECONFIG now: the client's own default was fixed when it was imported.
+            path = kubeconfig or os.environ.get("KUBECONFIG") or None
+            config.load_kube_config(config_file=path, client_configuration=configuration)
+    except Exception as exc:  # the loaders raise ConfigException, OSError, TypeError...
+        source = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        message = f"cannot load API config from {source}: {exc}"
+        raise KubeError(None, "Config", message) from None
 
 
 class Api:
