@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from cgroup_staging import KubepodsCgroups, unavailable_reason  # noqa: E402
 from staging import Stage  # noqa: E402
 
 # scripts/test runs a quick profile; scripts/fuzz selects "fuzz" (100k examples per parser).
@@ -34,3 +35,17 @@ def stage() -> Iterator[Stage]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def cgroups(stage: Stage) -> Iterator[KubepodsCgroups]:
+    """kubepods-style cgroups (v2 unified + v1 hierarchies) that are always removed."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    tree = KubepodsCgroups()
+    try:
+        yield tree
+    finally:
+        tree.close()
+    assert tree.leftovers() == []

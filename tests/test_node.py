@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cgroup_staging import KubepodsCgroups, cgroupfs_dir, systemd_scope, unavailable_reason
+from cgroup_staging import KubepodsCgroups, cgroupfs_dir, systemd_scope
 from kube.apiserver import ApiServer
 from staging import Sock, Stage
 
@@ -41,19 +41,6 @@ SPARK_LABELS = {"app.kubernetes.io/name": "spark-operator",
 
 
 # --- fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cgroups(stage: Stage) -> Iterator[KubepodsCgroups]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    tree = KubepodsCgroups()
-    try:
-        yield tree
-    finally:
-        tree.close()
-    assert tree.leftovers() == []
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from cgroup_staging import KubepodsCgroups, systemd_scope, unavailable_reason
+from cgroup_staging import KubepodsCgroups, systemd_scope
 from kube.apiserver import ApiServer
 from staging import Sock, Stage
 
@@ -30,18 +30,6 @@ from agent.report.metrics import AgentMetrics
 NODE = "faulty-node"
 SELECTOR = "app=faults"
 EVENTS = r"/apis/events\.k8s\.io/v1/namespaces/[^/]+/events"
-
-
-@pytest.fixture
-def cgroups(stage: Stage) -> Iterator[KubepodsCgroups]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    tree = KubepodsCgroups()
-    try:
-        yield tree
-    finally:
-        tree.close()
 
 
 class Records(logging.Handler):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cgroup_staging import KubepodsCgroups, systemd_scope, unavailable_reason
+from cgroup_staging import KubepodsCgroups, systemd_scope
 from kube.apiserver import ApiServer
 from staging import STAGE_PYTHON, Stage
 
@@ -114,18 +114,6 @@ class PidNamespace:
     popen: subprocess.Popen[str]
     proc: Path
     init_host_pid: int
-
-
-@pytest.fixture
-def cgroups(stage: Stage) -> Iterator[KubepodsCgroups]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    tree = KubepodsCgroups()
-    try:
-        yield tree
-    finally:
-        tree.close()
 
 
 def kernel_version() -> tuple[int, int]:

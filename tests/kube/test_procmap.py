@@ -7,12 +7,10 @@ import json
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cgroup_staging import (
     V1_HIERARCHIES,
     KubepodsCgroups,
@@ -22,7 +20,6 @@ from cgroup_staging import (
     random_container_id,
     random_pod_uid,
     systemd_scope,
-    unavailable_reason,
 )
 from staging import Stage
 
@@ -32,19 +29,6 @@ from agent.kube.procmap import bare_container_id, pids_for_containers
 from agent.model import DeclaredContainer
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def cgroups(stage: Stage) -> Iterator[KubepodsCgroups]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    tree = KubepodsCgroups()
-    try:
-        yield tree
-    finally:
-        tree.close()
-    assert tree.leftovers() == []
 
 
 @dataclass
