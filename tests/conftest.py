@@ -11,7 +11,10 @@ from hypothesis import HealthCheck, settings
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cgroup_staging import KubepodsCgroups, unavailable_reason  # noqa: E402
+from kube.apiserver import ApiServer  # noqa: E402
 from staging import Stage  # noqa: E402
+
+from agent.kube.client import Api, load_api  # noqa: E402
 
 # scripts/test runs a quick profile; scripts/fuzz selects "fuzz" (100k examples per parser).
 settings.register_profile("quick", max_examples=200, deadline=None,
@@ -49,3 +52,17 @@ def cgroups(stage: Stage) -> Iterator[KubepodsCgroups]:
     finally:
         tree.close()
     assert tree.leftovers() == []
+
+
+@pytest.fixture
+def server() -> Iterator[ApiServer]:
+    """The in-process Kubernetes API test server (tests/kube/apiserver.py)."""
+    with ApiServer() as running:
+        yield running
+
+
+@pytest.fixture
+def api(server: ApiServer) -> Iterator[Api]:
+    client = load_api(configuration=server.configuration(), read_timeout=2.0)
+    yield client
+    client.close()

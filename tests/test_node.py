@@ -44,12 +44,6 @@ SPARK_LABELS = {"app.kubernetes.io/name": "spark-operator",
 
 
 @pytest.fixture
-def server() -> Iterator[ApiServer]:
-    with ApiServer() as running:
-        yield running
-
-
-@pytest.fixture
 def kubeconfig(server: ApiServer, tmp_path: Path) -> Path:
     path = tmp_path / "kubeconfig"
     path.write_text(json.dumps({

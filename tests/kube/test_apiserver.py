@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,19 +28,6 @@ VALID_EVENT: dict[str, Any] = {
     "regarding": {"apiVersion": "v1", "kind": "Pod", "namespace": "spark-operator",
                   "name": "ctl", "uid": "0b7b1c5e-1111-4222-8333-944455556666"},
 }
-
-
-@pytest.fixture
-def server() -> Iterator[ApiServer]:
-    with ApiServer() as running:
-        yield running
-
-
-@pytest.fixture
-def api(server: ApiServer) -> Iterator[Api]:
-    client = load_api(configuration=server.configuration(), read_timeout=2.0)
-    yield client
-    client.close()
 
 
 def changed(path: str, value: Any) -> dict[str, Any]:

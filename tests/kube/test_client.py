@@ -6,7 +6,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,19 +22,6 @@ def pod(name: str, node: str = "worker-1", namespace: str = "spark-operator",
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox"}]},
     }
-
-
-@pytest.fixture
-def server() -> Iterator[ApiServer]:
-    with ApiServer() as running:
-        yield running
-
-
-@pytest.fixture
-def api(server: ApiServer) -> Iterator[Api]:
-    client = load_api(configuration=server.configuration(), read_timeout=2.0)
-    yield client
-    client.close()
 
 
 def names(pods: list[dict[str, object]]) -> list[str]:

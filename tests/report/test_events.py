@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 from kube import apischema
@@ -63,19 +62,6 @@ class RecordingMetrics:
 
     def api_error(self, code: str) -> None:
         self.errors[code] += 1
-
-
-@pytest.fixture
-def server() -> Iterator[ApiServer]:
-    with ApiServer() as running:
-        yield running
-
-
-@pytest.fixture
-def api(server: ApiServer) -> Iterator[Api]:
-    client = load_api(configuration=server.configuration(), read_timeout=2.0)
-    yield client
-    client.close()
 
 
 def finding(rule: str = "RunsAsRoot", severity: Severity = Severity.HIGH,
