@@ -108,6 +108,7 @@ def test_sockets_json_equals_ss(stage: Stage) -> None:
     assert v6only[8082] is False and v6only[8083] is True and v6only[8084] is True
     assert v6only[5355] is False and v6only[8080] is None
     assert all(x["pids"] == [proc.pid] for x in doc["listeners"])
+    assert doc["incomplete"] == []
 
 
 def parse_ss(text: str) -> set[tuple[str, str, int]]:

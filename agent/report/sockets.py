@@ -34,6 +34,8 @@ def users(listener: Listener) -> str:
 
 
 def render_sockets_json(pid: int, facts: NetnsFacts) -> str:
+    # `incomplete` as in the report: an empty `pids` must not read as "no owner".
     doc = {"pid": pid, "netns": facts.inode,
-           "listeners": [listener_dict(x) for x in facts.listeners]}
+           "listeners": [listener_dict(x) for x in facts.listeners],
+           "incomplete": [{"fact": g.fact, "reason": g.reason} for g in facts.gaps]}
     return json.dumps(doc, indent=2) + "\n"
