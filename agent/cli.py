@@ -140,6 +140,7 @@ def load_config_option(path: str | None) -> AuditConfig:
 def pid_requests(args: argparse.Namespace) -> list[AuditRequest]:
     from agent.audit import AuditRequest
     from agent.collect.errors import ProcessGone
+    from agent.collect.procfs import ProcFS
 
     pids = [*args.pid, *([os.getpid()] if args.audit_self else [])]
     if args.pod_spec and not pids:
@@ -149,8 +150,9 @@ def pid_requests(args: argparse.Namespace) -> list[AuditRequest]:
         from agent.kube.podspec import declared_from_pod, load_pod_manifest
 
         declared = declared_from_pod(load_pod_manifest(args.pod_spec), args.container)
+    proc_root = ProcFS().root  # HOST_PROC, as the audit reads it
     for pid in pids:
-        if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+        if pid <= 0 or not os.path.exists(f"{proc_root}/{pid}"):
             raise ProcessGone(pid)
     return [AuditRequest(pid=pid, declared=declared) for pid in pids]
 

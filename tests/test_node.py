@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 from cgroup_staging import KubepodsCgroups, cgroupfs_dir, systemd_scope
 from kube.apiserver import ApiServer
+from sinks import RecordingSink
 from staging import Sock, Stage
 
 from agent.audit import AuditRequest, audit
 from agent.kube.client import load_api
 from agent.kube.podspec import declared_from_pod
-from agent.model import Report
 from agent.node import NodeAgent, RunOptions, run_agent
 from agent.report.metrics import AgentMetrics
 
@@ -45,14 +45,7 @@ SPARK_LABELS = {"app.kubernetes.io/name": "spark-operator",
 
 @pytest.fixture
 def kubeconfig(server: ApiServer, tmp_path: Path) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": server.url}}],
-        "users": [{"name": "test", "user": {"token": "test-token"}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-    }))
-    return path
+    return Path(server.write_kubeconfig(tmp_path / "kubeconfig"))
 
 
 # --- staged pods -------------------------------------------------------------------------
@@ -335,22 +328,6 @@ def test_with_the_api_down_the_loop_keeps_auditing_and_counts_drops(
         runner.join(timeout=15)
     assert outcome == [0]
 
-
-
-class RecordingSink:
-    """A sink that keeps what the loop published, for asserting on each cycle's scope."""
-
-    def __init__(self) -> None:
-        self.reports: list[Report] = []
-
-    def publish(self, report: Report) -> None:
-        self.reports.append(report)
-
-    def pump(self, deadline: float) -> None:
-        pass
-
-    def flush(self, timeout: float) -> bool:
-        return True
 
 
 def test_a_watch_trigger_audits_only_the_new_pod_and_metrics_still_count_the_node(

@@ -179,6 +179,21 @@ def parse_environ(raw: bytes) -> tuple[tuple[str, str], ...]:
 # --- readers -------------------------------------------------------------------------
 
 
+def read_bounded(fd: int, limit: int, chunk_size: int = 1 << 16) -> tuple[bytes, bool]:
+    """Up to `limit` bytes from `fd`, and whether there was more: a container controls the
+    size of what we read, so never read it whole."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = os.read(fd, min(chunk_size, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    data = b"".join(chunks)
+    return data[:limit], len(data) > limit
+
+
 class ProcFS:
     """The /proc tree of the node: `HOST_PROC` when set (tests, containers), else /proc."""
 
@@ -200,20 +215,11 @@ class ProcFS:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
             try:
-                chunks: list[bytes] = []
-                size = 0
-                while size <= limit:
-                    chunk = os.read(fd, min(1 << 16, limit + 1 - size))
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    size += len(chunk)
+                return read_bounded(fd, limit)
             finally:
                 os.close(fd)
         except OSError as exc:
             raise _denied_or_gone(exc, pid, path, missing) from exc
-        data = b"".join(chunks)
-        return data[:limit], len(data) > limit
 
     def read_text(self, pid: int, name: str, *, limit: int = PROC_FILE_LIMIT) -> str:
         data, truncated = self.read_bytes(pid, self.path(pid, name), limit=limit)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from agent.collect.errors import AccessDenied, CollectError
 from agent.collect.mounts import mount_for_path
-from agent.collect.procfs import ProcFS, parse_status
+from agent.collect.procfs import ProcFS, parse_status, read_bounded
 from agent.collect.text import sanitize
 from agent.model import Capabilities, Mount, ObservedProcess, PasswdEntry, PathAccess
 
@@ -68,20 +68,11 @@ def read_file_in_root(
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise CollectError(f"{path} in the container root is not a regular file")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        return read_bounded(fd, limit, chunk_size=1 << 20)
     except OSError as exc:
         raise _rootfs_error(exc, path) from exc
     finally:
         os.close(fd)
-    data = b"".join(chunks)
-    return data[:limit], len(data) > limit
 
 
 def _rootfs_error(exc: OSError, path: str) -> CollectError:

@@ -99,18 +99,6 @@ def stage_pods(stage: Stage, cgroups: KubepodsCgroups, count: int) -> list[Bench
                              range(count)))
 
 
-def write_kubeconfig(server: ApiServer, directory: str) -> str:
-    path = os.path.join(directory, "kubeconfig")
-    with open(path, "w") as f:
-        json.dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-            "clusters": [{"name": "bench", "cluster": {"server": server.url}}],
-            "users": [{"name": "bench", "user": {"token": "bench-token"}}],
-            "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
-        }, f)
-    return path
-
-
 # --- the agent process -------------------------------------------------------------------
 
 
@@ -249,7 +237,7 @@ def daemon_bench(targets: int, cycles: int = 10, interval: float = 3.0) -> str:
             for pod in pods:
                 server.add_pod(pod.manifest)
             print(f"bench: {targets} pods staged in {time.monotonic() - started:.1f}s")
-            kubeconfig = write_kubeconfig(server, tmp)
+            kubeconfig = server.write_kubeconfig(os.path.join(tmp, "kubeconfig"))
             samples, drained, first_events = footprint(kubeconfig, server, cycles, interval)
             idle_rate, agent = idle_cpu_rate(kubeconfig, server, 10.0)
             try:

@@ -24,17 +24,17 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cgroup_staging import KubepodsCgroups, systemd_scope
 from kube.apiserver import ApiServer
+from sinks import RecordingSink
 from staging import STAGE_PYTHON, Stage
 
 from agent.kube.client import load_api
-from agent.model import Report
 from agent.node import NodeAgent, RunOptions
 from agent.report.metrics import AgentMetrics
 
@@ -91,20 +91,6 @@ print("done", flush=True)
 class Incarnation:
     comm: str
     port: int  # 0: no listener
-
-
-@dataclass
-class RecordingSink:
-    reports: list[Report] = field(default_factory=list)
-
-    def publish(self, report: Report) -> None:
-        self.reports.append(report)
-
-    def pump(self, deadline: float) -> None:
-        pass
-
-    def flush(self, timeout: float) -> bool:
-        return True
 
 
 @dataclass

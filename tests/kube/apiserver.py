@@ -20,6 +20,8 @@ A watch is sent in chunks (one event per chunk), as kube-apiserver does.
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
 import threading
 import uuid
@@ -112,6 +114,17 @@ class ApiServer:
         configuration = client.Configuration()
         configuration.host = self.url
         return configuration
+
+    def write_kubeconfig(self, path: str | os.PathLike[str]) -> str:
+        """A kubeconfig for this server (token auth), for `opaudit ... --kubeconfig`."""
+        with open(path, "w") as f:
+            json.dump({
+                "apiVersion": "v1", "kind": "Config", "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": self.url}}],
+                "users": [{"name": "test", "user": {"token": "test-token"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            }, f)
+        return os.fspath(path)
 
     # --- test API: pods ---------------------------------------------------------------
 
