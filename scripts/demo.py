@@ -6,7 +6,7 @@ controller: uid 185, capabilities drop ALL + add NET_BIND_SERVICE (so NET_BIND_S
 webhook:    a netns with net.ipv6.bindv6only=1 and a listener on [::]:9443 that does not set
             IPV6_V6ONLY=0, so it takes the sysctl's default and serves IPv6 only.
 The declared side is the chart's rendering of each pod (scripts/demo-pods/, copied from
-../shared/fixtures/pods/). Everything staged is removed on exit, also on Ctrl-C.
+tests/fixtures/pods/). Everything staged is removed on exit, also on Ctrl-C.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from fixture_data import CGROUP_CORPUS
 from hypothesis import given
 from hypothesis import strategies as st
 from staging import STAGE_PYTHON
@@ -17,8 +18,7 @@ from staging import STAGE_PYTHON
 from agent.collect.cgroups import CgroupLine, parse_cgroup_file, read_cgroup
 from agent.collect.errors import ParseError, ProcessGone
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-CORPUS = SHARED / "fixtures" / "cgroup"
+CORPUS = CGROUP_CORPUS
 POD = "2d3da189-6407-48e3-9ab6-78188d75e609"
 POD_SLICE = "kubepods-burstable-pod2d3da189_6407_48e3_9ab6_78188d75e609.slice"
 CID = "7b8952daecf4c0e44bbcefe1b5c5ebc7b4839d4eefeccefe694709d3809b6199"
@@ -35,8 +35,6 @@ def _cell_value(cell: str) -> str | None:
 
 
 def _index_rows() -> list[tuple[str, str | None, str | None]]:
-    if not CORPUS.is_dir():
-        return []
     rows = []
     header: list[str] | None = None
     for line in (CORPUS / "INDEX.md").read_text().splitlines():
@@ -55,20 +53,12 @@ def _index_rows() -> list[tuple[str, str | None, str | None]]:
 
 
 ROWS = _index_rows()
-needs_corpus = pytest.mark.skipif(
-    not CORPUS.is_dir(),
-    reason=f"fixture corpus {CORPUS} is absent (CI puts ../shared beside the clone)",
-)
-
-
-@needs_corpus
 def test_index_lists_every_fixture_file() -> None:
     files = sorted(p.name for p in CORPUS.glob("*.txt"))
     assert len(files) == 85
     assert sorted(name for name, _, _ in ROWS) == files
 
 
-@needs_corpus
 @pytest.mark.parametrize(("name", "pod_uid", "container_id"), ROWS, ids=[r[0] for r in ROWS])
 def test_corpus_sample_gives_indexed_pod_and_container(
     name: str, pod_uid: str | None, container_id: str | None

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from fixture_data import CGROUP_CORPUS
 from fuzzing import (
     MAX_ID,
     any_text,
@@ -48,7 +49,7 @@ from agent.collect.sockets import parse_comm_and_start
 from agent.collect.text import sanitize
 from agent.model import Capabilities, IdMapRange, IdQuad, Mount, PasswdEntry
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "cgroup"
+CORPUS = CGROUP_CORPUS
 LAST_CAP = 40
 
 
@@ -179,7 +180,7 @@ def test_mountinfo(fuzz_counts: Counter[str], case: tuple[str, tuple[Mount, ...]
 
 # --- /proc/PID/cgroup (v1, v2, hybrid) ------------------------------------------------
 
-CGROUP_SAMPLES = sorted(p.read_text() for p in CORPUS.glob("*.txt")) if CORPUS.is_dir() else []
+CGROUP_SAMPLES = sorted(p.read_text() for p in CORPUS.glob("*.txt"))
 UUID = st.uuids().map(str)
 HEX64 = st.binary(min_size=32, max_size=32).map(bytes.hex)
 

@@ -6,22 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+from fixture_data import pod_fixture
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.kube.podspec import PodSpecError, declared_from_pod, load_pod_manifest
 from agent.model import DeclaredProbe
 
-_HERE = Path(__file__).resolve()
-FIXTURE_DIRS = (_HERE.parents[1] / "fixtures" / "pods",
-                _HERE.parents[3] / "shared" / "fixtures" / "pods")
-
 
 def fixture(name: str) -> Path:
-    for folder in FIXTURE_DIRS:
-        if (folder / name).exists():
-            return folder / name
-    pytest.skip(f"pod fixture {name} not found")
+    return pod_fixture(name)
 
 
 def load(name: str) -> dict[str, object]:

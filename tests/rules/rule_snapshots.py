@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import pytest
+from fixture_data import pod_fixture
 
 from agent.kube.podspec import declared_from_pod, load_pod_manifest
 from agent.model import (
@@ -32,16 +32,8 @@ from agent.model import (
 
 PID = 4242
 LAST_CAP = 40
-_HERE = Path(__file__).resolve()
-FIXTURE_DIRS = (_HERE.parents[1] / "fixtures" / "pods",
-                _HERE.parents[3] / "shared" / "fixtures" / "pods")
-
-
 def fixture_path(name: str) -> Path:
-    for folder in FIXTURE_DIRS:
-        if (folder / name).exists():
-            return folder / name
-    pytest.skip(f"pod fixture {name} not found in {', '.join(map(str, FIXTURE_DIRS))}")
+    return pod_fixture(name)
 
 
 def declared(name: str = "spark-operator-controller-hardened.yaml", **changes: Any
