@@ -1,10 +1,12 @@
-"""The audit engine: pids (+ declared containers) -> observed snapshots -> findings -> Report.
+"""The audit engine: pods -> declared containers -> pids -> observed snapshots -> findings
+-> Report.
 
 Shared by `diagnose` (cli) and `run` (node). Network facts are read once per namespace.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -12,6 +14,8 @@ from agent.collect.errors import CollectError
 from agent.collect.netns import read_many_netns
 from agent.collect.process import observe_process, with_paths
 from agent.collect.procfs import ProcFS
+from agent.kube.containers import Pod, pod_uid, running_containers
+from agent.kube.podspec import declared_from_pod
 from agent.model import (
     DEFAULT_CONFIG,
     AuditConfig,
@@ -27,11 +31,47 @@ from agent.rules.evaluate import evaluate
 from agent.rules.paths import required_paths
 from agent.rules.profiles import match_profile
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRequest:
     pid: int
     declared: DeclaredContainer | None = None
+
+
+def declared_containers(pods: Sequence[Pod]) -> list[DeclaredContainer]:
+    """The declared side of every running container of the pods, skipping unreadable pods."""
+    found: list[DeclaredContainer] = []
+    for pod in pods:
+        for name, _container_id in running_containers(pod):
+            try:
+                found.append(declared_from_pod(pod, name))
+            except Exception as exc:  # noqa: BLE001 - one odd pod must not stop the others
+                log.warning("cannot read the pod spec", extra={
+                    "pod_uid": pod_uid(pod), "container": name, "error": str(exc)})
+    return found
+
+
+def container_requests(
+    declared: Sequence[DeclaredContainer], proc: ProcFS
+) -> list[AuditRequest]:
+    """One request per process of each declared container on this node (a container with
+    none is logged). Raises CollectError when /proc cannot be listed."""
+    from agent.kube.procmap import pids_for_containers
+
+    pids = pids_for_containers(declared, proc_root=proc.root)
+    requests: list[AuditRequest] = []
+    for container in declared:
+        container_pids = pids.get((container.pod.uid, container.container_name), ())
+        if not container_pids:
+            log.warning("no process of this container found on this node", extra={
+                "pod": f"{container.pod.namespace}/{container.pod.name}",
+                "container": container.container_name,
+                "container_id": container.container_id,
+            })
+        requests.extend(AuditRequest(pid=pid, declared=container) for pid in container_pids)
+    return requests
 
 
 def audit(

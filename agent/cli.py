@@ -161,9 +161,9 @@ def kube_requests(args: argparse.Namespace) -> list[AuditRequest]:
     """The running containers of --pod/-l pods, mapped to their processes on this node."""
     if not args.pod and not args.selector:
         return []
+    from agent.audit import container_requests, declared_containers
+    from agent.collect.procfs import ProcFS
     from agent.kube.client import load_api
-    from agent.kube.procmap import pids_for_containers
-    from agent.node import audit_requests, declared_containers
 
     node = args.node or os.environ.get("NODE_NAME")
     api = load_api(args.kubeconfig)
@@ -180,8 +180,7 @@ def kube_requests(args: argparse.Namespace) -> list[AuditRequest]:
         pods.append(pod)
     if args.selector:
         pods += api.list_pods(node, args.selector, args.namespace)[0]
-    declared = declared_containers(pods)
-    requests = audit_requests(declared, pids_for_containers(declared))
+    requests = container_requests(declared_containers(pods), ProcFS())
     if not requests:
         raise UsageError("no running container of the selected pods has a process on this "
                          "node (opaudit needs hostPID to see them)")
@@ -189,19 +188,13 @@ def kube_requests(args: argparse.Namespace) -> list[AuditRequest]:
 
 
 def print_report(report: Report, output: str) -> None:
-    if output == "json":
-        from agent.report.jsonreport import render_json
+    from agent.report.sink import DocumentSink, TableSink
 
-        sys.stdout.write(render_json(report))
-    elif output == "yaml":
-        from agent.report.jsonreport import render_yaml
-
-        sys.stdout.write(render_yaml(report))
+    if output in ("json", "yaml"):
+        DocumentSink(sys.stdout, "json" if output == "json" else "yaml").publish(report)
     else:
-        from agent.report.table import render_table
-
         colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        sys.stdout.write(render_table(report, colour=colour))
+        TableSink(sys.stdout, colour=colour).publish(report)
 
 
 def exit_status(report: Report, fail_on: str) -> int:

@@ -379,9 +379,21 @@ class TargetReport:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditCycle:
+    """What one `run` cycle covered, for sinks that keep node-wide state (metrics, reports):
+    a pod audited with no process found has no target, yet its old findings are gone."""
+
+    trigger: str  # "interval" | "watch" | "once"
+    seconds: float  # wall time of the audit
+    pod_uids: tuple[str, ...]  # every pod audited, with or without targets
+    partial: bool  # only the pods a watch event named; the others keep their last audit
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     node: str | None
     targets: tuple[TargetReport, ...]
+    cycle: AuditCycle | None = None  # None for `diagnose`
 
     @property
     def findings(self) -> tuple[Finding, ...]:

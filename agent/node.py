@@ -1,7 +1,8 @@
 """`opaudit run`: the DaemonSet loop.
 
-Pods (list + watch, `agent.nodewatch`) -> declared containers (`kube.podspec`) -> pids
-(`kube.procmap`) -> `audit.audit` -> a sink (Kubernetes Events, or JSON lines on stdout).
+Pods (list + watch, `agent.kube.watch`) -> declared containers and their pids
+(`agent.audit`) -> `audit.audit` -> the sinks (`agent.report.sink`: metrics always, plus
+Kubernetes Events or JSON lines on stdout).
 A cycle audits every selected pod each `--interval` seconds; as soon as the watch reports
 a pod with a new running container, a cycle audits that pod alone, so its Events do not
 wait for the others. The sink is pumped between cycles. SIGTERM/SIGINT flush pending Events
@@ -10,7 +11,7 @@ for at most 5 s and exit 0.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import queue
@@ -18,21 +19,19 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter as Tally
-from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
-from agent.audit import AuditRequest, audit
+from agent.audit import audit, container_requests, declared_containers
 from agent.collect.procfs import ProcFS
-from agent.kube.podspec import declared_from_pod
-from agent.kube.procmap import pids_for_containers
+from agent.kube.containers import pod_uid
+from agent.kube.watch import PodApi, PodWatcher
 from agent.logs import setup_json_logging
-from agent.model import DEFAULT_CONFIG, AuditConfig, DeclaredContainer, Report
-from agent.nodewatch import Pod, PodWatcher, pod_uid, running_containers
+from agent.model import DEFAULT_CONFIG, AuditConfig, AuditCycle, Report
 from agent.privilege import PrivilegeState, restrict_self
-from agent.report.metrics import AgentMetrics, serve_metrics
+from agent.report.metrics import AgentMetrics, MetricsSink, serve_metrics
+from agent.report.sink import DocumentSink, FanOut, Sink
 
 log = logging.getLogger(__name__)
 
@@ -64,28 +63,6 @@ class RunOptions:
     privileges: PrivilegeState | None = None
     log_level: str = "INFO"
     event_queue_size: int = 1000
-
-
-class Sink(Protocol):
-    def publish(self, report: Report) -> None: ...
-    def pump(self, deadline: float) -> None: ...
-    def flush(self, timeout: float) -> bool: ...
-
-
-class StdoutSink:
-    """`--sink stdout`: one `opaudit.report/v1` JSON document per cycle, one line each."""
-
-    def publish(self, report: Report) -> None:
-        from agent.report.jsonreport import report_dict
-
-        sys.stdout.write(json.dumps(report_dict(report), separators=(",", ":")) + "\n")
-        sys.stdout.flush()
-
-    def pump(self, deadline: float) -> None:
-        pass
-
-    def flush(self, timeout: float) -> bool:
-        return True
 
 
 def run_agent(
@@ -139,17 +116,19 @@ def run_agent(
 def make_sink(
     kind: str, api: Any, node: str, metrics: AgentMetrics, queue_size: int = 1000
 ) -> Sink:
+    """The metrics sink, and the sink `--sink` names, as one."""
     if kind == "stdout":
-        return StdoutSink()
-    from agent.report.events import EventSink
+        chosen: Sink = DocumentSink(sys.stdout, "json-lines")
+    else:
+        from agent.report.events import EventSink
 
-    sink: Sink = EventSink(api, node, metrics=metrics, queue_size=queue_size)
-    return sink
+        chosen = EventSink(api, node, metrics=metrics, queue_size=queue_size)
+    return FanOut([MetricsSink(metrics), chosen])
 
 
 class NodeAgent:
     def __init__(
-        self, api: Any, node: str, options: RunOptions, sink: Sink, metrics: AgentMetrics,
+        self, api: PodApi, node: str, options: RunOptions, sink: Sink, metrics: AgentMetrics,
         stop: threading.Event,
     ) -> None:
         self.api = api
@@ -160,9 +139,6 @@ class NodeAgent:
         self.proc = ProcFS(options.proc_root)
         self.stop = stop
         self.triggers: queue.Queue[str] = queue.Queue()
-        # (rule, severity) -> count, and audited processes, per pod uid: see _remember_findings
-        self.findings_by_pod: dict[str, Tally[tuple[str, str]]] = {}
-        self.targets_by_pod: dict[str, int] = {}
         self.watcher = PodWatcher(
             api, node, options.selector, options.namespace,
             triggers=self.triggers, stop=self.stop, on_api_error=metrics.api_error,
@@ -180,7 +156,7 @@ class NodeAgent:
         self.cycle("once")
         delivered = self.sink.flush(ONCE_FLUSH_SECONDS)
         if not delivered:
-            log.error("some Events were not delivered", extra=self._sink_counts())
+            log.error("some Events were not delivered")
         return 0 if delivered else 1
 
     # --- the loop --------------------------------------------------------------------
@@ -235,7 +211,7 @@ class NodeAgent:
 
     def _shutdown(self) -> int:
         delivered = self.sink.flush(STOP_FLUSH_SECONDS)
-        log.info("stopped", extra={"flushed": delivered, **self._sink_counts()})
+        log.info("stopped", extra={"flushed": delivered})
         return 0
 
     def _install_signal_handlers(self) -> None:
@@ -256,51 +232,30 @@ class NodeAgent:
     # --- one cycle -------------------------------------------------------------------
 
     def cycle(self, trigger: str, only: set[str] | None = None) -> Report:
-        """Audit the selected pods (only those with a uid in `only`, when given), publish
-        the report to the sink and the node-wide totals to the metrics."""
+        """Audit the selected pods (only those with a uid in `only`, when given) and publish
+        the report to the sinks."""
         started = time.monotonic()
         pods = self.watcher.pods()
         if only is not None:
             pods = [pod for pod in pods if pod_uid(pod) in only]
         declared = declared_containers(pods)
         try:
-            pids = pids_for_containers(declared, proc_root=self.options.proc_root)
+            requests = container_requests(declared, self.proc)
         except Exception as exc:  # noqa: BLE001 - never stop the loop over one bad scan
             log.error("cannot map containers to processes", extra={"error": str(exc)})
-            pids = {}
-        requests = audit_requests(declared, pids)
+            requests = []
         report = audit(requests, config=self.options.config, node=self.node, proc=self.proc)
         seconds = time.monotonic() - started
+        cycle = AuditCycle(trigger, seconds, tuple(pod_uid(p) for p in pods),
+                           partial=only is not None)
+        report = dataclasses.replace(report, cycle=cycle)
         self.sink.publish(report)
-        self._remember_findings(report, [pod_uid(p) for p in pods], whole=only is None)
-        self.metrics.record_audit(
-            sum(self.findings_by_pod.values(), Tally()), sum(self.targets_by_pod.values()),
-            seconds, trigger)
         log.info("audit cycle", extra={
             "trigger": trigger, "pods": len(pods), "containers": len(declared),
             "targets": len(report.targets), "findings": len(report.findings),
             "seconds": round(seconds, 4), "partial": only is not None,
         })
         return report
-
-    def _remember_findings(self, report: Report, audited: list[str], *, whole: bool) -> None:
-        """Per pod, the finding counts and targets of its latest audit: a one-pod watch
-        audit replaces that pod's, the metrics still count the whole node."""
-        if whole:
-            self.findings_by_pod.clear()
-            self.targets_by_pod.clear()
-        for uid in audited:
-            self.findings_by_pod[uid] = Tally()
-            self.targets_by_pod[uid] = 0
-        for target in report.targets:
-            uid = target.declared.pod.uid if target.declared is not None else ""
-            tally = self.findings_by_pod.setdefault(uid, Tally())
-            tally.update((f.rule, f.severity.value) for f in target.findings)
-            self.targets_by_pod[uid] = self.targets_by_pod.get(uid, 0) + 1
-
-    def _sink_counts(self) -> dict[str, int]:
-        return {name: int(getattr(self.sink, name))
-                for name in ("written", "dropped", "api_errors") if hasattr(self.sink, name)}
 
 
 def release_free_memory() -> None:
@@ -314,32 +269,3 @@ def release_free_memory() -> None:
     trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only (not musl)
     if trim is not None:
         trim(0)
-
-
-def declared_containers(pods: Sequence[Pod]) -> list[DeclaredContainer]:
-    """The declared side of every running container of the pods, skipping unreadable pods."""
-    found: list[DeclaredContainer] = []
-    for pod in pods:
-        for name, _container_id in running_containers(pod):
-            try:
-                found.append(declared_from_pod(pod, name))
-            except Exception as exc:  # noqa: BLE001 - one odd pod must not stop the others
-                log.warning("cannot read the pod spec", extra={
-                    "pod_uid": pod_uid(pod), "container": name, "error": str(exc)})
-    return found
-
-
-def audit_requests(
-    declared: Sequence[DeclaredContainer], pids: dict[tuple[str, str], tuple[int, ...]]
-) -> list[AuditRequest]:
-    requests: list[AuditRequest] = []
-    for container in declared:
-        container_pids = pids.get((container.pod.uid, container.container_name), ())
-        if not container_pids:
-            log.warning("no process of this container found on this node", extra={
-                "pod": f"{container.pod.namespace}/{container.pod.name}",
-                "container": container.container_name,
-                "container_id": container.container_id,
-            })
-        requests.extend(AuditRequest(pid=pid, declared=container) for pid in container_pids)
-    return requests

@@ -10,10 +10,11 @@ AGENT = Path(__file__).resolve().parents[1] / "agent"
 # layer -> agent layers it may import
 ALLOWED = {
     "model": set(),
+    "api_error": set(),
     "rules": {"model"},
     "collect": {"model", "collect"},
-    "kube": {"model", "kube", "collect"},
-    "report": {"model", "report", "kube"},  # the Events sink writes through kube.client
+    "kube": {"model", "kube", "collect", "api_error"},
+    "report": {"model", "report", "api_error"},  # the Events writer is injected
 }
 
 

@@ -29,7 +29,8 @@ from agent.audit import AuditRequest, audit
 from agent.kube.client import load_api
 from agent.kube.podspec import declared_from_pod
 from agent.node import NodeAgent, RunOptions, run_agent
-from agent.report.metrics import AgentMetrics
+from agent.report.metrics import AgentMetrics, MetricsSink
+from agent.report.sink import FanOut
 
 REPO = Path(__file__).resolve().parents[1]
 OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
@@ -339,8 +340,8 @@ def test_a_watch_trigger_audits_only_the_new_pod_and_metrics_still_count_the_nod
     options = RunOptions(node=NODE, selector=SELECTOR, interval=300,
                          configuration=server.configuration(), restrict_privileges=False)
     sink, metrics, stop = RecordingSink(), AgentMetrics(), threading.Event()
-    agent = NodeAgent(load_api(configuration=options.configuration), NODE, options, sink,
-                      metrics, stop)
+    agent = NodeAgent(load_api(configuration=options.configuration), NODE, options,
+                      FanOut([MetricsSink(metrics), sink]), metrics, stop)
     runner = threading.Thread(target=agent.run_forever)
     runner.start()
     try:

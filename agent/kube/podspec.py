@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import yaml
-
+from agent.kube.containers import container_statuses
 from agent.model import (
     DeclaredContainer,
     DeclaredPort,
@@ -33,6 +32,8 @@ class PodSpecError(ValueError):
 
 def load_pod_manifest(path: str) -> dict[str, Any]:
     """Read a Pod manifest in YAML or JSON (JSON is YAML); one clear PodSpecError otherwise."""
+    import yaml  # only --pod-spec pays for it
+
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -165,14 +166,6 @@ def _pod_ips(status: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(ips)
 
 
-def _container_id(status: Mapping[str, Any], name: str) -> str | None:
-    for key in ("containerStatuses", "initContainerStatuses"):
-        for entry in map(_mapping, _list(status.get(key))):
-            if entry.get("name") == name and entry.get("containerID"):
-                return str(entry["containerID"])
-    return None
-
-
 def _config_hash(meta: Mapping[str, Any]) -> str | None:
     # A static pod's cgroups are named after its config hash, which the mirror pod in the
     # API carries as this annotation (its metadata.uid differs; kubelet pkg/kubelet/types).
@@ -206,7 +199,8 @@ def declared_from_pod(pod: Mapping[str, Any], container: str | None = None) -> D
                    name=str(meta.get("name", "")), uid=str(meta.get("uid", "")),
                    config_hash=_config_hash(meta)),
         container_name=name,
-        container_id=_container_id(status, name),
+        container_id=next((c.container_id for c in container_statuses(pod) if c.name == name),
+                          None),
         labels=labels,
         run_as_user=_int(sc.get("runAsUser")),
         run_as_group=_int(sc.get("runAsGroup")),

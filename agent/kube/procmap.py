@@ -15,17 +15,10 @@ from collections.abc import Iterator, Sequence
 
 from agent.collect.cgroups import parse_cgroup_file, read_cgroup_text
 from agent.collect.errors import CollectError
+from agent.kube.containers import bare_container_id
 from agent.model import DeclaredContainer
 
 ContainerKey = tuple[str, str]  # (pod metadata.uid, container name)
-
-
-def bare_container_id(status_id: str | None) -> str | None:
-    """`containerd://<64 hex>` (or `cri-o://`, `docker://`) -> `<64 hex>`; empty -> None."""
-    if not status_id:
-        return None
-    _, _, bare = status_id.rpartition("://")
-    return bare.strip().lower() or None
 
 
 def _pids(proc_root: str) -> Iterator[int]:

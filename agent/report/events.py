@@ -29,8 +29,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from agent.api_error import ApiError
 from agent.model import Finding, PodRef, Report
 from agent.report.event_object import (  # re-exported: callers import them from here
     NOTE_LIMIT_BYTES,
@@ -43,9 +44,6 @@ from agent.report.event_object import (  # re-exported: callers import them from
     sanitize_text,
 )
 
-if TYPE_CHECKING:
-    from agent.kube.client import Api, KubeError
-
 log = logging.getLogger(__name__)
 
 SERIES_REFRESH_SECONDS = 30 * 60  # client-go tools/events refreshTime
@@ -55,6 +53,22 @@ BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_CAP_SECONDS = 30.0
 DEFAULT_RETRY_AFTER_SECONDS = 1.0
 STATE_TTL_SECONDS = 2 * 3600  # forget a pod unseen this long (Events themselves live 1 h)
+
+
+class EventWriter(Protocol):
+    """The API calls the sink makes (`agent.kube.client.Api` has them); they raise ApiError."""
+
+    def create_event(
+        self, namespace: str, body: dict[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]: ...
+
+    def get_event(
+        self, namespace: str, name: str, *, timeout: float | None = None
+    ) -> dict[str, Any] | None: ...
+
+    def patch_event(
+        self, namespace: str, name: str, patch: dict[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]: ...
 
 
 class EventMetrics(Protocol):
@@ -99,7 +113,7 @@ class EventSink:
 
     def __init__(
         self,
-        api: Api,
+        writer: EventWriter,
         node: str,
         *,
         queue_size: int = 1000,
@@ -107,7 +121,7 @@ class EventSink:
         metrics: EventMetrics | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.api = api
+        self.writer = writer
         self.node = node
         self.queue_size = queue_size
         self.clock = clock
@@ -116,7 +130,7 @@ class EventSink:
         self.written = 0
         self.dropped = 0
         self.api_errors = 0
-        self.last_error: KubeError | None = None
+        self.last_error: ApiError | None = None
         self._lock = threading.Lock()
         self._pump_lock = threading.Lock()
         self._owed: dict[EventKey, _Owed] = {}
@@ -235,8 +249,6 @@ class EventSink:
     # --- writing ----------------------------------------------------------------------
 
     def _pump(self, deadline: float) -> None:
-        from agent.kube.client import KubeError
-
         while True:
             with self._lock:
                 if not self._queue:
@@ -256,23 +268,21 @@ class EventSink:
                 return
             try:
                 self._write(owed, timeout=max(0.2, deadline - now))
-            except KubeError as exc:
+            except ApiError as exc:
                 self._failed(key, exc)
                 continue
             except Exception as exc:  # a client bug must not end the loop: back off, keep it
                 log.exception("event sink: unexpected failure writing Event %s", owed.name)
-                self._failed(key, KubeError(None, "ClientError", f"{type(exc).__name__}: {exc}"))
+                self._failed(key, ApiError(None, "ClientError", f"{type(exc).__name__}: {exc}"))
                 continue
             self._succeeded(key)
 
     def _write(self, owed: _Owed, *, timeout: float) -> None:
-        from agent.kube.client import KubeError
-
         if owed.written_count > 0:
             try:
                 self._patch_series(owed, owed.count, timeout)
                 return
-            except KubeError as exc:
+            except ApiError as exc:
                 if exc.status != 404:
                     raise
                 owed.written_count = 0  # the server expired it (Event TTL): create it anew
@@ -280,8 +290,8 @@ class EventSink:
         if owed.count >= 2:
             body["series"] = event_series(owed.count, owed.last_observed)
         try:
-            self.api.create_event(owed.namespace, body, timeout=timeout)
-        except KubeError as exc:
+            self.writer.create_event(owed.namespace, body, timeout=timeout)
+        except ApiError as exc:
             if exc.status != 409:
                 raise
             self._continue_series(owed, body, timeout)  # a previous agent created it
@@ -289,9 +299,9 @@ class EventSink:
         owed.written_count, owed.last_write = owed.count, self.clock()
 
     def _continue_series(self, owed: _Owed, body: dict[str, Any], timeout: float) -> None:
-        existing = self.api.get_event(owed.namespace, owed.name, timeout=timeout)
+        existing = self.writer.get_event(owed.namespace, owed.name, timeout=timeout)
         if existing is None:  # deleted between our create and get
-            self.api.create_event(owed.namespace, body, timeout=timeout)
+            self.writer.create_event(owed.namespace, body, timeout=timeout)
             owed.written_count, owed.last_write = owed.count, self.clock()
             return
         series = existing.get("series") or {}
@@ -300,7 +310,7 @@ class EventSink:
 
     def _patch_series(self, owed: _Owed, count: int, timeout: float) -> None:
         patch = {"series": event_series(count, owed.last_observed)}
-        self.api.patch_event(owed.namespace, owed.name, patch, timeout=timeout)
+        self.writer.patch_event(owed.namespace, owed.name, patch, timeout=timeout)
         owed.count = owed.written_count = count
         owed.last_write = self.clock()
 
@@ -314,7 +324,7 @@ class EventSink:
             log.info("event sink: API writes work again after: %s", self.last_error)
         self._failures, self.last_error = 0, None
 
-    def _failed(self, key: EventKey, exc: KubeError) -> None:
+    def _failed(self, key: EventKey, exc: ApiError) -> None:
         self.api_errors += 1
         if self.metrics is not None:
             self.metrics.api_error(exc.code)
@@ -335,6 +345,6 @@ class EventSink:
 
 
 __all__ = [
-    "NOTE_LIMIT_BYTES", "EventKey", "EventMetrics", "EventSink", "event_body", "event_name",
-    "fit_note", "micro_time", "sanitize_text",
+    "NOTE_LIMIT_BYTES", "EventKey", "EventMetrics", "EventSink", "EventWriter", "event_body",
+    "event_name", "fit_note", "micro_time", "sanitize_text",
 ]

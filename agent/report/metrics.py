@@ -1,7 +1,8 @@
 """Prometheus metrics for the `run` loop, plus the /healthz and /readyz endpoints.
 
 One `AgentMetrics` per process (own registry, so tests can make several) implements the
-`EventMetrics` protocol the Event sink reports into. `serve_metrics` runs a stdlib HTTP
+`EventMetrics` protocol the Event sink reports into; `MetricsSink` feeds it each cycle's
+report, like any other sink. `serve_metrics` runs a stdlib HTTP
 server in a daemon thread: `/metrics` (text format), `/healthz` (200 while the loop's
 heartbeat is recent), `/readyz` (200 once the first audit cycle finished).
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter as Tally
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,7 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from agent.model import Report
+from agent.model import AuditCycle, Report
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +89,12 @@ class AgentMetrics:
 
     # --- the loop ---------------------------------------------------------------------
 
-    def record_cycle(self, report: Report, seconds: float, trigger: str = "interval") -> None:
-        """Publish one finished cycle: findings gauge, duration, and readiness."""
-        counts = Tally((f.rule, f.severity.value) for f in report.findings)
-        self.record_audit(counts, len(report.targets), seconds, trigger)
-
     def record_audit(
         self, counts: Mapping[tuple[str, str], int], targets: int, seconds: float,
         trigger: str = "interval",
     ) -> None:
-        """`record_cycle` from node-wide totals: findings per (rule, severity) and targets
-        (the node agent's merge of a one-pod watch audit with what it knew of the others)."""
+        """Publish one finished cycle from node-wide totals (see `MetricsSink`): findings per
+        (rule, severity), targets, duration; the agent is ready from then on."""
         with self._lock:
             # A finding that cleared must read 0, not keep its last value.
             for rule, severity in self._finding_labels - counts.keys():
@@ -129,6 +124,47 @@ class AgentMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+FindingCounts = dict[tuple[str, str], int]  # (rule, severity) -> findings
+
+
+class MetricsSink:
+    """The metrics as a sink: node-wide totals, where a partial cycle (one pod the watch
+    named) replaces that pod's counts and keeps the others' from their last audit."""
+
+    def __init__(self, metrics: AgentMetrics) -> None:
+        self.metrics = metrics
+        self.findings_by_pod: dict[str, FindingCounts] = {}
+        self.targets_by_pod: dict[str, int] = {}
+
+    def publish(self, report: Report) -> None:
+        cycle = report.cycle or AuditCycle("once", 0.0, (), partial=False)
+        if not cycle.partial:
+            self.findings_by_pod.clear()
+            self.targets_by_pod.clear()
+        for uid in cycle.pod_uids:
+            self.findings_by_pod[uid] = {}
+            self.targets_by_pod[uid] = 0
+        for target in report.targets:
+            uid = target.declared.pod.uid if target.declared is not None else ""
+            counts = self.findings_by_pod.setdefault(uid, {})
+            for finding in target.findings:
+                key = (finding.rule, finding.severity.value)
+                counts[key] = counts.get(key, 0) + 1
+            self.targets_by_pod[uid] = self.targets_by_pod.get(uid, 0) + 1
+        totals: FindingCounts = {}
+        for counts in self.findings_by_pod.values():
+            for key, count in counts.items():
+                totals[key] = totals.get(key, 0) + count
+        self.metrics.record_audit(totals, sum(self.targets_by_pod.values()), cycle.seconds,
+                                  cycle.trigger)
+
+    def pump(self, deadline: float) -> None:
+        pass
+
+    def flush(self, timeout: float) -> bool:
+        return True
 
 
 class MetricsServer:

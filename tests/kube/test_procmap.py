@@ -24,8 +24,9 @@ from cgroup_staging import (
 from staging import Stage
 
 from agent.collect.cgroups import parse_cgroup_file
+from agent.kube.containers import bare_container_id
 from agent.kube.podspec import declared_from_pod
-from agent.kube.procmap import bare_container_id, pids_for_containers
+from agent.kube.procmap import pids_for_containers
 from agent.model import DeclaredContainer
 
 REPO = Path(__file__).resolve().parents[2]

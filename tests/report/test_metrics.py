@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -10,14 +11,17 @@ import pytest
 
 from agent.model import (
     GENERIC_PROFILE,
+    AuditCycle,
+    DeclaredContainer,
     Finding,
     Identity,
     ObservedProcess,
+    PodRef,
     Report,
     Severity,
     TargetReport,
 )
-from agent.report.metrics import AgentMetrics, MetricsServer, serve_metrics
+from agent.report.metrics import AgentMetrics, MetricsServer, MetricsSink, serve_metrics
 
 
 class FakeClock:
@@ -28,7 +32,7 @@ class FakeClock:
         return self.now
 
 
-def report_with(*rules: tuple[str, Severity]) -> Report:
+def report_with(*rules: tuple[str, Severity], seconds: float = 0.01) -> Report:
     observed = ObservedProcess(
         pid=42, start_time=1, comm="x", cmdline=(),
         identity=Identity(None, None, None, None, None, None),
@@ -37,7 +41,8 @@ def report_with(*rules: tuple[str, Severity]) -> Report:
     findings = tuple(Finding(rule=r, severity=s, message="m", remediation="r") for r, s in rules)
     target = TargetReport(observed=observed, declared=None, profile=GENERIC_PROFILE,
                           findings=findings)
-    return Report(node="n", targets=(target,))
+    return Report(node="n", targets=(target,),
+                  cycle=AuditCycle("interval", seconds, (), partial=False))
 
 
 def sample(metrics: AgentMetrics, name: str, **labels: str) -> float | None:
@@ -74,15 +79,52 @@ def server(metrics: AgentMetrics) -> Iterator[MetricsServer]:
 
 
 def test_findings_gauge_counts_by_rule_and_severity_and_clears(metrics: AgentMetrics) -> None:
-    metrics.record_cycle(report_with(("RunsAsRoot", Severity.HIGH), ("RunsAsRoot", Severity.HIGH),
-                                     ("UndeclaredListener", Severity.LOW)), 0.2)
+    sink = MetricsSink(metrics)
+    sink.publish(report_with(("RunsAsRoot", Severity.HIGH), ("RunsAsRoot", Severity.HIGH),
+                             ("UndeclaredListener", Severity.LOW), seconds=0.2))
     assert sample(metrics, "opaudit_findings", rule="RunsAsRoot", severity="high") == 2
     assert sample(metrics, "opaudit_findings", rule="UndeclaredListener", severity="low") == 1
-    metrics.record_cycle(report_with(("UndeclaredListener", Severity.LOW)), 0.1)
+    sink.publish(report_with(("UndeclaredListener", Severity.LOW), seconds=0.1))
     # A finding that went away reads 0, not its last value.
     assert sample(metrics, "opaudit_findings", rule="RunsAsRoot", severity="high") == 0
     assert sample(metrics, "opaudit_scan_duration_seconds_count") == 2
     assert sample(metrics, "opaudit_scan_duration_seconds_sum") == pytest.approx(0.3)
+    assert sample(metrics, "opaudit_targets") == 1
+
+
+def pod_report(uid: str, rules: tuple[str, ...], cycle: AuditCycle) -> Report:
+    declared = DeclaredContainer(
+        pod=PodRef("ns", f"pod-{uid}", uid), container_name="app", container_id=None, labels=(),
+        run_as_user=None, run_as_group=None, run_as_non_root=None, privileged=None,
+        allow_privilege_escalation=None, capabilities_add=(), capabilities_drop=(),
+        seccomp_profile=None, read_only_root_filesystem=None, ports=(), probes=(),
+        volume_mounts=(), pod_ips=())
+    target = dataclasses.replace(report_with(*((r, Severity.HIGH) for r in rules)).targets[0],
+                                 declared=declared)
+    return Report(node="n", targets=(target,) if rules else (), cycle=cycle)
+
+
+def test_a_partial_cycle_replaces_its_pods_counts_and_keeps_the_others(
+    metrics: AgentMetrics,
+) -> None:
+    sink = MetricsSink(metrics)
+    whole = AuditCycle("interval", 0.1, ("a", "b"), partial=False)
+    sink.publish(dataclasses.replace(
+        pod_report("a", ("RunsAsRoot",), whole),
+        targets=(*pod_report("a", ("RunsAsRoot",), whole).targets,
+                 *pod_report("b", ("RunsAsRoot", "SeccompUnconfined"), whole).targets)))
+    assert sample(metrics, "opaudit_findings", rule="RunsAsRoot", severity="high") == 2
+    assert sample(metrics, "opaudit_targets") == 2
+    # The watch names pod b alone, now without a process: a's counts stay, b's are gone.
+    sink.publish(pod_report("b", (), AuditCycle("watch", 0.01, ("b",), partial=True)))
+    assert sample(metrics, "opaudit_findings", rule="RunsAsRoot", severity="high") == 1
+    assert sample(metrics, "opaudit_findings", rule="SeccompUnconfined", severity="high") == 0
+    assert sample(metrics, "opaudit_targets") == 1
+    assert sample(metrics, "opaudit_cycles_total", trigger="watch") == 1
+    # A whole cycle forgets a pod no longer selected.
+    sink.publish(pod_report("b", ("SeccompUnconfined",), AuditCycle("interval", 0.1, ("b",),
+                                                                     partial=False)))
+    assert sample(metrics, "opaudit_findings", rule="RunsAsRoot", severity="high") == 0
     assert sample(metrics, "opaudit_targets") == 1
 
 
@@ -102,7 +144,7 @@ def test_readyz_answers_503_until_the_first_cycle(
     metrics: AgentMetrics, server: MetricsServer
 ) -> None:
     assert get(server, "/readyz")[0] == 503
-    metrics.record_cycle(report_with(), 0.01)
+    MetricsSink(metrics).publish(report_with())
     assert get(server, "/readyz")[0] == 200
 
 
@@ -119,7 +161,7 @@ def test_healthz_follows_the_loop_heartbeat(
 def test_metrics_endpoint_serves_prometheus_text(
     metrics: AgentMetrics, server: MetricsServer
 ) -> None:
-    metrics.record_cycle(report_with(("SeccompUnconfined", Severity.HIGH)), 0.05)
+    MetricsSink(metrics).publish(report_with(("SeccompUnconfined", Severity.HIGH)))
     metrics.event_dropped("api_down")
     code, ctype, body = get(server, "/metrics")
     assert code == 200 and ctype.startswith("text/plain; version=")

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from agent.kube.client import KubeError, WatchExpired
-from agent.nodewatch import PodWatcher, running_containers
+from agent.kube.containers import running_containers
+from agent.kube.watch import PodWatcher
 
 
 def pod(uid: str, *containers: tuple[str, str | None], phase: str = "Running",

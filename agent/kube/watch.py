@@ -11,15 +11,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from agent.kube.client import KubeError, WatchExpired
+from agent.kube.containers import Fingerprint, Pod, pod_uid, running_containers
 
 log = logging.getLogger(__name__)
-
-Pod = Mapping[str, Any]
-Fingerprint = tuple[tuple[str, str], ...]
 
 # The server ends a watch after this many seconds; the watcher then re-lists.
 WATCH_SECONDS = 240
@@ -35,27 +33,6 @@ class PodApi(Protocol):
         self, node: str, selector: str | None, namespace: str | None,
         resource_version: str, timeout_seconds: int,
     ) -> Iterator[tuple[str, dict[str, Any]]]: ...
-
-
-def pod_uid(pod: Pod) -> str:
-    return str(pod.get("metadata", {}).get("uid", ""))
-
-
-def running_containers(pod: Pod) -> Fingerprint:
-    """(container name, containerID) of the pod's running app containers, sorted.
-
-    Init and ephemeral containers are not audited; a container without a containerID or
-    not in state `running` has no process to read yet.
-    """
-    status = pod.get("status") or {}
-    if status.get("phase") != "Running":
-        return ()
-    found = [
-        (str(c.get("name")), str(c["containerID"]))
-        for c in status.get("containerStatuses") or ()
-        if c.get("containerID") and (c.get("state") or {}).get("running") is not None
-    ]
-    return tuple(sorted(found))
 
 
 class PodWatcher:

@@ -1,0 +1,72 @@
+"""A Pod's containers as its status reports them; the one parser of `containerID`.
+
+The kubelet writes `status.containerStatuses[].containerID` as `<runtime>://<id>`
+(`containerd://`, `cri-o://`, `docker://`; kubelet kubecontainer.ContainerID.String()).
+The bare id is what names the container's cgroup scope (`agent.collect.cgroups`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Pod = Mapping[str, Any]
+Fingerprint = tuple[tuple[str, str], ...]  # (container name, containerID) of running containers
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStatus:
+    name: str
+    container_id: str  # as the status spells it: "containerd://<64 hex>"
+    bare_id: str  # the id alone, lower case: "<64 hex>"
+    running: bool
+    init: bool  # from initContainerStatuses
+
+
+def bare_container_id(status_id: str | None) -> str | None:
+    """`containerd://<64 hex>` (or `cri-o://`, `docker://`) -> `<64 hex>`; empty -> None."""
+    if not status_id:
+        return None
+    _, _, bare = status_id.rpartition("://")
+    return bare.strip().lower() or None
+
+
+def _entries(value: Any) -> list[Mapping[str, Any]]:
+    return [e for e in value if isinstance(e, Mapping)] if isinstance(value, list) else []
+
+
+def container_statuses(pod: Pod) -> tuple[ContainerStatus, ...]:
+    """Every app and init container status that carries a containerID."""
+    status = pod.get("status")
+    status = status if isinstance(status, Mapping) else {}
+    found = []
+    for key, init in (("containerStatuses", False), ("initContainerStatuses", True)):
+        for entry in _entries(status.get(key)):
+            raw = entry.get("containerID")
+            bare = bare_container_id(str(raw)) if raw else None
+            if bare is None:
+                continue
+            state = entry.get("state")
+            running = isinstance(state, Mapping) and state.get("running") is not None
+            found.append(ContainerStatus(str(entry.get("name")), str(raw), bare, running, init))
+    return tuple(found)
+
+
+def running_containers(pod: Pod) -> Fingerprint:
+    """(container name, containerID) of the pod's running app containers, sorted.
+
+    Init and ephemeral containers are not audited; a container without a containerID or
+    not in state `running` has no process to read yet.
+    """
+    status = pod.get("status")
+    if not isinstance(status, Mapping) or status.get("phase") != "Running":
+        return ()
+    found = [(c.name, c.container_id) for c in container_statuses(pod)
+             if c.running and not c.init]
+    return tuple(sorted(found))
+
+
+def pod_uid(pod: Pod) -> str:
+    meta = pod.get("metadata")
+    return str(meta.get("uid", "")) if isinstance(meta, Mapping) else ""
