@@ -27,7 +27,7 @@ from agent.model import (
     Report,
     TargetReport,
 )
-from agent.rules.evaluate import evaluate
+from agent.rules.evaluate import evaluate, findings_of
 from agent.rules.paths import required_paths
 from agent.rules.profiles import match_profile
 
@@ -110,10 +110,9 @@ def audit_one(
         paths = required_paths(observed, request.declared, profile)
         if paths and observed.start_time is not None:
             observed = with_paths(observed, request.pid, paths, procfs)
-    findings = evaluate(observed, request.declared, profile, config)
-    return TargetReport(
-        observed=observed, declared=request.declared, profile=profile, findings=findings
-    )
+    verdicts = evaluate(observed, request.declared, profile, config)
+    return TargetReport(observed=observed, declared=request.declared, profile=profile,
+                        findings=findings_of(verdicts), verdicts=verdicts)
 
 
 def vanished_process(pid: int, exc: CollectError) -> ObservedProcess:

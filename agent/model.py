@@ -368,14 +368,33 @@ class Finding:
     container: str | None = None
 
 
+class Outcome(enum.Enum):
+    """A rule's verdict on one process (the policy report's fail/warn, pass, skip, error)."""
+
+    FIRED = "fired"
+    PASSED = "passed"  # evaluated with every fact it needs, and did not fire
+    WAIVED = "waived"  # fired, but a --config waiver silences it
+    UNKNOWN = "unknown"  # a fact it needs could not be read: silence is not a pass
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    rule: str
+    outcome: Outcome
+    findings: tuple[Finding, ...] = ()
+    missing: tuple[Gap, ...] = ()  # UNKNOWN: the facts that were missing, and why
+
+
 @dataclass(frozen=True, slots=True)
 class TargetReport:
-    """One audited process with its declared side (when known) and its findings."""
+    """One audited process with its declared side (when known), its findings (most severe
+    first) and every rule's verdict (catalogue order)."""
 
     observed: ObservedProcess
     declared: DeclaredContainer | None
     profile: Profile
     findings: tuple[Finding, ...] = field(default=())
+    verdicts: tuple[Verdict, ...] = field(default=())
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,7 +105,7 @@ def test_loaded_config_drives_evaluation(tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parent / "rules"))
     from rule_snapshots import declared, observed, readonly, with_paths
 
-    from agent.rules.evaluate import evaluate
+    from agent.rules.evaluate import evaluate, findings_of
     from agent.rules.profiles import match_profile
 
     config = load_config(write(tmp_path, """
@@ -125,7 +125,7 @@ def test_loaded_config_drives_evaluation(tmp_path: Path) -> None:
     assert profile.name == "spark-data"
     snap = with_paths(observed(seccomp="disabled", no_new_privs=False),
                       readonly("/opt/spark/work-dir"))
-    found = evaluate(snap, decl, profile, config)
+    found = findings_of(evaluate(snap, decl, profile, config))
     rules = {f.rule: f for f in found}
     assert "SeccompUnconfined" not in rules
     assert rules["PrivilegeEscalationAllowed"].severity is Severity.CRITICAL

@@ -188,14 +188,15 @@ def test_opaudit_rules_over_its_own_daemonset_find_only_the_documented(
 ) -> None:
     from agent.kube.podspec import declared_from_pod
     from agent.model import DEFAULT_CONFIG, GENERIC_PROFILE
-    from agent.rules.evaluate import evaluate
+    from agent.rules.evaluate import evaluate, findings_of
 
     pod = daemonset_pod(rendered)
     declared = declared_from_pod(pod)
     assert declared.read_only_root_filesystem is True
     assert declared.allow_privilege_escalation is False
     assert set(declared.capabilities_add) == AGENT_CAPABILITIES
-    findings = evaluate(observed_agent(pod), declared, GENERIC_PROFILE, DEFAULT_CONFIG)
+    findings = findings_of(
+        evaluate(observed_agent(pod), declared, GENERIC_PROFILE, DEFAULT_CONFIG))
     assert {f.rule for f in findings} == EXPECTED_OWN_FINDINGS, [
         (f.rule, f.message) for f in findings]
     (not_dropped,) = [f for f in findings if f.rule == "CapabilitiesNotDropped"]

@@ -13,8 +13,10 @@ from agent.model import (
     Listener,
     NetnsFacts,
     ObservedProcess,
+    Outcome,
     Report,
     TargetReport,
+    Verdict,
     mask_names,
 )
 
@@ -75,6 +77,22 @@ def target_dict(target: TargetReport) -> dict[str, Any]:
         ],
         "network": network_dict(obs.network),
         "incomplete": [{"fact": g.fact, "reason": g.reason} for g in incomplete_gaps(obs)],
+        **verdicts_dict(target.verdicts),
+    }
+
+
+def verdicts_dict(verdicts: tuple[Verdict, ...]) -> dict[str, Any]:
+    """The rules that ran clean, were waived, and could not be evaluated (with why)."""
+    def rules(outcome: Outcome) -> list[str]:
+        return [v.rule for v in verdicts if v.outcome is outcome]
+
+    return {
+        "passed": rules(Outcome.PASSED),
+        "waived": rules(Outcome.WAIVED),
+        "unevaluated": [
+            {"rule": v.rule, "missing": [{"fact": g.fact, "reason": g.reason} for g in v.missing]}
+            for v in verdicts if v.outcome is Outcome.UNKNOWN
+        ],
     }
 
 

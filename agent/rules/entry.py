@@ -1,18 +1,40 @@
-"""A catalogue entry: the rule's id, severity and words sit beside the function that checks it."""
+"""A catalogue entry: the rule's id, severity, words, facts and fix sit beside its check."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
+from agent.model import (
+    GENERIC_PROFILE,
+    DeclaredContainer,
+    Finding,
+    ObservedProcess,
+    Profile,
+    Severity,
+)
+from agent.rules.fixes import container_security_fix, pod_security_fix
 
 Check = Callable[[ObservedProcess, DeclaredContainer | None, Profile], Iterable[Finding]]
 
 
+class FixSite(enum.Enum):
+    """Where a remediation template's text goes (the fix says so, with the Helm values path)."""
+
+    TEXT = "text"  # the template is the whole fix
+    CONTAINER_SECURITY_CONTEXT = "spec.containers[].securityContext"
+    POD_SECURITY_CONTEXT = "spec.securityContext"
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One row of SPEC §3. `id` is also the Kubernetes Event `reason`."""
+    """One row of SPEC §3. `id` is also the Kubernetes Event `reason`.
+
+    `facts` names what the check reads (`agent.rules.facts.FACTS`): without one of them
+    the verdict is UNKNOWN. `remediation` is the fix as a `str.format` template; a check
+    passes its parameters to `finding`, which renders it at `site` for the profile.
+    """
 
     id: str
     severity: Severity
@@ -20,7 +42,23 @@ class Rule:
     why: str  # why it matters, one line
     fix: str  # the remediation in one line; findings carry the full snippet
     check: Check
+    facts: tuple[str, ...] = ()
+    remediation: str = ""
+    site: FixSite = FixSite.TEXT
 
-    def finding(self, message: str, remediation: str, severity: Severity | None = None) -> Finding:
+    def finding(self, message: str, remediation: str | None = None,
+                severity: Severity | None = None, *, profile: Profile = GENERIC_PROFILE,
+                **params: object) -> Finding:
+        """A finding of this rule; without `remediation`, the template filled with `params`."""
+        if remediation is None:
+            remediation = self.render_fix(profile, **params)
         return Finding(rule=self.id, severity=severity or self.severity, message=message,
                        remediation=remediation)
+
+    def render_fix(self, profile: Profile, **params: object) -> str:
+        body = self.remediation.format(**params)
+        if self.site is FixSite.TEXT:
+            return body
+        if self.site is FixSite.CONTAINER_SECURITY_CONTEXT:
+            return container_security_fix(profile, body)
+        return pod_security_fix(profile, body)

@@ -1,4 +1,10 @@
-"""Run every rule in isolation, then apply --config waivers and severity overrides."""
+"""Give every rule a verdict, then apply --config waivers and severity overrides.
+
+A rule whose facts were all read runs: it FIRED (findings) or PASSED. A rule with a fact
+missing is UNKNOWN, naming the fact, unless it fired anyway on what it had (a declared
+`privileged: true` needs no capability mask). A rule that raises is UNKNOWN too, and
+becomes an InspectionIncomplete finding naming it; the other rules still run.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +15,38 @@ from agent.model import (
     AuditConfig,
     DeclaredContainer,
     Finding,
+    Gap,
     ObservedProcess,
+    Outcome,
     Profile,
     Severity,
+    Verdict,
     Waiver,
 )
 from agent.rules.catalogue import CATALOGUE
 from agent.rules.entry import Rule
+from agent.rules.facts import missing_facts
 from agent.rules.incomplete import INSPECTION_INCOMPLETE
 from agent.rules.profiles import selector_matches
 
 
 def run_rule(rule: Rule, observed: ObservedProcess, declared: DeclaredContainer | None,
-             profile: Profile) -> list[Finding]:
-    """The rule's findings; a rule that raises becomes one entry naming it, never a crash."""
+             profile: Profile) -> Verdict:
+    """The rule's verdict before waivers; a rule that raises is UNKNOWN, never a crash."""
+    missing = missing_facts(rule.facts, observed, declared)
     try:
-        return list(rule.check(observed, declared, profile))
+        findings = tuple(rule.check(observed, declared, profile))
     except Exception as exc:  # noqa: BLE001 - one broken rule must not hide the others
+        why = f"{type(exc).__name__}: {exc}"
         message = (f"Rule {rule.id} failed on {observed.comm} (pid {observed.pid}): "
-                   f"{type(exc).__name__}: {exc}. Its verdict is unknown.")
-        return [INSPECTION_INCOMPLETE.finding(message, "# Report this as an opaudit bug.")]
+                   f"{why}. Its verdict is unknown.")
+        error = INSPECTION_INCOMPLETE.finding(message, "# Report this as an opaudit bug.")
+        return Verdict(rule.id, Outcome.UNKNOWN, (error,), (Gap(f"rule {rule.id}", why),))
+    if findings:
+        return Verdict(rule.id, Outcome.FIRED, findings)
+    if missing:
+        return Verdict(rule.id, Outcome.UNKNOWN, missing=missing)
+    return Verdict(rule.id, Outcome.PASSED)
 
 
 def waived(finding: Finding, declared: DeclaredContainer | None, waivers: tuple[Waiver, ...]
@@ -48,19 +66,27 @@ def waived(finding: Finding, declared: DeclaredContainer | None, waivers: tuple[
 
 def evaluate(observed: ObservedProcess, declared: DeclaredContainer | None, profile: Profile,
              config: AuditConfig = DEFAULT_CONFIG,
-             rules: tuple[Rule, ...] = CATALOGUE) -> tuple[Finding, ...]:
-    """All findings for one process, most severe first, stamped with pid, pod and container."""
+             rules: tuple[Rule, ...] = CATALOGUE) -> tuple[Verdict, ...]:
+    """One verdict per rule, in catalogue order; findings stamped with pid, pod, container."""
     overrides: dict[str, Severity] = dict(config.severity_overrides)
     pod = f"{declared.pod.namespace}/{declared.pod.name}" if declared else None
     container = declared.container_name if declared else None
-    order = {rule.id: index for index, rule in enumerate(rules)}
-    findings: list[Finding] = []
+    verdicts: list[Verdict] = []
     for rule in rules:
-        for finding in run_rule(rule, observed, declared, profile):
-            if waived(finding, declared, config.waivers):
-                continue
-            findings.append(dataclasses.replace(
-                finding, severity=overrides.get(finding.rule, finding.severity),
-                pid=observed.pid, pod=pod, container=container))
+        verdict = run_rule(rule, observed, declared, profile)
+        kept = tuple(
+            dataclasses.replace(finding, severity=overrides.get(finding.rule, finding.severity),
+                                pid=observed.pid, pod=pod, container=container)
+            for finding in verdict.findings if not waived(finding, declared, config.waivers))
+        if verdict.outcome is Outcome.FIRED and not kept:
+            verdict = dataclasses.replace(verdict, outcome=Outcome.WAIVED)
+        verdicts.append(dataclasses.replace(verdict, findings=kept))
+    return tuple(verdicts)
+
+
+def findings_of(verdicts: tuple[Verdict, ...]) -> tuple[Finding, ...]:
+    """Every finding of the verdicts, most severe first, then in catalogue order."""
+    order = {verdict.rule: index for index, verdict in enumerate(verdicts)}
+    findings = [f for verdict in verdicts for f in verdict.findings]
     findings.sort(key=lambda f: (-f.severity.rank, order.get(f.rule, len(order))))
     return tuple(findings)

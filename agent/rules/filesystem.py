@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
-from agent.rules.entry import Rule
-from agent.rules.fixes import container_security_fix, empty_dir_fix, volume_name_for
+from agent.rules.entry import FixSite, Rule
+from agent.rules.facts import POD_SPEC
+from agent.rules.fixes import empty_dir_fix, volume_name_for
 from agent.rules.paths import judge_writable, writes_needed
 
 
@@ -25,7 +26,7 @@ def root_filesystem_writable(observed: ObservedProcess, declared: DeclaredContai
     if drift:
         message += (" This is drift: readOnlyRootFilesystem: true is declared but the runtime "
                     "mounted / read-write.")
-    fix = container_security_fix(profile, "readOnlyRootFilesystem: true")
+    fix = ROOT_FILESYSTEM_WRITABLE.render_fix(profile)
     fix += "\n# and give every path it must write an emptyDir (at least /tmp)"
     yield ROOT_FILESYSTEM_WRITABLE.finding(message, fix, Severity.HIGH if drift else None)
 
@@ -35,7 +36,8 @@ ROOT_FILESYSTEM_WRITABLE = Rule(
     "the / mount of the target's mount namespace is writable (high when declared read-only)",
     "a writable root lets an intruder change binaries and configuration",
     "readOnlyRootFilesystem: true plus emptyDirs for the paths it writes",
-    root_filesystem_writable)
+    root_filesystem_writable, facts=("filesystem",),
+    remediation="readOnlyRootFilesystem: true", site=FixSite.CONTAINER_SECURITY_CONTEXT)
 
 
 def writable_path_missing(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -58,7 +60,7 @@ WRITABLE_PATH_MISSING = Rule(
     "a path the workload must write (/tmp or $TMPDIR on a read-only root, the webhook cert "
     "dir, the Ivy dir, --config paths) is not writable",
     "the workload fails at the first write (certs, temp files, Ivy cache)",
-    "mount an emptyDir at the path", writable_path_missing)
+    "mount an emptyDir at the path", writable_path_missing, facts=("paths",))
 
 
 def empty_dir_without_size_limit(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -82,6 +84,6 @@ EMPTY_DIR_WITHOUT_SIZE_LIMIT = Rule(
     "EmptyDirWithoutSizeLimit", Severity.LOW,
     "a mounted emptyDir volume has no sizeLimit",
     "an unbounded emptyDir can fill the node's disk or memory",
-    "emptyDir.sizeLimit (e.g. 100Mi)", empty_dir_without_size_limit)
+    "emptyDir.sizeLimit (e.g. 100Mi)", empty_dir_without_size_limit, facts=(POD_SPEC,))
 
 RULES = (ROOT_FILESYSTEM_WRITABLE, WRITABLE_PATH_MISSING, EMPTY_DIR_WITHOUT_SIZE_LIMIT)

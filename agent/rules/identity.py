@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
-from agent.rules.entry import Rule
-from agent.rules.fixes import IVY_SUBMIT_OPTS, container_security_fix, env_fix
+from agent.rules.entry import FixSite, Rule
+from agent.rules.facts import POD_SPEC
+from agent.rules.fixes import IVY_SUBMIT_OPTS, env_fix
 from agent.rules.paths import home_dirs, ivy_dirs, judge_writable
 
-
-def _uid_fix(profile: Profile, uid: int) -> str:
-    body = f"runAsNonRoot: true\nrunAsUser: {uid}\nrunAsGroup: {uid}"
-    return container_security_fix(profile, body)
+UID_FIX = "runAsNonRoot: true\nrunAsUser: {uid}\nrunAsGroup: {uid}"
+CONTAINER = FixSite.CONTAINER_SECURITY_CONTEXT
 
 
 def runs_as_root(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -27,14 +26,15 @@ def runs_as_root(observed: ObservedProcess, declared: DeclaredContainer | None,
                f"container{said}; a root process owns every file in the container and is one "
                "kernel bug away from the node.")
     target = profile.expected_uid if profile.expected_uid is not None else 1000
-    yield RUNS_AS_ROOT.finding(message, _uid_fix(profile, target))
+    yield RUNS_AS_ROOT.finding(message, profile=profile, uid=target)
 
 
 RUNS_AS_ROOT = Rule(
     "RunsAsRoot", Severity.HIGH,
     "effective uid, as the container sees it, is 0",
     "root in the container owns its files and widens every escape",
-    "set runAsNonRoot: true and runAsUser to a non-zero uid", runs_as_root)
+    "set runAsNonRoot: true and runAsUser to a non-zero uid", runs_as_root,
+    facts=("identity.uid",), remediation=UID_FIX, site=CONTAINER)
 
 
 def run_as_user_mismatch(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -51,14 +51,15 @@ def run_as_user_mismatch(observed: ObservedProcess, declared: DeclaredContainer 
     message = (f"{observed.comm} (pid {observed.pid}) runs as uid {uid.effective} but {source} "
                f"{wanted}; file ownership, fsGroup and the image's own paths assume the "
                "declared uid.")
-    yield RUN_AS_USER_MISMATCH.finding(message, _uid_fix(profile, wanted))
+    yield RUN_AS_USER_MISMATCH.finding(message, profile=profile, uid=wanted)
 
 
 RUN_AS_USER_MISMATCH = Rule(
     "RunAsUserMismatch", Severity.HIGH,
     "declared runAsUser (container over pod) differs from the observed effective uid",
     "the process is not who the manifest says; ownership and policy checks are wrong",
-    "make runAsUser match the uid the workload must run as", run_as_user_mismatch)
+    "make runAsUser match the uid the workload must run as", run_as_user_mismatch,
+    facts=("identity.uid", POD_SPEC), remediation=UID_FIX, site=CONTAINER)
 
 
 def run_as_group_mismatch(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -71,15 +72,15 @@ def run_as_group_mismatch(observed: ObservedProcess, declared: DeclaredContainer
     message = (f"{observed.comm} (pid {observed.pid}) runs with gid {gid.effective} but "
                f"runAsGroup is declared as {declared.run_as_group}; files it creates get the "
                "wrong group and group-based access differs from what was reviewed.")
-    fix = container_security_fix(profile, f"runAsGroup: {declared.run_as_group}")
-    yield RUN_AS_GROUP_MISMATCH.finding(message, fix)
+    yield RUN_AS_GROUP_MISMATCH.finding(message, profile=profile, gid=declared.run_as_group)
 
 
 RUN_AS_GROUP_MISMATCH = Rule(
     "RunAsGroupMismatch", Severity.MEDIUM,
     "declared runAsGroup differs from the observed effective gid",
     "files and group access follow the wrong gid",
-    "make runAsGroup match the gid the workload must run as", run_as_group_mismatch)
+    "make runAsGroup match the gid the workload must run as", run_as_group_mismatch,
+    facts=("identity.gid", POD_SPEC), remediation="runAsGroup: {gid}", site=CONTAINER)
 
 
 def _is_spark(observed: ObservedProcess, profile: Profile) -> bool:
@@ -145,6 +146,6 @@ HOME_DIRECTORY_UNUSABLE = Rule(
     "the uid has no passwd entry, or its home / $HOME is missing or not writable",
     "tools that write under HOME fail (Ivy for spark-submit --packages)",
     "set HOME to a writable emptyDir, or SPARK_SUBMIT_OPTS=" + IVY_SUBMIT_OPTS,
-    home_directory_unusable)
+    home_directory_unusable, facts=("identity.uid", "identity.home", "paths"))
 
 RULES = (RUNS_AS_ROOT, RUN_AS_USER_MISMATCH, RUN_AS_GROUP_MISMATCH, HOME_DIRECTORY_UNUSABLE)

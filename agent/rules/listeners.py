@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
 from agent.rules.entry import Rule
+from agent.rules.facts import DISABLE_IPV6, POD_SPEC
 from agent.rules.ports import declared_port_keys, probe_ports
 from agent.rules.reach import (
     describe,
@@ -36,7 +37,7 @@ def ipv6_listener_with_ipv6_disabled(observed: ObservedProcess,
         message = (f"{describe(listener, network)} is bound to :: while IPv6 is disabled in the "
                    f"pod's network namespace: {serves}. No capability is involved; binding "
                    "0.0.0.0 says what is meant.")
-        fix = f"# Bind 0.0.0.0:{listener.port} instead of [::]:{listener.port}"
+        fix = IPV6_LISTENER_WITH_IPV6_DISABLED.render_fix(profile, port=listener.port)
         flag = SPARK_OPERATOR_BIND_FLAGS.get(listener.port)
         if profile.helm_values_prefix and flag:
             fix += f"\n# spark-operator: pass {flag}=0.0.0.0:{listener.port}"
@@ -47,7 +48,9 @@ IPV6_LISTENER_WITH_IPV6_DISABLED = Rule(
     "IPv6ListenerWithIPv6Disabled", Severity.INFO,
     "a socket is bound to :: while IPv6 is disabled in the netns",
     "it serves IPv4 only through mapped addresses; the bind hides what is meant",
-    "bind 0.0.0.0", ipv6_listener_with_ipv6_disabled)
+    "bind 0.0.0.0", ipv6_listener_with_ipv6_disabled,
+    facts=(DISABLE_IPV6, "network.listeners"),
+    remediation="# Bind 0.0.0.0:{port} instead of [::]:{port}")
 
 
 def declared_port_not_listening(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -66,17 +69,18 @@ def declared_port_not_listening(observed: ObservedProcess, declared: DeclaredCon
         message = (f"containerPort{name} {port.port}/{port.protocol} is declared, but nothing "
                    f"in the pod's network namespace listens on {proto.upper()} {port.port}"
                    f"{hint}; Services and NetworkPolicies built on it point at nothing.")
-        fix = (f"# Remove the stale port, or fix its number/protocol to what the process serves:\n"
-               f"ports:\n- containerPort: <port>\n  name: {port.name or '<name>'}\n"
-               f"  protocol: {port.protocol}")
-        yield DECLARED_PORT_NOT_LISTENING.finding(message, fix)
+        yield DECLARED_PORT_NOT_LISTENING.finding(message, name=port.name or "<name>",
+                                                  protocol=port.protocol)
 
 
 DECLARED_PORT_NOT_LISTENING = Rule(
     "DeclaredPortNotListening", Severity.MEDIUM,
     "a declared containerPort (TCP or UDP) has no listener of that protocol",
     "Services and NetworkPolicies built on the port reach nothing",
-    "remove the port or correct its number/protocol", declared_port_not_listening)
+    "remove the port or correct its number/protocol", declared_port_not_listening,
+    facts=("network.listeners", POD_SPEC),
+    remediation="# Remove the stale port, or fix its number/protocol to what the process serves:\n"
+                "ports:\n- containerPort: <port>\n  name: {name}\n  protocol: {protocol}")
 
 
 def undeclared_listener(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -97,16 +101,17 @@ def undeclared_listener(observed: ObservedProcess, declared: DeclaredContainer |
         message = (f"{observed.comm} (pid {observed.pid}) listens on {describe(listener, network)}"
                    " on a non-loopback address, but no containerPort or probe names it: "
                    "reviews and NetworkPolicies miss what the pod really exposes.")
-        fix = (f"# Declare it, or turn the listener off / bind it to 127.0.0.1:\n"
-               f"ports:\n- containerPort: {listener.port}\n  name: <name>\n"
-               f"  protocol: {listener.protocol.upper()}")
-        yield UNDECLARED_LISTENER.finding(message, fix)
+        yield UNDECLARED_LISTENER.finding(message, port=listener.port,
+                                          protocol=listener.protocol.upper())
 
 
 UNDECLARED_LISTENER = Rule(
     "UndeclaredListener", Severity.LOW,
     "a non-loopback listener of the target is neither a declared containerPort nor a probe port",
     "the pod exposes more than reviews and NetworkPolicies account for",
-    "declare the port, or disable / loopback-bind the listener", undeclared_listener)
+    "declare the port, or disable / loopback-bind the listener", undeclared_listener,
+    facts=("network.listeners", "network.listeners.owners", POD_SPEC),
+    remediation="# Declare it, or turn the listener off / bind it to 127.0.0.1:\n"
+                "ports:\n- containerPort: {port}\n  name: <name>\n  protocol: {protocol}")
 
 RULES = (IPV6_LISTENER_WITH_IPV6_DISABLED, DECLARED_PORT_NOT_LISTENING, UNDECLARED_LISTENER)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
 from agent.rules.entry import Rule
+from agent.rules.facts import DISABLE_IPV6, POD_SPEC
 from agent.rules.fixes import sysctl_fix
 from agent.rules.ports import promised_ports
 from agent.rules.reach import (
@@ -40,17 +41,18 @@ def probe_port_not_listening(observed: ObservedProcess, declared: DeclaredContai
         message = (f"The {', '.join(promised.names)} targets TCP port {promised.port}, but "
                    "nothing in the pod's network namespace listens there: the probe fails and "
                    "the kubelet restarts the container or keeps it out of the Service.")
-        fix = (f"# Point the probe at the port the process serves its health endpoint on,\n"
-               f"# or make it listen on {promised.port}:\nlivenessProbe:\n  httpGet:\n"
-               f"    port: <port the process listens on>")
-        yield PROBE_PORT_NOT_LISTENING.finding(message, fix)
+        yield PROBE_PORT_NOT_LISTENING.finding(message, port=promised.port)
 
 
 PROBE_PORT_NOT_LISTENING = Rule(
     "ProbePortNotListening", Severity.HIGH,
     "a liveness/readiness/startup probe targets a port with no TCP listener",
     "failing probes restart the container or keep it out of its Service",
-    "point the probe at the port the process really listens on", probe_port_not_listening)
+    "point the probe at the port the process really listens on", probe_port_not_listening,
+    facts=("network.listeners", POD_SPEC),
+    remediation="# Point the probe at the port the process serves its health endpoint on,\n"
+                "# or make it listen on {port}:\nlivenessProbe:\n  httpGet:\n"
+                "    port: <port the process listens on>")
 
 
 def listener_loopback_only(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -65,17 +67,17 @@ def listener_loopback_only(observed: ObservedProcess, declared: DeclaredContaine
         bound = ", ".join(describe(s, network) for s in sockets)
         message = (f"{', '.join(promised.names)} is bound only to loopback ({bound}): the "
                    "kubelet's probes and other pods connect to the pod IP and are refused.")
-        port = promised.port
-        fix = (f"# Bind the listener to all addresses: 0.0.0.0:{port} (IPv4), or [::]:{port}\n"
-               f"# with IPV6_V6ONLY=0 for both families (Go: \":{port}\")")
-        yield LISTENER_LOOPBACK_ONLY.finding(message, fix)
+        yield LISTENER_LOOPBACK_ONLY.finding(message, port=promised.port)
 
 
 LISTENER_LOOPBACK_ONLY = Rule(
     "ListenerLoopbackOnly", Severity.HIGH,
     "a probe or declared containerPort is bound only to loopback addresses",
     "nothing outside the pod (kubelet, Services) can reach it",
-    "bind 0.0.0.0 / [::] instead of 127.0.0.1 / ::1", listener_loopback_only)
+    "bind 0.0.0.0 / [::] instead of 127.0.0.1 / ::1", listener_loopback_only,
+    facts=("network.listeners", POD_SPEC),
+    remediation="# Bind the listener to all addresses: 0.0.0.0:{port} (IPv4), or [::]:{port}\n"
+                "# with IPV6_V6ONLY=0 for both families (Go: \":{port}\")")
 
 
 def _family_fix(profile: Profile, primary: int, port: int) -> str:
@@ -118,7 +120,8 @@ LISTENER_FAMILY_MISMATCH = Rule(
     "ListenerFamilyMismatch", Severity.HIGH,
     "a probe or declared port has listeners, but none accepts the pod's primary IP family",
     "the kubelet and Services connect to the pod's primary IP and are refused",
-    "bind 0.0.0.0, or [::] with IPV6_V6ONLY=0", listener_family_mismatch)
+    "bind 0.0.0.0, or [::] with IPV6_V6ONLY=0", listener_family_mismatch,
+    facts=("network.listeners", "network.addresses", DISABLE_IPV6, POD_SPEC))
 
 
 def dual_stack_listener_gap(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -144,16 +147,18 @@ def dual_stack_listener_gap(observed: ObservedProcess, declared: DeclaredContain
                    f"{FAMILY[primary]} ({bound}): clients that reach it over "
                    f"{FAMILY[missing]} (a dual-stack Service, IPv6-preferring resolvers) are "
                    "refused.")
-        fix = (f"# Serve both families: one [::]:{promised.port} socket with IPV6_V6ONLY=0 "
-               f"(Go: \":{promised.port}\"), or a second socket for {FAMILY[missing]}.")
-        yield DUAL_STACK_LISTENER_GAP.finding(message, fix)
+        yield DUAL_STACK_LISTENER_GAP.finding(message, port=promised.port,
+                                              family=FAMILY[missing])
 
 
 DUAL_STACK_LISTENER_GAP = Rule(
     "DualStackListenerGap", Severity.MEDIUM,
     "the pod has IPv4 and IPv6 addresses and a probe/declared port serves only one family",
     "dual-stack clients using the other family are refused",
-    "one [::] socket with IPV6_V6ONLY=0, or a socket per family", dual_stack_listener_gap)
+    "one [::] socket with IPV6_V6ONLY=0, or a socket per family", dual_stack_listener_gap,
+    facts=("network.listeners", "network.addresses", DISABLE_IPV6, POD_SPEC),
+    remediation="# Serve both families: one [::]:{port} socket with IPV6_V6ONLY=0 "
+                "(Go: \":{port}\"), or a second socket for {family}.")
 
 RULES = (PROBE_PORT_NOT_LISTENING, LISTENER_LOOPBACK_ONLY, LISTENER_FAMILY_MISMATCH,
          DUAL_STACK_LISTENER_GAP)

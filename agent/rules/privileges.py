@@ -13,12 +13,15 @@ from agent.model import (
     capability_bit,
     mask_names,
 )
-from agent.rules.entry import Rule
-from agent.rules.fixes import container_security_fix, sysctl_fix
+from agent.rules.entry import FixSite, Rule
+from agent.rules.facts import POD_SPEC, UNPRIVILEGED_PORT_START
+from agent.rules.fixes import sysctl_fix
 from agent.rules.reach import own_listeners
 
 NET_BIND_SERVICE_BIT = 10
 DROP_ALL = "capabilities:\n  drop: [ALL]"
+DROP_ALL_ADD = DROP_ALL + "{add}"
+CONTAINER = FixSite.CONTAINER_SECURITY_CONTEXT
 
 
 def _who(observed: ObservedProcess) -> str:
@@ -38,15 +41,15 @@ def privileged_container(observed: ObservedProcess, declared: DeclaredContainer 
     what = " and ".join(x for x in (decl, seen) if x)
     message = (f"{_who(observed)} runs privileged: {what}. A privileged container has all "
                "capabilities and the host's devices; it can take over the node.")
-    fix = container_security_fix(profile, f"privileged: false\n{DROP_ALL}")
-    yield PRIVILEGED_CONTAINER.finding(message, fix)
+    yield PRIVILEGED_CONTAINER.finding(message, profile=profile)
 
 
 PRIVILEGED_CONTAINER = Rule(
     "PrivilegedContainer", Severity.CRITICAL,
     "declared privileged: true, or the bounding set holds every capability",
     "a privileged container can take over the node",
-    "privileged: false and capabilities.drop: [ALL]", privileged_container)
+    "privileged: false and capabilities.drop: [ALL]", privileged_container,
+    facts=("capabilities",), remediation=f"privileged: false\n{DROP_ALL}", site=CONTAINER)
 
 
 def privilege_escalation_allowed(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -62,15 +65,15 @@ def privilege_escalation_allowed(observed: ObservedProcess, declared: DeclaredCo
     elif declared is not None:
         message += (" allowPrivilegeEscalation is not set to false, and the kubelet sets "
                     "no_new_privs only when it is explicitly false.")
-    fix = container_security_fix(profile, "allowPrivilegeEscalation: false")
-    yield PRIVILEGE_ESCALATION_ALLOWED.finding(message, fix)
+    yield PRIVILEGE_ESCALATION_ALLOWED.finding(message, profile=profile)
 
 
 PRIVILEGE_ESCALATION_ALLOWED = Rule(
     "PrivilegeEscalationAllowed", Severity.HIGH,
     "NoNewPrivs is 0 (drift when allowPrivilegeEscalation: false was declared)",
     "setuid binaries and file capabilities can raise the process's privileges",
-    "allowPrivilegeEscalation: false", privilege_escalation_allowed)
+    "allowPrivilegeEscalation: false", privilege_escalation_allowed,
+    facts=("no_new_privs",), remediation="allowPrivilegeEscalation: false", site=CONTAINER)
 
 
 def capabilities_not_dropped(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -87,14 +90,15 @@ def capabilities_not_dropped(observed: ObservedProcess, declared: DeclaredContai
     message = (f"{_who(observed)} keeps {names} in its bounding set{said}; any of them can "
                "be regained by exec of a file with capabilities or by a root process, and "
                "NET_BIND_SERVICE is the only one a hardened workload may keep.")
-    yield CAPABILITIES_NOT_DROPPED.finding(message, container_security_fix(profile, DROP_ALL))
+    yield CAPABILITIES_NOT_DROPPED.finding(message, profile=profile)
 
 
 CAPABILITIES_NOT_DROPPED = Rule(
     "CapabilitiesNotDropped", Severity.HIGH,
     "the bounding set holds anything besides NET_BIND_SERVICE",
     "capabilities left in the bounding set can be regained",
-    "capabilities.drop: [ALL], add back only what is proven needed", capabilities_not_dropped)
+    "capabilities.drop: [ALL], add back only what is proven needed", capabilities_not_dropped,
+    facts=("capabilities",), remediation=DROP_ALL, site=CONTAINER)
 
 
 def capability_added_but_ineffective(observed: ObservedProcess,
@@ -118,8 +122,7 @@ def capability_added_but_ineffective(observed: ObservedProcess,
                "gets no capability from `add` without ambient or file capabilities, and adding "
                "it does nothing.")
     kept = [c for c in declared.capabilities_add if c not in idle and c != "ALL"]
-    body = DROP_ALL + (f"\n  add: [{', '.join(kept)}]" if kept else "")
-    fix = container_security_fix(profile, body)
+    fix = CAPABILITY_ADDED_BUT_INEFFECTIVE.render_fix(profile, add=_add_back(kept))
     if NET_BIND_SERVICE_BIT in {capability_bit(n) for n in idle}:
         fix += ("\n# If a port below 1024 is really needed, lower the netns threshold instead:\n"
                 + sysctl_fix(profile, "net.ipv4.ip_unprivileged_port_start", 0))
@@ -131,7 +134,13 @@ CAPABILITY_ADDED_BUT_INEFFECTIVE = Rule(
     "a capability in capabilities.add is in the bounding set but not effective",
     "a non-root process gets nothing from `add` without ambient or file caps",
     "remove it from capabilities.add (or lower ip_unprivileged_port_start)",
-    capability_added_but_ineffective)
+    capability_added_but_ineffective, facts=("capabilities", POD_SPEC),
+    remediation=DROP_ALL_ADD, site=CONTAINER)
+
+
+def _add_back(kept: list[str]) -> str:
+    """The `add:` line of DROP_ALL_ADD for the capabilities still needed, if any."""
+    return f"\n  add: [{', '.join(kept)}]" if kept else ""
 
 
 def net_bind_service_unneeded(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -156,15 +165,16 @@ def net_bind_service_unneeded(observed: ObservedProcess, declared: DeclaredConta
                "namespace, so no capability is involved in binding them.")
     keep = [c for c in (declared.capabilities_add if declared else ())
             if capability_bit(c) != NET_BIND_SERVICE_BIT and c != "ALL"]
-    body = DROP_ALL + (f"\n  add: [{', '.join(keep)}]" if keep else "")
-    yield NET_BIND_SERVICE_UNNEEDED.finding(message, container_security_fix(profile, body))
+    yield NET_BIND_SERVICE_UNNEEDED.finding(message, profile=profile, add=_add_back(keep))
 
 
 NET_BIND_SERVICE_UNNEEDED = Rule(
     "NetBindServiceUnneeded", Severity.MEDIUM,
     "NET_BIND_SERVICE is held, yet no listener port is below ip_unprivileged_port_start",
     "an unused capability is attack surface with no benefit",
-    "drop NET_BIND_SERVICE from capabilities.add", net_bind_service_unneeded)
+    "drop NET_BIND_SERVICE from capabilities.add", net_bind_service_unneeded,
+    facts=("capabilities", UNPRIVILEGED_PORT_START, "network.listeners",
+           "network.listeners.owners"), remediation=DROP_ALL_ADD, site=CONTAINER)
 
 
 def seccomp_unconfined(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -176,15 +186,15 @@ def seccomp_unconfined(observed: ObservedProcess, declared: DeclaredContainer | 
         said = f" although seccompProfile {declared.seccomp_profile} is declared"
     message = (f"{_who(observed)} runs with seccomp mode 0 (no filter){said}; every syscall, "
                "including rarely used ones with kernel bugs, is open to it.")
-    fix = container_security_fix(profile, "seccompProfile:\n  type: RuntimeDefault")
-    yield SECCOMP_UNCONFINED.finding(message, fix)
+    yield SECCOMP_UNCONFINED.finding(message, profile=profile)
 
 
 SECCOMP_UNCONFINED = Rule(
     "SeccompUnconfined", Severity.HIGH,
     "Seccomp mode is 0",
     "without a filter every syscall is reachable",
-    "seccompProfile.type: RuntimeDefault", seccomp_unconfined)
+    "seccompProfile.type: RuntimeDefault", seccomp_unconfined, facts=("seccomp",),
+    remediation="seccompProfile:\n  type: RuntimeDefault", site=CONTAINER)
 
 RULES = (PRIVILEGED_CONTAINER, PRIVILEGE_ESCALATION_ALLOWED, CAPABILITIES_NOT_DROPPED,
          CAPABILITY_ADDED_BUT_INEFFECTIVE, NET_BIND_SERVICE_UNNEEDED, SECCOMP_UNCONFINED)

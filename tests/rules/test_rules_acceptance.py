@@ -18,7 +18,7 @@ from rule_snapshots import (
 )
 
 from agent.model import DEFAULT_CONFIG, DeclaredPort, Severity
-from agent.rules.evaluate import evaluate
+from agent.rules.evaluate import evaluate, findings_of
 from agent.rules.profiles import match_profile
 
 NBS = 1 << 10
@@ -28,7 +28,8 @@ CERTS = "/etc/k8s-webhook-server/serving-certs"
 
 
 def run(snapshot, decl):  # type: ignore[no-untyped-def]
-    return evaluate(snapshot, decl, match_profile(decl, DEFAULT_CONFIG), DEFAULT_CONFIG)
+    return findings_of(
+        evaluate(snapshot, decl, match_profile(decl, DEFAULT_CONFIG), DEFAULT_CONFIG))
 
 
 def test_hardened_controller_with_home_on_tmp_has_nothing_at_low_or_above() -> None:

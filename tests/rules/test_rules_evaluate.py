@@ -1,4 +1,4 @@
-"""evaluate(): isolation of rules, stamping, waivers, severity overrides, InspectionIncomplete,
+"""findings(): isolation of rules, stamping, waivers, severity overrides, InspectionIncomplete,
 and profile matching."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 from rule_snapshots import declared, observed, rule_ids
 
 from agent.model import (
+    DEFAULT_CONFIG,
     GENERIC_PROFILE,
     AuditConfig,
     DeclaredContainer,
@@ -22,7 +23,7 @@ from agent.model import (
 )
 from agent.rules.catalogue import CATALOGUE
 from agent.rules.entry import Rule
-from agent.rules.evaluate import evaluate
+from agent.rules.evaluate import evaluate, findings_of
 from agent.rules.profiles import (
     SPARK_OPERATOR_CONTROLLER,
     SPARK_OPERATOR_WEBHOOK,
@@ -30,6 +31,12 @@ from agent.rules.profiles import (
 )
 
 ROOT_SNAPSHOT = dict(seccomp="disabled", no_new_privs=False)
+
+
+def findings(observed: ObservedProcess, declared: DeclaredContainer | None, profile: Profile,
+             config: AuditConfig = DEFAULT_CONFIG, rules: tuple[Rule, ...] = CATALOGUE
+             ) -> tuple[Finding, ...]:
+    return findings_of(evaluate(observed, declared, profile, config, rules))
 
 
 def explode(observed: ObservedProcess, declared: DeclaredContainer | None, profile: Profile
@@ -41,7 +48,7 @@ BROKEN = Rule("Broken", Severity.HIGH, "t", "w", "f", explode)
 
 
 def test_a_raising_rule_becomes_an_entry_and_others_still_run() -> None:
-    found = evaluate(observed(**ROOT_SNAPSHOT), None, GENERIC_PROFILE,
+    found = findings(observed(**ROOT_SNAPSHOT), None, GENERIC_PROFILE,
                      rules=(BROKEN, *CATALOGUE))
     assert "SeccompUnconfined" in rule_ids(found)
     [error] = [f for f in found if "Broken" in f.message]
@@ -51,7 +58,7 @@ def test_a_raising_rule_becomes_an_entry_and_others_still_run() -> None:
 
 def test_findings_are_stamped_and_sorted() -> None:
     decl = declared()
-    found = evaluate(observed(**ROOT_SNAPSHOT, incomplete=(Gap("environ", "gone"),)), decl,
+    found = findings(observed(**ROOT_SNAPSHOT, incomplete=(Gap("environ", "gone"),)), decl,
                      GENERIC_PROFILE)
     assert {f.pid for f in found} == {4242}
     assert {f.pod for f in found} == {"spark-operator/spark-operator-controller-7b48f5d9c6-mv2jd"}
@@ -68,7 +75,7 @@ def test_network_gaps_are_reported_too() -> None:
     import dataclasses
     snap = dataclasses.replace(snap, network=dataclasses.replace(
         net, gaps=(Gap("network.sockets", "needs CAP_SYS_ADMIN"),)))
-    [f] = evaluate(snap, None, GENERIC_PROFILE)
+    [f] = findings(snap, None, GENERIC_PROFILE)
     assert f.rule == "InspectionIncomplete" and "needs CAP_SYS_ADMIN" in f.message
 
 
@@ -76,11 +83,11 @@ def test_waiver_by_namespace_and_selector() -> None:
     decl = declared()
     snap = observed(**ROOT_SNAPSHOT)
     by_ns = AuditConfig(waivers=(Waiver("SeccompUnconfined", "r", namespace="spark-operator"),))
-    assert "SeccompUnconfined" not in rule_ids(evaluate(snap, decl, GENERIC_PROFILE, by_ns))
+    assert "SeccompUnconfined" not in rule_ids(findings(snap, decl, GENERIC_PROFILE, by_ns))
     by_label = AuditConfig(waivers=(Waiver("SeccompUnconfined", "r",
                                            selector=(("app.kubernetes.io/component",
                                                       "controller"),)),))
-    assert "SeccompUnconfined" not in rule_ids(evaluate(snap, decl, GENERIC_PROFILE, by_label))
+    assert "SeccompUnconfined" not in rule_ids(findings(snap, decl, GENERIC_PROFILE, by_label))
 
 
 def test_waiver_near_misses() -> None:
@@ -90,19 +97,19 @@ def test_waiver_near_misses() -> None:
                    Waiver("SeccompUnconfined", "r", namespace="spark-operator",
                           selector=(("app.kubernetes.io/component", "webhook"),)),
                    Waiver("RunsAsRoot", "r", namespace="spark-operator")):
-        found = evaluate(snap, decl, GENERIC_PROFILE, AuditConfig(waivers=(waiver,)))
+        found = findings(snap, decl, GENERIC_PROFILE, AuditConfig(waivers=(waiver,)))
         assert "SeccompUnconfined" in rule_ids(found), waiver
     # no declared side: no namespace or labels to match, nothing is waived
-    found = evaluate(snap, None, GENERIC_PROFILE, AuditConfig(
+    found = findings(snap, None, GENERIC_PROFILE, AuditConfig(
         waivers=(Waiver("SeccompUnconfined", "r", namespace="spark-operator"),)))
     assert "SeccompUnconfined" in rule_ids(found)
 
 
 def test_severity_override() -> None:
     config = AuditConfig(severity_overrides=(("SeccompUnconfined", Severity.CRITICAL),))
-    found = evaluate(observed(**ROOT_SNAPSHOT), None, GENERIC_PROFILE, config)
+    found = findings(observed(**ROOT_SNAPSHOT), None, GENERIC_PROFILE, config)
     assert found[0].rule == "SeccompUnconfined" and found[0].severity is Severity.CRITICAL
-    plain = evaluate(observed(**ROOT_SNAPSHOT), None, GENERIC_PROFILE)
+    plain = findings(observed(**ROOT_SNAPSHOT), None, GENERIC_PROFILE)
     assert next(f for f in plain if f.rule == "SeccompUnconfined").severity is Severity.HIGH
 
 
@@ -126,7 +133,7 @@ def test_config_profiles_come_first() -> None:
 def test_config_profile_writable_path_is_checked() -> None:
     mine = Profile(name="mine", selector=(("app.kubernetes.io/name", "spark-operator"),),
                    writable_paths=("/opt/spark",))
-    found = evaluate(observed(), declared(), match_profile(declared(),
+    found = findings(observed(), declared(), match_profile(declared(),
                                                            AuditConfig(profiles=(mine,))))
     [f] = [f for f in found if f.rule == "WritablePathMissing"]
     assert "/opt/spark" in f.message and "mine profile" in f.message
@@ -150,5 +157,5 @@ def test_rules_import_only_the_model() -> None:
                         f"{module.name} imports {name}"
                 else:
                     assert name.split(".")[0] in {
-                        "__future__", "collections", "dataclasses", "ipaddress", "posixpath",
-                        "shlex", "typing"}, f"{module.name} imports {name}"
+                        "__future__", "collections", "dataclasses", "enum", "ipaddress",
+                        "posixpath", "shlex", "typing"}, f"{module.name} imports {name}"

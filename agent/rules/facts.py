@@ -1,0 +1,86 @@
+"""The facts a rule may need, each with how to tell from a snapshot that it was read.
+
+A `Rule` names its facts (`Rule.facts`); `evaluate` calls a rule whose facts are all
+there, and gives a rule with a missing fact the verdict UNKNOWN, naming the fact and the
+collector's reason (the snapshot's `Gap`), instead of a silent pass. Fact names follow
+the `Gap.fact` names the collectors record (`identity.uid`, `network.listeners`, the
+sysctl's dotted path), so a gap explains its fact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agent.model import DeclaredContainer, Gap, ObservedProcess
+
+Present = Callable[[ObservedProcess, DeclaredContainer | None], bool]
+
+POD_SPEC = "pod.spec"
+UNPRIVILEGED_PORT_START = "net.ipv4.ip_unprivileged_port_start"
+DISABLE_IPV6 = "net.ipv6.conf.all.disable_ipv6"
+BINDV6ONLY = "net.ipv6.bindv6only"
+
+
+def _gaps(observed: ObservedProcess) -> tuple[Gap, ...]:
+    network_gaps = observed.network.gaps if observed.network is not None else ()
+    return (*observed.incomplete, *network_gaps)
+
+
+def _network_read(observed: ObservedProcess, fact: str) -> bool:
+    """The netns was read and the collector recorded no gap for `fact` itself (a gap in a
+    part of it, such as the listeners' owners, is that part's own fact)."""
+    if observed.network is None:
+        return False
+    return not any(g.fact == fact for g in _gaps(observed))
+
+
+FACTS: dict[str, Present] = {
+    POD_SPEC: lambda o, d: d is not None,
+    "identity.uid": lambda o, d: o.identity.uid is not None,
+    "identity.gid": lambda o, d: o.identity.gid is not None,
+    # The passwd entry: absent from a readable /etc/passwd is a fact; unreadable is a gap.
+    "identity.home": lambda o, d: not any(g.fact == "identity.home" for g in o.incomplete),
+    "capabilities": lambda o, d: o.capabilities is not None,
+    "no_new_privs": lambda o, d: o.no_new_privs is not None,
+    "seccomp": lambda o, d: o.seccomp is not None,
+    "filesystem": lambda o, d: o.filesystem is not None and o.filesystem.root_readonly is not None,
+    # Writability of the paths the workload must write, probed through the process's root:
+    # the collector names each path it could not judge as a `paths.<path>` gap.
+    "paths": lambda o, d: not any(g.fact.startswith("paths.") for g in o.incomplete),
+    "network.addresses": lambda o, d: _network_read(o, "network.addresses"),
+    "network.listeners": lambda o, d: _network_read(o, "network.listeners"),
+    "network.listeners.owners": lambda o, d: _network_read(o, "network.listeners.owners"),
+    UNPRIVILEGED_PORT_START: lambda o, d: (
+        o.network is not None and o.network.sysctls.ip_unprivileged_port_start is not None),
+    DISABLE_IPV6: lambda o, d: o.network is not None and o.network.sysctls.disable_ipv6 is not None,
+    BINDV6ONLY: lambda o, d: o.network is not None and o.network.sysctls.bindv6only is not None,
+}
+
+_NO_REASON = {
+    POD_SPEC: "no pod spec: audited by pid alone (give --pod, -l or --pod-spec)",
+    "paths": "the writability of a path could not be judged",
+}
+
+
+def missing_facts(facts: tuple[str, ...], observed: ObservedProcess,
+                  declared: DeclaredContainer | None) -> tuple[Gap, ...]:
+    """The facts of `facts` the snapshot lacks, each with the collector's reason."""
+    missing: list[Gap] = []
+    for fact in facts:
+        if FACTS[fact](observed, declared):
+            continue
+        reasons = [g for g in _gaps(observed) if _explains(g.fact, fact)]
+        if reasons:
+            missing.append(Gap(fact, "; ".join(dict.fromkeys(
+                g.reason if g.fact == fact else f"{g.fact}: {g.reason}" for g in reasons))))
+        else:
+            missing.append(Gap(fact, _NO_REASON.get(fact, "not read")))
+    return tuple(missing)
+
+
+def _explains(gap_fact: str, fact: str) -> bool:
+    """A gap on the fact, on a path under it (`paths./tmp`), or on what contains it."""
+    if gap_fact.startswith(fact + "."):
+        return fact == "paths"
+    return (gap_fact == fact or fact.startswith(gap_fact + ".")
+            or gap_fact == "process" or (gap_fact == "network" and fact.startswith("net")))
