@@ -366,6 +366,8 @@ class Finding:
     pid: int | None = None
     pod: str | None = None  # "namespace/name"
     container: str | None = None
+    observed: str | None = None  # what the kernel showed, in a few words
+    declared: str | None = None  # what the pod (or its profile) declares, when it matters
 
 
 class Outcome(enum.Enum):
@@ -383,6 +385,8 @@ class Verdict:
     outcome: Outcome
     findings: tuple[Finding, ...] = ()
     missing: tuple[Gap, ...] = ()  # UNKNOWN: the facts that were missing, and why
+    category: str = ""  # identity | privileges | filesystem | network | inspection
+    severity: Severity | None = None  # the rule's severity (after --config overrides)
 
 
 @dataclass(frozen=True, slots=True)

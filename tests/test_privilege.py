@@ -288,6 +288,16 @@ def test_without_a_capability_facts_become_incomplete_never_wrong(
         for listener in full_target["network"]["listeners"]:
             listener.pop("pids")
     target.pop("incomplete")
+    # A rule that passed without the capability passed with it; one that could not be
+    # evaluated without it names a missing fact, and the capability as the reason.
+    passed, full_passed = set(target.pop("passed")), set(full_target["passed"])
+    assert passed <= full_passed
+    unknown_before = {u["rule"] for u in full_target["unevaluated"]}
+    newly_unknown = [u for u in target.pop("unevaluated") if u["rule"] not in unknown_before]
+    fired = {f["rule"] for f in degraded["findings"]}  # InspectionIncomplete, now
+    assert {u["rule"] for u in newly_unknown} | fired >= full_passed - passed
+    for verdict in newly_unknown:
+        assert any(f"CAP_{missing}" in m["reason"] for m in verdict["missing"]), verdict
     assert same_where_known(target, full_target) == []
     rules = {f["rule"] for f in full["findings"]}
     extra = {f["rule"] for f in degraded["findings"]} - rules - {"InspectionIncomplete"}

@@ -166,4 +166,6 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
         "container": finding.container,
         "message": finding.message,
         "remediation": finding.remediation,
+        "observed": finding.observed,
+        "declared": finding.declared,
     }

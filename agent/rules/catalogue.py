@@ -6,12 +6,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from agent.rules import filesystem, identity, incomplete, listeners, network, privileges
 from agent.rules.entry import Rule
 
+
+def _in(category: str, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    return tuple(dataclasses.replace(rule, category=category) for rule in rules)
+
+
+# Categories as a policy report's `category` groups results (Policy Reporter filters on it).
 CATALOGUE: tuple[Rule, ...] = (
-    *identity.RULES, *privileges.RULES, *filesystem.RULES, *network.RULES, *listeners.RULES,
-    *incomplete.RULES,
+    *_in("identity", identity.RULES), *_in("privileges", privileges.RULES),
+    *_in("filesystem", filesystem.RULES), *_in("network", network.RULES + listeners.RULES),
+    *_in("inspection", incomplete.RULES),
 )
 RULE_IDS: frozenset[str] = frozenset(rule.id for rule in CATALOGUE)
 
@@ -26,10 +35,11 @@ def _cell(text: str) -> str:
 
 def catalogue_markdown() -> str:
     """The README's rule table: one row per rule, from the entries the code runs."""
-    lines = ["| rule | severity | fires when | why it matters | fix |",
-             "|---|---|---|---|---|"]
+    lines = ["| rule | severity | fires when | why it matters | fix | needs |",
+             "|---|---|---|---|---|---|"]
     for rule in CATALOGUE:
-        cells = (f"`{rule.id}`", rule.severity.value, rule.title, rule.why, rule.fix)
+        needs = ", ".join(f"`{fact}`" for fact in rule.facts) or "-"
+        cells = (f"`{rule.id}`", rule.severity.value, rule.title, rule.why, rule.fix, needs)
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

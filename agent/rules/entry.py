@@ -45,15 +45,18 @@ class Rule:
     facts: tuple[str, ...] = ()
     remediation: str = ""
     site: FixSite = FixSite.TEXT
+    category: str = ""  # set by the catalogue from the rule's module
 
     def finding(self, message: str, remediation: str | None = None,
                 severity: Severity | None = None, *, profile: Profile = GENERIC_PROFILE,
+                observed: str | None = None, declared: str | None = None,
                 **params: object) -> Finding:
-        """A finding of this rule; without `remediation`, the template filled with `params`."""
+        """A finding of this rule; without `remediation`, the template filled with `params`.
+        `observed` and `declared` are the values compared, in a few words each."""
         if remediation is None:
             remediation = self.render_fix(profile, **params)
         return Finding(rule=self.id, severity=severity or self.severity, message=message,
-                       remediation=remediation)
+                       remediation=remediation, observed=observed, declared=declared)
 
     def render_fix(self, profile: Profile, **params: object) -> str:
         body = self.remediation.format(**params)

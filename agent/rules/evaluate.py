@@ -80,7 +80,9 @@ def evaluate(observed: ObservedProcess, declared: DeclaredContainer | None, prof
             for finding in verdict.findings if not waived(finding, declared, config.waivers))
         if verdict.outcome is Outcome.FIRED and not kept:
             verdict = dataclasses.replace(verdict, outcome=Outcome.WAIVED)
-        verdicts.append(dataclasses.replace(verdict, findings=kept))
+        verdicts.append(dataclasses.replace(
+            verdict, findings=kept, category=rule.category,
+            severity=overrides.get(rule.id, rule.severity)))
     return tuple(verdicts)
 
 

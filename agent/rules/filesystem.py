@@ -28,7 +28,9 @@ def root_filesystem_writable(observed: ObservedProcess, declared: DeclaredContai
                     "mounted / read-write.")
     fix = ROOT_FILESYSTEM_WRITABLE.render_fix(profile)
     fix += "\n# and give every path it must write an emptyDir (at least /tmp)"
-    yield ROOT_FILESYSTEM_WRITABLE.finding(message, fix, Severity.HIGH if drift else None)
+    yield ROOT_FILESYSTEM_WRITABLE.finding(
+        message, fix, Severity.HIGH if drift else None, observed="/ mounted read-write",
+        declared="readOnlyRootFilesystem: true" if drift else None)
 
 
 ROOT_FILESYSTEM_WRITABLE = Rule(
@@ -52,7 +54,8 @@ def writable_path_missing(observed: ObservedProcess, declared: DeclaredContainer
         message = (f"{_who(observed)} cannot write {path}: {verdict.detail}{mounted}. It must, "
                    f"because {why}.")
         fix = empty_dir_fix(profile, volume_name_for(path), path)
-        yield WRITABLE_PATH_MISSING.finding(message, fix)
+        yield WRITABLE_PATH_MISSING.finding(message, fix, observed=verdict.detail,
+                                            declared=f"must write {path}: {why}")
 
 
 WRITABLE_PATH_MISSING = Rule(
@@ -77,7 +80,8 @@ def empty_dir_without_size_limit(observed: ObservedProcess, declared: DeclaredCo
         message = (f"emptyDir volume {mount.name!r} mounted at {mount.mount_path} has no "
                    f"sizeLimit: a runaway writer can fill {backing} and get pods evicted.")
         fix = empty_dir_fix(profile, mount.name, mount.mount_path)
-        yield EMPTY_DIR_WITHOUT_SIZE_LIMIT.finding(message, fix)
+        yield EMPTY_DIR_WITHOUT_SIZE_LIMIT.finding(
+            message, fix, declared=f"emptyDir {mount.name} at {mount.mount_path}, no sizeLimit")
 
 
 EMPTY_DIR_WITHOUT_SIZE_LIMIT = Rule(

@@ -26,7 +26,8 @@ def runs_as_root(observed: ObservedProcess, declared: DeclaredContainer | None,
                f"container{said}; a root process owns every file in the container and is one "
                "kernel bug away from the node.")
     target = profile.expected_uid if profile.expected_uid is not None else 1000
-    yield RUNS_AS_ROOT.finding(message, profile=profile, uid=target)
+    yield RUNS_AS_ROOT.finding(message, profile=profile, uid=target, observed="uid 0",
+                               declared="runAsNonRoot: true" if said else None)
 
 
 RUNS_AS_ROOT = Rule(
@@ -51,7 +52,9 @@ def run_as_user_mismatch(observed: ObservedProcess, declared: DeclaredContainer 
     message = (f"{observed.comm} (pid {observed.pid}) runs as uid {uid.effective} but {source} "
                f"{wanted}; file ownership, fsGroup and the image's own paths assume the "
                "declared uid.")
-    yield RUN_AS_USER_MISMATCH.finding(message, profile=profile, uid=wanted)
+    yield RUN_AS_USER_MISMATCH.finding(message, profile=profile, uid=wanted,
+                                       observed=f"uid {uid.effective}",
+                                       declared=f"{source} {wanted}")
 
 
 RUN_AS_USER_MISMATCH = Rule(
@@ -72,7 +75,9 @@ def run_as_group_mismatch(observed: ObservedProcess, declared: DeclaredContainer
     message = (f"{observed.comm} (pid {observed.pid}) runs with gid {gid.effective} but "
                f"runAsGroup is declared as {declared.run_as_group}; files it creates get the "
                "wrong group and group-based access differs from what was reviewed.")
-    yield RUN_AS_GROUP_MISMATCH.finding(message, profile=profile, gid=declared.run_as_group)
+    yield RUN_AS_GROUP_MISMATCH.finding(message, profile=profile, gid=declared.run_as_group,
+                                        observed=f"gid {gid.effective}",
+                                        declared=f"runAsGroup: {declared.run_as_group}")
 
 
 RUN_AS_GROUP_MISMATCH = Rule(
@@ -128,7 +133,8 @@ def home_directory_unusable(observed: ObservedProcess, declared: DeclaredContain
     else:
         message += "."
     severity = Severity.LOW if ivy_ok else None
-    yield HOME_DIRECTORY_UNUSABLE.finding(message, _home_fix(profile, spark), severity)
+    yield HOME_DIRECTORY_UNUSABLE.finding(message, _home_fix(profile, spark), severity,
+                                          observed="; ".join(problems))
 
 
 def _home_fix(profile: Profile, spark: bool) -> str:

@@ -23,7 +23,7 @@ def inspection_incomplete(observed: ObservedProcess, declared: DeclaredContainer
                f"{listed}. Rules that need them report nothing, which is not a pass.")
     fix = ("# Run opaudit as the DaemonSet ships it (hostPID; SYS_PTRACE, DAC_READ_SEARCH,\n"
            "# SYS_ADMIN), or re-run while the process is alive.")
-    yield INSPECTION_INCOMPLETE.finding(message, fix)
+    yield INSPECTION_INCOMPLETE.finding(message, fix, observed=listed)
 
 
 INSPECTION_INCOMPLETE = Rule(

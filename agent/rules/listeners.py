@@ -41,7 +41,8 @@ def ipv6_listener_with_ipv6_disabled(observed: ObservedProcess,
         flag = SPARK_OPERATOR_BIND_FLAGS.get(listener.port)
         if profile.helm_values_prefix and flag:
             fix += f"\n# spark-operator: pass {flag}=0.0.0.0:{listener.port}"
-        yield IPV6_LISTENER_WITH_IPV6_DISABLED.finding(message, fix)
+        yield IPV6_LISTENER_WITH_IPV6_DISABLED.finding(
+            message, fix, observed=f"{describe(listener, network)}; disable_ipv6=1")
 
 
 IPV6_LISTENER_WITH_IPV6_DISABLED = Rule(
@@ -69,8 +70,10 @@ def declared_port_not_listening(observed: ObservedProcess, declared: DeclaredCon
         message = (f"containerPort{name} {port.port}/{port.protocol} is declared, but nothing "
                    f"in the pod's network namespace listens on {proto.upper()} {port.port}"
                    f"{hint}; Services and NetworkPolicies built on it point at nothing.")
-        yield DECLARED_PORT_NOT_LISTENING.finding(message, name=port.name or "<name>",
-                                                  protocol=port.protocol)
+        yield DECLARED_PORT_NOT_LISTENING.finding(
+            message, name=port.name or "<name>", protocol=port.protocol,
+            observed=f"no {proto.upper()} listener on {port.port}",
+            declared=f"containerPort{name} {port.port}/{port.protocol}")
 
 
 DECLARED_PORT_NOT_LISTENING = Rule(
@@ -102,7 +105,8 @@ def undeclared_listener(observed: ObservedProcess, declared: DeclaredContainer |
                    " on a non-loopback address, but no containerPort or probe names it: "
                    "reviews and NetworkPolicies miss what the pod really exposes.")
         yield UNDECLARED_LISTENER.finding(message, port=listener.port,
-                                          protocol=listener.protocol.upper())
+                                          protocol=listener.protocol.upper(),
+                                          observed=describe(listener, network))
 
 
 UNDECLARED_LISTENER = Rule(

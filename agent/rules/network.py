@@ -34,14 +34,18 @@ def probe_port_not_listening(observed: ObservedProcess, declared: DeclaredContai
                        f"{probe.port_name!r}, which no containerPort of "
                        f"{declared.container_name} defines; the kubelet cannot probe it.")
             fix = f"ports:\n- name: {probe.port_name}\n  containerPort: <port>\n  protocol: TCP"
-            yield PROBE_PORT_NOT_LISTENING.finding(message, "# Pod spec: containers[]\n" + fix)
+            yield PROBE_PORT_NOT_LISTENING.finding(
+                message, "# Pod spec: containers[]\n" + fix,
+                declared=f"{probe.kind} probe port {probe.port_name}")
     for promised in promised_ports(declared):
         if not promised.probe or listeners_on(network, promised.port, "tcp"):
             continue
         message = (f"The {', '.join(promised.names)} targets TCP port {promised.port}, but "
                    "nothing in the pod's network namespace listens there: the probe fails and "
                    "the kubelet restarts the container or keeps it out of the Service.")
-        yield PROBE_PORT_NOT_LISTENING.finding(message, port=promised.port)
+        yield PROBE_PORT_NOT_LISTENING.finding(
+            message, port=promised.port, observed=f"no TCP listener on {promised.port}",
+            declared=", ".join(promised.names))
 
 
 PROBE_PORT_NOT_LISTENING = Rule(
@@ -67,7 +71,8 @@ def listener_loopback_only(observed: ObservedProcess, declared: DeclaredContaine
         bound = ", ".join(describe(s, network) for s in sockets)
         message = (f"{', '.join(promised.names)} is bound only to loopback ({bound}): the "
                    "kubelet's probes and other pods connect to the pod IP and are refused.")
-        yield LISTENER_LOOPBACK_ONLY.finding(message, port=promised.port)
+        yield LISTENER_LOOPBACK_ONLY.finding(message, port=promised.port, observed=bound,
+                                             declared=", ".join(promised.names))
 
 
 LISTENER_LOOPBACK_ONLY = Rule(
@@ -112,8 +117,9 @@ def listener_family_mismatch(observed: ObservedProcess, declared: DeclaredContai
         message = (f"{', '.join(promised.names)} listens ({bound}{disabled}), but no socket "
                    f"accepts {FAMILY[primary]}, the pod's primary family: connections to the "
                    "pod IP are refused.")
-        yield LISTENER_FAMILY_MISMATCH.finding(message,
-                                               _family_fix(profile, primary, promised.port))
+        yield LISTENER_FAMILY_MISMATCH.finding(
+            message, _family_fix(profile, primary, promised.port), observed=bound + disabled,
+            declared=f"{', '.join(promised.names)} on an {FAMILY[primary]} pod")
 
 
 LISTENER_FAMILY_MISMATCH = Rule(
@@ -148,7 +154,8 @@ def dual_stack_listener_gap(observed: ObservedProcess, declared: DeclaredContain
                    f"{FAMILY[missing]} (a dual-stack Service, IPv6-preferring resolvers) are "
                    "refused.")
         yield DUAL_STACK_LISTENER_GAP.finding(message, port=promised.port,
-                                              family=FAMILY[missing])
+                                              family=FAMILY[missing], observed=bound,
+                                              declared=", ".join(promised.names))
 
 
 DUAL_STACK_LISTENER_GAP = Rule(

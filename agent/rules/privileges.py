@@ -41,7 +41,8 @@ def privileged_container(observed: ObservedProcess, declared: DeclaredContainer 
     what = " and ".join(x for x in (decl, seen) if x)
     message = (f"{_who(observed)} runs privileged: {what}. A privileged container has all "
                "capabilities and the host's devices; it can take over the node.")
-    yield PRIVILEGED_CONTAINER.finding(message, profile=profile)
+    yield PRIVILEGED_CONTAINER.finding(message, profile=profile, observed=seen or None,
+                                       declared=decl or None)
 
 
 PRIVILEGED_CONTAINER = Rule(
@@ -65,7 +66,10 @@ def privilege_escalation_allowed(observed: ObservedProcess, declared: DeclaredCo
     elif declared is not None:
         message += (" allowPrivilegeEscalation is not set to false, and the kubelet sets "
                     "no_new_privs only when it is explicitly false.")
-    yield PRIVILEGE_ESCALATION_ALLOWED.finding(message, profile=profile)
+    said = (None if declared is None or declared.allow_privilege_escalation is None
+            else f"allowPrivilegeEscalation: {str(declared.allow_privilege_escalation).lower()}")
+    yield PRIVILEGE_ESCALATION_ALLOWED.finding(message, profile=profile, observed="NoNewPrivs: 0",
+                                               declared=said)
 
 
 PRIVILEGE_ESCALATION_ALLOWED = Rule(
@@ -90,7 +94,8 @@ def capabilities_not_dropped(observed: ObservedProcess, declared: DeclaredContai
     message = (f"{_who(observed)} keeps {names} in its bounding set{said}; any of them can "
                "be regained by exec of a file with capabilities or by a root process, and "
                "NET_BIND_SERVICE is the only one a hardened workload may keep.")
-    yield CAPABILITIES_NOT_DROPPED.finding(message, profile=profile)
+    yield CAPABILITIES_NOT_DROPPED.finding(message, profile=profile, observed=f"bounding: {names}",
+                                           declared=f"drop: [{declared_drop}]" if said else None)
 
 
 CAPABILITIES_NOT_DROPPED = Rule(
@@ -126,7 +131,10 @@ def capability_added_but_ineffective(observed: ObservedProcess,
     if NET_BIND_SERVICE_BIT in {capability_bit(n) for n in idle}:
         fix += ("\n# If a port below 1024 is really needed, lower the netns threshold instead:\n"
                 + sysctl_fix(profile, "net.ipv4.ip_unprivileged_port_start", 0))
-    yield CAPABILITY_ADDED_BUT_INEFFECTIVE.finding(message, fix)
+    effective = ", ".join(mask_names(caps.effective)) or "none"
+    yield CAPABILITY_ADDED_BUT_INEFFECTIVE.finding(
+        message, fix, observed=f"effective: {effective}",
+        declared=f"add: [{', '.join(declared.capabilities_add)}]")
 
 
 CAPABILITY_ADDED_BUT_INEFFECTIVE = Rule(
@@ -165,7 +173,9 @@ def net_bind_service_unneeded(observed: ObservedProcess, declared: DeclaredConta
                "namespace, so no capability is involved in binding them.")
     keep = [c for c in (declared.capabilities_add if declared else ())
             if capability_bit(c) != NET_BIND_SERVICE_BIT and c != "ALL"]
-    yield NET_BIND_SERVICE_UNNEEDED.finding(message, profile=profile, add=_add_back(keep))
+    yield NET_BIND_SERVICE_UNNEEDED.finding(
+        message, profile=profile, add=_add_back(keep),
+        observed=f"NET_BIND_SERVICE {where}; ports {listed}; ip_unprivileged_port_start={start}")
 
 
 NET_BIND_SERVICE_UNNEEDED = Rule(
@@ -186,7 +196,9 @@ def seccomp_unconfined(observed: ObservedProcess, declared: DeclaredContainer | 
         said = f" although seccompProfile {declared.seccomp_profile} is declared"
     message = (f"{_who(observed)} runs with seccomp mode 0 (no filter){said}; every syscall, "
                "including rarely used ones with kernel bugs, is open to it.")
-    yield SECCOMP_UNCONFINED.finding(message, profile=profile)
+    yield SECCOMP_UNCONFINED.finding(
+        message, profile=profile, observed="Seccomp: 0",
+        declared=f"seccompProfile: {declared.seccomp_profile}" if said and declared else None)
 
 
 SECCOMP_UNCONFINED = Rule(

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_diagnose_json_names_the_rules_it_could_not_evaluate(stage: Stage) -> None:
     proc = stage.spawn([Sock("tcp", 4, "0.0.0.0", 8080)], netns=stage.netns(), uid=185,
-                       no_new_privs=True, seccomp=True, readonly_root=True, tmpfs=["/tmp"])
+                       no_new_privs=True, seccomp=False, readonly_root=True, tmpfs=["/tmp"])
     result = subprocess.run(
         [sys.executable, "-m", "agent.cli", "diagnose", "--pid", str(proc.pid), "-o", "json",
          "--fail-on", "critical"], capture_output=True, text=True, timeout=60, cwd=ROOT)
@@ -37,3 +37,10 @@ def test_diagnose_json_names_the_rules_it_could_not_evaluate(stage: Stage) -> No
     assert set(target["passed"]).isdisjoint(fired | set(unevaluated))
     assert set(target["passed"]) | fired | set(unevaluated) == {r.id for r in CATALOGUE}
     assert target["waived"] == []
+    assert "RunsAsRoot" in target["passed"]
+    # staged without a seccomp filter; every finding says what was observed, none what was
+    # declared (there is no pod spec)
+    assert "SeccompUnconfined" in fired
+    for finding in doc["findings"]:
+        assert finding["declared"] is None, finding
+        assert finding["observed"], finding

@@ -101,7 +101,9 @@ def test_a_waived_finding_is_waived_not_passed() -> None:
     waiver = Waiver("SeccompUnconfined", "profiling build", namespace="spark-operator")
     verdicts = by_rule(evaluate(observed(seccomp="disabled"), decl, profile_for(decl),
                                 AuditConfig(waivers=(waiver,))))
-    assert verdicts["SeccompUnconfined"] == Verdict("SeccompUnconfined", Outcome.WAIVED)
+    waived = verdicts["SeccompUnconfined"]
+    assert (waived.outcome, waived.findings) == (Outcome.WAIVED, ())
+    assert (waived.category, waived.severity) == ("privileges", Severity.HIGH)
 
 
 def test_findings_are_stamped_inside_their_verdicts() -> None:
