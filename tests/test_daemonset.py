@@ -4,16 +4,10 @@ exactly the documented RBAC, and passes opaudit's own rules except for what it d
 from __future__ import annotations
 
 import copy
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-DAEMONSET_DIR = Path(__file__).resolve().parents[1] / "daemonset"
-K8S_VERSION = "1.37.0"  # the schemas kubernetes-validate ships (pinned in pyproject.toml)
+from manifests import DAEMONSET_DIR, K8S_VERSION, by_kind, kustomize
 
 # What the agent uses, and the only findings its own rules may raise on itself
 # (daemonset/README.md explains each).
@@ -28,24 +22,15 @@ DOCUMENTED_RBAC = {
 
 @pytest.fixture(scope="module")
 def rendered() -> list[dict[str, Any]]:
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not installed (scripts/bootstrap installs kubernetes-client)")
-    result = subprocess.run(["kubectl", "kustomize", str(DAEMONSET_DIR)],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def by_kind(rendered: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (found,) = [doc for doc in rendered if doc["kind"] == kind]
-    return found
+    return kustomize()
 
 
 def test_renders_every_object(rendered: list[dict[str, Any]]) -> None:
     kinds = sorted(doc["kind"] for doc in rendered)
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Namespace",
-                     "ServiceAccount"]
-    namespaced = [d for d in rendered if d["kind"] in ("ServiceAccount", "DaemonSet")]
+                     "NetworkPolicy", "ServiceAccount"]
+    namespaced = [d for d in rendered
+                  if d["kind"] in ("ServiceAccount", "DaemonSet", "NetworkPolicy")]
     assert all(d["metadata"]["namespace"] == "opaudit" for d in namespaced)
 
 
@@ -102,6 +87,17 @@ def test_daemonset_pod_has_the_agent_settings(rendered: list[dict[str, Any]]) ->
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["resources"]["limits"]["memory"] == "128Mi"
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_network_policy_admits_only_the_metrics_port(rendered: list[dict[str, Any]]) -> None:
+    daemonset = by_kind(rendered, "DaemonSet")
+    (container,) = daemonset["spec"]["template"]["spec"]["containers"]
+    policy = by_kind(rendered, "NetworkPolicy")["spec"]
+    assert policy["podSelector"]["matchLabels"] == daemonset["spec"]["selector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["ingress"] == [{"ports": [
+        {"protocol": "TCP", "port": p["containerPort"]} for p in container["ports"]]}]
 
 
 def test_each_added_capability_carries_a_comment_naming_its_kernel_check() -> None:
