@@ -59,7 +59,7 @@ def checkov(files: list[Path]) -> dict[str, dict[str, Any]]:
         Path(__file__).resolve().parents[1] / ".venv" / "checkov" / "bin" / "checkov")
     if not os.access(binary, os.X_OK):
         pytest.skip("checkov is not installed (scripts/devtools installs it)")
-    args = [binary, "--framework", "kubernetes", "--quiet", "--compact", "-o", "json",
+    args = [binary, "--framework", "kubernetes", "--compact", "-o", "json",
             # No call to Prisma Cloud for guidelines: only the registries are reachable.
             "--skip-download"]
     for path in files:
