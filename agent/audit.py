@@ -7,7 +7,7 @@ Shared by `diagnose` (cli) and `run` (node). Network facts are read once per nam
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from agent.collect.errors import CollectError
@@ -54,13 +54,16 @@ def declared_containers(pods: Sequence[Pod]) -> list[DeclaredContainer]:
 
 
 def container_requests(
-    declared: Sequence[DeclaredContainer], proc: ProcFS
+    declared: Sequence[DeclaredContainer], proc: ProcFS,
+    pids: Mapping[tuple[str, str], tuple[int, ...]] | None = None,
 ) -> list[AuditRequest]:
     """One request per process of each declared container on this node (a container with
-    none is logged). Raises CollectError when /proc cannot be listed."""
+    none is logged); `pids` when the caller has mapped them already. Raises CollectError
+    when /proc cannot be listed."""
     from agent.kube.procmap import pids_for_containers
 
-    pids = pids_for_containers(declared, proc_root=proc.root)
+    if pids is None:
+        pids = pids_for_containers(declared, proc_root=proc.root)
     requests: list[AuditRequest] = []
     for container in declared:
         container_pids = pids.get((container.pod.uid, container.container_name), ())

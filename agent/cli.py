@@ -9,72 +9,19 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
+
+from agent.arguments import build_parser
+from agent.collect.errors import ProcessGone
 
 if TYPE_CHECKING:
     from agent.audit import AuditRequest
     from agent.model import AuditConfig, Report
-
-SEVERITIES = ("info", "low", "medium", "high", "critical")
+    from agent.podtargets import PodTargets
 
 
 class UsageError(Exception):
     """A mistake in how opaudit was called: one line on stderr, exit 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        print(f"opaudit: {message} (see `{self.prog} --help`)", file=sys.stderr)
-        sys.exit(2)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="opaudit", description=(
-        "Compare what a pod declares with what the kernel enforces on its processes."))
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-
-    diag = sub.add_parser("diagnose", help="audit processes once and print a report")
-    diag.add_argument("--pid", type=int, action="append", default=[], help="process to audit")
-    diag.add_argument("--self", dest="audit_self", action="store_true",
-                      help="audit opaudit's own process")
-    diag.add_argument("--pod", action="append", default=[], metavar="NS/NAME",
-                      help="audit a pod's containers on this node (needs the API)")
-    diag.add_argument("-l", "--selector", help="label selector for pods on this node")
-    diag.add_argument("-n", "--namespace", help="namespace for -l (default: all)")
-    diag.add_argument("--node", help="this node's name (default: $NODE_NAME)")
-    diag.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster or $KUBECONFIG)")
-    diag.add_argument("--pod-spec", metavar="FILE",
-                      help="declared side offline: a Pod as `kubectl get pod -o yaml|json` prints")
-    diag.add_argument("--container", help="container of --pod-spec (default: the first)")
-    diag.add_argument("--config", metavar="FILE", help="profiles, waivers, severity overrides")
-    diag.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
-    diag.add_argument("--fail-on", choices=SEVERITIES, default="high",
-                      help="exit 1 when a finding is at or above this severity (default: high)")
-    diag.set_defaults(func=cmd_diagnose)
-
-    socks = sub.add_parser("sockets", help="listening sockets of PID's netns, like `ss -tulnp`")
-    socks.add_argument("--pid", type=int, required=True)
-    socks.add_argument("-o", "--output", choices=("table", "json"), default="table")
-    socks.set_defaults(func=cmd_sockets)
-
-    caps = sub.add_parser("caps", help="capability helpers")
-    caps_sub = caps.add_subparsers(dest="caps_command", required=True, parser_class=Parser)
-    decode = caps_sub.add_parser("decode", help="exactly what `capsh --decode=HEX` prints")
-    decode.add_argument("hex")
-    decode.set_defaults(func=cmd_caps_decode)
-
-    run = sub.add_parser("run", help="the node agent: audit selected pods, post Events")
-    run.add_argument("--node", help="this node's name (default: $NODE_NAME)")
-    run.add_argument("-l", "--selector", help="label selector for pods to audit")
-    run.add_argument("-n", "--namespace", help="only this namespace")
-    run.add_argument("--once", action="store_true", help="one audit cycle, then exit")
-    run.add_argument("--interval", type=float, default=60.0, help="seconds between cycles")
-    run.add_argument("--sink", choices=("events", "stdout"), default="events")
-    run.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz")
-    run.add_argument("--kubeconfig")
-    run.add_argument("--config", metavar="FILE")
-    run.set_defaults(func=cmd_run)
-    return parser
 
 
 # Commands that read other processes drop every capability but the three they use first.
@@ -91,7 +38,7 @@ def main(argv: Sequence[str] | None = None, *, restrict: bool | None = None) -> 
 
         args.privileges = restrict_self()
     try:
-        code: int = args.func(args)
+        code: int = COMMANDS[args.func](args)
         return code
     except KeyboardInterrupt:
         return 130
@@ -108,8 +55,14 @@ def one_line(exc: BaseException) -> str:
     from agent.collect.errors import CollectError
 
     text = " ".join(str(exc).split()) or type(exc).__name__
-    known = isinstance(exc, CollectError | UsageError | OSError | ValueError)
+    known = isinstance(exc, CollectError | UsageError | OSError | ValueError) or _is_api_error(exc)
     return text if known else f"internal error: {type(exc).__name__}: {text}"
+
+
+def _is_api_error(exc: BaseException) -> bool:
+    """A KubeError, without importing the client for an error that cannot be one."""
+    client = sys.modules.get("agent.kube.client")
+    return client is not None and isinstance(exc, client.KubeError)
 
 
 # --- diagnose ------------------------------------------------------------------------
@@ -117,14 +70,36 @@ def one_line(exc: BaseException) -> str:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from agent.audit import audit
+    from agent.logs import setup_cli_logging
 
+    setup_cli_logging()
+    check_diagnose_options(args)
     config = load_config_option(args.config)
-    requests = pid_requests(args) + kube_requests(args)
+    requests, missing = pid_requests(args)
+    node = args.node or os.environ.get("NODE_NAME")
+    if args.pod or args.selector:
+        targets = pod_requests(args, node)
+        requests, node = [*requests, *targets.requests], targets.node
     if not requests:
-        raise UsageError("diagnose needs --pid, --self, --pod or -l")
-    report = audit(requests, config=config, node=args.node or os.environ.get("NODE_NAME"))
+        raise ProcessGone(missing[0])
+    report = audit(requests, config=config, node=node)
     print_report(report, args.output)
-    return exit_status(report, args.fail_on)
+    for pid in missing:  # after the report, so the last line says what was left out
+        print(f"opaudit: {ProcessGone(pid)}: not audited", file=sys.stderr)
+    return 2 if missing else exit_status(report, args.fail_on)
+
+
+def check_diagnose_options(args: argparse.Namespace) -> None:
+    """Options that would be silently ignored are mistakes."""
+    if not (args.pid or args.audit_self or args.pod or args.selector):
+        raise UsageError("diagnose needs --pid, --self, --pod or -l")
+    if args.pod_spec and not (args.pid or args.audit_self):
+        raise UsageError("--pod-spec describes the pod of --pid; give --pid too")
+    if args.namespace is not None and args.selector is None:
+        raise UsageError("-n NAMESPACE limits -l; --pod takes NAMESPACE/NAME, --pid none")
+    if args.container is not None and not (args.pod_spec or args.pod or args.selector):
+        raise UsageError("--container picks a container of --pod-spec, --pod or -l; "
+                         "with --pid alone there is none")
 
 
 def load_config_option(path: str | None) -> AuditConfig:
@@ -137,54 +112,36 @@ def load_config_option(path: str | None) -> AuditConfig:
     return load_config(path)
 
 
-def pid_requests(args: argparse.Namespace) -> list[AuditRequest]:
+def pid_requests(args: argparse.Namespace) -> tuple[list[AuditRequest], list[int]]:
+    """Requests for each distinct --pid (and --self), and the pids that do not exist."""
     from agent.audit import AuditRequest
-    from agent.collect.errors import ProcessGone
     from agent.collect.procfs import ProcFS
 
-    pids = [*args.pid, *([os.getpid()] if args.audit_self else [])]
-    if args.pod_spec and not pids:
-        raise UsageError("--pod-spec describes the pod of --pid; give --pid too")
+    pids = list(dict.fromkeys([*args.pid, *([os.getpid()] if args.audit_self else [])]))
     declared = None
-    if args.pod_spec:
+    if args.pod_spec and pids:
         from agent.kube.podspec import declared_from_pod, load_pod_manifest
 
         declared = declared_from_pod(load_pod_manifest(args.pod_spec), args.container)
     proc_root = ProcFS().root  # HOST_PROC, as the audit reads it
-    for pid in pids:
-        if pid <= 0 or not os.path.exists(f"{proc_root}/{pid}"):
-            raise ProcessGone(pid)
-    return [AuditRequest(pid=pid, declared=declared) for pid in pids]
+    missing = [pid for pid in pids if not os.path.exists(f"{proc_root}/{pid}")]
+    return [AuditRequest(pid=pid, declared=declared) for pid in pids if pid not in missing], \
+        missing
 
 
-def kube_requests(args: argparse.Namespace) -> list[AuditRequest]:
-    """The running containers of --pod/-l pods, mapped to their processes on this node."""
-    if not args.pod and not args.selector:
-        return []
-    from agent.audit import container_requests, declared_containers
+def pod_requests(args: argparse.Namespace, node: str | None) -> PodTargets:
+    """The running containers of --pod/-l pods, mapped to their processes on this host."""
     from agent.collect.procfs import ProcFS
     from agent.kube.client import load_api
+    from agent.podtargets import PodSelection, fetch_pods, pod_targets
 
-    node = args.node or os.environ.get("NODE_NAME")
+    selection = PodSelection(pods=tuple(args.pod), selector=args.selector,
+                             namespace=args.namespace, container=args.container, node=node)
     api = load_api(args.kubeconfig)
-    pods = []
-    for ref in args.pod:
-        namespace, sep, name = ref.partition("/")
-        if not sep or not namespace or not name:
-            raise UsageError(f"--pod takes NAMESPACE/NAME, not {ref!r}")
-        pod = api.get_pod(namespace, name)
-        where = (pod.get("spec") or {}).get("nodeName")
-        if node and where and where != node:
-            raise UsageError(f"pod {ref} runs on node {where}, not on {node}: "
-                             f"run opaudit on {where}")
-        pods.append(pod)
-    if args.selector:
-        pods += api.list_pods(node, args.selector, args.namespace)[0]
-    requests = container_requests(declared_containers(pods), ProcFS())
-    if not requests:
-        raise UsageError("no running container of the selected pods has a process on this "
-                         "node (opaudit needs hostPID to see them)")
-    return requests
+    try:  # a TargetError is a ValueError: main() prints its one line, exit 2
+        return pod_targets(fetch_pods(api, selection), selection, ProcFS())
+    finally:
+        api.close()
 
 
 def print_report(report: Report, output: str) -> None:
@@ -242,6 +199,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     return run_agent(options)
 
+
+COMMANDS = {"diagnose": cmd_diagnose, "sockets": cmd_sockets, "caps_decode": cmd_caps_decode,
+            "run": cmd_run}
 
 if __name__ == "__main__":
     sys.exit(main())

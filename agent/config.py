@@ -23,14 +23,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
+from agent.collect.userfile import InputFileError, load_user_yaml
 from agent.model import AuditConfig, Profile, Severity, Waiver
 from agent.rules.catalogue import RULE_IDS
 
 TOP_LEVEL = ("profiles", "waivers", "severityOverrides")
 PROFILE_FIELDS = ("name", "selector", "writablePaths", "ports", "uid", "helmValuesPrefix")
 WAIVER_FIELDS = ("rule", "reason", "namespace", "selector")
+CONFIG_LIMIT = 1 << 20  # a hand-written file of profiles and waivers
 
 
 class ConfigError(ValueError):
@@ -175,17 +175,7 @@ def parse_config(raw: Any) -> AuditConfig:
 
 def load_config(path: str) -> AuditConfig:
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(path, "not UTF-8 text") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else path
-        problem = getattr(exc, "problem", None) or "invalid syntax"
-        raise ConfigError(where, f"not valid YAML: {problem}") from None
+        raw = load_user_yaml(path, "config", CONFIG_LIMIT)
+    except InputFileError as exc:
+        raise ConfigError("", str(exc).removeprefix("config ")) from None
     return parse_config(raw)

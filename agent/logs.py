@@ -29,12 +29,24 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _RECORD_ATTRS and not key.startswith("_"):
-                line[key] = value
+        line.update(extra_fields(record))
         if record.exc_info and record.exc_info[1] is not None:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=True)
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {key: value for key, value in vars(record).items()
+            if key not in _RECORD_ATTRS and not key.startswith("_")}
+
+
+class CliFormatter(logging.Formatter):
+    """`opaudit: warning: MESSAGE (pod=ns/name, container=app)`: one line, for a person."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = ", ".join(f"{key}={value}" for key, value in extra_fields(record).items())
+        text = " ".join(f"{record.getMessage()}{f' ({fields})' if fields else ''}".split())
+        return f"opaudit: {record.levelname.lower()}: {text}"
 
 
 def _utc_timestamp(created: float) -> str:
@@ -44,8 +56,18 @@ def _utc_timestamp(created: float) -> str:
 
 def setup_json_logging(level: int | str = logging.INFO, stream: IO[str] | None = None) -> None:
     """Route every logger (ours, urllib3's, kubernetes') to one JSON-lines handler."""
+    _route_logging(JsonFormatter(), level, stream)
+
+
+def setup_cli_logging(level: int | str = logging.WARNING, stream: IO[str] | None = None) -> None:
+    """`diagnose`: warnings as one readable line each on stderr, with their fields."""
+    _route_logging(CliFormatter(), level, stream)
+
+
+def _route_logging(formatter: logging.Formatter, level: int | str,
+                   stream: IO[str] | None) -> None:
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -14,10 +14,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from agent.collect.userfile import InputFileError, load_user_yaml, read_user_file
+
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # User fields only the official loader understands (exec plugins, OIDC, basic auth, inline data).
 _OFFICIAL_ONLY = ("exec", "auth-provider", "username", "password", "client-certificate-data",
                   "client-key-data")
+# A kubeconfig with inline certificates for many clusters is still far below this.
+KUBECONFIG_LIMIT = 16 << 20
+TOKEN_LIMIT = 1 << 20
 
 
 def incluster_configuration(configuration: Any, sa_dir: str = SERVICE_ACCOUNT_DIR) -> bool:
@@ -34,16 +39,25 @@ def incluster_configuration(configuration: Any, sa_dir: str = SERVICE_ACCOUNT_DI
     return True
 
 
-def kubeconfig_configuration(configuration: Any, path: str) -> bool:
-    """Fill `configuration` from a plain kubeconfig; False when it needs the official loader."""
-    import yaml
+def kubeconfig_files(explicit: str | None) -> list[str]:
+    """--kubeconfig, else the files of $KUBECONFIG (a path list), else ~/.kube/config."""
+    if explicit is not None:
+        return [explicit]
+    listed = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return listed or [os.path.expanduser("~/.kube/config")]
 
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return False  # the official loader says what is wrong, in its words
+
+def read_kubeconfig(path: str) -> dict[str, Any]:
+    """The kubeconfig at `path`, read as a bounded regular file; InputFileError otherwise."""
+    doc = load_user_yaml(path, "kubeconfig", KUBECONFIG_LIMIT)
     if not isinstance(doc, dict):
-        return False
+        problem = "empty" if doc is None else f"not a kubeconfig (a {type(doc).__name__})"
+        raise InputFileError("kubeconfig", path, problem)
+    return doc
+
+
+def kubeconfig_configuration(configuration: Any, path: str, doc: dict[str, Any]) -> bool:
+    """Fill `configuration` from a plain kubeconfig; False when it needs the official loader."""
     context = _named(doc, "contexts", doc.get("current-context"), "context")
     if context is None:
         return False
@@ -80,8 +94,9 @@ def _use_token_file(configuration: Any, token_file: Path) -> None:
     # Bound ServiceAccount tokens expire; the kubelet rewrites the file, so read it per request.
     # An unreadable file keeps the last token; the API answers 401 and the caller backs off.
     def refresh(config: Any) -> None:
-        with contextlib.suppress(OSError):
-            config.api_key = {"authorization": f"Bearer {token_file.read_text().strip()}"}
+        with contextlib.suppress(InputFileError):
+            token = read_user_file(str(token_file), "token file", TOKEN_LIMIT).strip()
+            config.api_key = {"authorization": f"Bearer {token}"}
 
     configuration.refresh_api_key_hook = refresh
     refresh(configuration)

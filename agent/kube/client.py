@@ -27,6 +27,17 @@ class KubeError(ApiError):
     """An API call failed; `status` is the HTTP status, None when no answer came back."""
 
 
+class KubeConfigError(KubeError):
+    """No usable API configuration: the user's kubeconfig or the pod's ServiceAccount.
+    `str()` is only the message, which names the file."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, "Config", message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class WatchExpired(KubeError):
     """The watch's resourceVersion is too old (410 Gone): list again, then watch from there."""
 
@@ -60,13 +71,33 @@ def load_api(
 
 
 def _plain_configuration(configuration: Any, kubeconfig: str | None) -> bool:
-    """In-cluster or a plain kubeconfig, without importing `kubernetes.config`."""
-    from agent.kube.apiconfig import incluster_configuration, kubeconfig_configuration
+    """In-cluster or a plain kubeconfig, without importing `kubernetes.config`. Every
+    kubeconfig file is read here first, bounded, so the official loader never meets a
+    missing, binary, huge or non-regular file (its message would name none)."""
+    from agent.collect.userfile import InputFileError
+    from agent.kube.apiconfig import (
+        incluster_configuration,
+        kubeconfig_configuration,
+        kubeconfig_files,
+        read_kubeconfig,
+    )
 
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         return incluster_configuration(configuration)
-    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    return kubeconfig_configuration(configuration, path)
+    paths = kubeconfig_files(kubeconfig)
+    if kubeconfig is None:
+        paths = [p for p in paths if os.path.lexists(p)]  # as kubectl skips them
+        if not paths:
+            missing = ("no file of $KUBECONFIG exists" if os.environ.get("KUBECONFIG")
+                       else "~/.kube/config does not exist")
+            raise KubeConfigError("no Kubernetes API configuration: not in a pod "
+                                  f"(KUBERNETES_SERVICE_HOST is unset), no --kubeconfig, and "
+                                  f"{missing}")
+    try:
+        docs = [read_kubeconfig(path) for path in paths]
+    except InputFileError as exc:
+        raise KubeConfigError(str(exc)) from None
+    return len(docs) == 1 and kubeconfig_configuration(configuration, paths[0], docs[0])
 
 
 def _official_configuration(configuration: Any, kubeconfig: str | None) -> None:
@@ -76,15 +107,15 @@ def _official_configuration(configuration: Any, kubeconfig: str | None) -> None:
     config: Any = loaders  # its loaders carry no type hints
     try:
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            source = "the in-cluster ServiceAccount"
             config.load_incluster_config(client_configuration=configuration)
         else:
             # Read KUBECONFIG now: the client's own default was fixed when it was imported.
             path = kubeconfig or os.environ.get("KUBECONFIG") or None
+            source = f"kubeconfig {path or '~/.kube/config'}"
             config.load_kube_config(config_file=path, client_configuration=configuration)
     except Exception as exc:  # the loaders raise ConfigException, OSError, TypeError...
-        source = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        message = f"cannot load API config from {source}: {exc}"
-        raise KubeError(None, "Config", message) from None
+        raise KubeConfigError(f"cannot load the API config from {source}: {exc}") from None
 
 
 class Api:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agent.collect.userfile import STDIN, InputFileError, load_user_yaml
 from agent.kube.containers import container_statuses
 from agent.model import (
     DeclaredContainer,
@@ -24,6 +25,8 @@ PROBE_HANDLERS = ("httpGet", "tcpSocket", "grpc", "exec")
 # Only these fields exist at both levels; privileged, capabilities, allowPrivilegeEscalation and
 # readOnlyRootFilesystem are container-only (core/v1 PodSecurityContext).
 POD_LEVEL_FIELDS = ("runAsUser", "runAsGroup", "runAsNonRoot", "seccompProfile")
+# etcd stores an object of at most 1.5 MiB (its default --max-request-bytes); YAML adds a little.
+POD_SPEC_LIMIT = 2 << 20
 
 
 class PodSpecError(ValueError):
@@ -31,23 +34,12 @@ class PodSpecError(ValueError):
 
 
 def load_pod_manifest(path: str) -> dict[str, Any]:
-    """Read a Pod manifest in YAML or JSON (JSON is YAML); one clear PodSpecError otherwise."""
-    import yaml  # only --pod-spec pays for it
-
+    """Read a Pod manifest in YAML or JSON (`-` is stdin); one clear PodSpecError otherwise."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise PodSpecError(f"pod spec {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise PodSpecError(f"pod spec {path}: not UTF-8 text") from None
-    try:
-        pod = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid syntax"
-        raise PodSpecError(f"pod spec {path}: not valid YAML/JSON{where}: {problem}") from None
+        pod = load_user_yaml(path, "pod spec", POD_SPEC_LIMIT)
+    except InputFileError as exc:
+        raise PodSpecError(str(exc)) from None
+    path = "stdin" if path == STDIN else path
     if not isinstance(pod, dict):
         raise PodSpecError(f"pod spec {path}: expected a Pod object, got {type(pod).__name__}")
     kind = pod.get("kind", "Pod")

@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 from kubernetes.client import Configuration
 
-from agent.kube.apiconfig import incluster_configuration, kubeconfig_configuration
+from agent.kube.apiconfig import (
+    incluster_configuration,
+    kubeconfig_configuration,
+    read_kubeconfig,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +32,7 @@ def test_token_kubeconfig_fills_the_official_configuration(tmp_path: Path) -> No
     path = write_kubeconfig(tmp_path / "kc", {"token": "abc"},
                             {"server": "https://192.0.2.1:6443", "certificate-authority": "ca.crt"})
     config = Configuration()
-    assert kubeconfig_configuration(config, str(path))
+    assert kubeconfig_configuration(config, str(path), read_kubeconfig(str(path)))
     assert config.host == "https://192.0.2.1:6443"
     assert config.ssl_ca_cert == str(tmp_path / "ca.crt")
     assert config.get_api_key_with_prefix("BearerToken", alias="authorization") == "Bearer abc"
@@ -39,7 +43,7 @@ def test_token_kubeconfig_fills_the_official_configuration(tmp_path: Path) -> No
 def test_exec_oidc_and_inline_data_go_to_the_official_loader(tmp_path: Path,
                                                              user: dict[str, object]) -> None:
     path = write_kubeconfig(tmp_path / "kc", user, {"server": "https://192.0.2.1:6443"})
-    assert not kubeconfig_configuration(Configuration(), str(path))
+    assert not kubeconfig_configuration(Configuration(), str(path), read_kubeconfig(str(path)))
 
 
 def test_incluster_reads_the_rotating_token_per_request(tmp_path: Path,

@@ -1,0 +1,176 @@
+"""The command line's grammar (SPEC §2): the parser, its help, and every value checked at
+parse time, so a mistake is one line and exit 2 before anything runs."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from typing import NoReturn
+
+from agent import __version__
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+# capsh reads --decode with strtoull(): it decodes "zzz", "" and "-" as 0 and saturates
+# more than 64 bits (libcap progs/capsh.c); SPEC §2 takes 1-16 hex digits, optional 0x.
+CAPS_HEX = re.compile(r"(0[xX])?[0-9a-fA-F]{1,16}")
+# One cycle a second at most (the watch wakes a cycle sooner for a new pod); a day at most.
+INTERVAL_RANGE = (1.0, 86400.0)
+# A namespace is an RFC 1123 label, a pod name an RFC 1123 subdomain (k8s apimachinery
+# validation: IsDNS1123Label, IsDNS1123Subdomain).
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_NAMESPACE = re.compile(_DNS_LABEL)
+_POD_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+
+DIAGNOSE_EXIT = """exit status:
+  0  no finding at or above --fail-on
+  1  a finding at or above --fail-on
+  2  a usage error, or a target that could not be read (one line on stderr)"""
+PROGRAM_EXIT = """exit status:
+  0  success (diagnose: no finding at or above --fail-on)
+  1  diagnose only: a finding at or above --fail-on
+  2  a usage error, or a target that could not be read (one line on stderr)"""
+COMMAND_EXIT = """exit status:
+  0  success
+  2  a usage error, or a target that could not be read (one line on stderr)"""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"opaudit: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
+def pid_value(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"a pid is a positive integer, not {text!r}")
+    return int(text)
+
+
+def caps_hex(text: str) -> str:
+    if not CAPS_HEX.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"takes 1-16 hex digits with an optional 0x, not {text!r}")
+    return text
+
+
+def interval_seconds(text: str) -> float:
+    low, high = INTERVAL_RANGE
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # also false for nan
+        raise argparse.ArgumentTypeError(
+            f"seconds between cycles, from {low:g} to {high:g}, not {text!r}")
+    return value
+
+
+def port_number(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port from 1 to 65535, not {text!r}")
+    return int(text)
+
+
+def pod_reference(text: str) -> tuple[str, str]:
+    namespace, sep, name = text.partition("/")
+    if not sep or not _NAMESPACE.fullmatch(namespace) or len(name) > 253 \
+            or not _POD_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"takes NAMESPACE/NAME, not {text!r}")
+    return namespace, name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="opaudit", epilog=PROGRAM_EXIT, description=(
+        "Compare what a pod declares with what the kernel enforces on its processes."),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"opaudit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    add_diagnose(sub)
+    add_sockets(sub)
+    add_caps(sub)
+    add_run(sub)
+    return parser
+
+
+def _command(sub: argparse._SubParsersAction[Parser], name: str, text: str,
+             epilog: str = COMMAND_EXIT) -> Parser:
+    return sub.add_parser(name, help=text, description=text, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_diagnose(sub: argparse._SubParsersAction[Parser]) -> None:
+    diag = _command(sub, "diagnose", "audit processes once and print a report", DIAGNOSE_EXIT)
+    diag.add_argument("--pid", type=pid_value, action="append", default=[],
+                      help="process to audit; repeat for several")
+    diag.add_argument("--self", dest="audit_self", action="store_true",
+                      help="audit opaudit's own process")
+    diag.add_argument("--pod", type=pod_reference, action="append", default=[],
+                      metavar="NS/NAME",
+                      help="a pod whose containers run on this node (needs the API); repeatable")
+    diag.add_argument("-l", "--selector",
+                      help="label selector for pods on this node (needs the API)")
+    diag.add_argument("-n", "--namespace", help="only pods of this namespace, for -l "
+                      "(default: every namespace)")
+    diag.add_argument("--node", help="this node's name, for -l (default: $NODE_NAME, else the "
+                      "node of the selected pods whose containers run on this host)")
+    diag.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
+    diag.add_argument("--pod-spec", metavar="FILE", help=(
+        "the declared side of --pid offline: a Pod as `kubectl get pod -o yaml|json` prints "
+        "it; - reads stdin"))
+    diag.add_argument("--container", metavar="NAME", help=(
+        "only this container: of --pod-spec (default: its first), or of the --pod/-l pods "
+        "(default: all)"))
+    diag.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    diag.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table",
+                      help="report format (default: table)")
+    diag.add_argument("--fail-on", choices=SEVERITIES, default="high", help=(
+        "exit 1 when a finding is at or above this severity (default: high)"))
+    diag.set_defaults(func="diagnose")
+
+
+KUBECONFIG_HELP = "kubeconfig file (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)"
+CONFIG_HELP = "YAML file of extra profiles, waivers and severity overrides (see README)"
+
+
+def add_sockets(sub: argparse._SubParsersAction[Parser]) -> None:
+    socks = _command(sub, "sockets", "listening sockets of PID's netns, like `ss -tulnp`, "
+                     "with each socket's V6Only")
+    socks.add_argument("--pid", type=pid_value, required=True,
+                       help="any process of the network namespace to list")
+    socks.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                       help="table as `ss -tulnp` prints it, or JSON (default: table)")
+    socks.set_defaults(func="sockets")
+
+
+def add_caps(sub: argparse._SubParsersAction[Parser]) -> None:
+    caps = _command(sub, "caps", "capability helpers")
+    caps_sub = caps.add_subparsers(dest="caps_command", required=True, parser_class=Parser)
+    decode = _command(caps_sub, "decode", "exactly what `capsh --decode=HEX` prints")
+    decode.add_argument("hex", metavar="HEX", type=caps_hex, help=(
+        "a capability mask as /proc/PID/status shows it: 1-16 hex digits, optional 0x"))
+    decode.set_defaults(func="caps_decode")
+
+
+def add_run(sub: argparse._SubParsersAction[Parser]) -> None:
+    run = _command(sub, "run", "the node agent: audit the selected pods on this node and "
+                   "post Events")
+    run.add_argument("--node", help="this node's name (default: $NODE_NAME)")
+    run.add_argument("-l", "--selector", help="label selector for pods to audit "
+                     "(default: every pod on the node)")
+    run.add_argument("-n", "--namespace", help="only pods of this namespace "
+                     "(default: every namespace)")
+    run.add_argument("--once", action="store_true", help="one audit cycle, then exit")
+    low, high = INTERVAL_RANGE
+    run.add_argument("--interval", type=interval_seconds, default=60.0, metavar="SECONDS",
+                     help=f"seconds between cycles, {low:g} to {high:g} (default: 60)")
+    run.add_argument("--sink", choices=("events", "stdout"), default="events", help=(
+        "where findings go: Kubernetes Events on the pods, or one JSON report per cycle on "
+        "stdout (default: events)"))
+    run.add_argument("--metrics-port", type=port_number, metavar="PORT", help=(
+        "serve /metrics, /healthz and /readyz on this port (default: no server; the "
+        "DaemonSet uses 9090)"))
+    run.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
+    run.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    run.set_defaults(func="run")

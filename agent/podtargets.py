@@ -1,0 +1,138 @@
+"""`diagnose --pod/-l`: pods from the API -> their containers' processes on this host.
+
+Without `--node` or `NODE_NAME`, this host's node is the node of the selected pods whose
+containers have a process in this host's /proc: a container ID from the API's
+containerStatuses found in /proc/PID/cgroup proves where the container runs. The hostname
+cannot tell (a pod without hostNetwork has the pod's name as hostname, and cloud node names
+often differ from hostnames: `ip-10-0-0-1.ec2.internal` for host `ip-10-0-0-1`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent.audit import AuditRequest, container_requests, declared_containers
+from agent.kube.client import Api, KubeError
+
+if TYPE_CHECKING:
+    from agent.collect.procfs import ProcFS
+    from agent.model import DeclaredContainer
+
+
+class TargetError(ValueError):
+    """The user's pods or selector select nothing auditable here: one line, exit 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class PodSelection:
+    """What `--pod`/`-l` name, as given on the command line."""
+
+    pods: tuple[tuple[str, str], ...] = ()  # (namespace, name)
+    selector: str | None = None
+    namespace: str | None = None  # for the selector
+    container: str | None = None  # only this container of each pod
+    node: str | None = None  # this host's node, when the user or NODE_NAME says
+
+
+@dataclass(frozen=True, slots=True)
+class PodTargets:
+    requests: tuple[AuditRequest, ...]
+    node: str | None  # the node the audited pods run on, when one
+
+
+def fetch_pods(api: Api, selection: PodSelection) -> list[dict[str, Any]]:
+    """The named pods and the pods the selector matches; user mistakes as TargetError."""
+    pods = []
+    for namespace, name in selection.pods:
+        try:
+            pod = api.get_pod(namespace, name)
+        except KubeError as exc:
+            if exc.status == 404:
+                raise TargetError(f"pod {namespace}/{name} not found") from None
+            raise
+        where = _node_of(pod)
+        if selection.node and where and where != selection.node:
+            raise TargetError(f"pod {namespace}/{name} runs on node {where}, not on "
+                              f"{selection.node}: run opaudit on {where}")
+        pods.append(pod)
+    if selection.selector is not None:
+        try:
+            pods += api.list_pods(selection.node, selection.selector, selection.namespace)[0]
+        except KubeError as exc:
+            if exc.status == 400:  # the API server's parse error names the bad part
+                raise TargetError(f"-l {selection.selector!r}: not a label selector: "
+                                  f"{exc.message}") from None
+            raise
+        if not pods:
+            raise TargetError(f"no pod matches -l {selection.selector!r}{_scope(selection)}")
+    return pods
+
+
+def pod_targets(pods: Sequence[dict[str, Any]], selection: PodSelection,
+                proc: ProcFS) -> PodTargets:
+    from agent.kube.procmap import pids_for_containers
+
+    declared = _declared(pods, selection.container)
+    if not declared:
+        raise TargetError(f"no running container{_named(selection.container)} in the "
+                          f"{_count(pods, 'selected pod')}")
+    pids = pids_for_containers(declared, proc.root)
+    here = {c.pod.uid for c in declared if pids[(c.pod.uid, c.container_name)]}
+    nodes = {uid: _node_of(p) for p in pods if (uid := _uid(p))}
+    if selection.node is None:
+        for namespace, name in selection.pods:
+            pod = next(p for p in pods if _ref(p) == (namespace, name))
+            if _uid(pod) not in here:
+                raise TargetError(f"pod {namespace}/{name} has no process in this host's "
+                                  f"/proc{_runs_on(nodes.get(_uid(pod)))}")
+        declared = [c for c in declared if c.pod.uid in here]  # the other nodes' pods
+    requests = container_requests(declared, proc, pids)
+    if not requests:
+        where = sorted({n for n in nodes.values() if n})
+        raise TargetError(
+            f"no process of the {_count(declared, 'running container')} of the selected "
+            f"pods is in this host's /proc (pods on node {', '.join(where) or '?'}): on "
+            "their node, opaudit needs the host's PID namespace (hostPID) to see them")
+    local = {nodes.get(c.pod.uid) for c in declared if c.pod.uid in here}
+    node = selection.node or (local.pop() if len(local) == 1 else None)
+    return PodTargets(requests=tuple(requests), node=node)
+
+
+def _declared(pods: Sequence[dict[str, Any]], container: str | None) -> list[DeclaredContainer]:
+    found = declared_containers(pods)
+    return [c for c in found if container is None or c.container_name == container]
+
+
+def _node_of(pod: dict[str, Any]) -> str | None:
+    where = (pod.get("spec") or {}).get("nodeName")
+    return str(where) if where else None
+
+
+def _uid(pod: dict[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("uid") or "")
+
+
+def _ref(pod: dict[str, Any]) -> tuple[str, str]:
+    meta = pod.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def _runs_on(node: str | None) -> str:
+    if node is None:
+        return ": it is not scheduled on a node yet"
+    return f": it runs on node {node}; run opaudit there (with hostPID in a pod)"
+
+
+def _scope(selection: PodSelection) -> str:
+    scope = f" in namespace {selection.namespace}" if selection.namespace else ""
+    return scope + (f" on node {selection.node}" if selection.node else "")
+
+
+def _named(container: str | None) -> str:
+    return f" named {container!r}" if container else ""
+
+
+def _count(items: Sequence[object], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
