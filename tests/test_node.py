@@ -15,13 +15,21 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cgroup_staging import KubepodsCgroups, cgroupfs_dir, systemd_scope
+from cgroup_staging import KubepodsCgroups, systemd_scope
 from kube.apiserver import ApiServer
+from pod_staging import (
+    NAMESPACE,
+    NODE,
+    SELECTOR,
+    SPARK_LABELS,
+    StagedPod,
+    pod_manifest,
+    stage_pod,
+)
 from sinks import RecordingSink
 from staging import Sock, Stage
 
@@ -34,11 +42,6 @@ from agent.report.sink import FanOut
 
 REPO = Path(__file__).resolve().parents[1]
 OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
-NODE = "worker-1"
-NAMESPACE = "spark-operator"
-SELECTOR = "app.kubernetes.io/name=spark-operator"
-SPARK_LABELS = {"app.kubernetes.io/name": "spark-operator",
-                "app.kubernetes.io/component": "controller"}
 
 
 # --- fixtures ----------------------------------------------------------------------------
@@ -50,62 +53,6 @@ def kubeconfig(server: ApiServer, tmp_path: Path) -> Path:
 
 
 # --- staged pods -------------------------------------------------------------------------
-
-
-@dataclass
-class StagedPod:
-    manifest: dict[str, Any]
-    pid: int
-
-    @property
-    def uid(self) -> str:
-        return str(self.manifest["metadata"]["uid"])
-
-    @property
-    def name(self) -> str:
-        return str(self.manifest["metadata"]["name"])
-
-
-def pod_manifest(name: str, uid: str, container_id: str, labels: dict[str, str],
-                 node: str = NODE, port: int = 8080) -> dict[str, Any]:
-    container = "spark-operator-controller"
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": NAMESPACE, "uid": uid, "labels": labels},
-        "spec": {"nodeName": node, "containers": [{
-            "name": container, "image": "ghcr.io/kubeflow/spark-operator/controller:2.1.0",
-            "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
-            "securityContext": {
-                "runAsUser": 1000, "runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"}}}]},
-        "status": {
-            "phase": "Running", "podIP": "192.0.2.10", "podIPs": [{"ip": "192.0.2.10"}],
-            "containerStatuses": [{
-                "name": container, "ready": True, "restartCount": 0,
-                "image": "ghcr.io/kubeflow/spark-operator/controller:2.1.0", "imageID": "",
-                "containerID": container_id,
-                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]},
-    }
-
-
-def stage_pod(stage: Stage, cgroups: KubepodsCgroups, name: str, *,
-              labels: dict[str, str] = SPARK_LABELS, v1: bool = False,
-              node: str = NODE) -> StagedPod:
-    """A real listener (uid 1000, NET_BIND_SERVICE kept, no no_new_privs, no seccomp: drift
-    from the manifest's securityContext) in its own netns and a kubepods cgroup:
-    v2 systemd driver + containerd, or (v1=True) v1 cgroupfs driver + docker."""
-    netns = stage.netns()
-    staged = stage.spawn([Sock("tcp", 4, "0.0.0.0", 8080)], netns=netns, uid=1000,
-                         bounding=["NET_BIND_SERVICE"], comm="spark-operator")
-    uid, container_id = str(uuid.uuid4()), os.urandom(32).hex()
-    if v1:
-        cgroups.place_v1(staged.pid, cgroupfs_dir(uid, container_id, qos="burstable"))
-        status_id = f"docker://{container_id}"
-    else:
-        cgroups.place_v2(staged.pid, systemd_scope(uid, container_id, qos="besteffort"))
-        status_id = f"containerd://{container_id}"
-    return StagedPod(pod_manifest(name, uid, status_id, labels, node=node), staged.pid)
 
 
 def expected_rules(pod: StagedPod) -> set[str]:

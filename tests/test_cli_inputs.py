@@ -1,0 +1,163 @@
+"""Every file a user names (--pod-spec, --config, --kubeconfig) is read bounded: a regular
+file or stdin, under a size limit, one line and exit 2 for anything else."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fixture_data import pod_fixture
+
+from agent.collect.userfile import load_user_yaml, read_user_file
+from agent.config import CONFIG_LIMIT
+from agent.kube.apiconfig import KUBECONFIG_LIMIT
+from agent.kube.podspec import POD_SPEC_LIMIT
+
+ROOT = Path(__file__).resolve().parents[1]
+# Far above what a bounded read of the largest limit (16 MiB) needs, far below 1.5 GB.
+RSS_CEILING_MIB = 200
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    max_rss_mib: float
+
+
+def opaudit(*args: str, stdin_path: str | None = None, stdin_text: str | None = None,
+            timeout: float = 60) -> Run:
+    """The CLI as a program; no API configuration but what the arguments give."""
+    started = time.monotonic()
+    with open(stdin_path or os.devnull, "rb") as stdin:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", *args], cwd=ROOT, text=True,
+            stdin=subprocess.PIPE if stdin_text is not None else stdin,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "KUBECONFIG": os.devnull})
+        try:
+            out, err = child.communicate(stdin_text, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise
+    return Run(child.returncode, out, err, time.monotonic() - started, 0.0)
+
+
+def measured(*args: str, stdin_path: str) -> Run:
+    """Like opaudit(), with the peak RSS of exactly this child (os.wait4's rusage)."""
+    started = time.monotonic()
+    with open(stdin_path, "rb") as stdin:
+        child = subprocess.Popen([sys.executable, "-m", "agent.cli", *args], cwd=ROOT,
+                                 stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    deadline = started + 60
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            child.kill()
+            os.wait4(child.pid, 0)
+            pytest.fail("opaudit did not finish in 60 s")
+        time.sleep(0.02)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    out, err = child.stdout.read().decode(), child.stderr.read().decode()
+    return Run(child.returncode, out, err, time.monotonic() - started, usage.ru_maxrss / 1024)
+
+
+def assert_one_line_exit_2(run: Run, *words: str) -> None:
+    assert run.returncode == 2, run
+    assert len(run.stderr.splitlines()) == 1, run.stderr
+    assert "Traceback" not in run.stderr and "internal error" not in run.stderr, run.stderr
+    for word in words:
+        assert word in run.stderr, run.stderr
+
+
+# Each option with the arguments that make it read its file first.
+FILE_OPTIONS = {
+    "pod spec": ["diagnose", "--self", "--pod-spec"],
+    "config": ["diagnose", "--self", "--config"],
+    "kubeconfig": ["diagnose", "-l", "app=x", "--kubeconfig"],
+}
+
+
+@pytest.mark.parametrize("what", FILE_OPTIONS)
+def test_dev_zero_is_refused_without_reading_it(what: str) -> None:
+    run = measured(*FILE_OPTIONS[what], "/dev/zero", stdin_path=os.devnull)
+    assert_one_line_exit_2(run, what, "/dev/zero: not a regular file (a character device)")
+    assert run.max_rss_mib < RSS_CEILING_MIB
+
+
+@pytest.mark.parametrize("what", FILE_OPTIONS)
+def test_a_directory_and_a_fifo_are_refused(what: str, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opened for reading without a writer: must not wait for one
+    assert_one_line_exit_2(opaudit(*FILE_OPTIONS[what], str(fifo)), "not a regular file (a pipe)")
+    assert_one_line_exit_2(opaudit(*FILE_OPTIONS[what], str(tmp_path)), "(a directory)")
+
+
+def test_pod_spec_from_endless_stdin_stops_at_the_limit() -> None:
+    run = measured("diagnose", "--self", "--pod-spec", "-", stdin_path="/dev/zero")
+    assert_one_line_exit_2(run, f"pod spec stdin: larger than {POD_SPEC_LIMIT >> 20} MiB")
+    assert run.max_rss_mib < RSS_CEILING_MIB
+
+
+@pytest.mark.parametrize(("what", "limit"), [("pod spec", POD_SPEC_LIMIT),
+                                             ("config", CONFIG_LIMIT),
+                                             ("kubeconfig", KUBECONFIG_LIMIT)])
+def test_a_file_over_the_limit_is_refused_at_once(what: str, limit: int, tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    with open(big, "w") as handle:  # valid YAML all the way: only its size is wrong
+        handle.write("a:\n")
+        line = "- " + "x" * 1000 + "\n"
+        handle.write(line * (limit // len(line) + 1))
+    run = opaudit(*FILE_OPTIONS[what], str(big))
+    assert_one_line_exit_2(run, what, f"{big}: larger than {limit >> 20} MiB")
+    assert run.seconds < 20
+
+
+@pytest.mark.parametrize("what", FILE_OPTIONS)
+@pytest.mark.parametrize("opener", ["[", "{a: ", "- "])
+def test_deep_nesting_is_one_line(what: str, opener: str, tmp_path: Path) -> None:
+    deep = tmp_path / "deep.yaml"
+    if opener == "- ":  # block sequences, each level indented one more (723 kB)
+        deep.write_text("".join(" " * i + "- \n" for i in range(1200)))
+    else:
+        deep.write_text(opener * 200_000)
+    run = opaudit(*FILE_OPTIONS[what], str(deep))
+    assert_one_line_exit_2(run, what, f"{deep}: nested too deeply")
+
+
+def test_binary_file_names_the_file(tmp_path: Path) -> None:
+    binary = tmp_path / "kubeconfig"
+    binary.write_bytes(bytes(range(256)) * 4)
+    run = opaudit("diagnose", "-l", "app=x", "--kubeconfig", str(binary))
+    assert_one_line_exit_2(run, f"kubeconfig {binary}: not UTF-8 text")
+
+
+def test_pod_spec_from_stdin_is_the_same_pod_as_from_the_file() -> None:
+    manifest = pod_fixture("spark-operator-controller.yaml")
+    from_file = opaudit("diagnose", "--self", "--pod-spec", str(manifest), "-o", "json",
+                        "--fail-on", "critical")
+    from_stdin = opaudit("diagnose", "--self", "--pod-spec", "-", "-o", "json",
+                         "--fail-on", "critical", stdin_text=manifest.read_text())
+    assert from_file.returncode == from_stdin.returncode == 0, from_stdin.stderr
+    declared = [json.loads(r.stdout)["targets"][0] for r in (from_file, from_stdin)]
+    assert declared[0]["pod"] == declared[1]["pod"] and declared[0]["pod"]["name"]
+    assert declared[0]["container"] == declared[1]["container"]
+
+
+def test_reader_keeps_a_file_at_the_limit(tmp_path: Path) -> None:
+    exact = tmp_path / "exact"
+    exact.write_text("a" * 1024)
+    assert read_user_file(str(exact), "test", 1024) == "a" * 1024
+    assert load_user_yaml(str(exact), "test", 1024) == "a" * 1024
