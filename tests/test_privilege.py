@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 from staging import Sock, Stage
+from unprivileged import AS_NOBODY, nobody_python, world_readable_copy
 
 from agent.model import CAPABILITY_NAMES
 from agent.privilege import AGENT_CAPABILITIES, KEEP_PRIVILEGES_ENV, restrict_self
 
 REPO = Path(__file__).resolve().parent.parent
-SITE_PACKAGES = next((REPO / ".venv" / "lib").glob("python3*/site-packages"), None)
 
 CHILD = r"""
 import json, sys, threading
@@ -45,10 +45,10 @@ AGENT_CAPSH = "cap_dac_read_search,cap_sys_ptrace,cap_sys_admin"  # capsh prints
 
 
 def run_child(prefix: list[str], *extra: str, python: str = sys.executable,
-              env: dict[str, str] | None = None) -> dict[str, Any]:
+              env: dict[str, str] | None = None, cwd: Path = REPO) -> dict[str, Any]:
     result = subprocess.run(
         [*prefix, python, "-c", CHILD, *extra], capture_output=True, text=True, timeout=60,
-        cwd=REPO, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **(env or {})},
+        cwd=cwd, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **(env or {})},
     )
     assert result.returncode == 0, result.stderr
     answer: dict[str, Any] = json.loads(result.stdout)
@@ -116,17 +116,11 @@ def test_bounding_already_small_is_left_alone() -> None:
 
 @needs_root
 def test_not_root_degrades_gracefully() -> None:
-    # uid 65534 cannot reach the venv's interpreter under /root: use the system python
-    # (same 3.11 ABI) with the venv's site-packages for python-prctl.
-    if SITE_PACKAGES is None or not Path("/usr/bin/python3").exists():
-        pytest.skip("needs /usr/bin/python3 and the repo .venv")
-    version = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"],
-                             capture_output=True, text=True).stdout.strip()
-    if version != str(sys.version_info[:2]):
-        pytest.skip(f"/usr/bin/python3 is {version}, python-prctl was built for the venv's")
-    child = run_child(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"],
-                      python="/usr/bin/python3",
-                      env={"PYTHONPATH": f"{REPO}:{SITE_PACKAGES}"})
+    # uid 65534 runs a world-readable copy (agent/ and python-prctl): the checkout and the
+    # venv may sit under a 0700 home directory.
+    with world_readable_copy("prctl", "_prctl") as copy:
+        child = run_child(AS_NOBODY, python=nobody_python(), cwd=copy,
+                          env={"PYTHONPATH": str(copy)})
     status, state = child["status"], child["state"]
     assert int(status["CapPrm"], 16) == 0
     assert int(status["CapEff"], 16) == 0

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 from fixture_data import CGROUP_CORPUS
 from hypothesis import given
 from hypothesis import strategies as st
-from staging import STAGE_PYTHON
+from unprivileged import AS_NOBODY, nobody_python, world_readable_copy
 
 from agent.collect.cgroups import CgroupLine, parse_cgroup_file, read_cgroup
 from agent.collect.errors import ParseError, ProcessGone
@@ -278,19 +276,15 @@ except AccessDenied as exc:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="drops to another uid with setpriv: needs root")
 def test_read_cgroup_without_permission_is_access_denied() -> None:
-    # /root (and the venv) is 0700 for other uids: run the system python on the source tree.
-    root = Path(tempfile.mkdtemp(prefix="opaudit-proc-"))
-    try:
-        root.chmod(0o755)
-        (root / "5").mkdir(mode=0o755)
-        (root / "5" / "cgroup").write_text("0::/\n")
-        (root / "5" / "cgroup").chmod(0)
+    # uid 65534 runs a world-readable copy: the checkout may sit under a 0700 home directory.
+    with world_readable_copy() as copy:
+        proc_root = copy / "proc"
+        (proc_root / "5").mkdir(mode=0o755, parents=True)
+        proc_root.chmod(0o755)
+        (proc_root / "5" / "cgroup").write_text("0::/\n")
+        (proc_root / "5" / "cgroup").chmod(0)
         result = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
-             STAGE_PYTHON, "-c", DENIED_READER, str(root)],
-            capture_output=True, text=True, timeout=30,
-            env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            [*AS_NOBODY, nobody_python(), "-c", DENIED_READER, str(proc_root)],
+            capture_output=True, text=True, timeout=30, cwd=copy, env={"PYTHONPATH": str(copy)},
         )
-    finally:
-        shutil.rmtree(root)
     assert (result.returncode, result.stdout.strip()) == (0, "AccessDenied 5"), result.stderr
