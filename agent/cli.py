@@ -52,17 +52,13 @@ def main(argv: Sequence[str] | None = None, *, restrict: bool | None = None) -> 
 
 
 def one_line(exc: BaseException) -> str:
+    from agent.api_error import ApiError
     from agent.collect.errors import CollectError
 
     text = " ".join(str(exc).split()) or type(exc).__name__
-    known = isinstance(exc, CollectError | UsageError | OSError | ValueError) or _is_api_error(exc)
+    # The API's answers (unreachable, 403, ...) are facts to report, not opaudit's bugs.
+    known = isinstance(exc, CollectError | UsageError | OSError | ValueError | ApiError)
     return text if known else f"internal error: {type(exc).__name__}: {text}"
-
-
-def _is_api_error(exc: BaseException) -> bool:
-    """A KubeError, without importing the client for an error that cannot be one."""
-    client = sys.modules.get("agent.kube.client")
-    return client is not None and isinstance(exc, client.KubeError)
 
 
 # --- diagnose ------------------------------------------------------------------------
