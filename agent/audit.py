@@ -63,7 +63,7 @@ def container_requests(
     from agent.kube.procmap import pids_for_containers
 
     if pids is None:
-        pids = pids_for_containers(declared, proc_root=proc.root)
+        pids = pids_for_containers(declared, proc)
     requests: list[AuditRequest] = []
     for container in declared:
         container_pids = pids.get((container.pod.uid, container.container_name), ())
@@ -85,10 +85,11 @@ def audit(
     proc: ProcFS | None = None,
 ) -> Report:
     procfs = proc or ProcFS()
-    networks = read_many_netns([r.pid for r in requests], proc_root=procfs.root)
-    targets = tuple(
-        audit_one(r, networks.get(r.pid), config=config, proc=procfs) for r in requests
-    )
+    with procfs.cycle():  # one handle per pid, one pass over /proc, for the whole audit
+        networks = read_many_netns([r.pid for r in requests], procfs)
+        targets = tuple(
+            audit_one(r, networks.get(r.pid), config=config, proc=procfs) for r in requests
+        )
     return Report(node=node, targets=targets)
 
 

@@ -16,6 +16,7 @@ from agent.collect.errors import ProcessGone
 
 if TYPE_CHECKING:
     from agent.audit import AuditRequest
+    from agent.collect.procfs import ProcFS
     from agent.model import AuditConfig, Report
     from agent.podtargets import PodTargets
 
@@ -66,19 +67,22 @@ def one_line(exc: BaseException) -> str:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from agent.audit import audit
+    from agent.collect.procfs import ProcFS
     from agent.logs import setup_cli_logging
 
     setup_cli_logging()
     check_diagnose_options(args)
     config = load_config_option(args.config)
-    requests, missing = pid_requests(args)
-    node = args.node or os.environ.get("NODE_NAME")
-    if args.pod or args.selector:
-        targets = pod_requests(args, node)
-        requests, node = [*requests, *targets.requests], targets.node
-    if not requests:
-        raise ProcessGone(missing[0])
-    report = audit(requests, config=config, node=node)
+    proc = ProcFS()  # HOST_PROC, else /proc: for --pid and --pod alike
+    with proc.cycle():  # one pass over /proc maps the pods' containers and socket owners
+        requests, missing = pid_requests(args, proc)
+        node = args.node or os.environ.get("NODE_NAME")
+        if args.pod or args.selector:
+            targets = pod_requests(args, node, proc)
+            requests, node = [*requests, *targets.requests], targets.node
+        if not requests:
+            raise ProcessGone(missing[0])
+        report = audit(requests, config=config, node=node, proc=proc)
     print_report(report, args.output)
     for pid in missing:  # after the report, so the last line says what was left out
         print(f"opaudit: {ProcessGone(pid)}: not audited", file=sys.stderr)
@@ -108,10 +112,10 @@ def load_config_option(path: str | None) -> AuditConfig:
     return load_config(path)
 
 
-def pid_requests(args: argparse.Namespace) -> tuple[list[AuditRequest], list[int]]:
+def pid_requests(args: argparse.Namespace,
+                 proc: ProcFS) -> tuple[list[AuditRequest], list[int]]:
     """Requests for each distinct --pid (and --self), and the pids that do not exist."""
     from agent.audit import AuditRequest
-    from agent.collect.procfs import ProcFS
 
     pids = list(dict.fromkeys([*args.pid, *([os.getpid()] if args.audit_self else [])]))
     declared = None
@@ -119,15 +123,13 @@ def pid_requests(args: argparse.Namespace) -> tuple[list[AuditRequest], list[int
         from agent.kube.podspec import declared_from_pod, load_pod_manifest
 
         declared = declared_from_pod(load_pod_manifest(args.pod_spec), args.container)
-    proc_root = ProcFS().root  # HOST_PROC, as the audit reads it
-    missing = [pid for pid in pids if not os.path.exists(f"{proc_root}/{pid}")]
+    missing = [pid for pid in pids if not proc.exists(pid)]
     return [AuditRequest(pid=pid, declared=declared) for pid in pids if pid not in missing], \
         missing
 
 
-def pod_requests(args: argparse.Namespace, node: str | None) -> PodTargets:
+def pod_requests(args: argparse.Namespace, node: str | None, proc: ProcFS) -> PodTargets:
     """The running containers of --pod/-l pods, mapped to their processes on this host."""
-    from agent.collect.procfs import ProcFS
     from agent.kube.client import load_api
     from agent.podtargets import PodSelection, fetch_pods, pod_targets
 
@@ -135,7 +137,7 @@ def pod_requests(args: argparse.Namespace, node: str | None) -> PodTargets:
                              namespace=args.namespace, container=args.container, node=node)
     api = load_api(args.kubeconfig)
     try:  # a TargetError is a ValueError: main() prints its one line, exit 2
-        return pod_targets(fetch_pods(api, selection), selection, ProcFS())
+        return pod_targets(fetch_pods(api, selection), selection, proc)
     finally:
         api.close()
 
@@ -162,9 +164,10 @@ def exit_status(report: Report, fail_on: str) -> int:
 
 def cmd_sockets(args: argparse.Namespace) -> int:
     from agent.collect.netns import read_netns_facts
+    from agent.collect.procfs import ProcFS
     from agent.report.sockets import render_sockets_json, render_sockets_table
 
-    facts = read_netns_facts(args.pid)
+    facts = read_netns_facts(args.pid, ProcFS())  # HOST_PROC, else /proc
     if args.output == "json":
         sys.stdout.write(render_sockets_json(args.pid, facts))
     else:

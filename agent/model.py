@@ -111,6 +111,14 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcStat:
+    """What opaudit takes from /proc/PID/stat."""
+
+    comm: str  # sanitised
+    start_time: int  # clock ticks after boot: (pid, start_time) names one process for good
+
+
+@dataclass(frozen=True, slots=True)
 class IdMapRange:
     """One line of /proc/PID/uid_map: inside-id, outside-id, count."""
 

@@ -55,7 +55,7 @@ class RunOptions:
     config: AuditConfig = DEFAULT_CONFIG
     # test and embedding hooks
     configuration: Any = None  # a kubernetes.client.Configuration, instead of kubeconfig
-    proc_root: str = "/proc"
+    proc_root: str | None = None  # default: HOST_PROC, else /proc
     metrics_host: str = "0.0.0.0"
     restrict_privileges: bool = True  # drop our own capabilities + no_new_privs first
     # What `agent.privilege.restrict_self` already did (the CLI calls it before anything
@@ -239,12 +239,14 @@ class NodeAgent:
         if only is not None:
             pods = [pod for pod in pods if pod_uid(pod) in only]
         declared = declared_containers(pods)
-        try:
-            requests = container_requests(declared, self.proc)
-        except Exception as exc:  # noqa: BLE001 - never stop the loop over one bad scan
-            log.error("cannot map containers to processes", extra={"error": str(exc)})
-            requests = []
-        report = audit(requests, config=self.options.config, node=self.node, proc=self.proc)
+        with self.proc.cycle():  # one pass over /proc maps containers and socket owners
+            try:
+                requests = container_requests(declared, self.proc)
+            except Exception as exc:  # noqa: BLE001 - never stop the loop over one bad scan
+                log.error("cannot map containers to processes", extra={"error": str(exc)})
+                requests = []
+            report = audit(requests, config=self.options.config, node=self.node,
+                           proc=self.proc)
         seconds = time.monotonic() - started
         cycle = AuditCycle(trigger, seconds, tuple(pod_uid(p) for p in pods),
                            partial=only is not None)

@@ -78,7 +78,7 @@ def pod_targets(pods: Sequence[dict[str, Any]], selection: PodSelection,
     if not declared:
         raise TargetError(f"no running container{_named(selection.container)} in the "
                           f"{_count(pods, 'selected pod')}")
-    pids = pids_for_containers(declared, proc.root)
+    pids = pids_for_containers(declared, proc)
     here = {c.pod.uid for c in declared if pids[(c.pod.uid, c.container_name)]}
     nodes = {uid: _node_of(p) for p in pods if (uid := _uid(p))}
     if selection.node is None:

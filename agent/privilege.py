@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.collect.errors import CollectError
-from agent.collect.procfs import ProcFS, parse_status
+from agent.collect.procfs import ProcFS, own_thread_count, read_own
+from agent.collect.procparse import parse_status
 from agent.model import Capabilities, capability_bit, mask_names
 
 # What the agent uses, and the kernel check that needs it:
@@ -82,7 +83,7 @@ def restrict_self(
         return PrivilegeState((), (), (), (), (), _own_no_new_privs(), skipped, tuple(problems))
     if skipped is not None:
         return _state(before, before, wanted, skipped=skipped, problems=[])
-    tasks = _thread_count()
+    tasks = own_thread_count()
     if tasks > 1:
         problems.append(f"{tasks - 1} other thread(s) already run and keep their capabilities")
     _clear_ambient(problems)
@@ -109,16 +110,8 @@ def _bits(names: Sequence[str]) -> frozenset[int]:
 
 def _own_caps(procfs: ProcFS) -> Capabilities:
     """The calling thread's sets: /proc/thread-self is the thread whose sets we change."""
-    data, _ = procfs.read_bytes(None, f"{procfs.root}/thread-self/status")
-    text = data.decode("utf-8", errors="surrogateescape")
+    text = read_own("thread-self/status").decode("utf-8", errors="surrogateescape")
     return parse_status(text, procfs.read_cap_last_cap()).capabilities
-
-
-def _thread_count() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return 1
 
 
 def _libc_prctl(option: int, arg2: int) -> int:

@@ -20,7 +20,6 @@ import re
 from dataclasses import dataclass
 
 from agent.collect.errors import ParseError
-from agent.collect.procfs import ProcFS
 
 # "hierarchy-ID:controller-list:cgroup-path" (cgroups(7)); the path may itself hold ':'.
 _LINE = re.compile(r"([0-9]{1,10}):([^:]*):(.*)", re.DOTALL)
@@ -173,13 +172,3 @@ def parse_cgroup_file(text: str) -> CgroupMembership:
         lines=lines, pod_uid=best.pod_uid, container_id=best.container_id,
         container_path=best.container_path,
     )
-
-
-def read_cgroup_text(pid: int, proc_root: str = "/proc") -> str:
-    """Raw /proc/PID/cgroup; raises ProcessGone / AccessDenied / CollectError."""
-    return ProcFS(proc_root).read_text(pid, "cgroup")
-
-
-def read_cgroup(pid: int, proc_root: str = "/proc") -> CgroupMembership:
-    """Parsed /proc/PID/cgroup; raises ProcessGone / AccessDenied / ParseError."""
-    return parse_cgroup_file(read_cgroup_text(pid, proc_root))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-
 
 class CollectError(Exception):
     """Base: a fact could not be read. `str()` is one line, fit for a user."""
@@ -33,12 +31,13 @@ class AccessDenied(CollectError):
 
 
 def _own_effective_caps() -> int | None:
+    from agent.collect.procfs import read_own  # procfs raises these errors
+
     try:
-        with open("/proc/thread-self/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"CapEff:"):
-                    return int(line.split()[1], 16)
-    except (OSError, ValueError, IndexError):
+        for line in read_own("thread-self/status").split(b"\n"):
+            if line.startswith(b"CapEff:"):
+                return int(line.split()[1], 16)
+    except (CollectError, ValueError, IndexError):
         return None
     return None
 
@@ -73,10 +72,6 @@ class ParseError(CollectError):
         super().__init__(f"cannot parse {what}: {detail}")
 
 
-def translate_oserror(exc: OSError, pid: int | None, what: str) -> CollectError:
-    """Map an OSError from reading /proc/PID/... to ProcessGone / AccessDenied / CollectError."""
-    if exc.errno in (errno.ENOENT, errno.ESRCH) and pid is not None:
-        return ProcessGone(pid, what)
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return AccessDenied(pid, what)
-    return CollectError(f"cannot read {what}: {exc.strerror or exc}")
+class Missing(CollectError):
+    """A file that does not exist (not a process that exited): an absent sysctl, a path
+    missing from a container's root."""

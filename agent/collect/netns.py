@@ -19,13 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.collect import netlink
-from agent.collect.errors import (
-    AccessDenied,
-    CollectError,
-    ParseError,
-    capability_hint,
-    translate_oserror,
-)
+from agent.collect.errors import AccessDenied, CollectError, Missing, ParseError, capability_hint
+from agent.collect.procfs import ProcFS, own_netns_inode
 from agent.collect.sockets import listeners_in_netns, scan_socket_owners
 from agent.collect.text import sanitize
 from agent.model import Gap, InterfaceAddress, Listener, NetnsFacts, SocketOwner, Sysctls
@@ -49,65 +44,47 @@ _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
 _libc.setns.restype = ctypes.c_int
 
 
-def netns_inode(pid: int, proc_root: str = "/proc") -> int:
-    """Inode of PID's network namespace; ProcessGone / AccessDenied (needs SYS_PTRACE)."""
-    path = f"{proc_root}/{pid}/ns/net"
-    try:
-        return os.stat(path).st_ino
-    except OSError as exc:
-        raise _ns_error(exc, pid, path) from exc
-
-
-def _ns_error(exc: OSError, pid: int, path: str) -> CollectError:
-    error = translate_oserror(exc, pid, path)
-    if isinstance(error, AccessDenied):
-        # ns/net of another user's process needs ptrace read access (PTRACE_MODE_READ_FSCREDS).
-        return AccessDenied(pid, path, missing="SYS_PTRACE")
-    return error
-
-
-def read_netns_facts(pid: int, *, proc_root: str = "/proc", owners: bool = True) -> NetnsFacts:
+def read_netns_facts(pid: int, proc: ProcFS | None = None, *, owners: bool = True) -> NetnsFacts:
     """Sysctls, addresses and listeners (with owners) of PID's netns; raises CollectError."""
-    result = read_many_netns([pid], proc_root=proc_root, owners=owners, workers=1)[pid]
+    result = read_many_netns([pid], proc, owners=owners, workers=1)[pid]
     if isinstance(result, CollectError):
         raise result
     return result
 
 
 def read_many_netns(
-    pids: Iterable[int], *, proc_root: str = "/proc", owners: bool = True, workers: int = 4
+    pids: Iterable[int], proc: ProcFS | None = None, *, owners: bool = True, workers: int = 4
 ) -> dict[int, NetnsFacts | CollectError]:
-    """Per pid: its netns facts or the error. Each netns is entered once, owners scanned once."""
+    """Per pid: its netns facts or the error. Each netns is entered once, owners scanned once.
+    `proc` defaults to `ProcFS()` (HOST_PROC, else /proc)."""
+    proc = proc if proc is not None else ProcFS()
     results: dict[int, NetnsFacts | CollectError] = {}
     ns_fds: dict[int, int] = {}  # netns inode -> an fd holding that netns
     pids_by_ns: dict[int, list[int]] = {}
-    try:
-        for pid in dict.fromkeys(pids):
-            try:
-                inode = _open_netns(pid, proc_root, ns_fds)
-            except CollectError as exc:
-                results[pid] = exc
-                continue
-            pids_by_ns.setdefault(inode, []).append(pid)
-        inside = _read_inside_all(ns_fds, pids_by_ns, proc_root, workers)
-    finally:
-        for fd in ns_fds.values():
-            os.close(fd)
-    host_ino, host_gap = _host_netns(proc_root)
-    facts = _assemble(inside, host_ino, host_gap, proc_root, owners)
+    with proc.cycle():
+        try:
+            for pid in dict.fromkeys(pids):
+                try:
+                    inode = _open_netns(pid, proc, ns_fds)
+                except CollectError as exc:
+                    results[pid] = exc
+                    continue
+                pids_by_ns.setdefault(inode, []).append(pid)
+            inside = _read_inside_all(ns_fds, pids_by_ns, proc, workers)
+        finally:
+            for fd in ns_fds.values():
+                os.close(fd)
+        host_ino, host_gap = _host_netns(proc)
+        facts = _assemble(inside, host_ino, host_gap, proc, owners)
     for inode, members in pids_by_ns.items():
         for pid in members:
             results[pid] = facts[inode]
     return results
 
 
-def _open_netns(pid: int, proc_root: str, ns_fds: dict[int, int]) -> int:
+def _open_netns(pid: int, proc: ProcFS, ns_fds: dict[int, int]) -> int:
     """Open PID's ns/net once per namespace; the fd pins the netns even if PID exits."""
-    path = f"{proc_root}/{pid}/ns/net"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise _ns_error(exc, pid, path) from exc
+    fd = proc.process(pid).open_netns()
     inode = os.fstat(fd).st_ino
     if inode in ns_fds:
         os.close(fd)
@@ -116,23 +93,19 @@ def _open_netns(pid: int, proc_root: str, ns_fds: dict[int, int]) -> int:
     return inode
 
 
-def _host_netns(proc_root: str) -> tuple[int | None, Gap | None]:
+def _host_netns(proc: ProcFS) -> tuple[int | None, Gap | None]:
     # A hostNetwork pod shares the node's initial netns. Kernel threads always live there, so
     # kthreadd (pid 2 under hostPID) is the surest reference; pid 1 may be a sandbox
     # supervisor whose ns link is refused even to root.
-    candidates = [1]
-    try:
-        with open(os.path.join(proc_root, "2", "comm"), "rb") as comm:
-            if comm.read().strip() == b"kthreadd":
-                candidates.insert(0, 2)
-    except OSError:
-        pass
     error: CollectError | None = None
-    for pid in candidates:
+    for pid in (2, 1):
         try:
-            return netns_inode(pid, proc_root), None
+            process = proc.process(pid)
+            if pid == 2 and process.comm() != "kthreadd":
+                continue
+            return process.netns_inode(), None
         except CollectError as exc:
-            error = error or exc
+            error = exc  # pid 1's, the last resort
     return None, Gap("network.host_network", str(error))
 
 
@@ -148,9 +121,9 @@ class _Inside:
 
 
 def _read_inside_all(ns_fds: Mapping[int, int], pids_by_ns: Mapping[int, list[int]],
-                     proc_root: str, workers: int) -> dict[int, _Inside | CollectError]:
+                     proc: ProcFS, workers: int) -> dict[int, _Inside | CollectError]:
     """One fresh thread per netns, at most `workers` at a time (netlink waits drop the GIL)."""
-    own_ino = os.stat("/proc/thread-self/ns/net").st_ino
+    own_ino = own_netns_inode()
     slots = threading.BoundedSemaphore(max(1, workers))
     boxes: dict[int, list[_Inside | CollectError]] = {}
     threads: list[threading.Thread] = []
@@ -160,7 +133,7 @@ def _read_inside_all(ns_fds: Mapping[int, int], pids_by_ns: Mapping[int, list[in
         pid = pids_by_ns[inode][0]
         slots.acquire()
         thread = threading.Thread(
-            target=_thread_main, args=(fd, inode != own_ino, pid, proc_root, box, slots),
+            target=_thread_main, args=(fd, inode != own_ino, pid, proc, box, slots),
             name=f"opaudit-netns-{inode}", daemon=True)
         try:
             thread.start()
@@ -175,7 +148,7 @@ def _read_inside_all(ns_fds: Mapping[int, int], pids_by_ns: Mapping[int, list[in
             for inode, box in boxes.items()}
 
 
-def _thread_main(ns_fd: int, enter: bool, pid: int, proc_root: str,
+def _thread_main(ns_fd: int, enter: bool, pid: int, proc: ProcFS,
                  box: list[_Inside | CollectError], slots: threading.BoundedSemaphore) -> None:
     """Runs in its own thread, which ends here: a thread moved by setns is never reused."""
     try:
@@ -185,7 +158,7 @@ def _thread_main(ns_fd: int, enter: bool, pid: int, proc_root: str,
                 raise AccessDenied(pid, f"the network namespace of {pid} (setns)",
                                    missing="SYS_ADMIN")
             raise CollectError(f"setns into the netns of {pid}: {os.strerror(code)}")
-        box.append(_read_inside(proc_root))
+        box.append(_read_inside(proc))
     except CollectError as exc:
         box.append(exc)
     except Exception as exc:  # a bug must become an error for this pid, not a dead thread
@@ -194,8 +167,8 @@ def _thread_main(ns_fd: int, enter: bool, pid: int, proc_root: str,
         slots.release()
 
 
-def _read_inside(proc_root: str) -> _Inside:
-    sysctls, gaps = read_sysctls(proc_root)
+def _read_inside(proc: ProcFS) -> _Inside:
+    sysctls, gaps = read_sysctls(proc)
     interfaces: dict[int, str] = {}
     addresses: tuple[InterfaceAddress, ...] = ()
     try:
@@ -211,21 +184,20 @@ def _read_inside(proc_root: str) -> _Inside:
     return _Inside(sysctls, addresses, listeners, tuple(gaps))
 
 
-def read_sysctls(proc_root: str = "/proc") -> tuple[Sysctls, list[Gap]]:
+def read_sysctls(proc: ProcFS) -> tuple[Sysctls, list[Gap]]:
     """The calling thread's netns sysctls; an unreadable one is None plus a Gap."""
     values: dict[str, int | None] = {}
     gaps: list[Gap] = []
     for field, rel in SYSCTL_FILES:
         name = rel.replace("/", ".")
         try:
-            with open(f"{proc_root}/sys/{rel}", "rb") as f:
-                values[field] = int(f.read(64).strip())
-        except FileNotFoundError:
+            values[field] = int(proc.read_sys(rel).strip())
+        except Missing:
             values[field] = None
             # Booted with ipv6.disable=1 there is no /proc/sys/net/ipv6 at all.
             why = "absent: IPv6 disabled at boot (ipv6.disable=1)" if "ipv6" in rel else "absent"
             gaps.append(Gap(name, why))
-        except (OSError, ValueError) as exc:
+        except (CollectError, ValueError) as exc:
             values[field] = None
             gaps.append(Gap(name, f"unreadable: {exc}"))
     return Sysctls(**values), gaps
@@ -284,7 +256,7 @@ def decode_addresses(messages: Iterable[netlink.NetlinkMessage],
 
 
 def _assemble(inside: Mapping[int, _Inside | CollectError], host_ino: int | None,
-              host_gap: Gap | None, proc_root: str,
+              host_gap: Gap | None, proc: ProcFS,
               owners: bool) -> dict[int, NetnsFacts | CollectError]:
     read = {inode: part for inode, part in inside.items() if isinstance(part, _Inside)}
     owner_map: Mapping[int, tuple[SocketOwner, ...]] = {}
@@ -292,7 +264,7 @@ def _assemble(inside: Mapping[int, _Inside | CollectError], host_ino: int | None
     inodes = [s.inode for part in read.values() for s in part.listeners]
     if owners and inodes:
         try:
-            scan = scan_socket_owners(inodes, read.keys(), proc_root)
+            scan = scan_socket_owners(inodes, read.keys(), proc)
             owner_map = scan.owners
             if scan.processes_denied:
                 # /proc/PID/fd is mode 0500 for its owner, and readlink needs ptrace access.

@@ -1,7 +1,9 @@
 """One process, observed: identity, capabilities, seccomp, filesystem, paths.
 
-Only a process that is gone at the start raises (ProcessGone); every later failure
-becomes a None fact plus a Gap naming it, so a rule says "unknown", never "pass".
+Only a process that is gone before its identity could be read raises (ProcessGone); every
+later failure becomes a None fact plus a Gap naming it, so a rule says "unknown", never
+"pass". Every read goes through one `ProcessHandle`, so a pid reused meanwhile is never
+read as if it were the same process: the reads after its exit fail instead.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import TypeVar
 
 from agent.collect.errors import CollectError, ProcessGone
 from agent.collect.mounts import filesystem_from_mounts, parse_mountinfo
-from agent.collect.procfs import ProcFS, translate_id
+from agent.collect.procfs import ProcessHandle, ProcFS
+from agent.collect.procparse import translate_id
 from agent.collect.rootfs import probe_paths, read_passwd_entry
 from agent.model import (
     Filesystem,
@@ -32,15 +35,16 @@ T = TypeVar("T")
 class _Reader:
     """Runs each read for one pid, turning a CollectError into a Gap for the named facts."""
 
-    def __init__(self, pid: int, proc: ProcFS) -> None:
-        self.pid = pid
-        self.proc = proc
+    def __init__(self, process: ProcessHandle) -> None:
+        self.process = process
         self.gaps: list[Gap] = []
+        self.exited = False  # a read found the process gone
 
     def attempt(self, facts: Sequence[str], read: Callable[[], T]) -> T | None:
         try:
             return read()
         except CollectError as exc:
+            self.exited = self.exited or isinstance(exc, ProcessGone)
             self.gaps.extend(Gap(fact, str(exc)) for fact in facts)
             return None
 
@@ -54,14 +58,12 @@ def _translate(quad: IdQuad, ranges: tuple[IdMapRange, ...]) -> IdQuad:
 
 def _container_ids(reader: _Reader, status: Status | None) -> Identity:
     """uid, gid and groups as the container sees them; user and home still unknown."""
-    pid, proc = reader.pid, reader.proc
+    process = reader.process
     uid = gid = None
     groups = None
     if status is not None:
-        uid_map = reader.attempt(["identity.uid"], lambda: proc.read_uid_map(pid))
-        gid_map = reader.attempt(
-            ["identity.gid", "identity.groups"], lambda: proc.read_gid_map(pid)
-        )
+        uid_map = reader.attempt(["identity.uid"], process.uid_map)
+        gid_map = reader.attempt(["identity.gid", "identity.groups"], process.gid_map)
         uid = _translate(status.uid, uid_map) if uid_map is not None else None
         if gid_map is not None:
             gid = _translate(status.gid, gid_map)
@@ -73,13 +75,12 @@ def _with_passwd(
     reader: _Reader, ids: Identity, environ: tuple[tuple[str, str], ...] | None
 ) -> Identity:
     """`ids` plus the passwd name and home of the effective uid, and $HOME."""
-    pid, proc, uid = reader.pid, reader.proc, ids.uid
+    uid = ids.uid
     entry: PasswdEntry | None = None
     if uid is not None:
         effective = uid.effective
-        entry = reader.attempt(
-            ["identity.user", "identity.home"], lambda: read_passwd_entry(pid, effective, proc)
-        )
+        entry = reader.attempt(["identity.user", "identity.home"],
+                               lambda: read_passwd_entry(reader.process, effective))
     else:
         reason = "the effective uid could not be read"
         reader.gaps.extend((Gap("identity.user", reason), Gap("identity.home", reason)))
@@ -100,26 +101,10 @@ def _status_gaps(reader: _Reader, status: Status) -> None:
 
 
 def _filesystem(reader: _Reader) -> Filesystem | None:
-    pid, proc = reader.pid, reader.proc
+    process = reader.process
     return reader.attempt(
-        ["filesystem"],
-        lambda: filesystem_from_mounts(parse_mountinfo(proc.read_mountinfo(pid))),
+        ["filesystem"], lambda: filesystem_from_mounts(parse_mountinfo(process.mountinfo()))
     )
-
-
-def _check_same_process(reader: _Reader, start_time: int | None, status: Status | None) -> None:
-    """Raise ProcessGone if the pid now names another process, or vanished before any fact."""
-    try:
-        now = reader.proc.read_start_time(reader.pid)
-    except ProcessGone:
-        if status is None:
-            raise ProcessGone(reader.pid, "exited during inspection") from None
-        reader.gaps.append(Gap("process", "exited during inspection; facts read before are kept"))
-        return
-    except CollectError:
-        return
-    if start_time is not None and now != start_time:
-        raise ProcessGone(reader.pid, "the pid was reused by another process during inspection")
 
 
 def observe_process(
@@ -129,32 +114,35 @@ def observe_process(
     paths: Sequence[str] = (),
     network: NetnsFacts | None = None,
 ) -> ObservedProcess:
-    """Everything about `pid` that the kernel shows; raises ProcessGone only if it is gone."""
-    proc = proc if proc is not None else ProcFS()
-    reader = _Reader(pid, proc)
-    try:
-        start_time: int | None = proc.read_start_time(pid)
-    except ProcessGone:
-        raise
-    except CollectError as exc:
-        start_time = None
-        reader.gaps.append(Gap("start_time", str(exc)))
-    comm = reader.attempt(["comm"], lambda: proc.read_comm(pid))
-    cmdline = reader.attempt(["cmdline"], lambda: proc.read_cmdline(pid))
+    """Everything about `pid` that the kernel shows; raises ProcessGone only if it is gone
+    before its identity could be read. Inside `proc.cycle()` its reads are shared."""
+    procfs = proc if proc is not None else ProcFS()
+    with procfs.cycle():
+        return _observe(procfs.process(pid), paths, network)
+
+
+def _observe(
+    process: ProcessHandle, paths: Sequence[str], network: NetnsFacts | None
+) -> ObservedProcess:
+    reader = _Reader(process)
+    stat = reader.attempt(["start_time", "comm"], process.stat)
+    if stat is None and reader.exited:
+        raise ProcessGone(process.pid, "exited before it could be read")
+    cmdline = reader.attempt(["cmdline"], process.cmdline)
     status = reader.attempt(
         ["identity.uid", "identity.gid", "identity.groups", "capabilities", "no_new_privs",
          "seccomp"],
-        lambda: proc.read_status(pid),
+        process.status,
     )
     if status is not None:
         _status_gaps(reader, status)
     ids = _container_ids(reader, status)  # right after status: identity matters most
-    environ = reader.attempt(["environ"], lambda: proc.read_environ(pid))
+    environ = reader.attempt(["environ"], process.environ)
     identity = _with_passwd(reader, ids, environ)
     observed = ObservedProcess(
-        pid=pid,
-        start_time=start_time,
-        comm=comm if comm is not None else (status.name if status is not None else ""),
+        pid=process.pid,
+        start_time=stat.start_time if stat is not None else None,
+        comm=stat.comm if stat is not None else (status.name if status is not None else ""),
         cmdline=cmdline or (),
         identity=identity,
         capabilities=status.capabilities if status is not None else None,
@@ -164,8 +152,11 @@ def observe_process(
         network=network,
         environ=environ or (),
     )
-    observed = with_paths(observed, pid, paths, proc) if paths else observed
-    _check_same_process(reader, start_time, status)
+    observed = _with_paths(observed, process, paths) if paths else observed
+    if reader.exited:
+        if status is None:
+            raise ProcessGone(process.pid, "exited during inspection")
+        reader.gaps.append(Gap("process", "exited during inspection; facts read before are kept"))
     return dataclasses.replace(observed, incomplete=_merge(reader.gaps, observed.incomplete))
 
 
@@ -179,9 +170,20 @@ def with_paths(
     """`observed` with `paths` probed (the engine's second pass, once it knows the paths).
 
     A path whose writability could not be told is also named in `incomplete` as `paths.<path>`.
+    Inside `proc.cycle()` the process's status and root are those `observe_process` read.
     """
-    proc = proc if proc is not None else ProcFS()
-    probed = probe_paths(pid, paths, observed, proc)
+    procfs = proc if proc is not None else ProcFS()
+    with procfs.cycle():
+        try:
+            process = procfs.process(pid)
+        except CollectError as exc:
+            return _with_paths(observed, None, paths, str(exc))
+        return _with_paths(observed, process, paths)
+
+
+def _with_paths(observed: ObservedProcess, process: ProcessHandle | None,
+                paths: Sequence[str], error: str = "") -> ObservedProcess:
+    probed = probe_paths(process, paths, observed, error)
     unknown = [Gap(f"paths.{p.path}", p.error or "unknown") for p in probed if p.writable is None]
     return dataclasses.replace(
         observed, paths=probed, incomplete=_merge(observed.incomplete, unknown)

@@ -1,182 +1,52 @@
-"""One object owning the /proc root; one reader and one pure parser per /proc file.
+"""The one owner of /proc: its root, every read of it, and the one errno mapping.
 
-Readers map errno to ProcessGone / AccessDenied (psutil's habit); parsers are pure
-`str -> dataclass` functions that raise ParseError on anything malformed.
+`ProcFS` is the node's /proc tree: `HOST_PROC` when set (a container that mounts the
+node's /proc elsewhere, tests), else /proc. `ProcFS.process(pid)` is a handle on one
+process, in the spirit of psutil's `oneshot()`: it holds an fd of /proc/PID and caches what
+it read, so a file several facts share is read once. Every read goes through that fd, and
+the kernel answers ESRCH/ENOENT through it once the process it was opened on is gone, even
+when the pid was reused (fs/proc/base.c: lookups go through the struct pid, not the
+number); a handle therefore never mixes up two processes. Within `ProcFS.cycle()` the same
+pid gives the same handle and `walk()` makes one pass over /proc; all is closed at its end.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
 
-from agent.collect.caps import parse_cap_mask
-from agent.collect.errors import AccessDenied, CollectError, ParseError, translate_oserror
-from agent.collect.text import sanitize
-from agent.model import Capabilities, IdMapRange, IdQuad, Status
+from agent.collect.errors import AccessDenied, CollectError, Missing, ProcessGone
+from agent.collect.procparse import (
+    parse_decimal,
+    parse_environ,
+    parse_id_map,
+    parse_nul_list,
+    parse_stat,
+    parse_status,
+)
+from agent.model import IdMapRange, ProcStat, Status
 
 # A container controls its cmdline and environ: never read more than this of either.
 PROC_FILE_LIMIT = 1 << 20
 # mountinfo is written by the kernel, but a node can hold many thousands of mounts.
 MOUNTINFO_LIMIT = 16 << 20
-ARG_LIMIT = 4096  # characters kept of one cmdline argument or environ value
-MAX_ENTRIES = 4096  # cmdline arguments / environ entries kept
-# The kernel shows an id with no mapping in the reader's user namespace as the overflow
-# id (/proc/sys/kernel/overflowuid, 65534 by default; kernel/user_namespace.c).
-OVERFLOW_ID = 65534
-_MAX_ID = (1 << 32) - 1
-
-_DECIMAL = re.compile(r"[0-9]{1,20}")
-_SECCOMP_MODES = {"0": "disabled", "1": "strict", "2": "filter"}
-_CAP_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd")
+# The agent's own process and threads, seen through its own /proc whatever HOST_PROC says.
+OWN_PROC = "/proc"
+Needs = str | tuple[str, ...] | None  # capabilities that would allow a denied read
 
 
-def _decimal(text: str, what: str) -> int:
-    if not _DECIMAL.fullmatch(text):
-        raise ParseError(what, f"not a decimal number: {text[:40]!r}")
-    return int(text)
-
-
-def _id(text: str, what: str) -> int:
-    value = _decimal(text, what)
-    if value > _MAX_ID:
-        raise ParseError(what, f"id {value} is above 2**32-1")
-    return value
-
-
-# --- pure parsers ----------------------------------------------------------------------
-
-
-def _status_fields(text: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    # Split on "\n" only: the kernel escapes only "\n" and "\\" in Name
-    # (fs/proc/array.c proc_task_name), so a comm may hold \r, \v, \x1c or U+2028,
-    # which str.splitlines() would take as line ends.
-    for line in text.split("\n"):
-        if not line:
-            continue
-        key, sep, value = line.partition(":")
-        if not sep:
-            raise ParseError("status", f"line without ':': {line[:40]!r}")
-        fields.setdefault(key, value)
-    return fields
-
-
-def _id_quad(fields: dict[str, str], key: str) -> IdQuad:
-    if key not in fields:
-        raise ParseError("status", f"no {key} line")
-    values = fields[key].split()
-    if len(values) != 4:
-        raise ParseError("status", f"{key} needs 4 ids, got {len(values)}")
-    real, effective, saved, fs = (_id(v, f"status {key}") for v in values)
-    return IdQuad(real=real, effective=effective, saved=saved, fs=fs)
-
-
-def _capabilities(fields: dict[str, str], last_cap: int) -> Capabilities:
-    masks: dict[str, int] = {}
-    for key in _CAP_FIELDS:
-        if key not in fields:
-            raise ParseError("status", f"no {key} line")
-        masks[key] = parse_cap_mask(fields[key])
-    # CapAmb exists since Linux 4.3; an older kernel has no ambient set at all.
-    ambient = parse_cap_mask(fields["CapAmb"]) if "CapAmb" in fields else 0
-    return Capabilities(
-        effective=masks["CapEff"], permitted=masks["CapPrm"], inheritable=masks["CapInh"],
-        bounding=masks["CapBnd"], ambient=ambient, last_cap=last_cap,
-    )
-
-
-def parse_status(text: str, last_cap: int) -> Status:
-    """/proc/PID/status -> Status; `last_cap` is /proc/sys/kernel/cap_last_cap."""
-    fields = _status_fields(text)
-    if "Name" not in fields:
-        raise ParseError("status", "no Name line")
-    no_new_privs: bool | None = None  # NoNewPrivs is shown since Linux 4.10
-    if "NoNewPrivs" in fields:
-        flag = fields["NoNewPrivs"].strip()
-        if flag not in ("0", "1"):
-            raise ParseError("status", f"NoNewPrivs is {flag[:20]!r}")
-        no_new_privs = flag == "1"
-    seccomp: str | None = None  # the Seccomp line exists only with CONFIG_SECCOMP
-    if "Seccomp" in fields:
-        mode = fields["Seccomp"].strip()
-        if mode not in _SECCOMP_MODES:
-            raise ParseError("status", f"Seccomp mode {mode[:20]!r}")
-        seccomp = _SECCOMP_MODES[mode]
-    return Status(
-        name=sanitize(fields["Name"].removeprefix("\t")),
-        uid=_id_quad(fields, "Uid"),
-        gid=_id_quad(fields, "Gid"),
-        groups=tuple(_id(g, "status Groups") for g in fields.get("Groups", "").split()),
-        capabilities=_capabilities(fields, last_cap),
-        no_new_privs=no_new_privs,
-        seccomp=seccomp,
-        nspid=tuple(_decimal(p, "status NSpid") for p in fields.get("NSpid", "").split()),
-    )
-
-
-def parse_id_map(text: str) -> tuple[IdMapRange, ...]:
-    """/proc/PID/uid_map or gid_map: `inside outside count` per line (user_namespaces(7))."""
-    ranges: list[IdMapRange] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        values = line.split()
-        if len(values) != 3:
-            raise ParseError("id map", f"need 3 numbers per line: {line[:60]!r}")
-        inside, outside, count = (_id(v, "id map") for v in values)
-        if count == 0:
-            raise ParseError("id map", f"empty range: {line[:60]!r}")
-        ranges.append(IdMapRange(inside=inside, outside=outside, count=count))
-    return tuple(ranges)
-
-
-def translate_id(host_id: int, ranges: tuple[IdMapRange, ...]) -> int:
-    """The id the container sees for a host (outside) id.
-
-    An id no range maps is shown as OVERFLOW_ID (65534), as `id` inside the container
-    shows it; that is also what an empty map (user namespace not set up yet) gives.
-    """
-    for r in ranges:
-        if r.outside <= host_id < r.outside + r.count:
-            return r.inside + (host_id - r.outside)
-    return OVERFLOW_ID
-
-
-def parse_stat_start_time(text: str) -> int:
-    """Field 22 (starttime, clock ticks since boot) of /proc/PID/stat.
-
-    comm (field 2) is in parentheses and may itself hold ') ' and spaces, so the fields
-    are counted from the LAST ')'.
-    """
-    close = text.rfind(")")
-    if close < 0:
-        raise ParseError("stat", "no ')' after comm")
-    after_comm = text[close + 1 :].split()  # fields 3 (state) onwards
-    if len(after_comm) < 20:
-        raise ParseError("stat", f"only {len(after_comm) + 2} fields")
-    return _decimal(after_comm[22 - 3], "stat starttime")
-
-
-def parse_nul_list(raw: bytes, limit: int = ARG_LIMIT) -> tuple[str, ...]:
-    """NUL-separated /proc text (cmdline, environ) as sanitised strings."""
-    items = raw.split(b"\0")
-    if items and items[-1] == b"":
-        items.pop()
-    return tuple(sanitize(item, limit) for item in items[:MAX_ENTRIES])
-
-
-def parse_environ(raw: bytes) -> tuple[tuple[str, str], ...]:
-    """/proc/PID/environ as (name, sanitised value) pairs; entries without '=' are dropped."""
-    pairs: list[tuple[str, str]] = []
-    for item in raw.split(b"\0")[:MAX_ENTRIES]:
-        name, sep, value = item.partition(b"=")
-        if sep and name:
-            pairs.append((sanitize(name, ARG_LIMIT), sanitize(value, ARG_LIMIT)))
-    return tuple(pairs)
-
-
-# --- readers -------------------------------------------------------------------------
+def map_oserror(exc: OSError, pid: int | None, what: str, missing: Needs = None) -> CollectError:
+    """The one errno mapping: ENOENT/ESRCH of a process -> ProcessGone, EACCES/EPERM ->
+    AccessDenied (naming `missing`), ENOENT of anything else -> Missing."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return AccessDenied(pid, what, missing)
+    if exc.errno in (errno.ENOENT, errno.ESRCH):
+        return ProcessGone(pid, what) if pid is not None else Missing(f"{what} does not exist")
+    return CollectError(f"cannot read {what}: {exc.strerror or exc}")
 
 
 def read_bounded(fd: int, limit: int, chunk_size: int = 1 << 16) -> tuple[bytes, bool]:
@@ -194,87 +64,264 @@ def read_bounded(fd: int, limit: int, chunk_size: int = 1 << 16) -> tuple[bytes,
     return data[:limit], len(data) > limit
 
 
+def read_file(path: str, *, dir_fd: int | None = None, limit: int = PROC_FILE_LIMIT,
+              pid: int | None = None, what: str | None = None,
+              missing: Needs = None) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of `path` (relative to `dir_fd` when given), errno mapped; `what`
+    names the file in an error."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY, dir_fd=dir_fd)
+        try:
+            return read_bounded(fd, limit)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise map_oserror(exc, pid, what or path, missing) from exc
+
+
+def read_own(name: str, limit: int = PROC_FILE_LIMIT) -> bytes:
+    """`name` under the agent's own /proc (`thread-self/status`, `self/fdinfo/3`)."""
+    return read_file(f"{OWN_PROC}/{name}", limit=limit)[0]
+
+
+def own_netns_inode() -> int:
+    """The network namespace of the calling thread."""
+    return os.stat(f"{OWN_PROC}/thread-self/ns/net").st_ino
+
+
+def own_thread_count() -> int:
+    try:
+        return len(os.listdir(f"{OWN_PROC}/self/task"))
+    except OSError:
+        return 1
+
+
+@dataclass(frozen=True, slots=True)
+class ProcEntry:
+    """One process seen by the node-wide pass."""
+
+    pid: int
+    netns: int | None  # inode of ns/net; None when it could not be read
+    cgroup: str | None  # /proc/PID/cgroup text, when asked for and readable
+
+
+@dataclass(frozen=True, slots=True)
+class ProcWalk:
+    """One pass over /proc: every process, its netns and (when asked) its cgroups."""
+
+    entries: tuple[ProcEntry, ...]
+    with_cgroups: bool
+    netns_gone: int  # exited while the pass ran: normal, not a gap
+    netns_denied: int  # ns/net refused (needs CAP_SYS_PTRACE): a gap when it matters
+
+
 class ProcFS:
     """The /proc tree of the node: `HOST_PROC` when set (tests, containers), else /proc."""
 
     def __init__(self, root: str | None = None) -> None:
         self.root = root if root is not None else os.environ.get("HOST_PROC", "/proc")
         self._last_cap: int | None = None
+        self._handles: dict[int, ProcessHandle] | None = None  # inside cycle()
+        self._walk: ProcWalk | None = None
+        self.walks = 0  # passes over /proc made, for the tests that count reads
 
-    def path(self, pid: int, name: str) -> str:
-        return f"{self.root}/{pid}/{name}"
-
-    def read_bytes(
-        self, pid: int | None, path: str, *, limit: int = PROC_FILE_LIMIT,
-        missing: str | tuple[str, ...] | None = None,
-    ) -> tuple[bytes, bool]:
-        """Up to `limit` bytes of `path`, and whether there was more; errno mapped.
-
-        `missing` names the capability that would allow a denied read (for the Gap).
-        """
+    @contextmanager
+    def cycle(self) -> Iterator[ProcFS]:
+        """One audit: each pid's handle and the node-wide pass are made once, closed after."""
+        outer = self._handles is not None
+        if not outer:
+            self._handles = {}
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-            try:
-                return read_bounded(fd, limit)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise _denied_or_gone(exc, pid, path, missing) from exc
+            yield self
+        finally:
+            if not outer:
+                handles, self._handles, self._walk = self._handles or {}, None, None
+                for handle in handles.values():
+                    handle.close()
 
-    def read_text(self, pid: int, name: str, *, limit: int = PROC_FILE_LIMIT) -> str:
-        data, truncated = self.read_bytes(pid, self.path(pid, name), limit=limit)
-        if truncated:
-            raise CollectError(f"{self.path(pid, name)} is larger than {limit} bytes")
-        return data.decode("utf-8", errors="surrogateescape")
+    def process(self, pid: int) -> ProcessHandle:
+        """A handle on `pid`; ProcessGone when there is no such process. Inside `cycle()`
+        the same handle each time (do not close it); else the caller closes it."""
+        if self._handles is None:
+            return ProcessHandle(self, pid)
+        handle = self._handles.get(pid)
+        if handle is None:
+            handle = self._handles[pid] = ProcessHandle(self, pid)
+        return handle
+
+    def exists(self, pid: int) -> bool:
+        return pid > 0 and os.path.isdir(f"{self.root}/{pid}")
+
+    def pids(self) -> list[int]:
+        try:
+            names = os.listdir(self.root)
+        except OSError as exc:
+            raise CollectError(f"cannot list {self.root}: {exc.strerror or exc}") from exc
+        # isdigit() accepts non-ASCII digits; /proc names are ASCII decimal.
+        return [int(name) for name in names if name.isascii() and name.isdigit()]
+
+    def walk(self, *, cgroups: bool = False) -> ProcWalk:
+        """Every process's netns inode (and cgroup text); once per cycle when inside one."""
+        cached = self._walk
+        if cached is not None and (cached.with_cgroups or not cgroups):
+            return cached
+        self.walks += 1
+        entries: list[ProcEntry] = []
+        gone = denied = 0
+        for pid in self.pids():
+            try:
+                netns: int | None = os.stat(f"{self.root}/{pid}/ns/net").st_ino
+            except (FileNotFoundError, ProcessLookupError):
+                netns = None  # exited, or a /proc tree without namespaces (fixtures)
+            except PermissionError:
+                denied, netns = denied + 1, None
+            text = None
+            if cgroups:
+                try:
+                    data, _ = read_file(f"{self.root}/{pid}/cgroup")
+                    text = data.decode("utf-8", errors="surrogateescape")
+                except CollectError:
+                    pass  # gone or unreadable: not a process we can attribute
+            if netns is None and text is None and not os.path.isdir(f"{self.root}/{pid}"):
+                gone += 1
+                continue
+            entries.append(ProcEntry(pid, netns, text))
+        walk = ProcWalk(tuple(entries), cgroups, gone, denied)
+        if self._handles is not None:
+            self._walk = walk
+        return walk
 
     def read_cap_last_cap(self) -> int:
         if self._last_cap is None:
-            data, _ = self.read_bytes(None, f"{self.root}/sys/kernel/cap_last_cap", limit=64)
-            self._last_cap = _decimal(data.decode("ascii", "replace").strip(), "cap_last_cap")
+            data = self.read_sys("kernel/cap_last_cap")
+            self._last_cap = parse_decimal(data.decode("ascii", "replace").strip(),
+                                           "cap_last_cap")
         return self._last_cap
 
-    def read_status(self, pid: int) -> Status:
-        return parse_status(self.read_text(pid, "status"), self.read_cap_last_cap())
+    def read_sys(self, name: str) -> bytes:
+        """/proc/sys/`name`; the net/ ones answer for the CALLING THREAD's netns. Missing
+        when the kernel has no such file."""
+        return read_file(f"{self.root}/sys/{name}", limit=64)[0]
 
-    def read_start_time(self, pid: int) -> int:
-        return parse_stat_start_time(self.read_text(pid, "stat"))
 
-    def read_comm(self, pid: int) -> str:
-        data, _ = self.read_bytes(pid, self.path(pid, "comm"), limit=256)
-        return sanitize(data.removesuffix(b"\n"), 64)
+class ProcessHandle:
+    """One process: an fd of /proc/PID and what has been read through it (psutil's oneshot).
 
-    def read_cmdline(self, pid: int) -> tuple[str, ...]:
-        data, _ = self.read_bytes(pid, self.path(pid, "cmdline"))
-        return parse_nul_list(data)
+    Raises ProcessGone / AccessDenied / ParseError / CollectError, never OSError.
+    """
 
-    def read_environ(self, pid: int) -> tuple[tuple[str, str], ...]:
+    def __init__(self, proc: ProcFS, pid: int) -> None:
+        self.proc = proc
+        self.pid = pid
+        if pid <= 0:
+            raise ProcessGone(pid)
+        try:
+            self._dir: int | None = os.open(f"{proc.root}/{pid}",
+                                            os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise map_oserror(exc, pid, f"{proc.root}/{pid}") from exc
+        self._cache: dict[str, object] = {}
+        self._root_fd: int | None = None
+        self.reads: dict[str, int] = {}  # file -> times read, for the tests that count
+
+    def __enter__(self) -> ProcessHandle:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in (self._root_fd, self._dir):
+            if fd is not None:
+                os.close(fd)
+        self._root_fd = self._dir = None
+
+    def where(self, name: str) -> str:
+        return f"{self.proc.root}/{self.pid}/{name}"
+
+    def _fd(self) -> int:
+        if self._dir is None:
+            raise CollectError(f"the handle of process {self.pid} is closed")
+        return self._dir
+
+    def read(self, name: str, *, limit: int = PROC_FILE_LIMIT,
+             missing: Needs = None) -> tuple[bytes, bool]:
+        """Up to `limit` bytes of /proc/PID/`name`, and whether there was more (uncached)."""
+        self.reads[name] = self.reads.get(name, 0) + 1
+        return read_file(name, dir_fd=self._fd(), limit=limit, pid=self.pid,
+                         what=self.where(name), missing=missing)
+
+    def read_text(self, name: str, *, limit: int = PROC_FILE_LIMIT) -> str:
+        data, truncated = self.read(name, limit=limit)
+        if truncated:
+            raise CollectError(f"{self.where(name)} is larger than {limit} bytes")
+        return data.decode("utf-8", errors="surrogateescape")
+
+    def stat(self) -> ProcStat:
+        found = self._cache.get("stat")
+        if not isinstance(found, ProcStat):
+            found = self._cache["stat"] = parse_stat(self.read("stat", limit=4096)[0])
+        return found
+
+    def start_time(self) -> int:
+        return self.stat().start_time
+
+    def comm(self) -> str:
+        return self.stat().comm
+
+    def status(self) -> Status:
+        found = self._cache.get("status")
+        if not isinstance(found, Status):
+            text = self.read_text("status")
+            found = self._cache["status"] = parse_status(text, self.proc.read_cap_last_cap())
+        return found
+
+    def cmdline(self) -> tuple[str, ...]:
+        return parse_nul_list(self.read("cmdline")[0])
+
+    def environ(self) -> tuple[tuple[str, str], ...]:
         # environ is mode 0400 for its owner and also needs PTRACE_MODE_READ access (proc(5)).
-        path = self.path(pid, "environ")
-        data, _ = self.read_bytes(pid, path, missing=("SYS_PTRACE", "DAC_READ_SEARCH"))
+        data, _ = self.read("environ", missing=("SYS_PTRACE", "DAC_READ_SEARCH"))
         return parse_environ(data)
 
-    def read_uid_map(self, pid: int) -> tuple[IdMapRange, ...]:
-        return parse_id_map(self.read_text(pid, "uid_map"))
+    def uid_map(self) -> tuple[IdMapRange, ...]:
+        return parse_id_map(self.read_text("uid_map"))
 
-    def read_gid_map(self, pid: int) -> tuple[IdMapRange, ...]:
-        return parse_id_map(self.read_text(pid, "gid_map"))
+    def gid_map(self) -> tuple[IdMapRange, ...]:
+        return parse_id_map(self.read_text("gid_map"))
 
-    def read_mountinfo(self, pid: int) -> str:
-        return self.read_text(pid, "mountinfo", limit=MOUNTINFO_LIMIT)
+    def mountinfo(self) -> str:
+        return self.read_text("mountinfo", limit=MOUNTINFO_LIMIT)
 
-    def open_root(self, pid: int) -> int:
-        """An O_PATH directory fd of /proc/PID/root: the process's root, in its mount ns."""
-        path = self.path(pid, "root")
+    def cgroup(self) -> str:
+        return self.read_text("cgroup")
+
+    def root_fd(self) -> int:
+        """An O_PATH fd of /proc/PID/root (the process's root, in its mount namespace), opened
+        once; the handle closes it."""
+        if self._root_fd is None:
+            self._root_fd = self._open("root", os.O_PATH | os.O_DIRECTORY, "SYS_PTRACE")
+        return self._root_fd
+
+    def open_netns(self) -> int:
+        """An fd of ns/net (the caller closes it): it pins the netns even if PID exits."""
+        # ns/net of another user's process needs ptrace read access (PTRACE_MODE_READ_FSCREDS).
+        return self._open("ns/net", os.O_RDONLY, "SYS_PTRACE")
+
+    def netns_inode(self) -> int:
         try:
-            return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            return os.stat("ns/net", dir_fd=self._fd()).st_ino
         except OSError as exc:
-            # Following /proc/PID/root needs PTRACE_MODE_READ_FSCREDS (proc(5)).
-            raise _denied_or_gone(exc, pid, path, "SYS_PTRACE") from exc
+            raise map_oserror(exc, self.pid, self.where("ns/net"), "SYS_PTRACE") from exc
 
+    def open_fd_dir(self) -> int:
+        """A directory fd of /proc/PID/fd (the caller closes it)."""
+        # fd/ is mode 0500 for its owner, and readlink needs ptrace access (proc(5)).
+        return self._open("fd", os.O_RDONLY | os.O_DIRECTORY, ("SYS_PTRACE", "DAC_READ_SEARCH"))
 
-def _denied_or_gone(
-    exc: OSError, pid: int | None, what: str, missing: str | tuple[str, ...] | None
-) -> CollectError:
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return AccessDenied(pid, what, missing)
-    return translate_oserror(exc, pid, what)
+    def _open(self, name: str, flags: int, missing: Needs) -> int:
+        try:
+            return os.open(name, flags | os.O_CLOEXEC, dir_fd=self._fd())
+        except OSError as exc:
+            raise map_oserror(exc, self.pid, self.where(name), missing) from exc

@@ -14,9 +14,9 @@ import posixpath
 import stat
 from collections.abc import Sequence
 
-from agent.collect.errors import AccessDenied, CollectError
+from agent.collect.errors import CollectError, Missing
 from agent.collect.mounts import mount_for_path
-from agent.collect.procfs import ProcFS, parse_status, read_bounded
+from agent.collect.procfs import ProcessHandle, map_oserror, read_bounded, read_own
 from agent.collect.text import sanitize
 from agent.model import Capabilities, Mount, ObservedProcess, PasswdEntry, PathAccess
 
@@ -29,10 +29,6 @@ ROOTFS_FILE_LIMIT = 4 << 20
 CAP_DAC_OVERRIDE = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-class MissingInRoot(CollectError):
-    """The path does not exist inside the container root (ENOENT)."""
 
 
 class _OpenHow(ctypes.Structure):
@@ -76,11 +72,8 @@ def read_file_in_root(
 
 
 def _rootfs_error(exc: OSError, path: str) -> CollectError:
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return AccessDenied(None, f"{path} in the container root", "DAC_READ_SEARCH")
-    if exc.errno == errno.ENOENT:
-        return MissingInRoot(f"{path} does not exist in the container root")
-    return CollectError(f"cannot read {path} in the container root: {exc.strerror or exc}")
+    # Missing when the path does not exist in the container root.
+    return map_oserror(exc, None, f"{path} in the container root", "DAC_READ_SEARCH")
 
 
 # --- /etc/passwd ---------------------------------------------------------------------
@@ -113,20 +106,17 @@ def find_passwd_entry(text: str, uid: int) -> PasswdEntry | None:
     return next((e for e in parse_passwd(text) if e.uid == uid), None)
 
 
-def read_passwd_entry(pid: int, uid: int, proc: ProcFS) -> PasswdEntry | None:
+def read_passwd_entry(process: ProcessHandle, uid: int) -> PasswdEntry | None:
     """`uid`'s entry in the container's own /etc/passwd; None when it has none.
 
     A root with no /etc/passwd (a scratch image) has no entry, as getpwuid(3) says.
     Raises CollectError when the file cannot be read, or is larger than the cap and the
     uid is not in the part that was read.
     """
-    root_fd = proc.open_root(pid)
     try:
-        data, truncated = read_file_in_root(root_fd, "/etc/passwd")
-    except MissingInRoot:
+        data, truncated = read_file_in_root(process.root_fd(), "/etc/passwd")
+    except Missing:
         return None
-    finally:
-        os.close(root_fd)
     if truncated:
         data = data[: data.rfind(b"\n") + 1]  # drop the line the cap cut in half
     entry = find_passwd_entry(data.decode("utf-8", errors="surrogateescape"), uid)
@@ -144,11 +134,10 @@ def read_passwd_entry(pid: int, uid: int, proc: ProcFS) -> PasswdEntry | None:
 def _mount_id_of_fd(fd: int) -> int | None:
     """The global mount id of an open fd (/proc/self/fdinfo `mnt_id:`, Linux 3.15+)."""
     try:
-        with open(f"/proc/self/fdinfo/{fd}", "rb") as fdinfo:
-            for line in fdinfo:
-                if line.startswith(b"mnt_id:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
+        for line in read_own(f"self/fdinfo/{fd}", limit=4096).split(b"\n"):
+            if line.startswith(b"mnt_id:"):
+                return int(line.split()[1])
+    except (CollectError, ValueError, IndexError):
         return None
     return None
 
@@ -261,23 +250,24 @@ def _probe_missing(
 
 
 def probe_paths(
-    pid: int, paths: Sequence[str], observed: ObservedProcess, proc: ProcFS,
+    process: ProcessHandle | None, paths: Sequence[str], observed: ObservedProcess,
+    error: str = "",
 ) -> tuple[PathAccess, ...]:
-    """probe_path for each path, with the process's host fs ids, caps and mounts."""
+    """probe_path for each path, with the process's host fs ids, caps and mounts; each path
+    unknown (with `error`) when there is no process handle."""
     if not paths:
         return ()
     mounts = observed.filesystem.mounts if observed.filesystem is not None else ()
     try:
+        if process is None:
+            raise CollectError(error or "process unknown")
         # File owners from fstat are host (kernel) ids, so compare host ids, not translated.
-        status = parse_status(proc.read_text(pid, "status"), proc.read_cap_last_cap())
-        root_fd = proc.open_root(pid)
+        status = process.status()
+        root_fd = process.root_fd()
     except CollectError as exc:
         return tuple(PathAccess(p, None, None, None, None, error=str(exc)) for p in paths)
-    try:
-        return tuple(
-            probe_path(root_fd, p, status.uid.fs, status.gid.fs, status.groups,
-                       observed.capabilities, mounts)
-            for p in paths
-        )
-    finally:
-        os.close(root_fd)
+    return tuple(
+        probe_path(root_fd, p, status.uid.fs, status.gid.fs, status.groups,
+                   observed.capabilities, mounts)
+        for p in paths
+    )

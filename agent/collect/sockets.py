@@ -14,8 +14,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from agent.collect import netlink
-from agent.collect.errors import CollectError, ParseError
-from agent.collect.text import sanitize
+from agent.collect.errors import CollectError, ParseError, ProcessGone
+from agent.collect.procfs import ProcessHandle, ProcFS, map_oserror
 from agent.model import Gap, Listener, SocketOwner
 
 # include/uapi/linux/sock_diag.h, inet_diag.h, net/tcp_states.h
@@ -42,7 +42,6 @@ LISTENER_DUMPS: tuple[tuple[str, int, int, int], ...] = (
     ("udp", socket.AF_INET6, socket.IPPROTO_UDP, 1 << TCP_CLOSE),
 )
 
-COMM_LIMIT = 64
 MAX_FD_GAP = 256  # fd numbers tried in vain before listing /proc/PID/fd instead
 
 
@@ -139,48 +138,42 @@ class OwnerScan:
     processes_denied: int  # EACCES on ns/net, fd/ or stat: a gap (needs CAP_SYS_PTRACE)
 
 
-def socket_owners(inodes: Collection[int], netns_ino: int | Collection[int],
-                  proc_root: str = "/proc") -> dict[int, tuple[SocketOwner, ...]]:
-    """socket inode -> the (pid, comm, fd) holding it, among processes of `netns_ino`."""
-    return dict(scan_socket_owners(inodes, netns_ino, proc_root).owners)
-
-
-def scan_socket_owners(inodes: Collection[int], netns_ino: int | Collection[int],
-                       proc_root: str = "/proc") -> OwnerScan:
-    """One pass over /proc for every target netns at once (socket inodes are host-unique)."""
+def scan_socket_owners(inodes: Collection[int], netns_inodes: int | Collection[int],
+                       proc: ProcFS | None = None) -> OwnerScan:
+    """The holders of the sockets, among processes of the given network namespaces: the
+    cycle's one pass over /proc (`ProcFS.walk`) says which processes those are, and only
+    their fd tables are read (socket inodes are host-unique)."""
     wanted = {f"socket:[{inode}]": inode for inode in inodes}
-    targets = {netns_ino} if isinstance(netns_ino, int) else set(netns_ino)
-    found: dict[int, list[SocketOwner]] = {}
-    gone = denied = 0
     if not wanted:
         return OwnerScan({}, 0, 0)
-    try:
-        entries = os.listdir(proc_root)
-    except OSError as exc:
-        raise CollectError(f"cannot list {proc_root}: {exc.strerror}") from exc
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            if os.stat(f"{proc_root}/{name}/ns/net").st_ino not in targets:
+    proc = proc if proc is not None else ProcFS()
+    targets = {netns_inodes} if isinstance(netns_inodes, int) else set(netns_inodes)
+    found: dict[int, list[SocketOwner]] = {}
+    with proc.cycle():
+        walk = proc.walk()
+        gone, denied = 0, walk.netns_denied
+        for entry in walk.entries:
+            if entry.netns not in targets:
                 continue
-            held = _held_sockets(f"{proc_root}/{name}/fd", wanted)
-            if held:
-                comm, start_time = read_comm_and_start(f"{proc_root}/{name}/stat")
-        except (FileNotFoundError, ProcessLookupError):
-            gone += 1
-            continue
-        except PermissionError:
-            denied += 1
-            continue
-        for fd, inode in held:
-            owner = SocketOwner(pid=int(name), comm=comm, fd=fd, start_time=start_time)
-            found.setdefault(inode, []).append(owner)
+            try:
+                process = proc.process(entry.pid)
+                held = _held_sockets(process, wanted)
+                stat = process.stat() if held else None
+            except ProcessGone:
+                gone += 1
+                continue
+            except CollectError:  # AccessDenied, or an fd table that cannot be read
+                denied += 1
+                continue
+            for fd, inode in held:
+                owner = SocketOwner(pid=entry.pid, comm=stat.comm if stat else "", fd=fd,
+                                    start_time=stat.start_time if stat else None)
+                found.setdefault(inode, []).append(owner)
     owners = {inode: tuple(sorted(h, key=lambda o: (o.pid, o.fd))) for inode, h in found.items()}
     return OwnerScan(owners, gone, denied)
 
 
-def _held_sockets(fd_dir: str, wanted: Mapping[str, int]) -> list[tuple[int, int]]:
+def _held_sockets(process: ProcessHandle, wanted: Mapping[str, int]) -> list[tuple[int, int]]:
     """(fd, socket inode) for each fd of one process whose link is a wanted socket.
 
     Since Linux 6.2 the st_size of /proc/PID/fd is the number of open fds, so a dense fd
@@ -188,7 +181,7 @@ def _held_sockets(fd_dir: str, wanted: Mapping[str, int]) -> list[tuple[int, int
     dentry per fd (~20% of the scan with 100k sockets). Older kernels say 0 and are listed;
     so is the rest of a sparse table, after MAX_FD_GAP numbers that held nothing.
     """
-    dir_fd = os.open(fd_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dir_fd = process.open_fd_dir()
     held: list[tuple[int, int]] = []
     try:
         open_fds = os.fstat(dir_fd).st_size
@@ -206,6 +199,8 @@ def _held_sockets(fd_dir: str, wanted: Mapping[str, int]) -> list[tuple[int, int
             fd += 1
         if seen < open_fds or open_fds == 0:
             held.extend(_listed_sockets(dir_fd, wanted, first_fd=fd))
+    except OSError as exc:  # the process exited, or readlink was refused
+        raise map_oserror(exc, process.pid, process.where("fd")) from exc
     finally:
         os.close(dir_fd)
     return held
@@ -225,21 +220,3 @@ def _listed_sockets(dir_fd: int, wanted: Mapping[str, int],
         if inode is not None:
             held.append((fd, inode))
     return held
-
-
-def read_comm_and_start(stat_path: str) -> tuple[str, int | None]:
-    """comm and start time (clock ticks after boot, field 22) from one /proc/PID/stat."""
-    with open(stat_path, "rb") as f:
-        raw = f.read()
-    return parse_comm_and_start(raw)
-
-
-def parse_comm_and_start(raw: bytes) -> tuple[str, int | None]:
-    # comm is whatever the process named itself and may hold ')' or spaces: cut at the last ')'.
-    opening, closing = raw.find(b"("), raw.rfind(b")")
-    if opening < 0 or closing < opening:
-        raise ParseError("/proc/PID/stat", "no (comm)")
-    fields = raw[closing + 1 :].split()
-    start = fields[19] if len(fields) > 19 else b""
-    return sanitize(raw[opening + 1 : closing], COMM_LIMIT), int(start) if start.isdigit() else None
-

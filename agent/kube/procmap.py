@@ -10,26 +10,15 @@ hash), so a container ID that some status reports for the wrong pod blames nobod
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-from agent.collect.cgroups import parse_cgroup_file, read_cgroup_text
+from agent.collect.cgroups import parse_cgroup_file
 from agent.collect.errors import CollectError
+from agent.collect.procfs import ProcFS
 from agent.kube.containers import bare_container_id
 from agent.model import DeclaredContainer
 
 ContainerKey = tuple[str, str]  # (pod metadata.uid, container name)
-
-
-def _pids(proc_root: str) -> Iterator[int]:
-    try:
-        entries = os.listdir(proc_root)
-    except OSError as exc:
-        raise CollectError(f"cannot list {proc_root}: {exc.strerror or exc}") from exc
-    for name in entries:
-        # isdigit() accepts non-ASCII digits; /proc names are ASCII decimal.
-        if name.isascii() and name.isdigit():
-            yield int(name)
 
 
 def _pod_names(container: DeclaredContainer) -> frozenset[str]:
@@ -40,14 +29,14 @@ def _pod_names(container: DeclaredContainer) -> frozenset[str]:
 
 
 def pids_for_containers(
-    containers: Sequence[DeclaredContainer], proc_root: str = "/proc"
+    containers: Sequence[DeclaredContainer], proc: ProcFS
 ) -> dict[ContainerKey, tuple[int, ...]]:
     """Sorted pids of each declared container, keyed by (pod uid, container name).
 
-    Scans /proc/*/cgroup once. Every container gets a key; one with no container ID yet
-    (not started) or no live process gets `()`. Processes that vanish mid-scan, or whose
-    cgroup file cannot be read or parsed, are skipped. Raises CollectError only when
-    `proc_root` itself cannot be listed.
+    Reads /proc/*/cgroup in the cycle's one pass over /proc (`ProcFS.walk`). Every
+    container gets a key; one with no container ID yet (not started) or no live process
+    gets `()`. Processes that vanish mid-scan, or whose cgroup file cannot be read or
+    parsed, are skipped. Raises CollectError only when /proc itself cannot be listed.
     """
     found: dict[ContainerKey, list[int]] = {
         (c.pod.uid, c.container_name): [] for c in containers
@@ -58,20 +47,14 @@ def pids_for_containers(
         if bare is not None:
             by_id[bare] = container
     if by_id:
-        for pid in _pids(proc_root):
-            owner = _container_of(pid, by_id, proc_root)
+        for entry in proc.walk(cgroups=True).entries:
+            owner = _container_of(entry.cgroup, by_id) if entry.cgroup is not None else None
             if owner is not None:
-                found[(owner.pod.uid, owner.container_name)].append(pid)
+                found[(owner.pod.uid, owner.container_name)].append(entry.pid)
     return {key: tuple(sorted(pids)) for key, pids in found.items()}
 
 
-def _container_of(
-    pid: int, by_id: dict[str, DeclaredContainer], proc_root: str
-) -> DeclaredContainer | None:
-    try:
-        text = read_cgroup_text(pid, proc_root)
-    except CollectError:
-        return None  # gone (ProcessGone), unreadable: not a process we can attribute
+def _container_of(text: str, by_id: dict[str, DeclaredContainer]) -> DeclaredContainer | None:
     # Most processes on a node belong to none of the targets: skip them before parsing.
     if not any(bare in text for bare in by_id):
         return None

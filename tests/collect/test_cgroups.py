@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from unprivileged import AS_NOBODY, nobody_python, world_readable_copy
 
-from agent.collect.cgroups import CgroupLine, parse_cgroup_file, read_cgroup
+from agent.collect.cgroups import CgroupLine, CgroupMembership, parse_cgroup_file
 from agent.collect.errors import ParseError, ProcessGone
+from agent.collect.procfs import ProcFS
 
 CORPUS = CGROUP_CORPUS
 POD = "2d3da189-6407-48e3-9ab6-78188d75e609"
@@ -239,6 +240,11 @@ def test_near_kubepods_lines_parse_or_raise_parse_error(lines: list[str]) -> Non
 # --- the real kernel ---------------------------------------------------------------------
 
 
+def read_cgroup(pid: int, proc_root: str | None = None) -> CgroupMembership:
+    with ProcFS(proc_root).process(pid) as process:
+        return parse_cgroup_file(process.cgroup())
+
+
 def test_read_cgroup_of_self_matches_the_kernel() -> None:
     membership = read_cgroup(os.getpid())
     text = Path("/proc/self/cgroup").read_text()
@@ -265,10 +271,10 @@ def test_read_cgroup_under_another_proc_root(tmp_path: Path) -> None:
 
 DENIED_READER = """
 import sys
-from agent.collect.cgroups import read_cgroup
 from agent.collect.errors import AccessDenied
+from agent.collect.procfs import ProcFS
 try:
-    read_cgroup(5, proc_root=sys.argv[1])
+    ProcFS(sys.argv[1]).process(5).cgroup()
 except AccessDenied as exc:
     print("AccessDenied", exc.pid)
 """

@@ -9,7 +9,7 @@ import subprocess
 
 from staging import STAGE_PYTHON, Stage, Staged
 
-from agent.collect.sockets import MAX_FD_GAP, socket_owners
+from agent.collect.sockets import MAX_FD_GAP, scan_socket_owners
 
 # Listeners dup'ed to a hole inside the walk's gap allowance and to one far beyond it.
 SPARSE_FDS = (200, MAX_FD_GAP + 3000)
@@ -43,7 +43,7 @@ def test_sparse_and_far_fds_are_all_found(stage: Stage) -> None:
     netns = stage.netns()
     holder, told = spawn_holder(stage, netns)
     ns_ino = os.stat(f"/proc/{holder.pid}/ns/net").st_ino
-    owners = socket_owners(told["inodes"], ns_ino)
+    owners = scan_socket_owners(told["inodes"], ns_ino).owners
     for inode, low_fd, far_fd in zip(told["inodes"], told["fds"], SPARSE_FDS, strict=True):
         assert {(o.pid, o.fd) for o in owners[inode]} == {(holder.pid, low_fd),
                                                          (holder.pid, far_fd)}

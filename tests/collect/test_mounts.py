@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from proc_reads import mountinfo_of
 from staging import Stage
 
 from agent.collect.errors import ParseError
@@ -15,7 +16,6 @@ from agent.collect.mounts import (
     parse_mountinfo,
     parse_mountinfo_line,
 )
-from agent.collect.procfs import ProcFS
 from agent.model import Mount
 
 ROOT_RO = "20 1 253:1 / / ro,relatime shared:1 - ext4 /dev/vda1 rw,errors=remount-ro"
@@ -112,7 +112,7 @@ def test_real_mountinfo_with_odd_mount_point(stage: Stage) -> None:
         odd = Path(top) / "sp ace\ttab\\back\nnl"
         odd.mkdir()
         staged = stage.spawn(readonly_root=True, tmpfs=[str(odd)])
-        fs = filesystem_from_mounts(parse_mountinfo(ProcFS().read_mountinfo(staged.pid)))
+        fs = filesystem_from_mounts(parse_mountinfo(mountinfo_of(staged.pid)))
         mount = mount_for_path(fs.mounts, str(odd / "file"))
         assert mount is not None
         assert mount.mount_point == str(odd)

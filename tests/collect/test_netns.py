@@ -11,12 +11,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from proc_reads import netns_inode_of
 from staging import Sock, Stage, run
 
 from agent.collect import sockets
 from agent.collect.errors import ParseError, ProcessGone
 from agent.collect.netlink import NetlinkMessage
-from agent.collect.netns import netns_inode, read_many_netns, read_netns_facts
+from agent.collect.netns import read_many_netns, read_netns_facts
+from agent.collect.procfs import ProcFS
 from agent.model import Listener, NetnsFacts, Sysctls
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,7 +99,7 @@ def test_vanished_pid_is_process_gone(stage: Stage) -> None:
     pid = staged.pid
     stage.kill(staged)
     with pytest.raises(ProcessGone):
-        netns_inode(pid)
+        ProcFS().process(pid).netns_inode()
     with pytest.raises(ProcessGone):
         read_netns_facts(pid)
     assert isinstance(read_many_netns([pid])[pid], ProcessGone)
@@ -108,7 +110,7 @@ def test_own_netns_and_threads_never_change(stage: Stage) -> None:
     staged = stage.spawn([Sock("tcp", 4, "0.0.0.0", 7003)], netns=netns)
     before, threads = _own_netns(), threading.active_count()
     for _ in range(3):
-        assert read_netns_facts(staged.pid).inode == netns_inode(staged.pid)
+        assert read_netns_facts(staged.pid).inode == netns_inode_of(staged.pid)
         assert _own_netns() == before
     assert threading.active_count() == threads
     assert read_netns_facts(staged.pid).inode != os.stat("/proc/self/ns/net").st_ino
@@ -121,8 +123,8 @@ def test_host_network_compares_with_pid_1(stage: Stage, tmp_path: Path) -> None:
     for name, target in (("1", f"/proc/{os.getpid()}"), (str(os.getpid()), f"/proc/{os.getpid()}"),
                          (str(pod.pid), f"/proc/{pod.pid}"), ("sys", "/proc/sys")):
         (tmp_path / name).symlink_to(target)
-    assert read_netns_facts(os.getpid(), proc_root=str(tmp_path)).host_network is True
-    assert read_netns_facts(pod.pid, proc_root=str(tmp_path)).host_network is False
+    assert read_netns_facts(os.getpid(), ProcFS(str(tmp_path))).host_network is True
+    assert read_netns_facts(pod.pid, ProcFS(str(tmp_path))).host_network is False
 
 
 def _read_without(cap: str, pid: int) -> dict[str, str]:
@@ -175,7 +177,7 @@ def test_unreadable_facts_become_gaps(stage: Stage, tmp_path: Path,
 
     real_decode = sockets.decode_listeners
     monkeypatch.setattr(sockets, "decode_listeners", broken_udp)
-    facts = read_netns_facts(staged.pid, proc_root=str(tmp_path))
+    facts = read_netns_facts(staged.pid, ProcFS(str(tmp_path)))
     assert facts.sysctls == Sysctls(None, None, None)
     gaps = {g.fact: g.reason for g in facts.gaps}
     assert "ipv6.disable=1" in gaps["net.ipv6.bindv6only"]

@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from proc_reads import start_time_of
 from staging import Stage
 
 from agent.collect.caps import decode_capsh
 from agent.collect.errors import ProcessGone
 from agent.collect.process import observe_process, with_paths
-from agent.collect.procfs import ProcFS
+from agent.collect.procfs import ProcessHandle, ProcFS
 from agent.model import IdQuad, mask_names
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "proc"
@@ -41,7 +42,7 @@ def test_staged_hardened_process_facts(stage: Stage) -> None:
     assert (tmp.exists, tmp.writable) == (True, True)
     assert (ivy.exists, ivy.writable) == (False, True)
     assert (root.on_readonly_mount, root.writable) == (True, False)
-    assert observed.start_time == ProcFS().read_start_time(staged.pid)
+    assert observed.start_time == start_time_of(staged.pid)
     assert observed.comm == "python3"
     assert observed.incomplete == ()
 
@@ -107,48 +108,28 @@ def test_vanished_pid_raises_process_gone() -> None:
         observe_process(child.pid)
 
 
-class KillingProcFS(ProcFS):
-    """Real /proc, but the process is killed (and reaped) right before one chosen read."""
-
-    def __init__(self, stage: Stage, victim: object, before: str) -> None:
-        super().__init__()
-        self.stage, self.victim, self.before = stage, victim, before
-
-    def __getattribute__(self, name: str) -> object:
-        if name == object.__getattribute__(self, "before"):
-            object.__getattribute__(self, "stage").kill(object.__getattribute__(self, "victim"))
-        return object.__getattribute__(self, name)
-
-
-@pytest.mark.parametrize("before", ["read_comm", "read_status", "read_environ",
-                                    "read_mountinfo", "open_root"])
-def test_process_exiting_mid_read_gives_gaps_or_process_gone(stage: Stage, before: str) -> None:
+@pytest.mark.parametrize("before", ["stat", "status", "environ", "mountinfo", "root_fd"])
+def test_process_exiting_mid_read_gives_gaps_or_process_gone(
+    stage: Stage, before: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     staged = stage.spawn(uid=185)
-    proc = KillingProcFS(stage, staged, before)
+    read = getattr(ProcessHandle, before)
+
+    def kill_first(handle: ProcessHandle) -> object:
+        stage.kill(staged)  # killed and reaped right before this one read
+        return read(handle)
+
+    monkeypatch.setattr(ProcessHandle, before, kill_first)
     try:
-        observed = observe_process(staged.pid, proc=proc, paths=["/tmp"])
+        observed = observe_process(staged.pid, paths=["/tmp"])
     except ProcessGone:
-        assert before in ("read_comm", "read_status")  # gone before any identity fact
+        assert before in ("stat", "status")  # gone before any identity fact
         return
-    assert before not in ("read_comm", "read_status")
+    assert before not in ("stat", "status")
     facts = {gap.fact for gap in observed.incomplete}
     assert "process" in facts
     assert observed.identity.uid == IdQuad(185, 185, 185, 185)
     assert observed.paths[0].writable is None and observed.paths[0].error
-
-
-def test_reused_pid_raises_process_gone(tmp_path: Path) -> None:
-    tree = tmp_path / "proc"
-    shutil.copytree(FIXTURES / "userns-pod", tree, symlinks=True)
-    stat = tree / "4242" / "stat"
-
-    class ReusingProcFS(ProcFS):
-        def read_environ(self, pid: int) -> tuple[tuple[str, str], ...]:
-            stat.write_text(stat.read_text().replace(" 123456 ", " 999999 "))
-            return super().read_environ(pid)
-
-    with pytest.raises(ProcessGone, match="reused"):
-        observe_process(4242, proc=ReusingProcFS(str(tree)))
 
 
 DENIED_SCRIPT = """

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -12,15 +11,15 @@ from hypothesis import strategies as st
 from staging import Stage
 
 from agent.collect.errors import CollectError, ParseError, ProcessGone
-from agent.collect.procfs import (
+from agent.collect.procfs import PROC_FILE_LIMIT, ProcFS
+from agent.collect.procparse import (
     OVERFLOW_ID,
-    PROC_FILE_LIMIT,
-    ProcFS,
     parse_id_map,
-    parse_stat_start_time,
+    parse_stat,
     parse_status,
     translate_id,
 )
+from agent.collect.text import sanitize
 from agent.model import IdMapRange
 
 STATUS = """Name:\tspark-operator
@@ -147,42 +146,55 @@ def test_parse_id_map_parses_or_raises(text: str) -> None:
             if x.outside <= r.outside < x.outside + x.count)
 
 
-def test_parse_stat_start_time_with_parenthesis_in_comm() -> None:
+def test_parse_stat_with_parenthesis_in_comm() -> None:
     fields = " ".join(str(n) for n in range(4, 22))
-    assert parse_stat_start_time(f"42 (a) (b) c) S {fields} 98765 0 0\n") == 98765
+    stat = parse_stat(f"42 (a) (b) c) S {fields} 98765 0 0\n".encode())
+    assert (stat.comm, stat.start_time) == ("a) (b) c", 98765)
 
 
 @pytest.mark.parametrize("text", ["", "42 (x S 1 2", "42 (x) S 1 2 3", "42 (x) " + "x " * 30])
-def test_parse_stat_start_time_rejects_malformed(text: str) -> None:
+def test_parse_stat_rejects_malformed(text: str) -> None:
     with pytest.raises(ParseError):
-        parse_stat_start_time(text)
+        parse_stat(text.encode())
 
 
-@given(st.text(max_size=200))
-def test_parse_stat_start_time_parses_or_raises(text: str) -> None:
-    with contextlib.suppress(ParseError):
-        assert parse_stat_start_time(text) >= 0
+@given(st.binary(max_size=40).filter(lambda comm: b"\n" not in comm),
+       st.integers(0, 10**19))
+def test_parse_stat_takes_any_comm_and_the_22nd_field(comm: bytes, start: int) -> None:
+    # comm is 15 bytes in the kernel, but any bytes must leave the fields after it intact.
+    fields = " ".join(str(n) for n in range(4, 22))
+    stat = parse_stat(b"42 (" + comm + b") S " + fields.encode() + f" {start} 0 0\n".encode())
+    assert stat.start_time == start
+    assert stat.comm == sanitize(comm, 64)
 
 
 def test_read_start_time_matches_psutil(stage: Stage) -> None:
     # comm may hold ') ' and spaces: the kernel does not escape it in stat.
     staged = stage.spawn(comm="x) (y) 1 2 3")
-    proc = ProcFS()
-    assert proc.read_comm(staged.pid) == "x) (y) 1 2 3"
+    with ProcFS().process(staged.pid) as process:
+        stat = process.stat()
+    assert stat.comm == "x) (y) 1 2 3"
     ticks = os.sysconf("SC_CLK_TCK")
-    created = psutil.boot_time() + proc.read_start_time(staged.pid) / ticks
+    created = psutil.boot_time() + stat.start_time / ticks
     assert abs(created - psutil.Process(staged.pid).create_time()) < 0.05
 
 
-def test_vanished_pid_raises_process_gone() -> None:
-    child = subprocess.Popen(["true"])
+def test_a_handle_reads_nothing_once_its_process_exited() -> None:
+    child = subprocess.Popen(["sleep", "60"])
+    process = ProcFS().process(child.pid)
+    child.kill()
     child.wait()
-    proc = ProcFS()
-    for read in (proc.read_status, proc.read_start_time, proc.read_cmdline, proc.read_environ,
-                 proc.read_comm, proc.read_uid_map, proc.read_gid_map, proc.read_mountinfo,
-                 proc.open_root):
-        with pytest.raises(ProcessGone):
-            read(child.pid)
+    try:
+        for read in (process.status, process.stat, process.cmdline, process.environ,
+                     process.uid_map, process.gid_map, process.mountinfo, process.cgroup,
+                     process.root_fd, process.open_netns, process.netns_inode,
+                     process.open_fd_dir):
+            with pytest.raises(ProcessGone):
+                read()
+    finally:
+        process.close()
+    with pytest.raises(ProcessGone):
+        ProcFS().process(child.pid)
 
 
 def test_reads_are_size_capped_and_sanitised(tmp_path: Path) -> None:
@@ -192,12 +204,12 @@ def test_reads_are_size_capped_and_sanitised(tmp_path: Path) -> None:
     (pid_dir / "environ").write_bytes(b"HOME=/home/\x1b[2Jspark\0noequals\0" + big)
     huge_arg = b"z" * (2 * PROC_FILE_LIMIT)
     (pid_dir / "cmdline").write_bytes(b"java\0-Divy.home=/tmp/.ivy2\0" + huge_arg)
-    proc = ProcFS(str(tmp_path))
-    environ = proc.read_environ(77)
+    process = ProcFS(str(tmp_path)).process(77)
+    environ = process.environ()
     assert environ[0] == ("HOME", "/home/\\x1b[2Jspark")
     assert [k for k, _ in environ] == ["HOME", "X"]
     assert len(environ[1][1]) <= 4096
-    cmdline = proc.read_cmdline(77)
+    cmdline = process.cmdline()
     assert cmdline[:2] == ("java", "-Divy.home=/tmp/.ivy2")
     assert len(cmdline[2]) <= 4096
 
@@ -212,7 +224,7 @@ def test_host_proc_environment_variable(tmp_path: Path, monkeypatch: pytest.Monk
 def test_unreadable_file_is_a_collect_error(tmp_path: Path) -> None:
     (tmp_path / "5" / "status").mkdir(parents=True)  # EISDIR: neither gone nor denied
     with pytest.raises(CollectError) as info:
-        ProcFS(str(tmp_path)).read_status(5)
+        ProcFS(str(tmp_path)).process(5).status()
     assert not isinstance(info.value, ProcessGone)
 
 

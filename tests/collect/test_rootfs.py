@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from proc_reads import mountinfo_of
 from staging import Stage
 
-from agent.collect.errors import CollectError
+from agent.collect.errors import CollectError, Missing
 from agent.collect.mounts import parse_mountinfo
 from agent.collect.procfs import ProcFS
 from agent.collect.rootfs import (
     ROOTFS_FILE_LIMIT,
-    MissingInRoot,
     find_passwd_entry,
     parse_passwd,
     probe_path,
@@ -37,11 +37,13 @@ def host_passwd_name(uid: int) -> str | None:
 
 @contextmanager
 def root_fd_of(pid: int) -> Iterator[int]:
-    fd = ProcFS().open_root(pid)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+    with ProcFS().process(pid) as process:
+        yield process.root_fd()
+
+
+def passwd_entry_of(pid: int, uid: int) -> PasswdEntry | None:
+    with ProcFS().process(pid) as process:
+        return read_passwd_entry(process, uid)
 
 
 def test_parse_passwd() -> None:
@@ -68,7 +70,7 @@ def test_passwd_absolute_symlink_resolves_inside_container_root(stage: Stage) ->
     root = stage.rootfs({"etc/passwd-real": "root:x:0:0::/root:/bin/sh\n" + SPARK})
     (root / "etc/passwd").symlink_to("/etc/passwd-real")
     pid = stage.spawn(root=root, uid=185).pid
-    entry = read_passwd_entry(pid, 185, ProcFS())
+    entry = passwd_entry_of(pid, 185)
     assert entry == PasswdEntry("spark-in-root", 185, 185, "/home/spark", "/bin/sh")
 
 
@@ -81,8 +83,8 @@ def test_dotdot_symlink_cannot_escape_container_root(stage: Stage, tmp_path: Pat
     (root / "etc/passwd").symlink_to("../" * 30 + str(host_side).lstrip("/") + "/passwd")
     pid = stage.spawn(root=root, uid=185).pid
     # Inside the root the link dangles: no passwd file, so no entry (not "escaped").
-    assert read_passwd_entry(pid, 185, ProcFS()) is None
-    with root_fd_of(pid) as fd, pytest.raises(MissingInRoot):
+    assert passwd_entry_of(pid, 185) is None
+    with root_fd_of(pid) as fd, pytest.raises(Missing):
         read_file_in_root(fd, "/../../../.." + str(host_side / "passwd"))
     (root / "etc/passwd-real").write_text(SPARK)
     with root_fd_of(pid) as fd:  # and `..` above the root stays at the root
@@ -100,7 +102,7 @@ def test_fifo_at_etc_passwd_does_not_block(stage: Stage) -> None:
 
     def read() -> None:
         try:
-            outcome.append(read_passwd_entry(pid, 185, ProcFS()))
+            outcome.append(passwd_entry_of(pid, 185))
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             outcome.append(exc)
 
@@ -122,10 +124,9 @@ def test_huge_passwd_is_read_up_to_the_cap(stage: Stage) -> None:
         f.seek(100 << 20)
         f.write("\n" + SPARK)
     pid = stage.spawn(root=root, uid=185).pid
-    proc = ProcFS()
     with pytest.raises(CollectError, match=str(ROOTFS_FILE_LIMIT)):
-        read_passwd_entry(pid, 185, proc)
-    found = read_passwd_entry(pid, 0, proc)
+        passwd_entry_of(pid, 185)
+    found = passwd_entry_of(pid, 0)
     assert found is not None and found.name == "root"
 
 
@@ -133,7 +134,7 @@ def test_home_symlink_to_root_resolves_inside_container(stage: Stage) -> None:
     root = stage.rootfs({"etc/passwd": SPARK})
     (root / "home/spark").symlink_to("/root")
     pid = stage.spawn(root=root, uid=185).pid
-    mounts = parse_mountinfo(ProcFS().read_mountinfo(pid))
+    mounts = parse_mountinfo(mountinfo_of(pid))
     with root_fd_of(pid) as fd:
         missing = probe_path(fd, "/home/spark", 185, 185, (), NO_CAPS, mounts)
         # The host has a /root; inside this container root there is none.
@@ -160,7 +161,7 @@ def test_probe_path_mode_bits_and_mounts(stage: Stage) -> None:
     root = stage.rootfs()
     make_dirs(root)
     pid = stage.spawn(root=root, uid=185).pid
-    mounts = parse_mountinfo(ProcFS().read_mountinfo(pid))
+    mounts = parse_mountinfo(mountinfo_of(pid))
     with root_fd_of(pid) as fd:
         def writable(path: str, caps: Capabilities = NO_CAPS) -> bool | None:
             return probe_path(fd, path, 185, 185, (), caps, mounts).writable
@@ -187,7 +188,7 @@ def test_probe_path_readonly_root_with_tmpfs(stage: Stage) -> None:
     root = stage.rootfs()
     make_dirs(root)
     pid = stage.spawn(root=root, uid=185, readonly_root=True, tmpfs=["/tmp"]).pid
-    mounts = parse_mountinfo(ProcFS().read_mountinfo(pid))
+    mounts = parse_mountinfo(mountinfo_of(pid))
     with root_fd_of(pid) as fd:
         mine = probe_path(fd, "/mine", 185, 185, (), DAC_OVERRIDE, mounts)
         assert (mine.on_readonly_mount, mine.writable) == (True, False)

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from proc_reads import netns_inode_of, start_time_of
 from staging import STAGE_PYTHON, Sock, Stage, Staged, run
 
 from agent.collect import sockets
-from agent.collect.errors import ParseError
-from agent.collect.netns import netns_inode, read_netns_facts
-from agent.collect.procfs import ProcFS
+from agent.collect.errors import ParseError, ProcessGone
+from agent.collect.netns import read_netns_facts
+from agent.collect.procfs import ProcessHandle
+from agent.collect.procparse import parse_stat
 from agent.collect.sockets import (
     decode_listener,
-    parse_comm_and_start,
     scan_socket_owners,
-    socket_owners,
 )
 from agent.model import Listener
 
@@ -143,7 +143,7 @@ def test_owners_match_ss_p(stage: Stage) -> None:
     by_pid = {o.pid: o for s in facts.listeners for o in s.owners}
     assert by_pid[first.pid].comm == "mixed-srv"
     assert by_pid[second.pid].comm == "second\\x1bsrv"  # the escape byte never reaches output
-    assert by_pid[first.pid].start_time == ProcFS().read_start_time(first.pid)
+    assert by_pid[first.pid].start_time == start_time_of(first.pid)
     fds = {(o.pid, o.fd) for s in facts.listeners for o in s.owners}
     assert fds == {(first.pid, fd) for fd in first.fds} | {(second.pid, fd) for fd in second.fds}
 
@@ -163,21 +163,21 @@ def test_process_exiting_mid_scan_keeps_the_others(stage: Stage,
     facts = read_netns_facts(survivor.pid, owners=False)
     real_held = sockets._held_sockets
 
-    victim_errors: list[type[OSError]] = []
+    victim_errors: list[type[Exception]] = []
 
-    def held_then_kill(fd_dir: str, wanted: dict[str, int]) -> list[tuple[int, int]]:
-        if not fd_dir.endswith(f"/{victim.pid}/fd"):
-            return real_held(fd_dir, wanted)
+    def held_then_kill(process: ProcessHandle, wanted: dict[str, int]) -> list[tuple[int, int]]:
+        if process.pid != victim.pid:
+            return real_held(process, wanted)
         stage.kill(victim)  # reaped: its /proc entry is gone from here on
         try:
-            return real_held(fd_dir, wanted)
-        except OSError as exc:
+            return real_held(process, wanted)
+        except Exception as exc:
             victim_errors.append(type(exc))
             raise
 
     monkeypatch.setattr(sockets, "_held_sockets", held_then_kill)
     scan = scan_socket_owners([s.inode for s in facts.listeners], facts.inode)
-    assert victim_errors == [FileNotFoundError]
+    assert victim_errors == [ProcessGone]
     assert scan.processes_gone >= 1  # other processes on the machine may exit meanwhile too
     owners = {o.pid for held in scan.owners.values() for o in held}
     assert owners == {survivor.pid}
@@ -188,15 +188,16 @@ def test_socket_owners_ignores_other_netns(stage: Stage) -> None:
     staged = stage.spawn([Sock("udp", 4, "127.0.0.1", 7073)], netns=netns)
     facts = read_netns_facts(staged.pid, owners=False)
     inodes = [s.inode for s in facts.listeners]
-    assert socket_owners(inodes, facts.inode) == {
-        inodes[0]: socket_owners(inodes, netns_inode(staged.pid))[inodes[0]]}
-    assert socket_owners(inodes, netns_inode(os.getpid())) == {}
+    assert scan_socket_owners(inodes, facts.inode).owners == {
+        inodes[0]: scan_socket_owners(inodes, netns_inode_of(staged.pid)).owners[inodes[0]]}
+    assert scan_socket_owners(inodes, netns_inode_of(os.getpid())).owners == {}
 
 
-def test_parse_comm_and_start() -> None:
-    assert parse_comm_and_start(b"42 (a) b) c) S " + b"1 " * 18 + b"777 9\n") == ("a) b) c", 777)
+def test_parse_stat_comm_and_start() -> None:
+    stat = parse_stat(b"42 (a) b) c) S " + b"1 " * 18 + b"777 9\n")
+    assert (stat.comm, stat.start_time) == ("a) b) c", 777)
     with pytest.raises(ParseError):
-        parse_comm_and_start(b"42 no comm")
+        parse_stat(b"42 no comm")
 
 
 # --- the decoder, fuzzed -------------------------------------------------------------------

@@ -35,17 +35,16 @@ from hypothesis import strategies as st
 from agent.collect.caps import decode_capsh, parse_cap_mask, strtoull_hex
 from agent.collect.cgroups import parse_cgroup_file
 from agent.collect.mounts import filesystem_from_mounts, parse_mountinfo
-from agent.collect.procfs import (
+from agent.collect.procparse import (
     ARG_LIMIT,
     MAX_ENTRIES,
     parse_environ,
     parse_id_map,
     parse_nul_list,
-    parse_stat_start_time,
+    parse_stat,
     parse_status,
 )
 from agent.collect.rootfs import find_passwd_entry, parse_passwd
-from agent.collect.sockets import parse_comm_and_start
 from agent.collect.text import sanitize
 from agent.model import Capabilities, IdMapRange, IdQuad, Mount, PasswdEntry
 
@@ -338,17 +337,16 @@ def stat_line(comm: str, start: int) -> str:
 def test_stat(fuzz_counts: Counter[str], case: tuple[str, tuple[str, int] | None]) -> None:
     fuzz_counts["stat"] += 1
     text, expected = case
-    start = outcome(lambda: parse_stat_start_time(text))
     try:
         raw = text.encode("utf-8", errors="surrogateescape")
     except UnicodeEncodeError:  # a surrogate outside U+DC80..U+DCFF: invalid UTF-8 bytes
         raw = text.encode("utf-8", errors="surrogatepass")
-    comm_and_start = outcome(lambda: parse_comm_and_start(raw))
+    stat = outcome(lambda: parse_stat(raw))
     if expected is not None:
-        assert start == expected[1]
-        assert comm_and_start == (sanitize(expected[0], 64), expected[1])
-    if comm_and_start is not None:
-        assert_printable(comm_and_start[0])
+        assert stat is not None
+        assert (stat.comm, stat.start_time) == (sanitize(expected[0], 64), expected[1])
+    if stat is not None:
+        assert_printable(stat.comm)
 
 
 # --- capability masks -----------------------------------------------------------------

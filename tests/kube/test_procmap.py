@@ -24,6 +24,7 @@ from cgroup_staging import (
 from staging import Stage
 
 from agent.collect.cgroups import parse_cgroup_file
+from agent.collect.procfs import ProcFS
 from agent.kube.containers import bare_container_id
 from agent.kube.podspec import declared_from_pod
 from agent.kube.procmap import pids_for_containers
@@ -108,7 +109,7 @@ def test_maps_containers_from_the_host_cgroup_namespace(
     stage: Stage, cgroups: KubepodsCgroups
 ) -> None:
     scene = stage_pods(stage, cgroups)
-    mapping = pids_for_containers(scene.containers)
+    mapping = pids_for_containers(scene.containers, ProcFS())
     assert mapping == scene.expected
     attributed = {pid for pids in mapping.values() for pid in pids}
     assert attributed.isdisjoint(scene.not_attributed)
@@ -119,9 +120,9 @@ def test_static_pod_needs_its_config_hash(stage: Stage, cgroups: KubepodsCgroups
     assert scene.static_pod is not None
     without_hash = replace(scene.static_pod, pod=replace(scene.static_pod.pod, config_hash=None))
     key = (without_hash.pod.uid, without_hash.container_name)
-    assert pids_for_containers([scene.static_pod])[key] != ()
+    assert pids_for_containers([scene.static_pod], ProcFS())[key] != ()
     # The cgroup names another pod than the one declared: the process is not blamed on it.
-    assert pids_for_containers([without_hash]) == {key: ()}
+    assert pids_for_containers([without_hash], ProcFS()) == {key: ()}
 
 
 def test_vanished_process_is_skipped(stage: Stage, cgroups: KubepodsCgroups) -> None:
@@ -130,10 +131,10 @@ def test_vanished_process_is_skipped(stage: Stage, cgroups: KubepodsCgroups) -> 
     for process in (first, second):
         cgroups.place_v2(process.pid, systemd_scope(pod, container_id))
     container = declared(pod, "app", f"containerd://{container_id}")
-    assert pids_for_containers([container]) == {(pod, "app"): tuple(sorted([first.pid,
+    assert pids_for_containers([container], ProcFS()) == {(pod, "app"): tuple(sorted([first.pid,
                                                                            second.pid]))}
     stage.kill(first)
-    assert pids_for_containers([container]) == {(pod, "app"): (second.pid,)}
+    assert pids_for_containers([container], ProcFS()) == {(pod, "app"): (second.pid,)}
 
 
 # Runs in a private cgroup namespace rooted at the agent's own container cgroup.
@@ -142,10 +143,11 @@ import json, sys
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
 from cgroup_staging import declared
 from agent.collect.cgroups import parse_cgroup_file
+from agent.collect.procfs import ProcFS
 from agent.kube.procmap import pids_for_containers
 spec = json.loads(sys.argv[2])
 containers = [declared(c["uid"], c["name"], c["id"], c["hash"]) for c in spec["containers"]]
-mapping = pids_for_containers(containers)
+mapping = pids_for_containers(containers, ProcFS())
 views = {pid: open(f"/proc/{pid}/cgroup").read() for pid in spec["show"]}
 print(json.dumps({"map": [[u, n, list(p)] for (u, n), p in mapping.items()],
                   "views": views, "self": open("/proc/self/cgroup").read()}))
@@ -207,7 +209,7 @@ def test_no_container_ids_maps_nothing(tmp_path: Path) -> None:
     (tmp_path / "7").mkdir()
     (tmp_path / "7" / "cgroup").write_text("0::/\n")
     containers = [declared(random_pod_uid(), "app", None)]
-    assert pids_for_containers(containers, proc_root=str(tmp_path)) == {
+    assert pids_for_containers(containers, ProcFS(str(tmp_path))) == {
         (containers[0].pod.uid, "app"): ()
     }
 
@@ -223,7 +225,7 @@ def test_unreadable_and_malformed_entries_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "self").mkdir()
     (tmp_path / "self" / "cgroup").write_text(line)
     container = declared(pod, "app", f"containerd://{container_id}")
-    assert pids_for_containers([container], proc_root=str(tmp_path)) == {(pod, "app"): (10,)}
+    assert pids_for_containers([container], ProcFS(str(tmp_path))) == {(pod, "app"): (10,)}
 
 
 def test_mirror_pod_manifest_maps_through_its_config_hash(
@@ -241,6 +243,6 @@ def test_mirror_pod_manifest_maps_through_its_config_hash(
     }
     container = declared_from_pod(mirror_pod)
     assert container.pod.config_hash == config_hash
-    assert pids_for_containers([container]) == {
+    assert pids_for_containers([container], ProcFS()) == {
         (mirror_pod["metadata"]["uid"], "etcd"): (process.pid,)
     }
