@@ -222,7 +222,7 @@ class ProcessHandle:
             raise map_oserror(exc, pid, f"{proc.root}/{pid}") from exc
         self._cache: dict[str, object] = {}
         self._root_fd: int | None = None
-        self.reads: dict[str, int] = {}  # file -> times read, for the tests that count
+        self.reads: dict[str, int] = {}  # file -> times read or opened, for tests to count
 
     def __enter__(self) -> ProcessHandle:
         return self
@@ -321,6 +321,7 @@ class ProcessHandle:
         return self._open("fd", os.O_RDONLY | os.O_DIRECTORY, ("SYS_PTRACE", "DAC_READ_SEARCH"))
 
     def _open(self, name: str, flags: int, missing: Needs) -> int:
+        self.reads[name] = self.reads.get(name, 0) + 1
         try:
             return os.open(name, flags | os.O_CLOEXEC, dir_fd=self._fd())
         except OSError as exc:
