@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -230,3 +232,44 @@ def test_unreadable_file_is_a_collect_error(tmp_path: Path) -> None:
 
 def test_cap_last_cap_matches_kernel() -> None:
     assert ProcFS().read_cap_last_cap() == int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+
+
+REUSE_SCRIPT = """mount -t proc proc "$PROCDIR" || exit 3
+sleep 600 & echo $!
+read go
+kill $! && wait $!
+echo $(( $! - 1 )) > "$PROCDIR/sys/kernel/ns_last_pid"
+sleep 600 & echo $!
+read never
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="stages a PID namespace: needs root")
+def test_a_handle_never_reads_the_process_that_reused_its_pid(tmp_path: Path) -> None:
+    # In a PID namespace of our own, ns_last_pid makes the next child take the pid of the
+    # one just reaped: real pid reuse, without waiting for the node's pids to wrap.
+    procdir = tmp_path / f"opa{os.getpid()}x-reuse"
+    procdir.mkdir()
+    shell = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "sh", "-c", REUSE_SCRIPT], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PROCDIR": str(procdir)})
+    try:
+        assert shell.stdin is not None and shell.stdout is not None
+        pid = int(shell.stdout.readline())
+        proc = ProcFS(str(procdir))
+        first = proc.process(pid)
+        first_start = first.stat().start_time
+        shell.stdin.write("go\n")
+        shell.stdin.flush()
+        assert int(shell.stdout.readline()) == pid  # the new sleep took the same pid
+        with proc.process(pid) as second:
+            assert second.start_time() != first_start
+        with pytest.raises(ProcessGone):
+            first.status()  # not the new process's status
+        first.close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)
+        shell.communicate(timeout=10)
+        subprocess.run(["umount", "-l", str(procdir)], capture_output=True)
