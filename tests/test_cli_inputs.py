@@ -52,26 +52,29 @@ def opaudit(*args: str, stdin_path: str | None = None, stdin_text: str | None = 
     return Run(child.returncode, out, err, time.monotonic() - started, 0.0)
 
 
-def measured(*args: str, stdin_path: str) -> Run:
-    """Like opaudit(), with the peak RSS of exactly this child (os.wait4's rusage)."""
+# The child's ru_maxrss would include the RSS of the process it was forked from (Linux keeps
+# the hiwater mark across exec): pytest's, hundreds of MiB late in a run. A fresh interpreter
+# forks opaudit instead and reports its children's peak.
+PEAK_RSS_OF_CHILD = """
+import resource, subprocess, sys
+with open(sys.argv[2], "rb") as stdin:
+    code = subprocess.call(sys.argv[3:], stdin=stdin)
+with open(sys.argv[1], "w") as out:
+    out.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
+def measured(*args: str, stdin_path: str, tmp_path: Path) -> Run:
+    """Like opaudit(), with the peak RSS of the opaudit process alone."""
     started = time.monotonic()
-    with open(stdin_path, "rb") as stdin:
-        child = subprocess.Popen([sys.executable, "-m", "agent.cli", *args], cwd=ROOT,
-                                 stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert child.stdout is not None and child.stderr is not None
-    deadline = started + 60
-    while True:
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            child.kill()
-            os.wait4(child.pid, 0)
-            pytest.fail("opaudit did not finish in 60 s")
-        time.sleep(0.02)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    out, err = child.stdout.read().decode(), child.stderr.read().decode()
-    return Run(child.returncode, out, err, time.monotonic() - started, usage.ru_maxrss / 1024)
+    peak = tmp_path / "peak-rss-kib"
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_OF_CHILD, str(peak), stdin_path,
+         sys.executable, "-m", "agent.cli", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return Run(result.returncode, result.stdout, result.stderr, time.monotonic() - started,
+               int(peak.read_text()) / 1024)
 
 
 def assert_one_line_exit_2(run: Run, *words: str) -> None:
@@ -91,8 +94,8 @@ FILE_OPTIONS = {
 
 
 @pytest.mark.parametrize("what", FILE_OPTIONS)
-def test_dev_zero_is_refused_without_reading_it(what: str) -> None:
-    run = measured(*FILE_OPTIONS[what], "/dev/zero", stdin_path=os.devnull)
+def test_dev_zero_is_refused_without_reading_it(what: str, tmp_path: Path) -> None:
+    run = measured(*FILE_OPTIONS[what], "/dev/zero", stdin_path=os.devnull, tmp_path=tmp_path)
     assert_one_line_exit_2(run, what, "/dev/zero: not a regular file (a character device)")
     assert run.max_rss_mib < RSS_CEILING_MIB
 
@@ -105,8 +108,9 @@ def test_a_directory_and_a_fifo_are_refused(what: str, tmp_path: Path) -> None:
     assert_one_line_exit_2(opaudit(*FILE_OPTIONS[what], str(tmp_path)), "(a directory)")
 
 
-def test_pod_spec_from_endless_stdin_stops_at_the_limit() -> None:
-    run = measured("diagnose", "--self", "--pod-spec", "-", stdin_path="/dev/zero")
+def test_pod_spec_from_endless_stdin_stops_at_the_limit(tmp_path: Path) -> None:
+    run = measured("diagnose", "--self", "--pod-spec", "-", stdin_path="/dev/zero",
+                   tmp_path=tmp_path)
     assert_one_line_exit_2(run, f"pod spec stdin: larger than {POD_SPEC_LIMIT >> 20} MiB")
     assert run.max_rss_mib < RSS_CEILING_MIB
 
