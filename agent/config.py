@@ -4,6 +4,8 @@
     - name: my-api
       selector: {app.kubernetes.io/name: my-api}   # or "key=value,key2=value2"
       writablePaths: [/data]
+      tmpMatters: true                              # optional: it writes $TMPDIR or /tmp
+      homeMatters: false                            # optional: nothing under HOME
       ports: [9090]
       uid: 1000
       helmValuesPrefix: api                         # optional
@@ -28,7 +30,8 @@ from agent.model import AuditConfig, Profile, Severity, Waiver
 from agent.rules.catalogue import RULE_IDS
 
 TOP_LEVEL = ("profiles", "waivers", "severityOverrides")
-PROFILE_FIELDS = ("name", "selector", "writablePaths", "ports", "uid", "helmValuesPrefix")
+PROFILE_FIELDS = ("name", "selector", "writablePaths", "tmpMatters", "homeMatters", "ports",
+                  "uid", "helmValuesPrefix")
 WAIVER_FIELDS = ("rule", "reason", "namespace", "selector")
 CONFIG_LIMIT = 1 << 20  # a hand-written file of profiles and waivers
 
@@ -103,6 +106,12 @@ def _path(value: Any, where: str) -> str:
     return text
 
 
+def _flag(value: Any, where: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(where, f"must be true or false, got {value!r}")
+    return value
+
+
 def _profile(raw: Any, where: str) -> Profile:
     entry = _mapping(raw, where)
     _no_unknown(entry, PROFILE_FIELDS, where)
@@ -123,6 +132,8 @@ def _profile(raw: Any, where: str) -> Profile:
         expected_uid=uid,
         helm_values_prefix=_text(entry.get("helmValuesPrefix"), f"{where}.helmValuesPrefix",
                                  required=False),
+        temp_matters=_flag(entry.get("tmpMatters"), f"{where}.tmpMatters"),
+        home_matters=_flag(entry.get("homeMatters"), f"{where}.homeMatters"),
     )
 
 

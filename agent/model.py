@@ -262,6 +262,7 @@ class ObservedProcess:
     environ: tuple[tuple[str, str], ...] = ()  # never reported: may hold secrets
     paths: tuple[PathAccess, ...] = ()
     incomplete: tuple[Gap, ...] = ()
+    exe: str | None = None  # readlink /proc/PID/exe, as the process's mount namespace names it
 
     def env(self, name: str) -> str | None:
         for key, value in self.environ:
@@ -357,6 +358,10 @@ class Profile:
     ports: tuple[int, ...] = ()
     expected_uid: int | None = None
     helm_values_prefix: str | None = None  # e.g. "controller" -> controller.securityContext
+    # Whether the workload writes its temp dir / uses HOME: True/False from the profile;
+    # None (not said) leaves it to the process: a JVM, or an explicit $TMPDIR/$HOME.
+    temp_matters: bool | None = None
+    home_matters: bool | None = None
 
 
 GENERIC_PROFILE = Profile(name="generic")

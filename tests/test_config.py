@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from agent.config import ConfigError, load_config
-from agent.model import Profile, Severity, Waiver
+from agent.model import Filesystem, Profile, Severity, Waiver
 
 GOOD = """
 profiles:
@@ -77,6 +78,8 @@ def test_empty_config_is_the_default(tmp_path: Path) -> None:
      "config: profiles[0].uid: must be a non-negative integer, got -1"),
     ("profiles:\n- name: p\n  selector: {a: b}\n  writable: [/x]\n",
      "config: profiles[0].writable: unknown field"),
+    ("profiles:\n- name: p\n  selector: {a: b}\n  homeMatters: 'no'\n",
+     "config: profiles[0].homeMatters: must be true or false, got 'no'"),
     ("waiver: []\n", "config: waiver: unknown field"),
     ("- a\n", "config: must be a mapping, got list"),
 ])
@@ -130,3 +133,33 @@ def test_loaded_config_drives_evaluation(tmp_path: Path) -> None:
     assert "SeccompUnconfined" not in rules
     assert rules["PrivilegeEscalationAllowed"].severity is Severity.CRITICAL
     assert "/opt/spark/work-dir" in rules["WritablePathMissing"].message
+
+
+def test_a_config_profile_says_whether_tmp_and_home_matter(tmp_path: Path) -> None:
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent / "rules"))
+    from rule_snapshots import declared, missing, observed, readonly, with_paths
+
+    from agent.rules.evaluate import evaluate
+    from agent.rules.profiles import match_profile
+
+    text = """
+        profiles:
+        - name: quiet-go
+          selector: app.kubernetes.io/name=spark-operator
+          tmpMatters: {tmp}
+          homeMatters: {home}
+        """
+    ident = dataclasses.replace(observed().identity, home="/nonexistent", env_home=None)
+    snap = with_paths(observed(identity=ident, environ=(), filesystem=Filesystem(True, (), ())),
+                      readonly("/tmp"), missing("/nonexistent"))
+    decl = declared(env=())  # no SPARK_SUBMIT_OPTS: no Ivy dir to write
+    severities = {}
+    for tmp, home in (("true", "true"), ("false", "false")):
+        config = load_config(write(tmp_path, text.format(tmp=tmp, home=home)))
+        profile = match_profile(decl, config)
+        assert (profile.temp_matters, profile.home_matters) == (tmp == "true", home == "true")
+        found = {f.rule: f.severity for f in evaluate(snap, decl, profile, config)}
+        severities[tmp] = (found.get("WritablePathMissing"), found.get("HomeDirectoryUnusable"))
+    assert severities == {"true": (Severity.HIGH, Severity.MEDIUM),
+                          "false": (None, Severity.INFO)}

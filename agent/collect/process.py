@@ -129,6 +129,7 @@ def _observe(
     if stat is None and reader.exited:
         raise ProcessGone(process.pid, "exited before it could be read")
     cmdline = reader.attempt(["cmdline"], process.cmdline)
+    exe = reader.attempt(["exe"], process.exe)
     status = reader.attempt(
         ["identity.uid", "identity.gid", "identity.groups", "capabilities", "no_new_privs",
          "seccomp"],
@@ -151,6 +152,7 @@ def _observe(
         filesystem=_filesystem(reader),
         network=network,
         environ=environ or (),
+        exe=exe,
     )
     observed = _with_paths(observed, process, paths) if paths else observed
     if reader.exited:

@@ -28,6 +28,7 @@ from agent.collect.procparse import (
     parse_stat,
     parse_status,
 )
+from agent.collect.text import sanitize
 from agent.model import IdMapRange, ProcStat, Status
 
 # A container controls its cmdline and environ: never read more than this of either.
@@ -284,6 +285,16 @@ class ProcessHandle:
         # environ is mode 0400 for its owner and also needs PTRACE_MODE_READ access (proc(5)).
         data, _ = self.read("environ", missing=("SYS_PTRACE", "DAC_READ_SEARCH"))
         return parse_environ(data)
+
+    def exe(self) -> str:
+        """The executable's path; a replaced or deleted binary keeps its name (no suffix)."""
+        self.reads["exe"] = self.reads.get("exe", 0) + 1
+        try:
+            target = os.readlink("exe", dir_fd=self._fd())
+        except OSError as exc:
+            # Reading /proc/PID/exe needs PTRACE_MODE_READ_FSCREDS (proc(5)).
+            raise map_oserror(exc, self.pid, self.where("exe"), "SYS_PTRACE") from exc
+        return sanitize(target.removesuffix(" (deleted)"), 4096)
 
     def uid_map(self) -> tuple[IdMapRange, ...]:
         return parse_id_map(self.read_text("uid_map"))

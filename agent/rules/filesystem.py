@@ -44,7 +44,7 @@ ROOT_FILESYSTEM_WRITABLE = Rule(
 
 def writable_path_missing(observed: ObservedProcess, declared: DeclaredContainer | None,
                           profile: Profile) -> Iterator[Finding]:
-    for path, why in writes_needed(observed, declared, profile).items():
+    for path, need in writes_needed(observed, declared, profile).items():
         verdict = judge_writable(observed, path)
         if verdict.writable is not False:
             continue
@@ -52,16 +52,17 @@ def writable_path_missing(observed: ObservedProcess, declared: DeclaredContainer
         if declared is not None and any(m.mount_path == path for m in declared.volume_mounts):
             mounted = " (a volume is declared there, yet the process cannot write it)"
         message = (f"{_who(observed)} cannot write {path}: {verdict.detail}{mounted}. It must, "
-                   f"because {why}.")
+                   f"because {need.why}.")
         fix = empty_dir_fix(profile, volume_name_for(path), path)
-        yield WRITABLE_PATH_MISSING.finding(message, fix, observed=verdict.detail,
-                                            declared=f"must write {path}: {why}")
+        yield WRITABLE_PATH_MISSING.finding(message, fix, need.severity, observed=verdict.detail,
+                                            declared=f"must write {path}: {need.why}")
 
 
 WRITABLE_PATH_MISSING = Rule(
     "WritablePathMissing", Severity.HIGH,
-    "a path the workload must write (/tmp or $TMPDIR on a read-only root, the webhook cert "
-    "dir, the Ivy dir, --config paths) is not writable",
+    "a path the workload must write (its profile's: controller /tmp, webhook cert dir; the "
+    "Ivy dir; $TMPDIR; --config paths) is not writable; without a profile, /tmp on a "
+    "read-only root is low unless the process is a JVM or $TMPDIR is set",
     "the workload fails at the first write (certs, temp files, Ivy cache)",
     "mount an emptyDir at the path", writable_path_missing, facts=("paths",))
 

@@ -8,7 +8,7 @@ from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Se
 from agent.rules.entry import FixSite, Rule
 from agent.rules.facts import POD_SPEC
 from agent.rules.fixes import IVY_SUBMIT_OPTS, env_fix
-from agent.rules.paths import home_dirs, ivy_dirs, judge_writable
+from agent.rules.paths import home_dirs, home_explicit, ivy_dirs, judge_writable, matters_severity
 
 UID_FIX = "runAsNonRoot: true\nrunAsUser: {uid}\nrunAsGroup: {uid}"
 CONTAINER = FixSite.CONTAINER_SECURITY_CONTEXT
@@ -117,22 +117,31 @@ def home_directory_unusable(observed: ObservedProcess, declared: DeclaredContain
     problems, _ = _home_problems(observed)
     if not problems:
         return
-    spark = _is_spark(observed, profile)
+    severity = matters_severity(profile.home_matters, observed, home_explicit(observed, declared))
+    spark = _is_spark(observed, profile) and severity is not Severity.INFO
     ivy_ok = [d for d in ivy_dirs(observed, declared) if judge_writable(observed, d).writable]
     identity = observed.identity
     uid = f", uid {identity.uid.effective}" if identity.uid is not None else ""
     message = (f"The home directory of {observed.comm} (user {identity.user or 'unknown'}{uid}) "
-               f"is unusable: {'; '.join(problems)}. Tools that write under HOME fail")
-    if spark and ivy_ok:
-        message += (f"; Ivy is already pointed at writable {', '.join(ivy_ok)}, so "
-                    "`spark-submit --packages` works, but anything else writing to ~ "
-                    "(~/.cache, ~/.java, shell history) still fails.")
+               f"is unusable: {'; '.join(problems)}.")
+    if severity is Severity.INFO:
+        message += (f" The {profile.name} profile writes nothing under HOME, so this is "
+                    "only a note.")
+    elif spark and ivy_ok:
+        message += (f" Tools that write under HOME fail; Ivy is already pointed at writable "
+                    f"{', '.join(ivy_ok)}, so `spark-submit --packages` works, but anything "
+                    "else writing to ~ (~/.cache, ~/.java, shell history) still fails.")
     elif spark:
-        message += (": Ivy writes ~/.ivy2 for `spark-submit --packages` and fails with "
-                    "FileNotFoundException (kubeflow/spark-operator#2208).")
+        message += (" Tools that write under HOME fail: Ivy writes ~/.ivy2 for `spark-submit "
+                    "--packages` and fails with FileNotFoundException "
+                    "(kubeflow/spark-operator#2208).")
     else:
-        message += "."
-    severity = Severity.LOW if ivy_ok else None
+        message += " Tools that write under HOME fail."
+    if severity is Severity.LOW:
+        message += (" Low: no profile says this workload uses HOME, it is no JVM, and $HOME "
+                    "was not set explicitly.")
+    elif severity is None and ivy_ok:
+        severity = Severity.LOW
     yield HOME_DIRECTORY_UNUSABLE.finding(message, _home_fix(profile, spark), severity,
                                           observed="; ".join(problems))
 
@@ -149,7 +158,9 @@ def _home_fix(profile: Profile, spark: bool) -> str:
 
 HOME_DIRECTORY_UNUSABLE = Rule(
     "HomeDirectoryUnusable", Severity.MEDIUM,
-    "the uid has no passwd entry, or its home / $HOME is missing or not writable",
+    "the uid has no passwd entry, or its home / $HOME is missing or not writable (medium "
+    "where HOME matters: the controller profile, a JVM, an explicit $HOME; else low; info "
+    "for the webhook profile)",
     "tools that write under HOME fail (Ivy for spark-submit --packages)",
     "set HOME to a writable emptyDir, or SPARK_SUBMIT_OPTS=" + IVY_SUBMIT_OPTS,
     home_directory_unusable, facts=("identity.uid", "identity.home", "paths"))

@@ -6,7 +6,7 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
-from agent.model import DeclaredContainer, ObservedProcess, PathAccess, Profile
+from agent.model import DeclaredContainer, ObservedProcess, PathAccess, Profile, Severity
 from agent.rules.profiles import WEBHOOK_CERT_DIR
 
 # JVM option carriers that spark-submit (and any JVM) reads; SPARK_SUBMIT_OPTS is the one
@@ -15,6 +15,14 @@ JVM_OPTION_VARIABLES = (
     "SPARK_SUBMIT_OPTS", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS")
 # ivy.home and spark.jars.ivy are Ivy's home; ivy.cache.dir its cache; all are written.
 IVY_KEYS = ("spark.jars.ivy=", "-Dspark.jars.ivy=", "-Divy.home=", "-Divy.cache.dir=")
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """Why a path must be writable, and the severity when it is not (None: the rule's)."""
+
+    why: str
+    severity: Severity | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,38 @@ def tmp_dir(observed: ObservedProcess, declared: DeclaredContainer | None) -> st
     return posixpath.normpath(value) if value and value.startswith("/") else "/tmp"
 
 
+def is_jvm(observed: ObservedProcess) -> bool:
+    """The process's executable is `java` (its cmdline's first word when exe is unknown)."""
+    program = observed.exe or (observed.cmdline[0] if observed.cmdline else "")
+    return posixpath.basename(program) == "java"
+
+
+def tmpdir_explicit(observed: ObservedProcess, declared: DeclaredContainer | None) -> bool:
+    """No runtime sets TMPDIR, so when it is set someone chose it."""
+    return _env(observed, declared, "TMPDIR") is not None
+
+
+def home_explicit(observed: ObservedProcess, declared: DeclaredContainer | None) -> bool:
+    """HOME set by the pod, or different from the passwd home: runc sets HOME from passwd
+    only when the process environment has none (libcontainer/init_linux.go setupUser)."""
+    if declared is not None and "HOME" in dict(declared.env):
+        return True
+    env_home = observed.identity.env_home or observed.env("HOME")
+    home = observed.identity.home
+    return env_home is not None and home is not None and env_home != home
+
+
+def matters_severity(matters: bool | None, observed: ObservedProcess,
+                     explicit: bool) -> Severity | None:
+    """The profile decides; without one, low unless the process is a JVM or the variable
+    was set explicitly (then None: the rule's own severity)."""
+    if matters is True:
+        return None
+    if matters is False:
+        return Severity.INFO
+    return None if is_jvm(observed) or explicit else Severity.LOW
+
+
 def home_dirs(observed: ObservedProcess) -> tuple[str, ...]:
     """The passwd home (what the JVM's user.home is) and $HOME (what shells and tools use)."""
     identity = observed.identity
@@ -74,22 +114,28 @@ def _ancestors(path: str) -> list[str]:
 
 
 def writes_needed(observed: ObservedProcess, declared: DeclaredContainer | None,
-                  profile: Profile) -> dict[str, str]:
+                  profile: Profile) -> dict[str, Need]:
     """Paths that must be writable, each with why (the home is HomeDirectoryUnusable's)."""
-    needed: dict[str, str] = {}
+    needed: dict[str, Need] = {}
     fs = observed.filesystem
-    if fs is None or fs.root_readonly is not False:
-        needed[tmp_dir(observed, declared)] = (
-            "the root filesystem is read-only and temporary files (the JVM, spark-submit, "
-            "most runtimes) go to the temp directory")
+    if profile.temp_matters is not False and (fs is None or fs.root_readonly is not False):
+        severity = matters_severity(profile.temp_matters, observed,
+                                    tmpdir_explicit(observed, declared))
+        why = ("the root filesystem is read-only and temporary files (the JVM, spark-submit, "
+               "most runtimes) go to the temp directory")
+        if severity is Severity.LOW:
+            why = ("the root filesystem is read-only and most runtimes put temporary files "
+                   "there (low: no profile says this workload writes it, it is no JVM and "
+                   "$TMPDIR is not set)")
+        needed[tmp_dir(observed, declared)] = Need(why, severity)
     for path in profile.writable_paths:
         why = ("the webhook writes tls.crt and tls.key there at start" if path == WEBHOOK_CERT_DIR
                else f"the {profile.name} profile needs it written")
-        needed.setdefault(posixpath.normpath(path), why)
+        needed.setdefault(posixpath.normpath(path), Need(why))
     for path in ivy_dirs(observed, declared):
-        needed.setdefault(path, "Ivy is configured there (spark.jars.ivy / -Divy.*) and "
-                                "spark-submit --packages writes its cache there")
-    return {p: why for p, why in needed.items() if p.startswith("/")}
+        needed.setdefault(path, Need("Ivy is configured there (spark.jars.ivy / -Divy.*) and "
+                                     "spark-submit --packages writes its cache there"))
+    return {p: need for p, need in needed.items() if p.startswith("/")}
 
 
 def required_paths(observed: ObservedProcess, declared: DeclaredContainer | None,

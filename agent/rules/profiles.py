@@ -17,16 +17,23 @@ SPARK_OPERATOR_CONTROLLER = Profile(
     ports=(8080, 8081),
     expected_uid=SPARK_OPERATOR_UID,
     helm_values_prefix="controller",
+    # Pod templates under /tmp/spark/, spark-submit's JVM temp files, Ivy under ~/.ivy2.
+    temp_matters=True,
+    home_matters=True,
 )
 
 SPARK_OPERATOR_WEBHOOK = Profile(
     name="spark-operator-webhook",
     selector=(("app.kubernetes.io/name", "spark-operator"),
               ("app.kubernetes.io/component", "webhook")),
-    writable_paths=("/tmp", WEBHOOK_CERT_DIR),
+    writable_paths=(WEBHOOK_CERT_DIR,),
     ports=(8080, 8081, 9443),
     expected_uid=SPARK_OPERATOR_UID,
     helm_values_prefix="webhook",
+    # The Go binary in webhook mode writes only tls.crt/tls.key into its cert dir
+    # (cmd/operator/webhook/start.go, pkg/certificate): no temp files, nothing under HOME.
+    temp_matters=False,
+    home_matters=False,
 )
 
 BUILTIN_PROFILES = (SPARK_OPERATOR_CONTROLLER, SPARK_OPERATOR_WEBHOOK)

@@ -89,6 +89,7 @@ def test_user_namespaced_pod_fixture() -> None:
     assert observed.start_time == 123456
     assert observed.comm == "spark) (operator"
     assert observed.cmdline[-1] == "--name=\\x1b[31mred"
+    assert observed.exe == "/usr/bin/spark-operator"  # a dangling link: only its text is read
     assert observed.env("SPARK_JAVA_OPTS") == "-Divy.home=/tmp/.ivy2"
     caps = observed.capabilities
     assert caps is not None and caps.last_cap == 40
