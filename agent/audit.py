@@ -27,6 +27,7 @@ from agent.model import (
     Report,
     TargetReport,
 )
+from agent.rules.catalogue import WITHOUT_PROCESS
 from agent.rules.evaluate import evaluate, findings_of
 from agent.rules.paths import required_paths
 from agent.rules.profiles import match_profile
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 class AuditRequest:
     pid: int
     declared: DeclaredContainer | None = None
+    # `pid` is the pod's sandbox, standing in for a container with no live process.
+    via_sandbox: bool = False
 
 
 def declared_containers(pods: Sequence[Pod]) -> list[DeclaredContainer]:
@@ -77,6 +80,36 @@ def container_requests(
     return requests
 
 
+def sandbox_requests(pods: Sequence[Pod], proc: ProcFS) -> list[AuditRequest]:
+    """A request for each restarting container of `pods` (a crash loop: no live process),
+    through its pod's sandbox, which holds the netns; a pod with no sandbox here is logged."""
+    from agent.kube.sandbox import restarting_containers, sandbox_pids
+
+    stalled = [(pod, name) for pod in pods for name in restarting_containers(pod)]
+    if not stalled:
+        return []
+    try:
+        holders = sandbox_pids([pod for pod, _ in stalled], proc)
+    except CollectError as exc:
+        log.error("cannot look for pod sandboxes", extra={"error": str(exc)})
+        return []
+    requests = []
+    for pod, name in stalled:
+        meta = pod.get("metadata") or {}
+        where = {"pod": f"{meta.get('namespace')}/{meta.get('name')}", "container": name}
+        pid = holders.get(pod_uid(pod).lower())
+        if pid is None:
+            log.warning("restarting container, and no sandbox of its pod on this node", extra=where)
+            continue
+        try:
+            declared = declared_from_pod(pod, name)
+        except Exception as exc:  # noqa: BLE001 - one odd pod must not stop the others
+            log.warning("cannot read the pod spec", extra={**where, "error": str(exc)})
+            continue
+        requests.append(AuditRequest(pid=pid, declared=declared, via_sandbox=True))
+    return requests
+
+
 def audit(
     requests: Sequence[AuditRequest],
     *,
@@ -102,6 +135,11 @@ def audit_one(
 ) -> TargetReport:
     procfs = proc or ProcFS()
     profile = match_profile(request.declared, config)
+    if request.via_sandbox:
+        observed = sandbox_stand_in(request, network, procfs)
+        verdicts = evaluate(observed, request.declared, profile, config, WITHOUT_PROCESS)
+        return TargetReport(observed=observed, declared=request.declared, profile=profile,
+                            findings=findings_of(verdicts), verdicts=verdicts)
     try:
         observed = observe_process(
             request.pid, proc=procfs, network=network if isinstance(network, NetnsFacts) else None
@@ -117,6 +155,33 @@ def audit_one(
     verdicts = evaluate(observed, request.declared, profile, config)
     return TargetReport(observed=observed, declared=request.declared, profile=profile,
                         findings=findings_of(verdicts), verdicts=verdicts)
+
+
+def sandbox_stand_in(request: AuditRequest, network: NetnsFacts | CollectError | None,
+                     procfs: ProcFS) -> ObservedProcess:
+    """The pod's netns, read through its sandbox, for a container with no live process.
+
+    Nothing of the sandbox but its netns is the container's: identity and capabilities stay
+    unknown, and the rules that run on it take those from the declared side.
+    """
+    name = request.declared.container_name if request.declared else "the container"
+    with procfs.cycle():  # the handle is the audit's, or closed right here
+        try:
+            comm = procfs.process(request.pid).comm()
+        except CollectError:
+            comm = ""
+    gaps = [Gap("process", f"container {name} has no live process (it is restarting); its "
+                           f"pod's network namespace was read through the pod's sandbox "
+                           f"(pid {request.pid}{', ' + comm if comm else ''})")]
+    if isinstance(network, CollectError):
+        gaps.append(Gap("network", str(network)))
+    return ObservedProcess(
+        pid=request.pid, start_time=None, comm=comm, cmdline=(),
+        identity=Identity(None, None, None, None, None, None),
+        capabilities=None, no_new_privs=None, seccomp=None, filesystem=None,
+        network=network if isinstance(network, NetnsFacts) else None,
+        incomplete=tuple(gaps), via_sandbox=True,
+    )
 
 
 def vanished_process(pid: int, exc: CollectError) -> ObservedProcess:

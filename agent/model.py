@@ -263,6 +263,9 @@ class ObservedProcess:
     paths: tuple[PathAccess, ...] = ()
     incomplete: tuple[Gap, ...] = ()
     exe: str | None = None  # readlink /proc/PID/exe, as the process's mount namespace names it
+    # The container has no live process (a crash loop): `network` is its pod's netns, read
+    # through the pod's sandbox process `pid`; no other fact is the container's own.
+    via_sandbox: bool = False
 
     def env(self, name: str) -> str | None:
         for key, value in self.environ:
@@ -340,6 +343,7 @@ class DeclaredContainer:
     pod_ips: tuple[str, ...]
     host_network: bool = False
     env: tuple[tuple[str, str], ...] = ()  # literal `value`s only; valueFrom is not resolved
+    status_uid: int | None = None  # containerStatuses[].user.linux.uid (Kubernetes >= 1.31)
 
     def label(self, key: str) -> str | None:
         for k, v in self.labels:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from agent.audit import audit, container_requests, declared_containers
+from agent.audit import audit, container_requests, declared_containers, sandbox_requests
 from agent.collect.procfs import ProcFS
 from agent.kube.containers import pod_uid
 from agent.kube.watch import PodApi, PodWatcher
@@ -245,6 +245,7 @@ class NodeAgent:
             except Exception as exc:  # noqa: BLE001 - never stop the loop over one bad scan
                 log.error("cannot map containers to processes", extra={"error": str(exc)})
                 requests = []
+            requests += sandbox_requests(pods, self.proc)
             report = audit(requests, config=self.options.config, node=self.node,
                            proc=self.proc)
         seconds = time.monotonic() - started

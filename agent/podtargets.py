@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent.audit import AuditRequest, container_requests, declared_containers
+from agent.audit import AuditRequest, container_requests, declared_containers, sandbox_requests
 from agent.kube.client import Api, KubeError
 
 if TYPE_CHECKING:
@@ -75,11 +75,15 @@ def pod_targets(pods: Sequence[dict[str, Any]], selection: PodSelection,
     from agent.kube.procmap import pids_for_containers
 
     declared = _declared(pods, selection.container)
-    if not declared:
+    # Restarting containers (no process) whose pod's sandbox is on this host.
+    stalled = [r for r in sandbox_requests(pods, proc) if r.declared is not None
+               and selection.container in (None, r.declared.container_name)]
+    if not declared and not stalled:
         raise TargetError(f"no running container{_named(selection.container)} in the "
                           f"{_count(pods, 'selected pod')}")
     pids = pids_for_containers(declared, proc)
     here = {c.pod.uid for c in declared if pids[(c.pod.uid, c.container_name)]}
+    here |= {r.declared.pod.uid for r in stalled if r.declared is not None}
     nodes = {uid: _node_of(p) for p in pods if (uid := _uid(p))}
     if selection.node is None:
         for namespace, name in selection.pods:
@@ -88,14 +92,14 @@ def pod_targets(pods: Sequence[dict[str, Any]], selection: PodSelection,
                 raise TargetError(f"pod {namespace}/{name} has no process in this host's "
                                   f"/proc{_runs_on(nodes.get(_uid(pod)))}")
         declared = [c for c in declared if c.pod.uid in here]  # the other nodes' pods
-    requests = container_requests(declared, proc, pids)
+    requests = container_requests(declared, proc, pids) + stalled
     if not requests:
         where = sorted({n for n in nodes.values() if n})
         raise TargetError(
             f"no process of the {_count(declared, 'running container')} of the selected "
             f"pods is in this host's /proc (pods on node {', '.join(where) or '?'}): on "
             "their node, opaudit needs the host's PID namespace (hostPID) to see them")
-    local = {nodes.get(c.pod.uid) for c in declared if c.pod.uid in here}
+    local = {nodes.get(uid) for uid in here}
     node = selection.node or (local.pop() if len(local) == 1 else None)
     return PodTargets(requests=tuple(requests), node=node)
 

@@ -158,6 +158,14 @@ def _pod_ips(status: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(ips)
 
 
+def _status_uid(status: Mapping[str, Any], name: str) -> int | None:
+    """The uid the runtime started the container with, as the kubelet reports it."""
+    for entry in map(_mapping, _list(status.get("containerStatuses"))):
+        if entry.get("name") == name:
+            return _int(_mapping(_mapping(entry.get("user")).get("linux")).get("uid"))
+    return None
+
+
 def _config_hash(meta: Mapping[str, Any]) -> str | None:
     # A static pod's cgroups are named after its config hash, which the mirror pod in the
     # API carries as this annotation (its metadata.uid differs; kubelet pkg/kubelet/types).
@@ -209,4 +217,5 @@ def declared_from_pod(pod: Mapping[str, Any], container: str | None = None) -> D
         pod_ips=_pod_ips(status),
         host_network=spec.get("hostNetwork") is True,
         env=_literal_env(chosen),
+        status_uid=_status_uid(status, name),
     )

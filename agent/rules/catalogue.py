@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 
-from agent.rules import filesystem, identity, incomplete, listeners, network, privileges
+from agent.rules import (
+    filesystem,
+    identity,
+    incomplete,
+    listeners,
+    network,
+    portbind,
+    privileges,
+)
 from agent.rules.entry import Rule
+from agent.rules.facts import POD_SPEC, UNPRIVILEGED_PORT_START
 
 
 def _in(category: str, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
@@ -18,11 +27,18 @@ def _in(category: str, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
 
 # Categories as a policy report's `category` groups results (Policy Reporter filters on it).
 CATALOGUE: tuple[Rule, ...] = (
-    *_in("identity", identity.RULES), *_in("privileges", privileges.RULES),
+    *_in("identity", identity.RULES),
+    *_in("privileges", privileges.RULES + portbind.RULES),
     *_in("filesystem", filesystem.RULES), *_in("network", network.RULES + listeners.RULES),
     *_in("inspection", incomplete.RULES),
 )
 RULE_IDS: frozenset[str] = frozenset(rule.id for rule in CATALOGUE)
+# A container with no live process (a crash loop) has only its pod's netns, read through the
+# sandbox, and its declared side: these rules judge it from those alone (uid and
+# capabilities from the pod spec, as the runtime will start it).
+WITHOUT_PROCESS: tuple[Rule, ...] = tuple(
+    dataclasses.replace(rule, facts=(POD_SPEC, UNPRIVILEGED_PORT_START, "network.listeners"))
+    for rule in CATALOGUE if rule.id == portbind.PRIVILEGED_PORT_NOT_BINDABLE.id)
 
 
 def rule_by_id(rule_id: str) -> Rule | None:

@@ -45,6 +45,7 @@ BASE_SPAWN: Mapping[str, Any] = {
 NO_IPV6 = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
 NBS = ["NET_BIND_SERVICE"]
 DNS_UDP = DeclaredPort(5353, "UDP", "dns")
+HTTPS = DeclaredPort(443, "TCP", "webhook")
 ALL_BUT_SYS_ADMIN = [c for c in CAPABILITY_NAMES if c != "SYS_ADMIN"]
 
 
@@ -115,6 +116,15 @@ CASES = (
     miss("NetBindServiceUnneeded", "ambient-port-start-9000",
          spawn={"bounding": NBS, "ambient": NBS},
          sysctls={"net.ipv4.ip_unprivileged_port_start": 9000}),
+    # webhook.port=443 (#2331): nothing listens, the bind failed with EACCES as uid 185.
+    fire("PrivilegedPortNotBindable", "443-uid-185-no-caps", "permission denied",
+         add_ports=(HTTPS,)),
+    # The safe sysctl lowered to 443 lets uid 185 bind it: the fix's second way out.
+    miss("PrivilegedPortNotBindable", "443-port-start-443", add_ports=(HTTPS,),
+         sysctls={"net.ipv4.ip_unprivileged_port_start": 443}),
+    miss("PrivilegedPortNotBindable", "443-ambient-bound",
+         spawn={"bounding": NBS, "ambient": NBS, "sockets": (*GO, Sock("tcp", 6, "::", 443))},
+         add_ports=(HTTPS,)),
     fire("SeccompUnconfined", "no-filter", "seccomp mode 0", spawn={"seccomp": False}),
     miss("SeccompUnconfined", "filter"),
     fire("RootFilesystemWritable", "rw-root-declared-ro", "drift", severity=Severity.HIGH,
