@@ -140,8 +140,8 @@ def test_config_profile_writable_path_is_checked() -> None:
 
 
 def test_catalogue_is_spec_section_3() -> None:
-    assert len(CATALOGUE) == 21
-    assert len({r.id for r in CATALOGUE}) == 21
+    assert len(CATALOGUE) == 22  # issue 10 added PrivilegedPortNotBindable
+    assert len({r.id for r in CATALOGUE}) == 22
 
 
 def test_rules_import_only_the_model() -> None:
