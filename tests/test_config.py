@@ -140,7 +140,7 @@ def test_a_config_profile_says_whether_tmp_and_home_matter(tmp_path: Path) -> No
     sys.path.insert(0, str(Path(__file__).parent / "rules"))
     from rule_snapshots import declared, missing, observed, readonly, with_paths
 
-    from agent.rules.evaluate import evaluate
+    from agent.rules.evaluate import evaluate, findings_of
     from agent.rules.profiles import match_profile
 
     text = """
@@ -159,7 +159,7 @@ def test_a_config_profile_says_whether_tmp_and_home_matter(tmp_path: Path) -> No
         config = load_config(write(tmp_path, text.format(tmp=tmp, home=home)))
         profile = match_profile(decl, config)
         assert (profile.temp_matters, profile.home_matters) == (tmp == "true", home == "true")
-        found = {f.rule: f.severity for f in evaluate(snap, decl, profile, config)}
+        found = {f.rule: f.severity for f in findings_of(evaluate(snap, decl, profile, config))}
         severities[tmp] = (found.get("WritablePathMissing"), found.get("HomeDirectoryUnusable"))
     assert severities == {"true": (Severity.HIGH, Severity.MEDIUM),
                           "false": (None, Severity.INFO)}

@@ -16,7 +16,7 @@ from agent.model import (
 )
 from agent.rules.catalogue import CATALOGUE, WITHOUT_PROCESS
 from agent.rules.entry import Rule
-from agent.rules.evaluate import evaluate
+from agent.rules.evaluate import evaluate, findings_of
 
 NBS = 1 << 10
 RULE = "PrivilegedPortNotBindable"
@@ -32,7 +32,7 @@ def webhook_on(port: int, **changes: object) -> DeclaredContainer:
 
 def mine(snap: ObservedProcess, decl: DeclaredContainer,
          rules: tuple[Rule, ...] = CATALOGUE) -> list[Finding]:
-    found = evaluate(snap, decl, profile_for(decl), DEFAULT_CONFIG, rules)
+    found = findings_of(evaluate(snap, decl, profile_for(decl), DEFAULT_CONFIG, rules))
     return [f for f in found if f.rule == RULE]
 
 
@@ -109,6 +109,18 @@ def test_crash_loop_root_binds_unless_net_bind_service_is_dropped() -> None:
 
 
 def test_only_the_without_process_rules_judge_a_sandbox() -> None:
-    found = evaluate(sandbox(), webhook_on(443), profile_for(webhook_on(443)), DEFAULT_CONFIG,
-                     WITHOUT_PROCESS)
-    assert {f.rule for f in found} == {RULE}
+    verdicts = evaluate(sandbox(), webhook_on(443), profile_for(webhook_on(443)),
+                        DEFAULT_CONFIG, WITHOUT_PROCESS)
+    assert [(v.rule, v.outcome.value) for v in verdicts] == [(RULE, "fired")]
+    # Judged from the declared side: no process fact is missing, so a miss is a pass.
+    [passed] = evaluate(sandbox(port_start=443), webhook_on(443), profile_for(webhook_on(443)),
+                        DEFAULT_CONFIG, WITHOUT_PROCESS)
+    assert passed.outcome.value == "passed"
+
+
+def test_a_live_process_with_unknown_capabilities_is_unknown_not_passed() -> None:
+    verdicts = evaluate(observed(capabilities=None), webhook_on(443),
+                        profile_for(webhook_on(443)), DEFAULT_CONFIG)
+    [mine_] = [v for v in verdicts if v.rule == RULE]
+    assert mine_.outcome.value == "unknown"
+    assert [g.fact for g in mine_.missing] == ["capabilities"]

@@ -31,7 +31,7 @@ from agent.model import (
     Profile,
     Severity,
 )
-from agent.rules.evaluate import evaluate
+from agent.rules.evaluate import evaluate, findings_of
 
 CERTS = "/etc/k8s-webhook-server/serving-certs"
 WEBHOOK = "spark-operator-webhook.yaml"
@@ -58,7 +58,7 @@ def severities(found: Sequence[Finding], rule: str) -> list[Severity]:
 
 def run(snap: ObservedProcess, decl: DeclaredContainer | None,
         profile: Profile | None = None) -> tuple[Finding, ...]:
-    return evaluate(snap, decl, profile or profile_for(decl), DEFAULT_CONFIG)
+    return findings_of(evaluate(snap, decl, profile or profile_for(decl), DEFAULT_CONFIG))
 
 
 def test_default_webhook_needs_neither_tmp_nor_home() -> None:
