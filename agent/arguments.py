@@ -73,6 +73,12 @@ def port_number(text: str) -> int:
     return int(text)
 
 
+def positive_count(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"a positive integer, not {text!r}")
+    return int(text)
+
+
 def pod_reference(text: str) -> tuple[str, str]:
     namespace, sep, name = text.partition("/")
     if not sep or not _NAMESPACE.fullmatch(namespace) or len(name) > 253 \
@@ -155,7 +161,7 @@ def add_caps(sub: argparse._SubParsersAction[Parser]) -> None:
 
 def add_run(sub: argparse._SubParsersAction[Parser]) -> None:
     run = _command(sub, "run", "the node agent: audit the selected pods on this node and "
-                   "post Events")
+                   "post Events (and policy reports)")
     run.add_argument("--node", help="this node's name (default: $NODE_NAME)")
     run.add_argument("-l", "--selector", help="label selector for pods to audit "
                      "(default: every pod on the node)")
@@ -165,9 +171,15 @@ def add_run(sub: argparse._SubParsersAction[Parser]) -> None:
     low, high = INTERVAL_RANGE
     run.add_argument("--interval", type=interval_seconds, default=60.0, metavar="SECONDS",
                      help=f"seconds between cycles, {low:g} to {high:g} (default: 60)")
-    run.add_argument("--sink", choices=("events", "stdout"), default="events", help=(
-        "where findings go: Kubernetes Events on the pods, or one JSON report per cycle on "
-        "stdout (default: events)"))
+    run.add_argument("--sink", choices=("events", "reports", "stdout"), action="append", help=(
+        "where findings go, repeatable: Kubernetes Events on the pods, one policy report per "
+        "audited pod (openreports.io Report, else wgpolicyk8s.io PolicyReport), or one JSON "
+        "report per cycle on stdout (default: events)"))
+    run.add_argument("--report-api", choices=("openreports", "wgpolicyk8s"), help=(
+        "the policy-report API to write (default: openreports.io/v1alpha1 when the API "
+        "server serves it, else wgpolicyk8s.io/v1alpha2)"))
+    run.add_argument("--report-max-results", type=positive_count, default=100, metavar="N",
+                     help="results kept per policy report, most severe first (default: 100)")
     run.add_argument("--metrics-port", type=port_number, metavar="PORT", help=(
         "serve /metrics, /healthz and /readyz on this port (default: no server; the "
         "DaemonSet uses 9090)"))

@@ -189,7 +189,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     options = RunOptions(
         node=args.node or os.environ.get("NODE_NAME"), selector=args.selector,
-        namespace=args.namespace, once=args.once, interval=args.interval, sink=args.sink,
+        namespace=args.namespace, once=args.once, interval=args.interval,
+        sinks=tuple(args.sink or ("events",)), report_api=args.report_api,
+        report_max_results=args.report_max_results,
         metrics_port=args.metrics_port, kubeconfig=args.kubeconfig,
         config=load_config_option(args.config),
         # main() restricted us already when run as a program; not again, and not at all

@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -49,7 +50,10 @@ class RunOptions:
     namespace: str | None = None
     once: bool = False
     interval: float = 60.0
-    sink: str = "events"  # "events" | "stdout"
+    sink: str = "events"  # "events" | "stdout" | "reports"
+    sinks: tuple[str, ...] = ()  # several of them (`--sink events --sink reports`); wins
+    report_api: str | None = None  # "openreports" | "wgpolicyk8s": no discovery
+    report_max_results: int = 100
     metrics_port: int | None = None
     kubeconfig: str | None = None
     config: AuditConfig = DEFAULT_CONFIG
@@ -104,7 +108,9 @@ def run_agent(
     except OSError as exc:  # port taken, or below 1024 without NET_BIND_SERVICE
         log.error("cannot serve metrics", extra={"port": options.metrics_port, "error": str(exc)})
         return 2
-    sink = make_sink(options.sink, api, node, metrics, options.event_queue_size)
+    sink = make_sink(options.sinks or (options.sink,), api, node, metrics,
+                     options.event_queue_size, report_api=options.report_api,
+                     report_max_results=options.report_max_results)
     agent = NodeAgent(api, node, options, sink, metrics, stop or threading.Event())
     try:
         return agent.run_once() if options.once else agent.run_forever()
@@ -114,16 +120,49 @@ def run_agent(
 
 
 def make_sink(
-    kind: str, api: Any, node: str, metrics: AgentMetrics, queue_size: int = 1000
+    kinds: str | Sequence[str], api: Any, node: str, metrics: AgentMetrics,
+    queue_size: int = 1000, *, report_api: str | None = None, report_max_results: int = 100,
 ) -> Sink:
-    """The metrics sink, and the sink `--sink` names, as one."""
-    if kind == "stdout":
-        chosen: Sink = DocumentSink(sys.stdout, "json-lines")
-    else:
-        from agent.report.events import EventSink
+    """The metrics sink, and the sinks `--sink` names (repeatable), as one. A reports sink
+    without a policy-report API is left out with one log line; the others carry on."""
+    sinks: list[Sink] = [MetricsSink(metrics)]
+    for kind in dict.fromkeys([kinds] if isinstance(kinds, str) else kinds):
+        if kind == "stdout":
+            sinks.append(DocumentSink(sys.stdout, "json-lines"))
+        elif kind == "reports":
+            reports = report_sink(api, metrics, report_api, report_max_results)
+            sinks.extend([reports] if reports is not None else [])
+        else:
+            from agent.report.events import EventSink
 
-        chosen = EventSink(api, node, metrics=metrics, queue_size=queue_size)
-    return FanOut([MetricsSink(metrics), chosen])
+            sinks.append(EventSink(api, node, metrics=metrics, queue_size=queue_size))
+    return FanOut(sinks)
+
+
+def report_sink(api: Any, metrics: AgentMetrics, override: str | None, max_results: int
+                ) -> Sink | None:
+    """The policy-report sink on the API discovery offers (SPEC §4b), or None with one line."""
+    from agent.kube.client import KubeError
+    from agent.kube.reports import ReportClient, served_group_versions
+    from agent.report.policyreport import choose_report_api
+    from agent.report.reportsink import PolicyReportSink
+
+    try:
+        served = served_group_versions(api)
+    except KubeError as exc:
+        metrics.api_error(exc.code)
+        log.error("--sink reports: cannot discover the API groups, writing no policy reports",
+                  extra={"error": str(exc)})
+        return None
+    chosen = choose_report_api(served, override)
+    if chosen is None:
+        wanted = override or "openreports.io/v1alpha1 or wgpolicyk8s.io/v1alpha2"
+        log.error(f"--sink reports: the API server serves no policy-report API ({wanted}); "
+                  "writing no policy reports (install the CRDs: reports.installCRDs=true)")
+        return None
+    log.info("policy reports", extra={"api": chosen.api_version, "kind": chosen.kind})
+    writer = ReportClient(api, chosen.group, chosen.version, chosen.plural)
+    return PolicyReportSink(writer, chosen, max_results=max_results, metrics=metrics)
 
 
 class NodeAgent:

@@ -227,6 +227,30 @@ class Api:
         )
         return list(answer.get("items") or [])
 
+    # --- any object by path: discovery, policy reports (agent.kube.reports) ------------
+
+    def get_json(self, path: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._get_json(path, [], timeout)
+
+    def get_object(self, path: str, *, timeout: float | None = None) -> dict[str, Any] | None:
+        """The object at `path`, or None when it does not exist."""
+        try:
+            return self._get_json(path, [], timeout)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_object(self, path: str, body: dict[str, Any], *, timeout: float | None = None
+                      ) -> dict[str, Any]:
+        """POST to the collection at `path`."""
+        return self._write("POST", path, body, "application/json", timeout)
+
+    def replace_object(self, path: str, body: dict[str, Any], *, timeout: float | None = None
+                       ) -> dict[str, Any]:
+        """PUT (update): `body` carries the resourceVersion it replaces, else 409."""
+        return self._write("PUT", path, body, "application/json", timeout)
+
     # --- plumbing ---------------------------------------------------------------------
 
     def _timeout(self, timeout: float | None) -> tuple[float, float]:

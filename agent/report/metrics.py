@@ -21,6 +21,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -75,6 +76,22 @@ class AgentMetrics:
             "opaudit_events_dropped", "Kubernetes Events given up on, by reason",
             ["reason"], registry=self.registry,
         )
+        self.reports_written = Counter(
+            "opaudit_reports_written", "Policy reports created or replaced",
+            registry=self.registry,
+        )
+        self.reports_dropped = Counter(
+            "opaudit_reports_dropped", "Policy report writes given up on, by reason",
+            ["reason"], registry=self.registry,
+        )
+        # Every drop reason reads 0 from the start, so a dashboard shows 0 rather than nothing.
+        for reason in ("queue_full", "rate_limited", "rejected"):
+            self.events_dropped.labels(reason=reason)
+        for reason in ("queue_full", "rejected"):
+            self.reports_dropped.labels(reason=reason)
+        # process_resident_memory_bytes, process_cpu_seconds_total, ...: the agent's footprint
+        # (the dashboard's RSS and CPU panels), read from /proc/self.
+        ProcessCollector(registry=self.registry)
 
     # --- EventMetrics protocol (agent.report.events) ----------------------------------
 
@@ -83,6 +100,14 @@ class AgentMetrics:
 
     def event_dropped(self, reason: str) -> None:
         self.events_dropped.labels(reason=reason).inc()
+
+    # --- ReportMetrics protocol (agent.report.reportsink) ------------------------------
+
+    def report_written(self) -> None:
+        self.reports_written.inc()
+
+    def report_dropped(self, reason: str) -> None:
+        self.reports_dropped.labels(reason=reason).inc()
 
     def api_error(self, code: int | str | None) -> None:
         self.api_errors.labels(code=str(code) if code else "connection").inc()

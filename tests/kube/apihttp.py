@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from kube import apischema
+from kube.apicrd import CrdError
 
 if TYPE_CHECKING:
     from kube.apiserver import ApiServer
@@ -28,6 +29,8 @@ _EVENTS = re.compile(
 )
 _ALL_EVENTS = re.compile(r"^/(?P<prefix>apis/events\.k8s\.io/v1|api/v1)/events$")
 _PODS = re.compile(r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/pods(?:/(?P<name>[^/]+))?$")
+_CUSTOM = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)"
+                     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$")
 
 @dataclass
 class Fault:
@@ -148,12 +151,15 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and path == "/api":
             return {"kind": "APIVersions", "versions": ["v1"]}, 200
         if method == "GET" and path == "/apis":
-            group = {"name": "events.k8s.io", "versions": [{"groupVersion": "events.k8s.io/v1",
-                     "version": "v1"}], "preferredVersion": {"groupVersion": "events.k8s.io/v1",
-                     "version": "v1"}}  # fmt: skip
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}, 200
+            groups = [_group("events.k8s.io", "v1")]
+            groups += [_group(r.group, r.version) for r in api.custom.resources.values()]
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}, 200
         if method == "GET" and path in _RESOURCE_LISTS:
             return _RESOURCE_LISTS[path], 200
+        if (m := _CUSTOM.match(path)) and f"{m['group']}/{m['version']}" in api.custom.resources:
+            return self._custom(method, m, raw)
+        if method == "GET" and (resource := api.custom.resources.get(path[len("/apis/"):])):
+            return resource.discovery(), 200
         if method == "GET" and path == "/version":
             major, minor = apischema.K8S_VERSION.split(".")[:2]
             return {"major": major, "minor": minor, "gitVersion": f"v{apischema.K8S_VERSION}"}, 200
@@ -175,6 +181,28 @@ class _Handler(BaseHTTPRequestHandler):
                 return api.patch_event(core, ns, name, content_type, _json(raw)), 200
         else:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method: {method}")
+
+    def _custom(self, method: str, m: re.Match[str], raw: bytes) -> tuple[Any, int]:
+        store = self.api.custom
+        try:
+            res = store.resource(m["group"], m["version"], m["plural"])
+            ns, name = m["ns"], m["name"]
+            if method == "GET" and not name:
+                table = "as=Table" in (self.headers.get("Accept") or "")
+                return store.list(res, ns, table), 200
+            if ns is None:
+                raise CrdError(405, "MethodNotAllowed", f"{method} needs a namespace")
+            if method == "POST" and not name:
+                return store.create(res, ns, _json(raw)), 201
+            if method == "GET":
+                return store.get(res, ns, name), 200
+            if method == "PUT" and name:
+                return store.replace(res, ns, name, _json(raw)), 200
+            if method == "DELETE" and name:
+                return store.delete(res, ns, name), 200
+        except CrdError as exc:
+            raise ApiError(exc.code, exc.reason, exc.message) from None
         raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method: {method}")
 
     def _watch(self, path: str, query: dict[str, str]) -> int:
@@ -269,6 +297,11 @@ def _json(raw: bytes) -> Any:
 def handler_for(api: ApiServer) -> type[BaseHTTPRequestHandler]:
     """A request handler class bound to `api`."""
     return type("Handler", (_Handler,), {"api": api})
+
+
+def _group(name: str, version: str) -> dict[str, Any]:
+    entry = {"groupVersion": f"{name}/{version}", "version": version}
+    return {"name": name, "versions": [entry], "preferredVersion": entry}
 
 
 def _resource(name: str, kind: str, verbs: list[str], short: list[str] | None = None

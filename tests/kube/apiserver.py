@@ -31,6 +31,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from kube import apischema
+from kube.apicrd import CustomStore
 from kube.apihttp import (
     ApiError,
     Fault,
@@ -52,7 +53,9 @@ def _now() -> str:
 class ApiServer:
     """The test API server. Thread-safe; use as a context manager (start/stop)."""
 
-    def __init__(self) -> None:
+    def __init__(self, report_apis: tuple[str, ...] = ()) -> None:
+        """`report_apis`: the policy-report group versions to serve (`openreports.io/v1alpha1`,
+        `wgpolicyk8s.io/v1alpha2`): either, both or neither, as a cluster may."""
         self._cond = threading.Condition()
         self.stopping = threading.Event()
         self._rv = 1
@@ -65,6 +68,13 @@ class ApiServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.custom = CustomStore(report_apis, self._next_resource_version)
+
+    def _next_resource_version(self, peek: bool = False) -> int:
+        with self._cond:
+            if not peek:
+                self._rv += 1
+            return self._rv
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -180,6 +190,21 @@ class ApiServer:
             self._pod_history.append((self._rv, kind, copy.deepcopy(pod)))
             self._cond.notify_all()
             return copy.deepcopy(pod)
+
+    # --- test API: custom resources (policy reports) ---------------------------------
+
+    def custom_objects(self, group_version: str) -> list[dict[str, Any]]:
+        """Every stored object of a served CRD (e.g. `openreports.io/v1alpha1`)."""
+        resource = self.custom.resources[group_version]
+        with self.custom.lock:
+            return copy.deepcopy(list(resource.objects.values()))
+
+    def writes(self, path_regex: str) -> list[RequestRecord]:
+        """The answered POST/PUT/PATCH/DELETE requests whose path matches."""
+        pattern = re.compile(path_regex)
+        return [r for r in list(self.request_log)
+                if r.method in ("POST", "PUT", "PATCH", "DELETE") and pattern.search(r.path)
+                and r.status is not None]
 
     # --- test API: events and faults --------------------------------------------------
 

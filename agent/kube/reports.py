@@ -1,0 +1,50 @@
+"""The policy-report APIs as the API server serves them: discovery and one resource's CRUD.
+
+`served_group_versions` answers which group versions `/apis` lists (the report sink picks
+openreports.io/v1alpha1, else wgpolicyk8s.io/v1alpha2); `ReportClient` reads, creates and
+replaces the namespaced reports of one of them. Failures raise `KubeError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from agent.kube.client import Api
+
+
+def _quote(segment: str) -> str:
+    """One path segment: a `/` in a name must not reach another resource."""
+    return quote(segment, safe="")
+
+
+def served_group_versions(api: Api, *, timeout: float | None = None) -> set[str]:
+    """Every `group/version` the API server lists under /apis."""
+    groups = api.get_json("/apis", timeout=timeout).get("groups") or []
+    return {str(version.get("groupVersion")) for group in groups
+            for version in group.get("versions") or []}
+
+
+class ReportClient:
+    """Namespaced objects of `group/version` `plural` (the report sink's `ReportWriter`)."""
+
+    def __init__(self, api: Api, group: str, version: str, plural: str) -> None:
+        self.api = api
+        self.prefix = f"/apis/{group}/{version}"
+        self.plural = plural
+
+    def _collection(self, namespace: str) -> str:
+        return f"{self.prefix}/namespaces/{_quote(namespace)}/{self.plural}"
+
+    def get(self, namespace: str, name: str, *, timeout: float) -> dict[str, Any] | None:
+        return self.api.get_object(f"{self._collection(namespace)}/{_quote(name)}",
+                                   timeout=timeout)
+
+    def create(self, namespace: str, body: dict[str, Any], *, timeout: float
+               ) -> dict[str, Any]:
+        return self.api.create_object(self._collection(namespace), body, timeout=timeout)
+
+    def replace(self, namespace: str, name: str, body: dict[str, Any], *, timeout: float
+                ) -> dict[str, Any]:
+        return self.api.replace_object(f"{self._collection(namespace)}/{_quote(name)}", body,
+                                       timeout=timeout)

@@ -1,0 +1,195 @@
+"""`--sink reports`: one policy report per audited Pod, written only when its content changed.
+
+How writes stay few (SPEC §4b, §7):
+- A cycle's report for a Pod is compared with the content this process last wrote or read
+  back for it; the same content owes nothing (steady state: no request at all).
+- A report this process does not know yet (first cycle, also after a restart) is read
+  first: the same results (timestamps aside) owe no write; others replace it. So a finding
+  that vanished while the agent was down leaves the report at the first cycle.
+- The writer is injected (`ReportWriter`); `report` imports nothing from `kube`.
+- Retries are the Event sink's: 429 waits for Retry-After; no answer, 401, 403, 408 and
+  5xx back off exponentially (0.25 s doubling, capped at 30 s) and the write stays owed;
+  other rejections drop it (`rejected`). Owed writes are one per Pod (the latest content
+  wins), at most `queue_size` Pods; beyond that a write is dropped (`queue_full`).
+The sink never raises to its caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from agent.api_error import ApiError
+from agent.model import Report
+from agent.report.events import (
+    BACKOFF_BASE_SECONDS,
+    BACKOFF_CAP_SECONDS,
+    DEFAULT_RETRY_AFTER_SECONDS,
+)
+from agent.report.policyreport import (
+    DEFAULT_MAX_RESULTS,
+    PodReport,
+    ReportApi,
+    content_key,
+    pod_reports,
+    report_body,
+    with_timestamps,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ReportWriter(Protocol):
+    """Read, create and replace on the one report resource in use; failures raise ApiError
+    (`agent.kube.reports.ReportClient` is one)."""
+
+    def get(self, namespace: str, name: str, *, timeout: float) -> dict[str, Any] | None: ...
+    def create(self, namespace: str, body: dict[str, Any], *, timeout: float
+               ) -> dict[str, Any]: ...
+    def replace(self, namespace: str, name: str, body: dict[str, Any], *, timeout: float
+                ) -> dict[str, Any]: ...
+
+
+class ReportMetrics(Protocol):
+    def report_written(self) -> None: ...
+    def report_dropped(self, reason: str) -> None: ...  # queue_full | rejected
+    def api_error(self, code: str) -> None: ...
+
+
+class PolicyReportSink:
+    """Writes each audited Pod's policy report; `publish` queues, `pump`/`flush` write."""
+
+    def __init__(self, writer: ReportWriter, api: ReportApi, *,
+                 max_results: int = DEFAULT_MAX_RESULTS, queue_size: int = 1000,
+                 metrics: ReportMetrics | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.writer, self.api = writer, api
+        self.max_results, self.queue_size = max_results, queue_size
+        self.metrics, self.clock, self.wall, self.sleep = metrics, clock, wall, sleep
+        self.written = self.dropped = self.api_errors = 0
+        self.last_error: ApiError | None = None
+        self._lock, self._pump_lock = threading.Lock(), threading.Lock()
+        self._known: dict[str, str] = {}  # report name -> content the server holds
+        self._owed: OrderedDict[str, PodReport] = OrderedDict()
+        self._failures = 0
+        self._not_before = 0.0
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._owed)
+
+    def publish(self, report: Report) -> None:
+        try:
+            owed = [p for p in pod_reports(report, self.max_results)
+                    if self._known.get(p.name) != p.content]
+            with self._lock:
+                for pod in owed:
+                    if pod.name not in self._owed and len(self._owed) >= self.queue_size:
+                        self._drop("queue_full")
+                        continue
+                    self._owed[pod.name] = pod
+        except Exception:  # the sink must never take the audit loop down
+            log.exception("report sink: cannot queue reports for this cycle")
+
+    def flush(self, timeout: float) -> bool:
+        self.pump(self.clock() + timeout)
+        return self.pending == 0
+
+    def pump(self, deadline: float) -> None:
+        """Write owed reports until `deadline` (the sink's clock); never raises."""
+        try:
+            with self._pump_lock:
+                self._pump(deadline)
+        except Exception:
+            log.exception("report sink: unexpected failure while writing reports")
+
+    def _pump(self, deadline: float) -> None:
+        while True:
+            with self._lock:
+                if not self._owed:
+                    return
+                name, pod = next(iter(self._owed.items()))
+            now = self.clock()
+            if now < self._not_before:
+                if self._not_before >= deadline:
+                    return
+                self.sleep(self._not_before - now)
+                continue
+            if deadline - now <= 0:
+                return
+            try:
+                wrote = self._write(pod, timeout=max(0.2, deadline - now))
+            except ApiError as exc:
+                self._failed(name, exc)
+                continue
+            except Exception as exc:  # a client bug must not end the loop: back off, keep it
+                log.exception("report sink: unexpected failure writing report %s", name)
+                self._failed(name, ApiError(None, "ClientError", f"{type(exc).__name__}: {exc}"))
+                continue
+            self._succeeded(pod, wrote)
+
+    def _write(self, pod: PodReport, *, timeout: float) -> bool:
+        """Make the server's report hold `pod`'s results; False when it already did."""
+        namespace = pod.pod.namespace
+        existing = self.writer.get(namespace, pod.name, timeout=timeout)
+        old_results = list((existing or {}).get("results") or [])
+        if existing is not None and content_key(old_results) == pod.content:
+            return False
+        wall = self.wall()
+        results = with_timestamps(pod.results, old_results, int(wall), int(wall % 1 * 1e9))
+        body = report_body(self.api, pod, results, self.max_results)
+        if pod.dropped:
+            log.warning("report sink: results beyond --report-max-results left out",
+                        extra={"report": pod.name, "left_out": pod.dropped})
+        if existing is None:
+            self.writer.create(namespace, body, timeout=timeout)
+        else:
+            # The resourceVersion makes a concurrent change a 409, retried from a fresh read.
+            body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            self.writer.replace(namespace, pod.name, body, timeout=timeout)
+        return True
+
+    def _succeeded(self, pod: PodReport, wrote: bool) -> None:
+        with self._lock:
+            if self._owed.get(pod.name) is pod:
+                del self._owed[pod.name]
+            self._known[pod.name] = pod.content
+            if wrote:
+                self.written += 1
+        if wrote and self.metrics is not None:
+            self.metrics.report_written()
+        if self.last_error is not None:
+            log.info("report sink: API writes work again after: %s", self.last_error)
+        self._failures, self.last_error = 0, None
+
+    def _failed(self, name: str, exc: ApiError) -> None:
+        self.api_errors += 1
+        if self.metrics is not None:
+            self.metrics.api_error(exc.code)
+        if self.last_error is None or str(self.last_error) != str(exc):
+            log.warning("report sink: cannot write report %s: %s", name, exc)
+        self.last_error = exc
+        now = self.clock()
+        if exc.status == 429:
+            self._not_before = now + (exc.retry_after or DEFAULT_RETRY_AFTER_SECONDS)
+        elif exc.retryable or exc.status == 409:  # 409: changed meanwhile; read it again
+            self._failures += 1
+            delay = BACKOFF_BASE_SECONDS * 2 ** min(self._failures - 1, 16)
+            self._not_before = now + min(BACKOFF_CAP_SECONDS, delay)
+        else:
+            with self._lock:
+                self._owed.pop(name, None)
+                self._drop("rejected")
+
+    def _drop(self, reason: str) -> None:
+        """Count a write given up on; called with `_lock` held."""
+        self.dropped += 1
+        if self.metrics is not None:
+            self.metrics.report_dropped(reason)
