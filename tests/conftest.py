@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -66,3 +67,15 @@ def api(server: ApiServer) -> Iterator[Api]:
     client = load_api(configuration=server.configuration(), read_timeout=2.0)
     yield client
     client.close()
+
+
+@pytest.fixture
+def embedded_logging() -> Iterator[None]:
+    """For a test that runs the agent in-process: its JSON log setup is undone afterwards."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

@@ -4,7 +4,6 @@ the console script as a subprocess (as the DaemonSet runs it), Events, metrics, 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import socket
@@ -14,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,17 +220,6 @@ def test_the_loop_audits_a_new_pod_at_once_and_stops_cleanly_on_sigterm(
     assert_json_lines(out)
     logs = assert_json_lines(err)
     assert any(line["msg"] == "stopped" for line in logs)
-
-
-@pytest.fixture
-def embedded_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    try:
-        yield
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
 
 
 def test_with_the_api_down_the_loop_keeps_auditing_and_counts_drops(

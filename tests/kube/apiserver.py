@@ -200,11 +200,11 @@ class ApiServer:
             return copy.deepcopy(list(resource.objects.values()))
 
     def writes(self, path_regex: str) -> list[RequestRecord]:
-        """The answered POST/PUT/PATCH/DELETE requests whose path matches."""
+        """The POST/PUT/PATCH/DELETE requests whose path matches and that succeeded (2xx)."""
         pattern = re.compile(path_regex)
         return [r for r in list(self.request_log)
                 if r.method in ("POST", "PUT", "PATCH", "DELETE") and pattern.search(r.path)
-                and r.status is not None]
+                and r.status is not None and 200 <= r.status < 300]
 
     # --- test API: events and faults --------------------------------------------------
 

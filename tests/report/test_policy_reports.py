@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,20 @@ import pytest
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
 from staging import Stage
-from test_node import NAMESPACE, NODE, OPAUDIT, StagedPod, assert_json_lines, run_once, stage_pod
+from test_node import (
+    NAMESPACE,
+    NODE,
+    OPAUDIT,
+    SELECTOR,
+    StagedPod,
+    assert_json_lines,
+    run_once,
+    stage_pod,
+    wait_for,
+)
 
+from agent.node import RunOptions, run_agent
+from agent.report.metrics import AgentMetrics
 from agent.rules.catalogue import CATALOGUE
 
 OPENREPORTS = "openreports.io/v1alpha1"
@@ -191,3 +204,83 @@ def test_results_are_capped_most_severe_first(
     ranks = ["info", "low", "medium", "high", "critical"]
     severities = [ranks.index(r["severity"]) for r in report["results"]]
     assert severities == sorted(severities, reverse=True)
+
+
+@pytest.mark.parametrize(("api", "resource"), [(OPENREPORTS, "reports"), (WGPOLICY, "polr")])
+def test_kubectl_get_shows_one_line_per_pod_with_its_counts(
+    stage: Stage, cgroups: KubepodsCgroups, kubeconfig_for: Any, api: str, resource: str
+) -> None:
+    for server in serving(api):
+        kubeconfig = kubeconfig_for(server)
+        pods = [stage_pod(stage, cgroups, "so-a"), with_bad_port(stage_pod(stage, cgroups, "so-b"))]
+        for pod in pods:
+            server.add_pod(pod.manifest)
+        assert run_once(kubeconfig, "--sink", "reports").returncode == 0
+        shown = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "get", resource,
+                                "-A", "-o", "wide"], capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        header, *rows = [line.split() for line in shown.stdout.splitlines()]
+        assert header == ["NAMESPACE", "NAME", "KIND", "NAME", "PASS", "FAIL", "WARN", "ERROR",
+                          "SKIP", "AGE"]
+        assert len(rows) == len(pods)
+        for pod in pods:
+            (row,) = [r for r in rows if r[1] == f"opaudit-{pod.uid}"]
+            summary = report_of(server, api, pod)["summary"]
+            assert row[:4] == [NAMESPACE, f"opaudit-{pod.uid}", "Pod", pod.name]
+            assert [int(x) for x in row[4:9]] == [summary[k] for k in
+                                                  ("pass", "fail", "warn", "error", "skip")]
+            assert summary["fail"] > 0 and summary["pass"] > 0
+
+
+def test_a_running_agent_retries_counts_drops_and_removes_a_fixed_finding(
+    stage: Stage, cgroups: KubepodsCgroups, openreports: ApiServer, embedded_logging: None
+) -> None:
+    pod = with_bad_port(stage_pod(stage, cgroups, "so-a"))
+    openreports.add_pod(pod.manifest)
+    collection = rf"^/apis/openreports\.io/v1alpha1/namespaces/{NAMESPACE}/reports"
+    openreports.inject("POST", collection, status=500, count=2)
+    openreports.inject("POST", collection, status=429, retry_after=0.2)
+    metrics = AgentMetrics()
+    stop = threading.Event()
+    options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3, sinks=("reports",),
+                         configuration=openreports.configuration(),
+                         restrict_privileges=False)  # in-process: keep pytest's own caps
+    outcome: list[int] = []
+    runner = threading.Thread(target=lambda: outcome.append(run_agent(
+        options, metrics=metrics, stop=stop)))
+    runner.start()
+
+    def value(name: str, **labels: str) -> float:
+        return float(metrics.registry.get_sample_value(name, labels) or 0)
+
+    def failing() -> set[str]:
+        reports = openreports.custom_objects(OPENREPORTS)
+        return {r["rule"] for report in reports for r in report["results"]
+                if r["result"] == "fail"}
+
+    try:
+        # 500, 500, 429 (Retry-After), then the create: the sink's backoff, as the Events'
+        assert wait_for(lambda: value("opaudit_reports_written_total") == 1, 30)
+        assert value("opaudit_api_errors_total", code="500") == 2
+        assert value("opaudit_api_errors_total", code="429") == 1
+        assert "DeclaredPortNotListening" in failing()
+        cycles = value("opaudit_cycles_total", trigger="interval")
+        assert wait_for(lambda: value("opaudit_cycles_total", trigger="interval") >= cycles + 3,
+                        30)
+        assert len(openreports.writes(REPORT_PATHS)) == 1  # steady state: no write
+
+        pod.manifest["spec"]["containers"][0]["ports"].pop()
+        openreports.update_pod(pod.manifest)  # fixed: the next cycle takes it out
+        assert wait_for(lambda: "DeclaredPortNotListening" not in failing(), 30)
+        assert value("opaudit_reports_written_total") == 2
+
+        openreports.inject("PUT", collection, status=422)  # a rejection is dropped, counted
+        with_bad_port(pod)
+        openreports.update_pod(pod.manifest)
+        assert wait_for(lambda: value("opaudit_reports_dropped_total", reason="rejected") == 1,
+                        30)
+        assert wait_for(lambda: "DeclaredPortNotListening" in failing(), 30)  # next cycle
+    finally:
+        stop.set()
+        runner.join(timeout=15)
+    assert outcome == [0]

@@ -1,0 +1,82 @@
+"""The Grafana dashboard (daemonset/grafana/opaudit.json) reads only metrics a running agent
+really exports: each PromQL expression's metric names are checked against a scrape of
+/metrics of an agent that ran a cycle with the Events and reports sinks."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from cgroup_staging import KubepodsCgroups
+from kube.apiserver import ApiServer
+from prometheus_client.parser import text_string_to_metric_families
+from staging import Stage
+from test_node import NODE, SELECTOR, free_port, http_get, stage_pod, wait_for
+
+from agent.node import RunOptions, run_agent
+
+DASHBOARD = Path(__file__).resolve().parents[1] / "daemonset" / "grafana" / "opaudit.json"
+SAMPLE_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
+                   "histogram": ("_bucket", "_sum", "_count", "_created"), "info": ("_info",),
+                   "summary": ("", "_sum", "_count", "_created")}
+# PromQL words that look like metric names: functions, aggregations, label names, variables.
+PROMQL_WORDS = {"sum", "by", "rate", "histogram_quantile", "label_values", "le", "job",
+                "instance", "rule", "severity", "reason", "code", "without", "avg", "max"}
+
+
+def expressions(dashboard: dict[str, Any]) -> list[str]:
+    found = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    found += [v["definition"] for v in dashboard["templating"]["list"] if v.get("definition")]
+    return found
+
+
+def metric_names(expr: str) -> set[str]:
+    """Identifiers outside {...} selectors, [...] ranges and "strings" that are not PromQL."""
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"|\$\w+", " ", expr)
+    words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", bare))
+    return words - PROMQL_WORDS
+
+
+def exported(text: str) -> set[str]:
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {family.name + suffix for suffix in SAMPLE_SUFFIXES[family.type]}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+def test_every_dashboard_expression_names_a_metric_the_agent_exports(
+    stage: Stage, cgroups: KubepodsCgroups, embedded_logging: None
+) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    with ApiServer(report_apis=("openreports.io/v1alpha1",)) as server:
+        server.add_pod(stage_pod(stage, cgroups, "so-a").manifest)
+        port, stop = free_port(), threading.Event()
+        options = RunOptions(node=NODE, selector=SELECTOR, interval=0.5,
+                             sinks=("events", "reports"), metrics_port=port,
+                             metrics_host="127.0.0.1", configuration=server.configuration(),
+                             restrict_privileges=False)  # in-process: keep pytest's own caps
+        runner = threading.Thread(target=lambda: run_agent(options, stop=stop))
+        runner.start()
+        try:
+            assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 30)
+            status, body = http_get(port, "/metrics")
+        finally:
+            stop.set()
+            runner.join(timeout=15)
+    assert status == 200
+    names = exported(body)
+    for needed in ("opaudit_findings", "opaudit_reports_written_total",
+                   "process_resident_memory_bytes", "process_cpu_seconds_total"):
+        assert needed in names  # what the panels are about is really there
+    for expr in expressions(dashboard):
+        used = metric_names(expr)
+        assert used, expr
+        assert used <= names, (expr, used - names)
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for topic in ("rule", "severity", "scan duration", "events", "reports", "dropped",
+                  "api errors", "rss", "cpu"):
+        assert topic in titles, topic
