@@ -23,7 +23,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "daemonset" / "crds"
+CRD_DIR = Path(__file__).resolve().parents[2] / "daemonset" / "chart" / "files" / "crds"
 CRD_FILES = {"openreports.io/v1alpha1": "openreports.io_reports.yaml",
              "wgpolicyk8s.io/v1alpha2": "wgpolicyk8s.io_policyreports.yaml"}
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

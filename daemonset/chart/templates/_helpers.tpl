@@ -60,3 +60,12 @@ checkov.io/skip6: "CKV_K8S_38=the token is the agent's API access - get/list/wat
 checkov.io/skip7: "CKV_K8S_43=no digest is published for this release - pin one with image.digest (Helm) or kustomize edit set image"
 {{- end }}
 {{- end }}
+
+{{/* The policy-report API of reports.api: its group, and its resource (plural). */}}
+{{- define "opaudit.reportGroup" -}}
+{{- if eq .Values.reports.api "wgpolicyk8s" }}wgpolicyk8s.io{{ else }}openreports.io{{ end }}
+{{- end }}
+
+{{- define "opaudit.reportResource" -}}
+{{- if eq .Values.reports.api "wgpolicyk8s" }}policyreports{{ else }}reports{{ end }}
+{{- end }}
