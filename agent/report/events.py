@@ -43,15 +43,13 @@ from agent.report.event_object import (  # re-exported: callers import them from
     micro_time,
     sanitize_text,
 )
+from agent.report.retry import Backoff
 
 log = logging.getLogger(__name__)
 
 SERIES_REFRESH_SECONDS = 30 * 60  # client-go tools/events refreshTime
 BUCKET_BURST = 25  # client-go EventCorrelator defaultSpamBurst
 BUCKET_REFILL_SECONDS = 300.0  # defaultSpamQPS = 1/300
-BACKOFF_BASE_SECONDS = 0.25
-BACKOFF_CAP_SECONDS = 30.0
-DEFAULT_RETRY_AFTER_SECONDS = 1.0
 STATE_TTL_SECONDS = 2 * 3600  # forget a pod unseen this long (Events themselves live 1 h)
 
 
@@ -130,14 +128,17 @@ class EventSink:
         self.written = 0
         self.dropped = 0
         self.api_errors = 0
-        self.last_error: ApiError | None = None
+        self._backoff = Backoff("Event", clock, sleep)
         self._lock = threading.Lock()
         self._pump_lock = threading.Lock()
         self._owed: dict[EventKey, _Owed] = {}
         self._queue: OrderedDict[EventKey, None] = OrderedDict()
         self._buckets: dict[str, _Bucket] = {}
-        self._failures = 0
-        self._not_before = 0.0
+
+    @property
+    def last_error(self) -> ApiError | None:
+        """The API's answer to the last failed write, until a write succeeds."""
+        return self._backoff.last_error
 
     @property
     def pending(self) -> int:
@@ -258,16 +259,11 @@ class EventSink:
                 if owed is None:
                     self._queue.pop(key)
                     continue
-            now = self.clock()
-            if now < self._not_before:
-                if self._not_before >= deadline:
-                    return
-                self.sleep(self._not_before - now)
-                continue
-            if deadline - now <= 0:
+            left = self._backoff.time_left(deadline)
+            if left is None:
                 return
             try:
-                self._write(owed, timeout=max(0.2, deadline - now))
+                self._write(owed, timeout=max(0.2, left))
             except ApiError as exc:
                 self._failed(key, exc)
                 continue
@@ -320,25 +316,13 @@ class EventSink:
             self.written += 1
         if self.metrics is not None:
             self.metrics.event_written()
-        if self.last_error is not None:
-            log.info("event sink: API writes work again after: %s", self.last_error)
-        self._failures, self.last_error = 0, None
+        self._backoff.succeeded()
 
     def _failed(self, key: EventKey, exc: ApiError) -> None:
         self.api_errors += 1
         if self.metrics is not None:
             self.metrics.api_error(exc.code)
-        if self.last_error is None or str(self.last_error) != str(exc):
-            log.warning("event sink: cannot write Event: %s", exc)
-        self.last_error = exc
-        now = self.clock()
-        if exc.status == 429:
-            self._not_before = now + (exc.retry_after or DEFAULT_RETRY_AFTER_SECONDS)
-        elif exc.retryable:
-            self._failures += 1
-            delay = BACKOFF_BASE_SECONDS * 2 ** min(self._failures - 1, 16)
-            self._not_before = now + min(BACKOFF_CAP_SECONDS, delay)
-        else:
+        if not self._backoff.failed(exc):
             with self._lock:
                 self._queue.pop(key, None)
                 self._drop("rejected")

@@ -25,11 +25,6 @@ from typing import Any, Protocol
 
 from agent.api_error import ApiError
 from agent.model import Report
-from agent.report.events import (
-    BACKOFF_BASE_SECONDS,
-    BACKOFF_CAP_SECONDS,
-    DEFAULT_RETRY_AFTER_SECONDS,
-)
 from agent.report.policyreport import (
     DEFAULT_MAX_RESULTS,
     PodReport,
@@ -39,6 +34,7 @@ from agent.report.policyreport import (
     report_body,
     with_timestamps,
 )
+from agent.report.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +67,12 @@ class PolicyReportSink:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.writer, self.api = writer, api
         self.max_results, self.queue_size = max_results, queue_size
-        self.metrics, self.clock, self.wall, self.sleep = metrics, clock, wall, sleep
+        self.metrics, self.clock, self.wall = metrics, clock, wall
         self.written = self.dropped = self.api_errors = 0
-        self.last_error: ApiError | None = None
+        self._backoff = Backoff("report", clock, sleep)
         self._lock, self._pump_lock = threading.Lock(), threading.Lock()
         self._known: dict[str, str] = {}  # report name -> content the server holds
         self._owed: OrderedDict[str, PodReport] = OrderedDict()
-        self._failures = 0
-        self._not_before = 0.0
 
     @property
     def pending(self) -> int:
@@ -116,16 +110,11 @@ class PolicyReportSink:
                 if not self._owed:
                     return
                 name, pod = next(iter(self._owed.items()))
-            now = self.clock()
-            if now < self._not_before:
-                if self._not_before >= deadline:
-                    return
-                self.sleep(self._not_before - now)
-                continue
-            if deadline - now <= 0:
+            left = self._backoff.time_left(deadline)
+            if left is None:
                 return
             try:
-                wrote = self._write(pod, timeout=max(0.2, deadline - now))
+                wrote = self._write(pod, timeout=max(0.2, left))
             except ApiError as exc:
                 self._failed(name, exc)
                 continue
@@ -165,25 +154,14 @@ class PolicyReportSink:
                 self.written += 1
         if wrote and self.metrics is not None:
             self.metrics.report_written()
-        if self.last_error is not None:
-            log.info("report sink: API writes work again after: %s", self.last_error)
-        self._failures, self.last_error = 0, None
+        self._backoff.succeeded()
 
     def _failed(self, name: str, exc: ApiError) -> None:
         self.api_errors += 1
         if self.metrics is not None:
             self.metrics.api_error(exc.code)
-        if self.last_error is None or str(self.last_error) != str(exc):
-            log.warning("report sink: cannot write report %s: %s", name, exc)
-        self.last_error = exc
-        now = self.clock()
-        if exc.status == 429:
-            self._not_before = now + (exc.retry_after or DEFAULT_RETRY_AFTER_SECONDS)
-        elif exc.retryable or exc.status == 409:  # 409: changed meanwhile; read it again
-            self._failures += 1
-            delay = BACKOFF_BASE_SECONDS * 2 ** min(self._failures - 1, 16)
-            self._not_before = now + min(BACKOFF_CAP_SECONDS, delay)
-        else:
+        # 409: the report changed since it was read; the retry reads it again.
+        if not self._backoff.failed(exc, retry_conflict=True):
             with self._lock:
                 self._owed.pop(name, None)
                 self._drop("rejected")
