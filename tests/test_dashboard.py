@@ -12,9 +12,10 @@ from typing import Any
 
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
+from pod_staging import NODE, SELECTOR, stage_pod
 from prometheus_client.parser import text_string_to_metric_families
 from staging import Stage
-from test_node import NODE, SELECTOR, free_port, http_get, stage_pod, wait_for
+from test_node import free_port, http_get, wait_for
 
 from agent.node import RunOptions, run_agent
 

@@ -14,18 +14,9 @@ from typing import Any
 import pytest
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
+from pod_staging import NAMESPACE, NODE, SELECTOR, StagedPod, stage_pod
 from staging import Stage
-from test_node import (
-    NAMESPACE,
-    NODE,
-    OPAUDIT,
-    SELECTOR,
-    StagedPod,
-    assert_json_lines,
-    run_once,
-    stage_pod,
-    wait_for,
-)
+from test_node import OPAUDIT, assert_json_lines, run_once, wait_for
 
 from agent.node import RunOptions, run_agent
 from agent.report.metrics import AgentMetrics
