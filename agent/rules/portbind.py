@@ -22,14 +22,22 @@ SYSCTL = UNPRIVILEGED_PORT_START
 WEBHOOK_PORT = 9443  # the chart's default webhook.port, which needs no privilege
 
 
+def _cap_names(names: tuple[str, ...]) -> set[str]:
+    return {name.upper().removeprefix("CAP_") for name in names}
+
+
 def _declared_bind_service(declared: DeclaredContainer) -> tuple[bool | None, str]:
     """Whether a freshly started process of `declared` holds NET_BIND_SERVICE effective,
     judged from the pod spec alone (the container has no live process to read)."""
     uid = declared.run_as_user if declared.run_as_user is not None else declared.status_uid
     source = ("runAsUser" if declared.run_as_user is not None
               else "containerStatuses[].user")
+    added = _cap_names(declared.capabilities_add)
     started = ("which Kubernetes starts with no effective capability (it sets no ambient "
                "capabilities)")
+    if "NET_BIND_SERVICE" in added:
+        started += ("; capabilities.add: [NET_BIND_SERVICE] only puts it in the bounding set, "
+                    "where a non-root process cannot use it")
     if uid is None and declared.run_as_non_root:
         return False, f"the container runs as a non-root uid (runAsNonRoot: true), {started}"
     if uid is None:
@@ -39,8 +47,7 @@ def _declared_bind_service(declared: DeclaredContainer) -> tuple[bool | None, st
     if declared.privileged:
         return True, ""
     # The runtimes' default set (containerd, CRI-O) holds NET_BIND_SERVICE for root.
-    dropped = {c.upper().removeprefix("CAP_") for c in declared.capabilities_drop}
-    added = {c.upper().removeprefix("CAP_") for c in declared.capabilities_add}
+    dropped = _cap_names(declared.capabilities_drop)
     if dropped & {"ALL", "NET_BIND_SERVICE"} and "NET_BIND_SERVICE" not in added:
         return False, "the container runs as uid 0 but capabilities.drop removes NET_BIND_SERVICE"
     return True, ""

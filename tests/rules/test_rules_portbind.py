@@ -86,6 +86,10 @@ def test_crash_loop_through_the_sandbox_from_the_declared_side() -> None:
     assert "has no running process" in f.message and "sandbox (pid 77)" in f.message
     assert "runAsNonRoot" in f.message and "ip_unprivileged_port_start=1024" in f.message
     assert mine(sandbox(port_start=0), decl, WITHOUT_PROCESS) == []
+    # The capability a maintainer would suggest (#2331) changes nothing under Kubernetes.
+    [f] = mine(sandbox(), dataclasses.replace(decl, capabilities_add=("NET_BIND_SERVICE",)),
+               WITHOUT_PROCESS)
+    assert "only puts it in the bounding set" in f.message
 
 
 def test_crash_loop_uid_from_run_as_user_or_the_status() -> None:
