@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from agent.collect.errors import CollectError
 from agent.collect.netns import read_many_netns
-from agent.collect.process import observe_process, with_paths
+from agent.collect.process import describe_unreadable, observe_process, with_paths
 from agent.collect.procfs import ProcFS
 from agent.kube.containers import Pod, pod_uid, running_containers
 from agent.kube.podspec import declared_from_pod
@@ -148,7 +148,8 @@ def audit_one(
         observed = vanished_process(request.pid, exc)
     else:
         if isinstance(network, CollectError):
-            observed = _with_gap(observed, Gap("network", str(network)))
+            reason = describe_unreadable(request.pid, procfs) or str(network)
+            observed = _with_gap(observed, Gap("network", reason))
         paths = required_paths(observed, request.declared, profile)
         if paths and observed.start_time is not None:
             observed = with_paths(observed, request.pid, paths, procfs)

@@ -116,6 +116,9 @@ class ProcStat:
 
     comm: str  # sanitised
     start_time: int  # clock ticks after boot: (pid, start_time) names one process for good
+    state: str = ""  # field 3: "Z" for a zombie
+    ppid: int = 0  # field 4
+    kernel_thread: bool = False  # field 9 (flags) holds PF_KTHREAD
 
 
 @dataclass(frozen=True, slots=True)

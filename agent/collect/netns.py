@@ -255,6 +255,13 @@ def decode_addresses(messages: Iterable[netlink.NetlinkMessage],
 # --- owners and assembly -----------------------------------------------------------------
 
 
+def unreadable_processes(count: int) -> str:
+    """`1 process unreadable (needs ...)`: why some socket owners may be unknown."""
+    # /proc/PID/fd is mode 0500 for its owner, and readlink needs ptrace access.
+    hint = capability_hint(("SYS_PTRACE", "DAC_READ_SEARCH"))
+    return f"{count} {'process' if count == 1 else 'processes'} unreadable{hint}"
+
+
 def _assemble(inside: Mapping[int, _Inside | CollectError], host_ino: int | None,
               host_gap: Gap | None, proc: ProcFS,
               owners: bool) -> dict[int, NetnsFacts | CollectError]:
@@ -267,9 +274,7 @@ def _assemble(inside: Mapping[int, _Inside | CollectError], host_ino: int | None
             scan = scan_socket_owners(inodes, read.keys(), proc)
             owner_map = scan.owners
             if scan.processes_denied:
-                # /proc/PID/fd is mode 0500 for its owner, and readlink needs ptrace access.
-                hint = capability_hint(("SYS_PTRACE", "DAC_READ_SEARCH"))
-                owner_error = f"{scan.processes_denied} processes unreadable{hint}"
+                owner_error = unreadable_processes(scan.processes_denied)
         except CollectError as exc:
             owner_error = str(exc)
     facts: dict[int, NetnsFacts | CollectError] = {}

@@ -44,9 +44,36 @@ class _Reader:
         try:
             return read()
         except CollectError as exc:
-            self.exited = self.exited or isinstance(exc, ProcessGone)
-            self.gaps.extend(Gap(fact, str(exc)) for fact in facts)
+            kind = process_kind(self.process)  # a zombie's or kernel thread's reads fail
+            self.exited = self.exited or (isinstance(exc, ProcessGone) and kind is None)
+            self.gaps.extend(Gap(fact, kind or str(exc)) for fact in facts)
             return None
+
+
+def process_kind(process: ProcessHandle) -> str | None:
+    """What a process with no memory, root or namespaces to read is, in a user's words:
+    a zombie or a kernel thread (its stat says so); None for any other process."""
+    try:
+        stat = process.stat()
+    except CollectError:
+        return None
+    if stat.kernel_thread:
+        return (f"pid {process.pid} is a kernel thread: it has no user memory, environment, "
+                "container root or namespaces of its own to read")
+    if stat.state == "Z":
+        # proc(5): a zombie keeps its status; environ, root, mountinfo and ns are gone.
+        return (f"process {process.pid} is a zombie: it exited and its parent (pid "
+                f"{stat.ppid}) has not reaped it, so only its status is left")
+    return None
+
+
+def describe_unreadable(pid: int, proc: ProcFS) -> str | None:
+    """`process_kind` of `pid` (through the cycle's handle, when inside one)."""
+    try:
+        with proc.cycle():
+            return process_kind(proc.process(pid))
+    except CollectError:
+        return None
 
 
 def _translate(quad: IdQuad, ranges: tuple[IdMapRange, ...]) -> IdQuad:
@@ -186,7 +213,9 @@ def with_paths(
 def _with_paths(observed: ObservedProcess, process: ProcessHandle | None,
                 paths: Sequence[str], error: str = "") -> ObservedProcess:
     probed = probe_paths(process, paths, observed, error)
-    unknown = [Gap(f"paths.{p.path}", p.error or "unknown") for p in probed if p.writable is None]
+    unprobed = [p for p in probed if p.writable is None]
+    kind = process_kind(process) if unprobed and process is not None else None
+    unknown = [Gap(f"paths.{p.path}", kind or p.error or "unknown") for p in unprobed]
     return dataclasses.replace(
         observed, paths=probed, incomplete=_merge(observed.incomplete, unknown)
     )

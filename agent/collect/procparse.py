@@ -137,8 +137,12 @@ def translate_id(host_id: int, ranges: tuple[IdMapRange, ...]) -> int:
     return OVERFLOW_ID
 
 
+PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
+
+
 def parse_stat(raw: bytes) -> ProcStat:
-    """comm (field 2) and starttime (field 22, clock ticks after boot) of /proc/PID/stat.
+    """comm (field 2), state (3), ppid (4), flags (9) and starttime (22, clock ticks after
+    boot) of /proc/PID/stat.
 
     comm is whatever the process named itself and may hold ') ' and spaces (the kernel does
     not escape it here), so the fields are counted from the LAST ')'.
@@ -149,9 +153,11 @@ def parse_stat(raw: bytes) -> ProcStat:
     after_comm = raw[closing + 1 :].split()  # fields 3 (state) onwards
     if len(after_comm) < 20:
         raise ParseError("stat", f"only {len(after_comm) + 2} fields")
-    start = after_comm[22 - 3].decode("ascii", "replace")
+    field = [value.decode("ascii", "replace") for value in after_comm[: 22 - 2]]
     return ProcStat(comm=sanitize(raw[opening + 1 : closing], COMM_LIMIT),
-                    start_time=parse_decimal(start, "stat starttime"))
+                    start_time=parse_decimal(field[22 - 3], "stat starttime"),
+                    state=field[3 - 3], ppid=parse_decimal(field[4 - 3], "stat ppid"),
+                    kernel_thread=bool(parse_decimal(field[9 - 3], "stat flags") & PF_KTHREAD))
 
 
 def parse_nul_list(raw: bytes, limit: int = ARG_LIMIT) -> tuple[str, ...]:

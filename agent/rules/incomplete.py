@@ -18,7 +18,11 @@ def inspection_incomplete(observed: ObservedProcess, declared: DeclaredContainer
     gaps = gaps_of(observed)
     if not gaps:
         return
-    listed = "; ".join(f"{g.fact} ({g.reason})" for g in gaps)
+    facts_by_reason: dict[str, list[str]] = {}
+    for gap in gaps:  # a zombie's seven facts share one reason: say it once
+        facts_by_reason.setdefault(gap.reason, []).append(gap.fact)
+    listed = "; ".join(f"{', '.join(facts)} ({reason})"
+                       for reason, facts in facts_by_reason.items())
     message = (f"Some facts about {observed.comm} (pid {observed.pid}) could not be read: "
                f"{listed}. Rules that need them report nothing, which is not a pass.")
     fix = ("# Run opaudit as the DaemonSet ships it (hostPID; SYS_PTRACE, DAC_READ_SEARCH,\n"

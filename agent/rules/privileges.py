@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from agent.model import (
     DeclaredContainer,
     Finding,
+    NetnsFacts,
     ObservedProcess,
     Profile,
     Severity,
@@ -167,15 +168,32 @@ def net_bind_service_unneeded(observed: ObservedProcess, declared: DeclaredConta
     if declared is not None and NET_BIND_SERVICE_BIT in {
             capability_bit(c) for c in declared.capabilities_add}:
         where += " (declared in capabilities.add)"
-    listed = ", ".join(map(str, ports)) if ports else "no port at all"
-    message = (f"{_who(observed)} holds NET_BIND_SERVICE {where}, yet every port it listens on "
-               f"({listed}) is >= net.ipv4.ip_unprivileged_port_start={start} in its network "
-               "namespace, so no capability is involved in binding them.")
+    message = (f"{_who(observed)} holds NET_BIND_SERVICE {where}, yet "
+               f"{_ports_it_listens_on(observed, network, ports, start)}.")
     keep = [c for c in (declared.capabilities_add if declared else ())
             if capability_bit(c) != NET_BIND_SERVICE_BIT and c != "ALL"]
     yield NET_BIND_SERVICE_UNNEEDED.finding(
         message, profile=profile, add=_add_back(keep),
-        observed=f"NET_BIND_SERVICE {where}; ports {listed}; ip_unprivileged_port_start={start}")
+        observed=f"NET_BIND_SERVICE {where}; ports {', '.join(map(str, ports)) or 'none'}; "
+                 f"ip_unprivileged_port_start={start}")
+
+
+def _ports_it_listens_on(observed: ObservedProcess, network: NetnsFacts, ports: list[int],
+                         start: int) -> str:
+    """Only sockets the target holds are its ports; an unowned one may be anybody's."""
+    held = sorted({s.port for s in network.listeners if observed.pid in s.pids})
+    unowned = sorted(set(ports) - set(held))
+    threshold = f"net.ipv4.ip_unprivileged_port_start={start} in its network namespace"
+    if not held and not unowned:
+        return f"it listens on no port ({threshold}), so the capability is not used"
+    if held:
+        text = f"every port it listens on ({', '.join(map(str, held))})"
+        if unowned:
+            text += f" and every port of unknown owner ({', '.join(map(str, unowned))})"
+    else:
+        text = ("it listens on no port of its own, and every port whose owner could not be "
+                f"read ({', '.join(map(str, unowned))})")
+    return f"{text} is >= {threshold}, so no capability is involved in binding them"
 
 
 NET_BIND_SERVICE_UNNEEDED = Rule(

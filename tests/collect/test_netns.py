@@ -203,7 +203,7 @@ def test_unreadable_processes_are_a_gap_only_for_orphan_listeners() -> None:
 
     owned = Listener("tcp", 4, "0.0.0.0", 80, None, 1, owners=(SocketOwner(7, "x", 3),))
     orphan = Listener("tcp", 6, "::", 81, False, 2)
-    assert _owner_gap((owned,), "1 processes unreadable") is None
+    assert _owner_gap((owned,), "1 process unreadable") is None
     assert _owner_gap((owned, orphan), None) is None
-    gap = _owner_gap((owned, orphan), "1 processes unreadable")
+    gap = _owner_gap((owned, orphan), "1 process unreadable")
     assert gap is not None and "tcp [::]:81" in gap.reason and "unreadable" in gap.reason
