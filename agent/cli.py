@@ -148,8 +148,10 @@ def print_report(report: Report, output: str) -> None:
     if output in ("json", "yaml"):
         DocumentSink(sys.stdout, "json" if output == "json" else "yaml").publish(report)
     else:
-        colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        TableSink(sys.stdout, colour=colour).publish(report)
+        from agent.report.table import colour_wanted, terminal_width
+
+        TableSink(sys.stdout, colour=colour_wanted(os.environ, sys.stdout),
+                  width=terminal_width(os.environ, sys.stdout)).publish(report)
 
 
 def exit_status(report: Report, fail_on: str) -> int:

@@ -388,6 +388,7 @@ class Finding:
     container: str | None = None
     observed: str | None = None  # what the kernel showed, in a few words
     declared: str | None = None  # what the pod (or its profile) declares, when it matters
+    fix_line: str = ""  # the catalogue's one-line fix, for where a snippet does not fit
 
 
 class Outcome(enum.Enum):

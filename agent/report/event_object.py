@@ -16,10 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.model import Finding, PodRef, Severity
+from agent.report.merge import merge_findings
 
 REPORTING_CONTROLLER = "opaudit"
 ACTION = "Audit"
 NOTE_LIMIT_BYTES = 1024  # apiserver: len(note) > 1024 bytes is Invalid
+SHORT_FIX_CHARS = 240  # two securityContext paths plus their Helm values twins
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +55,7 @@ def event_body(
     else:
         worst = max(f.severity.rank for f in findings)
         event_type = "Warning" if worst >= Severity.LOW.rank else "Normal"
-        messages = " ".join(dict.fromkeys(f.message for f in findings))
-        fixes = " ".join(dict.fromkeys(compact_fix(f.remediation) for f in findings
-                                       if f.remediation))
-        note = fit_note(f"container {key.container}: {messages}", f"Fix: {fixes}" if fixes else "")
+        note = finding_note(pod, key.container, findings)
     return {
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
@@ -79,6 +78,44 @@ def event_body(
             "uid": pod.uid,
         },
     }
+
+
+def finding_note(pod: PodRef, container: str, findings: list[Finding]) -> str:
+    """What was found, one short fix line, and where the full fix is (Kubernetes shows a
+    note as one line: a YAML snippet flattened into it reads as noise)."""
+    merged = merge_findings(findings)
+    where = f"Full fix: opaudit diagnose --pod {pod.namespace}/{pod.name}"
+    fix = short_fix(merged[0].finding)
+    tail = f"Fix: {fix}. {where}" if fix else where
+    room = NOTE_LIMIT_BYTES - len(sanitize_text(tail).encode()) - 1
+    head = f"container {container}: " + " ".join(m.finding.message for m in merged)
+    if len(merged) > 1 and len(sanitize_text(head).encode()) > room:
+        # Never cut a list short in silence: say how many, and show the first in full.
+        head = (f"container {container}: {len(merged)} {merged[0].finding.rule} findings, "
+                f"the first: {merged[0].finding.message} The other {len(merged) - 1} are "
+                "in the full report.")
+    return fit_note(head, tail)
+
+
+def short_fix(finding: Finding) -> str:
+    """The fix as dotted paths when it is a securityContext/values snippet that fits one
+    short line; else the catalogue's one-line fix."""
+    compact = compact_fix(finding.remediation) if finding.remediation else ""
+    if compact and len(compact) <= SHORT_FIX_CHARS and not _bare_snippet(finding.remediation):
+        return compact
+    return finding.fix_line or compact
+
+
+def _bare_snippet(remediation: str) -> bool:
+    """YAML with no `# Pod spec:` / `# Helm values` label: it flattens into noise."""
+    labelled = False
+    for line in remediation.splitlines():
+        comment = line.lstrip().lstrip("#").strip() if line.lstrip().startswith("#") else None
+        if comment is not None:
+            labelled = comment.startswith(("Pod spec", "Helm values"))
+        elif line.strip() and not labelled:
+            return True
+    return False
 
 
 def sanitize_text(text: str) -> str:

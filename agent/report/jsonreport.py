@@ -19,6 +19,7 @@ from agent.model import (
     Verdict,
     mask_names,
 )
+from agent.report.merge import merge_findings
 
 SCHEMA = "opaudit.report/v1"
 SYSCTL_KEYS = (
@@ -33,7 +34,8 @@ def report_dict(report: Report) -> dict[str, Any]:
         "schema": SCHEMA,
         "node": report.node,
         "targets": [target_dict(t) for t in report.targets],
-        "findings": [finding_dict(f) for f in report.findings],
+        # One per container and rule, naming every pid it was seen in (`pid` is the first).
+        "findings": [finding_dict(m.finding, m.pids) for m in merge_findings(report.findings)],
     }
 
 
@@ -157,11 +159,12 @@ def listener_dict(listener: Listener) -> dict[str, Any]:
     return out
 
 
-def finding_dict(finding: Finding) -> dict[str, Any]:
+def finding_dict(finding: Finding, pids: tuple[int, ...] = ()) -> dict[str, Any]:
     return {
         "rule": finding.rule,
         "severity": finding.severity.value,
         "pid": finding.pid,
+        "pids": list(pids) if pids else ([finding.pid] if finding.pid is not None else []),
         "pod": finding.pod,
         "container": finding.container,
         "message": finding.message,

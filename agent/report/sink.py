@@ -36,16 +36,17 @@ class WrittenSink:
 
 
 class TableSink(WrittenSink):
-    """The terminal report."""
+    """The terminal report, `width` columns wide (`table.terminal_width`)."""
 
-    def __init__(self, stream: TextIO, *, colour: bool = False) -> None:
+    def __init__(self, stream: TextIO, *, colour: bool = False, width: int = 80) -> None:
         self.stream = stream
         self.colour = colour
+        self.width = width
 
     def publish(self, report: Report) -> None:
         from agent.report.table import render_table
 
-        self.stream.write(render_table(report, colour=self.colour))
+        self.stream.write(render_table(report, colour=self.colour, width=self.width))
         self.stream.flush()
 
 

@@ -1,29 +1,54 @@
-"""Terminal report: one block per pod/container, facts first, then findings by severity.
+"""Terminal report: one block per container (per process without a pod), facts first, then
+the container's findings by severity, merged across its processes.
 
-Colour only when writing to a terminal; every string from a process was sanitised in collect.
+Lines fit the terminal: `COLUMNS` when set, else the tty's width, else 80. Colour only on a
+terminal, unless NO_COLOR is set to something or TERM is dumb (no-color.org). Every string
+from a process was sanitised in collect.
 """
 
 from __future__ import annotations
 
+import os
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TextIO
 
-from agent.model import (
-    Finding,
-    Listener,
-    ObservedProcess,
-    Report,
-    Severity,
-    TargetReport,
-    mask_names,
-)
+from agent.model import Report, Severity, TargetReport
+from agent.report.merge import MergedFinding, container_groups, merge_findings, pid_phrase
+from agent.report.table_facts import Row, endpoint, fact_rows
+
+__all__ = ["colour_wanted", "endpoint", "render_table", "terminal_width"]
 
 COLOURS = {
     Severity.CRITICAL: "\033[1;35m", Severity.HIGH: "\033[1;31m", Severity.MEDIUM: "\033[33m",
     Severity.LOW: "\033[36m", Severity.INFO: "\033[2m",
 }
 BOLD, RESET = "\033[1m", "\033[0m"
-WIDTH = 96
+DEFAULT_WIDTH = 80  # not a terminal, and no COLUMNS
+MIN_WIDTH = 40
+LABEL = 14  # "  capabilities" plus two spaces
+FINDING_INDENT = 14  # under the rule name, past "    CRITICAL  "
+
+
+def terminal_width(environ: Mapping[str, str], stream: TextIO) -> int:
+    """COLUMNS when it is a number, else the terminal's width, else 80."""
+    columns = environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return max(MIN_WIDTH, int(columns))
+    try:
+        return max(MIN_WIDTH, os.get_terminal_size(stream.fileno()).columns)
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_WIDTH
+
+
+def colour_wanted(environ: Mapping[str, str], stream: TextIO) -> bool:
+    """A terminal that can show colour, and no NO_COLOR with a value (no-color.org)."""
+    if environ.get("NO_COLOR") or environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):
+        return False
 
 
 class Style:
@@ -38,117 +63,120 @@ class Style:
         return f"{COLOURS[severity]}{label}{RESET}" if self.colour else label
 
 
-def render_table(report: Report, colour: bool = False) -> str:
+def render_table(report: Report, colour: bool = False, width: int = DEFAULT_WIDTH) -> str:
     style = Style(colour)
-    blocks = [target_block(t, style) for t in report.targets]
-    summary = summary_line(report.findings)
-    return "\n\n".join([*blocks, summary]) + "\n"
+    width = max(MIN_WIDTH, width)
+    groups = container_groups(report)
+    blocks = [container_block(group, style, width) for group in groups]
+    merged = merge_findings(f for group in groups for t in group for f in t.findings)
+    return "\n\n".join([*blocks, summary_line(merged)]) + "\n"
 
 
-def target_block(target: TargetReport, style: Style) -> str:
-    lines = [style.bold(heading(target))]
-    lines += fact_lines(target.observed)
+def container_block(targets: Sequence[TargetReport], style: Style, width: int) -> str:
+    lines = [style.bold(line) for line in _wrap(heading(targets), width, 0, 2)]
+    for label, text in merged_rows(targets):
+        lines += _row(label, text, width)
     lines.append("  findings")
-    if not target.findings:
+    merged = merge_findings(f for t in targets for f in t.findings)
+    if not merged:
         lines.append("    none")
-    ordered = sorted(target.findings, key=lambda f: (-f.severity.rank, f.rule))
-    for finding in ordered:
-        lines += finding_lines(finding, style)
+    for entry in sorted(merged, key=lambda m: -m.finding.severity.rank):
+        lines += finding_lines(entry, style, width)
     return "\n".join(lines)
 
 
-def heading(target: TargetReport) -> str:
-    obs = target.observed
-    proc = f"pid {obs.pid} ({obs.comm})" if obs.comm else f"pid {obs.pid}"
-    if target.declared is None:
-        return f"{proc} · profile {target.profile.name}"
-    d = target.declared
-    return f"{d.pod.namespace}/{d.pod.name} · container {d.container_name} · {proc}"
+def heading(targets: Sequence[TargetReport]) -> str:
+    pids = tuple(t.observed.pid for t in targets)
+    comms = list(dict.fromkeys(t.observed.comm for t in targets if t.observed.comm))
+    procs = pid_phrase(pids) + (f" ({', '.join(comms)})" if comms else "")
+    first = targets[0]
+    if first.declared is None:
+        return f"{procs} · profile {first.profile.name}"
+    d = first.declared
+    return f"{d.pod.namespace}/{d.pod.name} · container {d.container_name} · {procs}"
 
 
-def fact_lines(obs: ObservedProcess) -> list[str]:
-    out: list[str] = []
-    ident = obs.identity
-    if ident.uid is not None and ident.gid is not None:
-        user = f" ({ident.user})" if ident.user else " (no passwd entry)"
-        groups = ",".join(map(str, ident.groups or ())) or "-"
-        home = f" · home {ident.home}" if ident.home else ""
-        env_home = f" · $HOME {ident.env_home}" if ident.env_home else ""
-        out.append(_row("identity", f"uid {ident.uid.effective}{user} gid {ident.gid.effective}"
-                                    f" groups {groups}{home}{env_home}"))
-    caps = obs.capabilities
-    if caps is not None:
-        out.append(_row("capabilities", "  ".join(
-            f"{name}: {_names(getattr(caps, name))}"
-            for name in ("effective", "permitted", "bounding", "ambient"))))
-    nnp = {True: "yes", False: "no", None: "?"}[obs.no_new_privs]
-    out.append(_row("hardening", f"no_new_privs {nnp} · seccomp {obs.seccomp or '?'}"))
-    fs = obs.filesystem
-    if fs is not None:
-        root = {True: "read-only", False: "writable", None: "?"}[fs.root_readonly]
-        out.append(_row("filesystem",
-                        f"root {root} · writable mounts: {', '.join(fs.writable_mounts) or '-'}"))
-    net = obs.network
-    if net is not None:
-        s = net.sysctls
-        host = " (host network)" if net.host_network else ""
-        start = _v(s.ip_unprivileged_port_start)
-        out.append(_row("network", f"netns {net.inode}{host} · bindv6only {_v(s.bindv6only)}"
-                                   f" · disable_ipv6 {_v(s.disable_ipv6)}"
-                                   f" · ip_unprivileged_port_start {start}"))
-        globals_ = [a.address for a in net.addresses if a.scope == "global"]
-        out.append(_row("", f"addresses {' '.join(globals_) or '-'}"))
-        for listener in net.listeners:
-            out.append(_row("listeners" if listener is net.listeners[0] else "",
-                            listener_text(listener)))
-    for gap in obs.incomplete:
-        out.append(_row("incomplete", f"{gap.fact}: {gap.reason}"))
-    return out
+def merged_rows(targets: Sequence[TargetReport]) -> list[Row]:
+    """Each process's fact rows; a row all of them share is shown once, the others say
+    whose they are (`pid 4243: uid 0 ...`), after the last row of the same section."""
+    rows: list[tuple[str, str, str, list[int]]] = []  # label, text, section, pids
+    for target in targets:
+        section = ""
+        for label, text in fact_rows(target.observed):
+            section = label or section
+            found = next((r for r in rows if r[:3] == (label, text, section)), None)
+            if found is not None:
+                found[3].append(target.observed.pid)
+                continue
+            at = max((i + 1 for i, r in enumerate(rows) if r[2] == section), default=len(rows))
+            rows.insert(at, (label, text, section, [target.observed.pid]))
+    everyone = len(targets)
+    return [(label, text if len(pids) == everyone else f"{pid_phrase(tuple(pids))}: {text}")
+            for label, text, _, pids in rows]
 
 
-def listener_text(listener: Listener) -> str:
-    v6 = "" if listener.v6only is None else f"  v6only {'yes' if listener.v6only else 'no'}"
-    pids = ",".join(map(str, listener.pids)) or "?"
-    return f"{listener.protocol:<4}{endpoint(listener):<26}{v6}  pid {pids}"
-
-
-def endpoint(listener: Listener) -> str:
-    host = f"[{listener.address}]" if listener.family == 6 else listener.address
-    dev = f"%{listener.interface}" if listener.interface else ""
-    return f"{host}{dev}:{listener.port}"
-
-
-def finding_lines(finding: Finding, style: Style) -> list[str]:
-    lines = [f"    {style.severity(finding.severity)}{style.bold(finding.rule)}"]
-    lines += _wrap(finding.message, 14)
+def finding_lines(entry: MergedFinding, style: Style, width: int) -> list[str]:
+    finding = entry.finding
+    lines = [f"    {style.severity(finding.severity)}  {style.bold(finding.rule)}"]
+    lines += _wrap(finding.message, width, FINDING_INDENT)
     if finding.remediation:
-        lines.append(f"{'':12}fix:")
-        lines += [f"{'':14}{ln}" for ln in finding.remediation.rstrip().splitlines()]
+        lines.append(f"{'':{FINDING_INDENT}}fix:")
+        lines += fix_lines(finding.remediation, width, FINDING_INDENT + 2)
     return lines
 
 
-def summary_line(findings: Iterable[Finding]) -> str:
+def fix_lines(remediation: str, width: int, indent: int) -> list[str]:
+    """Comments wrap as comments (a run of them as one paragraph when one is too long);
+    YAML lines stay whole, so they paste as they are."""
+    out: list[str] = []
+    lines = remediation.rstrip().splitlines()
+    i = 0
+    while i < len(lines):
+        lead = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        run = i
+        while run < len(lines) and lines[run].startswith(lead + "#"):
+            run += 1
+        comments = lines[i:run]
+        if not comments or all(indent + len(c) <= width for c in comments):
+            out += [" " * indent + line for line in (comments or [lines[i]])]
+            i = max(run, i + 1)
+            continue
+        prefix = " " * indent + lead + "# "
+        text = " ".join(c.strip().lstrip("#").strip() for c in comments)
+        out += textwrap.wrap(text, max(len(prefix) + 20, width), initial_indent=prefix,
+                             subsequent_indent=prefix, break_on_hyphens=False)
+        i = run
+    return out
+
+
+def summary_line(merged: Iterable[MergedFinding]) -> str:
     counts: dict[Severity, int] = {}
-    for f in findings:
-        counts[f.severity] = counts.get(f.severity, 0) + 1
+    for entry in merged:
+        counts[entry.finding.severity] = counts.get(entry.finding.severity, 0) + 1
     if not counts:
         return "summary: no findings"
     parts = [f"{counts[s]} {s.value}" for s in sorted(counts, key=lambda s: -s.rank)]
     return "summary: " + ", ".join(parts)
 
 
-def _row(label: str, text: str) -> str:
-    return f"  {label:<13}{text}"
+def _row(label: str, text: str, width: int) -> list[str]:
+    lines = _pack(text.split(" · "), width - LABEL - 2)
+    return [f"  {(label if i == 0 else ''):<{LABEL}}{line}" for i, line in enumerate(lines)]
 
 
-def _names(mask: int) -> str:
-    return ",".join(mask_names(mask)) or "-"
+def _pack(segments: list[str], width: int) -> list[str]:
+    """Join `a · b · c` greedily; break between segments, inside one only when it is too long."""
+    lines: list[str] = []
+    for segment in segments:
+        if lines and len(lines[-1]) + 3 + len(segment) <= width:
+            lines[-1] += " · " + segment
+        else:
+            lines += textwrap.wrap(segment, width, break_on_hyphens=False,
+                                   subsequent_indent="  ") or [""]
+    return lines
 
 
-def _v(value: int | None) -> str:
-    return "?" if value is None else str(value)
-
-
-def _wrap(text: str, indent: int) -> list[str]:
-    return textwrap.wrap(text, WIDTH - indent, initial_indent=" " * indent,
-                         subsequent_indent=" " * indent) or [" " * indent]
+def _wrap(text: str, width: int, indent: int, hanging: int = 0) -> list[str]:
+    return textwrap.wrap(text, width, initial_indent=" " * indent,
+                         subsequent_indent=" " * (indent + hanging),
+                         break_on_hyphens=False) or [" " * indent]

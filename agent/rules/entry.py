@@ -56,7 +56,8 @@ class Rule:
         if remediation is None:
             remediation = self.render_fix(profile, **params)
         return Finding(rule=self.id, severity=severity or self.severity, message=message,
-                       remediation=remediation, observed=observed, declared=declared)
+                       remediation=remediation, observed=observed, declared=declared,
+                       fix_line=self.fix)
 
     def render_fix(self, profile: Profile, **params: object) -> str:
         body = self.remediation.format(**params)

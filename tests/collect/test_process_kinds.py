@@ -8,6 +8,7 @@ Oracles: `ps -o stat=` says Z for the staged zombie; a kernel thread is one whos
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,17 @@ if child == 0:
 print(child, flush=True)
 signal.pause()
 """
+
+
+def await_zombie(pid: int) -> None:
+    """The child exits right after the fork: wait until the kernel shows it as a zombie."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rfind(")") + 2] == "Z":
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{pid} did not become a zombie")
 
 
 def gap_reasons(pid: int) -> dict[str, str]:
@@ -50,6 +62,7 @@ def test_a_zombie_is_named_a_zombie_with_its_parent() -> None:
     try:
         assert parent.stdout is not None
         zombie = int(parent.stdout.readline())
+        await_zombie(zombie)
         state = subprocess.run(["ps", "-o", "stat=", "-p", str(zombie)], capture_output=True,
                                text=True).stdout.strip()
         assert state.startswith("Z"), state

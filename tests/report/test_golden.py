@@ -1,0 +1,175 @@
+"""Golden files: the reviewed terminal table (at 80 columns) and JSON report of staged
+scenarios (STYLE.md). A change of wording shows up as a diff of tests/fixtures/golden/.
+
+    OPAUDIT_UPDATE_GOLDEN=1 scripts/test -k golden     # rewrite them, then read the diff
+
+Values that differ on every run (pids, netns inodes) are replaced by names before the
+comparison; everything else is compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fixture_data import FIXTURES, pod_fixture
+from staging import STAGE_PYTHON, Sock, Stage
+
+from agent.audit import AuditRequest, audit
+from agent.kube.podspec import declared_from_pod, load_pod_manifest
+from agent.model import CAPABILITY_NAMES, Report
+from agent.report.jsonreport import render_json
+from agent.report.table import render_table
+
+GOLDEN = FIXTURES / "golden"
+UPDATE = os.environ.get("OPAUDIT_UPDATE_GOLDEN") == "1"
+PASSWD = "spark:x:185:185:spark:/tmp:/bin/sh\n"
+ROOT_PASSWD = "root:x:0:0:root:/root:/bin/sh\n"
+
+# A root server that forks a worker after binding: both hold the same sockets, as a
+# pre-fork server's master and child do.
+FORKING_SERVER = r"""
+import os, signal, socket
+socks = []
+for family, address, port in ((socket.AF_INET6, "::", 8080), (socket.AF_INET, "0.0.0.0", 9000),
+                              (socket.AF_INET, "127.0.0.1", 9001)):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind((address, port)); s.listen(8); socks.append(s)
+child = os.fork()
+if child:
+    print(child, flush=True)
+signal.pause()
+"""
+
+ZOMBIE_PARENT = r"""
+import os, signal
+child = os.fork()
+if child == 0:
+    os._exit(0)
+print(child, flush=True)
+signal.pause()
+"""
+
+
+@dataclass
+class Scenario:
+    report: Report
+    names: dict[str, str]  # volatile text -> stable name
+
+
+def stable(text: str, names: dict[str, str]) -> str:
+    text = re.sub(r"(netns\"?:? )\d+", r"\1<netns>", text)
+    text = re.sub(r"fe80::[0-9a-f:]+", "fe80::<from the veth's random MAC>", text)
+    for value, name in sorted(names.items(), key=lambda kv: -len(kv[0])):
+        text = re.sub(rf"(?<![\w.:-]){re.escape(value)}(?![\w.])", name, text)
+    return text
+
+
+def last_cap_names() -> dict[str, str]:
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    return {f"all {last + 1}": "all <caps>", f"cap_last_cap ({last})": "cap_last_cap (<last>)"}
+
+
+def hardened_controller(stage: Stage) -> Scenario:
+    staged = stage.spawn(
+        [Sock("tcp", 6, "::", 8080, v6only=0), Sock("tcp", 6, "::", 8081, v6only=0)],
+        netns=stage.netns(), uid=185, gid=185, groups=[185], bounding=[], no_new_privs=True,
+        seccomp=True, readonly_root=True, tmpfs=["/tmp"],
+        root=stage.rootfs({"etc/passwd": PASSWD}), comm="spark-operator",
+        env={"HOME": "/tmp"})
+    manifest = load_pod_manifest(str(pod_fixture("spark-operator-controller-hardened.yaml")))
+    report = audit([AuditRequest(staged.pid, declared_from_pod(manifest))])
+    return Scenario(report, {str(staged.pid): "<pid>"})
+
+
+def forked_root_server(stage: Stage) -> Scenario:
+    staged = stage.spawn(netns=stage.netns(), bounding=root_bounding(),
+                         root=stage.rootfs({"etc/passwd": ROOT_PASSWD}),
+                         argv=[STAGE_PYTHON, "-c", FORKING_SERVER])
+    assert staged.popen.stdout is not None
+    child = int(staged.popen.stdout.readline())
+    manifest = load_pod_manifest(str(pod_fixture("spark-operator-controller.yaml")))
+    declared = declared_from_pod(manifest)
+    report = audit([AuditRequest(staged.pid, declared), AuditRequest(child, declared)])
+    return Scenario(report, {str(staged.pid): "<parent>", str(child): "<child>",
+                             **last_cap_names()})
+
+
+def root_bounding() -> list[str]:
+    """Every capability of this kernel but two: the same set whatever the machine's own
+    bounding set lacks (a CI sandbox may lack SYS_RESOURCE or SYS_MODULE)."""
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    return [n for n in CAPABILITY_NAMES[: last + 1] if n not in ("SYS_MODULE", "SYS_RESOURCE")]
+
+
+def await_zombie(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rfind(")") + 2] == "Z":
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{pid} did not become a zombie")
+
+
+def zombie(stage: Stage) -> Scenario:
+    staged = stage.spawn(netns=stage.netns(), bounding=root_bounding(),
+                         root=stage.rootfs({"etc/passwd": ROOT_PASSWD}),
+                         argv=[STAGE_PYTHON, "-c", ZOMBIE_PARENT])
+    assert staged.popen.stdout is not None
+    pid = int(staged.popen.stdout.readline())
+    await_zombie(pid)
+    report = audit([AuditRequest(pid)])
+    return Scenario(report, {str(pid): "<zombie>", str(staged.pid): "<parent>",
+                             **last_cap_names()})
+
+
+SCENARIOS = {"hardened-controller": hardened_controller,
+             "forked-root-server": forked_root_server, "zombie": zombie}
+
+
+@pytest.fixture(params=sorted(SCENARIOS))
+def scenario(request: pytest.FixtureRequest, stage: Stage) -> Iterator[tuple[str, Scenario]]:
+    yield request.param, SCENARIOS[request.param](stage)
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(text)
+        return
+    assert path.exists(), f"{path} is missing: run OPAUDIT_UPDATE_GOLDEN=1 scripts/test -k golden"
+    expected = path.read_text()
+    if text != expected:
+        diff = subprocess.run(["diff", "-u", str(path), "-"], input=text, text=True,
+                              capture_output=True).stdout
+        sys.stderr.write(diff)
+    assert text == expected, f"{name} differs from its golden file (diff above)"
+
+
+def test_golden_table_at_80_columns(scenario: tuple[str, Scenario]) -> None:
+    name, found = scenario
+    rendered = render_table(found.report, width=80)
+    assert max(len(line) for line in rendered.splitlines()) <= 80
+    text = stable(rendered, found.names)
+    check_golden(f"{name}.table.txt", text)
+
+
+def test_golden_json(scenario: tuple[str, Scenario]) -> None:
+    name, found = scenario
+    rendered = render_json(found.report)
+    json.loads(rendered)
+    text = stable(rendered, found.names)
+    check_golden(f"{name}.json", text)
