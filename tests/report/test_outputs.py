@@ -1,0 +1,170 @@
+"""What a user sees (issue 13, items 10-12, 14, 15): the table's width and colour, unknown
+facts, findings merged per container in every output, and short Event notes.
+
+Every scenario is a real process staged on the real kernel, read by `opaudit` run as a
+program (a pipe, or a real pseudo-terminal from `pty`), and the Events go through the
+test API server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+from fixture_data import pod_fixture
+from kube.apiserver import ApiServer
+from staging import STAGE_PYTHON, Sock, Stage
+from test_golden import FORKING_SERVER, root_bounding
+
+from agent.audit import AuditRequest, audit
+from agent.kube.client import Api
+from agent.kube.podspec import declared_from_pod, load_pod_manifest
+from agent.report.events import NOTE_LIMIT_BYTES, EventSink
+
+REPO = Path(__file__).resolve().parents[2]
+OPAUDIT = str(REPO / ".venv" / "bin" / "opaudit")
+CONTROLLER = "spark-operator-controller.yaml"
+HARDENED = "spark-operator-controller-hardened.yaml"
+
+
+def opaudit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "NO_COLOR", "TERM")}
+    return subprocess.run([OPAUDIT, *args], capture_output=True, text=True, timeout=60,
+                          env={**base, **(env or {})})
+
+
+def on_a_terminal(args: list[str], env: dict[str, str]) -> str:
+    """opaudit's stdout when it is a real tty (a pty of 200 columns)."""
+    base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "NO_COLOR", "TERM")}
+    controller, terminal = pty.openpty()
+    os.set_blocking(controller, False)
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    child = subprocess.Popen([OPAUDIT, *args], stdout=terminal, stderr=subprocess.DEVNULL,
+                             env={**base, **env})
+    os.close(terminal)
+    out = b""
+    while True:
+        ready, _, _ = select.select([controller], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    child.wait(timeout=30)
+    os.close(controller)
+    return out.decode()
+
+
+def root_server(stage: Stage) -> tuple[int, int]:
+    staged = stage.spawn(netns=stage.netns(), bounding=root_bounding(),
+                         argv=[STAGE_PYTHON, "-c", FORKING_SERVER])
+    assert staged.popen.stdout is not None
+    return staged.pid, int(staged.popen.stdout.readline())
+
+
+def test_the_table_fits_80_columns_off_a_terminal_and_honours_columns(stage: Stage) -> None:
+    parent, _ = root_server(stage)
+    piped = opaudit("diagnose", "--pid", str(parent))
+    assert piped.returncode == 1, piped.stderr
+    widths = [len(line) for line in piped.stdout.splitlines()]
+    assert max(widths) <= 80 and max(widths) > 70  # wraps at 80, not at 60 or 96
+    assert "all " in piped.stdout and " but SYS_MODULE, SYS_RESOURCE" in piped.stdout
+    assert "CRITICAL" not in piped.stdout or "CRITICAL  " in piped.stdout
+    assert "    HIGH      RunsAsRoot" in piped.stdout  # a space between severity and rule
+
+    narrow = opaudit("diagnose", "--pid", str(parent), env={"COLUMNS": "60"})
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
+
+
+def test_listener_columns_line_up_for_ipv4_and_ipv6(stage: Stage) -> None:
+    parent, child = root_server(stage)
+    text = opaudit("diagnose", "--pid", str(parent)).stdout
+    rows = [line for line in text.splitlines() if ":8080 " in line or ":9000 " in line
+            or "local address:port" in line]
+    assert len(rows) == 3, text
+    starts = {row.index(word) for row, word in zip(rows, ("v6only", "no", "-"), strict=True)}
+    assert len(starts) == 1, rows  # v6only in one column, `-` for IPv4
+    pids = {row.rindex(str(parent)) for row in rows[1:]} | {rows[0].index("pids")}
+    assert len(pids) == 1, rows
+
+
+def test_colour_on_a_terminal_unless_no_color_has_a_value_or_term_is_dumb(
+        stage: Stage) -> None:
+    parent, _ = root_server(stage)
+    args = ["diagnose", "--pid", str(parent)]
+    assert "\x1b[" in on_a_terminal(args, {"TERM": "xterm"})
+    assert "\x1b[" in on_a_terminal(args, {"TERM": "xterm", "NO_COLOR": ""})  # set but empty
+    assert "\x1b[" not in on_a_terminal(args, {"TERM": "xterm", "NO_COLOR": "1"})
+    assert "\x1b[" not in on_a_terminal(args, {"TERM": "dumb"})
+    wide = on_a_terminal(args, {"TERM": "dumb"})
+    assert max(len(line) for line in wide.splitlines()) > 80  # the tty's 200 columns
+
+
+def test_findings_are_merged_per_container_in_table_json_yaml_and_events(
+        stage: Stage, server: ApiServer, api: Api) -> None:
+    parent, child = root_server(stage)
+    spec = str(pod_fixture(CONTROLLER))
+    both = ["--pid", str(parent), "--pid", str(child), "--pod-spec", spec]
+    doc = json.loads(opaudit("diagnose", *both, "-o", "json").stdout)
+    rules = Counter(f["rule"] for f in doc["findings"])
+    assert rules and max(rules.values()) == 1, rules
+    assert all(f["pids"] == sorted([parent, child]) for f in doc["findings"])
+    naming = [f for f in doc["findings"] if "pid" in f["message"]]
+    assert naming and all(f"pids {min(parent, child)}, {max(parent, child)}" in f["message"]
+                          for f in naming)
+    assert len(doc["targets"]) == 2  # the facts stay per process
+
+    yaml_text = opaudit("diagnose", *both, "-o", "yaml").stdout
+    assert yaml_text.count("- rule: ") == len(doc["findings"])
+
+    table = opaudit("diagnose", *both).stdout
+    for rule in rules:
+        assert sum(line.split()[1:2] == [rule] for line in table.splitlines()) == 1, rule
+    summary = table.strip().splitlines()[-1]
+    assert sum(int(part.split()[0]) for part in summary[9:].split(", ")) == len(rules)
+
+    declared = declared_from_pod(load_pod_manifest(spec))
+    sink = EventSink(api, "worker-1")
+    sink.publish(audit([AuditRequest(parent, declared), AuditRequest(child, declared)]))
+    assert sink.flush(10)
+    notes = {e["reason"]: e["note"] for e in server.events()}
+    assert notes.keys() == rules.keys()
+    assert f"pids {min(parent, child)}, {max(parent, child)}" in notes["RunsAsRoot"]
+
+
+def test_an_event_note_is_the_finding_one_fix_line_and_where_the_full_fix_is(
+        stage: Stage, server: ApiServer, api: Api) -> None:
+    ports = range(8082, 8093)  # 11 listeners no containerPort declares
+    staged = stage.spawn([Sock("tcp", 4, "0.0.0.0", p) for p in ports], netns=stage.netns(),
+                         uid=185, comm="spark-operator")
+    declared = declared_from_pod(load_pod_manifest(str(pod_fixture(HARDENED))))
+    report = audit([AuditRequest(staged.pid, declared)])
+    undeclared = [f for f in report.findings if f.rule == "UndeclaredListener"]
+    assert len(undeclared) == len(ports)
+
+    sink = EventSink(api, "worker-1")
+    sink.publish(report)
+    assert sink.flush(10)
+    notes = {e["reason"]: e["note"] for e in server.events()}
+    note = notes["UndeclaredListener"]
+    assert len(note.encode()) <= NOTE_LIMIT_BYTES
+    assert f"{len(ports)} UndeclaredListener findings" in note  # counted, not cut mid-list
+    assert "Fix: declare the port, or disable / loopback-bind the listener." in note
+    pod = f"{declared.pod.namespace}/{declared.pod.name}"
+    assert note.endswith(f"Full fix: opaudit diagnose --pod {pod}")
+    assert "containerPort:" not in note and "…" not in note
+    for reason, text in notes.items():
+        assert text.endswith(f"Full fix: opaudit diagnose --pod {pod}"), reason
