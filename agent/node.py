@@ -27,11 +27,12 @@ from typing import Any
 from agent.audit import audit, container_requests, declared_containers, sandbox_requests
 from agent.collect.procfs import ProcFS
 from agent.kube.containers import pod_uid
-from agent.kube.watch import PodApi, PodWatcher
+from agent.kube.watch import WATCH_SECONDS, PodApi, PodWatcher
 from agent.logs import setup_json_logging
 from agent.model import DEFAULT_CONFIG, AuditConfig, AuditCycle, Report
 from agent.privilege import PrivilegeState, restrict_self
-from agent.report.metrics import AgentMetrics, MetricsSink, serve_metrics
+from agent.report.metrics import AgentMetrics, MetricsSink
+from agent.report.probe_server import serve_metrics
 from agent.report.sink import DocumentSink, FanOut, Sink
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class RunOptions:
     # test and embedding hooks
     configuration: Any = None  # a kubernetes.client.Configuration, instead of kubeconfig
     proc_root: str | None = None  # default: HOST_PROC, else /proc
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str | None = None  # None: dual-stack `::` (0.0.0.0 where IPv6 is off)
     restrict_privileges: bool = True  # drop our own capabilities + no_new_privs first
     # What `agent.privilege.restrict_self` already did (the CLI calls it before anything
     # else): logged, not done again.
@@ -101,7 +102,9 @@ def run_agent(
         log.error("cannot configure the Kubernetes API client", extra={"error": str(exc)})
         return 2
     if metrics is None:
-        metrics = AgentMetrics(liveness_window=max(3 * options.interval, 30.0))
+        # Ready needs an API answer within a few intervals; an idle watch answers at its end.
+        metrics = AgentMetrics(liveness_window=max(3 * options.interval, 30.0),
+                               readiness_window=max(3 * options.interval, WATCH_SECONDS + 60))
     try:
         server = (serve_metrics(metrics, options.metrics_port, options.metrics_host)
                   if options.metrics_port is not None else None)
@@ -180,7 +183,8 @@ class NodeAgent:
         self.triggers: queue.Queue[str] = queue.Queue()
         self.watcher = PodWatcher(
             api, node, options.selector, options.namespace,
-            triggers=self.triggers, stop=self.stop, on_api_error=metrics.api_error,
+            triggers=self.triggers, stop=self.stop, on_api_error=metrics.pods_api_error,
+            on_listed=metrics.pods_listed, on_answer=metrics.api_answered,
         )
 
     # --- --once ----------------------------------------------------------------------
@@ -189,7 +193,7 @@ class NodeAgent:
         try:
             self.watcher.relist()
         except Exception as exc:  # noqa: BLE001 - KubeError or a connection error
-            self.metrics.api_error(getattr(exc, "status", None))
+            self.metrics.pods_api_error(getattr(exc, "status", None))
             log.error("cannot list pods", extra={"node": self.node, "error": str(exc)})
             return 1
         self.cycle("once")
@@ -250,7 +254,8 @@ class NodeAgent:
 
     def _shutdown(self) -> int:
         delivered = self.sink.flush(STOP_FLUSH_SECONDS)
-        log.info("stopped", extra={"flushed": delivered})
+        dropped = self.sink.abandon()  # what the flush could not deliver is lost: say so
+        log.info("stopped", extra={"flushed": delivered, "dropped": dropped})
         return 0
 
     def _install_signal_handlers(self) -> None:

@@ -176,6 +176,7 @@ class Stage:
         readonly_root: bool = False,
         tmpfs: Sequence[str] = (),
         root: Path | None = None,
+        binds: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         argv: Sequence[str] | None = None,
         comm: str | None = None,
@@ -215,6 +216,14 @@ class Stage:
         for path in tmpfs:
             where = f"{root}{path}" if root is not None else path
             script.append(f"mount -t tmpfs -o mode=1777,size=16m tmpfs {shlex.quote(where)}")
+        for path in binds if root is not None else ():
+            # A host directory read-only at the same path inside the root (a checkout, an
+            # interpreter); its mount point is made before the root turns read-only.
+            (root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            where = shlex.quote(f"{root}{path}")
+            script.append(f"mkdir -p {where} 2>/dev/null || true")
+            script.append(f"mount --rbind {shlex.quote(path)} {where}")
+            script.append(f"mount -o remount,bind,ro {where}")
         if root is not None:
             script.append(f"cd {shlex.quote(str(root))}")
             inner = ["chroot", str(root), *inner]

@@ -48,6 +48,8 @@ class PodWatcher:
         triggers: queue.Queue[str],
         stop: threading.Event,
         on_api_error: Callable[[int | None], None] = lambda code: None,
+        on_listed: Callable[[], None] = lambda: None,
+        on_answer: Callable[[], None] = lambda: None,
         watch_seconds: int = WATCH_SECONDS,
     ) -> None:
         self._api = api
@@ -57,6 +59,8 @@ class PodWatcher:
         self._triggers = triggers
         self._stop = stop
         self._on_api_error = on_api_error
+        self._on_listed = on_listed  # readiness: the list answered
+        self._on_answer = on_answer  # readiness: the watch answered
         self._watch_seconds = watch_seconds
         self._lock = threading.Lock()
         self._pods: dict[str, Pod] = {}
@@ -77,6 +81,7 @@ class PodWatcher:
         for uid in changed:
             self._triggers.put(uid)
         self.synced.set()
+        self._on_listed()
         return resource_version
 
     def apply(self, kind: str, pod: Pod) -> None:
@@ -116,7 +121,9 @@ class PodWatcher:
                 for kind, pod in events:
                     if self._stop.is_set():
                         return
+                    self._on_answer()
                     self.apply(kind, pod)
+                self._on_answer()  # the server ended the watch at its timeout
             except WatchExpired:
                 log.info("pod watch expired (410 Gone); re-listing")
             except KubeError as exc:

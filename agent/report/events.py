@@ -73,7 +73,7 @@ class EventMetrics(Protocol):
     """What the sink reports; `agent.report.metrics.AgentMetrics` implements it."""
 
     def event_written(self) -> None: ...
-    def event_dropped(self, reason: str) -> None: ...  # queue_full | rate_limited | rejected
+    def event_dropped(self, reason: str) -> None: ...  # queue_full|rate_limited|rejected|shutdown
     def api_error(self, code: str) -> None: ...  # HTTP status as text, or "connection"
 
 
@@ -170,6 +170,15 @@ class EventSink:
         """Write for at most `timeout` seconds (SIGTERM, --once); True when nothing is owed."""
         self.pump(self.clock() + timeout)
         return self.pending == 0
+
+    def abandon(self) -> int:
+        """Drop every Event still owed (the agent is exiting), counted as `shutdown`."""
+        with self._lock:
+            owed = len(self._queue)
+            self._queue.clear()
+            for _ in range(owed):
+                self._drop("shutdown")
+        return owed
 
     # --- queueing ---------------------------------------------------------------------
 

@@ -13,10 +13,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -30,6 +28,8 @@ from agent.model import AuditCycle, Report
 log = logging.getLogger(__name__)
 
 # A cycle audits up to ~100 targets in well under a second; 30 s means something is stuck.
+# Connection failures this long in a row (the watch retries within 1, 2, 4, 8 s): not ready.
+UNREACHABLE_GRACE_SECONDS = 10.0
 _SCAN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -40,15 +40,22 @@ class AgentMetrics:
         self,
         *,
         liveness_window: float = 90.0,
+        readiness_window: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.liveness_window = liveness_window
+        self.readiness_window = readiness_window
         self._clock = clock
         self._lock = threading.Lock()
         self._last_heartbeat = clock()
-        self._ready = False
+        self._ready = False  # a first audit cycle finished
+        self._listed = False  # the pods were listed at least once
+        self._last_api_answer: float | None = None
+        self._unreachable_since: float | None = None  # first connection failure since
+        self._events_refused: str | None = None  # HTTP status while Event writes get 401/403
+        self._pods_refused: str | None = None  # HTTP status while the pod list gets 401/403
         self._finding_labels: set[tuple[str, str]] = set()
         self.findings = Gauge(
             "opaudit_findings", "Findings in the last audit cycle, by rule and severity",
@@ -97,6 +104,9 @@ class AgentMetrics:
 
     def event_written(self) -> None:
         self.events_written.inc()
+        with self._lock:
+            self._events_refused = None
+        self.api_answered()
 
     def event_dropped(self, reason: str) -> None:
         self.events_dropped.labels(reason=reason).inc()
@@ -110,7 +120,62 @@ class AgentMetrics:
         self.reports_dropped.labels(reason=reason).inc()
 
     def api_error(self, code: int | str | None) -> None:
-        self.api_errors.labels(code=str(code) if code else "connection").inc()
+        """An Event write failed (the Events sink's report)."""
+        label = self._count_error(code)
+        if label in ("401", "403"):
+            with self._lock:
+                self._events_refused = label
+
+    def pods_api_error(self, code: int | str | None) -> None:
+        """The pod list or watch failed."""
+        label = self._count_error(code)
+        if label in ("401", "403"):
+            with self._lock:
+                self._pods_refused = label
+
+    def _count_error(self, code: int | str | None) -> str:
+        label = str(code) if code else "connection"
+        self.api_errors.labels(code=label).inc()
+        with self._lock:
+            if label == "connection" and self._unreachable_since is None:
+                self._unreachable_since = self._clock()
+        return label
+
+    # --- readiness: can the agent do its job? -----------------------------------------
+
+    def api_answered(self) -> None:
+        """The API server answered a request (a list, a watch event, an Event write)."""
+        with self._lock:
+            self._last_api_answer = self._clock()
+            self._unreachable_since = None
+
+    def pods_listed(self) -> None:
+        with self._lock:
+            self._listed = True
+            self._pods_refused = None
+        self.api_answered()
+
+    def not_ready_reason(self) -> str | None:
+        """Why READY should be false, or None: the pods were listed and a cycle audited
+        them, the API answered within `readiness_window` and has not been unreachable
+        for `UNREACHABLE_GRACE_SECONDS`, and Event writes are not refused."""
+        with self._lock:
+            now = self._clock()
+            if not self._listed:
+                return "pods not listed yet"
+            if not self._ready:
+                return "first cycle pending"
+            if self._pods_refused:
+                return f"the pod list is refused ({self._pods_refused}): check the RBAC"
+            if self._events_refused:
+                return f"Event writes are refused ({self._events_refused}): check the RBAC"
+            down = self._unreachable_since
+            if down is not None and now - down >= UNREACHABLE_GRACE_SECONDS:
+                return f"API server unreachable for {now - down:.0f} s"
+            quiet = now - (self._last_api_answer or now)
+            if quiet > self.readiness_window:
+                return f"no answer from the API server for {quiet:.0f} s"
+        return None
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -139,8 +204,7 @@ class AgentMetrics:
 
     @property
     def ready(self) -> bool:
-        with self._lock:
-            return self._ready
+        return self.not_ready_reason() is None
 
     @property
     def alive(self) -> bool:
@@ -191,59 +255,5 @@ class MetricsSink:
     def flush(self, timeout: float) -> bool:
         return True
 
-
-class MetricsServer:
-    """A running HTTP server; `port` is the bound port (useful with port 0)."""
-
-    def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread) -> None:
-        self._httpd = httpd
-        self._thread = thread
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-
-def serve_metrics(metrics: AgentMetrics, port: int, host: str = "0.0.0.0") -> MetricsServer:
-    """Serve /metrics, /healthz and /readyz on host:port from a daemon thread."""
-    handler = _handler_for(metrics)
-    httpd = ThreadingHTTPServer((host, port), handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, name="opaudit-metrics", daemon=True)
-    thread.start()
-    log.info("metrics server listening", extra={"address": host, "port": httpd.server_address[1]})
-    return MetricsServer(httpd, thread)
-
-
-def _handler_for(metrics: AgentMetrics) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._answer(200, metrics.render(), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                ok = metrics.alive
-                self._answer(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
-            elif path == "/readyz":
-                ok = metrics.ready
-                self._answer(200 if ok else 503, b"ok\n" if ok else b"first cycle pending\n")
-            else:
-                self._answer(404, b"not found\n")
-
-        def _answer(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            # Probes hit this every few seconds; the stdlib would print a non-JSON line each.
-            pass
-
-    return Handler
+    def abandon(self) -> int:
+        return 0

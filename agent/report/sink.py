@@ -24,6 +24,9 @@ class Sink(Protocol):
     def flush(self, timeout: float) -> bool:
         """Deliver for at most `timeout` seconds; True when nothing is owed."""
 
+    def abandon(self) -> int:
+        """At exit: give up what is still owed, count it as dropped, and say how much."""
+
 
 class WrittenSink:
     """A sink that writes whole documents at once: nothing is ever owed."""
@@ -33,6 +36,9 @@ class WrittenSink:
 
     def flush(self, timeout: float) -> bool:
         return True
+
+    def abandon(self) -> int:
+        return 0
 
 
 class TableSink(WrittenSink):
@@ -96,3 +102,6 @@ class FanOut:
         for sink in self.sinks:
             delivered = sink.flush(max(0.0, deadline - time.monotonic())) and delivered
         return delivered
+
+    def abandon(self) -> int:
+        return sum(sink.abandon() for sink in self.sinks)

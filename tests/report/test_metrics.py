@@ -21,7 +21,8 @@ from agent.model import (
     Severity,
     TargetReport,
 )
-from agent.report.metrics import AgentMetrics, MetricsServer, MetricsSink, serve_metrics
+from agent.report.metrics import AgentMetrics, MetricsSink
+from agent.report.probe_server import MetricsServer, serve_metrics
 
 
 class FakeClock:
@@ -140,12 +141,41 @@ def test_event_metrics_protocol_counts(metrics: AgentMetrics) -> None:
     assert sample(metrics, "opaudit_api_errors_total", code="connection") == 1
 
 
-def test_readyz_answers_503_until_the_first_cycle(
+def test_readyz_answers_503_until_the_pods_are_listed_and_a_cycle_audited_them(
     metrics: AgentMetrics, server: MetricsServer
 ) -> None:
-    assert get(server, "/readyz")[0] == 503
+    assert get(server, "/readyz")[:3:2] == (503, "pods not listed yet\n")
+    metrics.pods_listed()
+    assert get(server, "/readyz")[:3:2] == (503, "first cycle pending\n")
     MetricsSink(metrics).publish(report_with())
     assert get(server, "/readyz")[0] == 200
+
+
+def test_ready_means_the_api_answers_and_accepts_our_writes(
+    metrics: AgentMetrics, clock: FakeClock
+) -> None:
+    metrics.pods_listed()
+    MetricsSink(metrics).publish(report_with())
+    assert metrics.not_ready_reason() is None
+
+    metrics.api_error("403")  # an Event write refused: RBAC
+    assert metrics.not_ready_reason() == "Event writes are refused (403): check the RBAC"
+    metrics.pods_listed()  # the pod list working does not make Event writes work
+    assert metrics.not_ready_reason() is not None
+    metrics.event_written()
+    assert metrics.not_ready_reason() is None
+
+    metrics.pods_api_error(None)  # connection refused: a short blip is tolerated
+    clock.now += 9
+    metrics.api_error("connection")
+    assert metrics.not_ready_reason() is None
+    clock.now += 2
+    assert metrics.not_ready_reason() == "API server unreachable for 11 s"
+    metrics.api_answered()
+    assert metrics.not_ready_reason() is None
+
+    clock.now += metrics.readiness_window + 1  # nothing answered for too long
+    assert "no answer from the API server" in str(metrics.not_ready_reason())
 
 
 def test_healthz_follows_the_loop_heartbeat(

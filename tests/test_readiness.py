@@ -1,0 +1,85 @@
+"""READY means the agent can do its job (issue 13, item 9): `opaudit run` as the DaemonSet
+runs it, against the API test server's fault injection. /readyz turns 503 while every Event
+write gets 403 and while the API refuses connections, and 200 again once they work; SIGTERM
+with Events unsent says how many it dropped."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from cgroup_staging import KubepodsCgroups
+from kube.apiserver import ApiServer
+from pod_staging import NODE, SELECTOR, stage_pod
+from staging import Stage
+from test_node import (
+    OPAUDIT,
+    assert_json_lines,
+    events_on,
+    expected_rules,
+    free_port,
+    http_get,
+    wait_for,
+)
+
+EVERY = 1_000_000  # a fault for every matching request until cleared
+
+
+def test_readyz_follows_the_api_and_sigterm_counts_what_it_drops(
+    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, tmp_path: Path
+) -> None:
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    first = stage_pod(stage, cgroups, "so-controller-0")
+    server.add_pod(first.manifest)
+    port = free_port()
+    agent = subprocess.Popen(
+        [str(OPAUDIT), "run", "--node", NODE, "-l", SELECTOR, "--interval", "300",
+         "--metrics-port", str(port), "--kubeconfig", str(kubeconfig)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 30), "never ready"
+
+        # Every Event write refused (RBAC): a new pod's Events cannot be posted.
+        server.inject("*", r"/events", status=403, count=EVERY)
+        refused = stage_pod(stage, cgroups, "so-controller-1")
+        server.add_pod(refused.manifest)
+        assert wait_for(lambda: http_get(port, "/readyz") == (
+            503, "Event writes are refused (403): check the RBAC\n"), 30)
+        server.clear_faults()
+        assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 40)
+        assert wait_for(lambda: len(events_on(server, refused.uid)) == len(
+            expected_rules(refused)), 30)
+
+        # The API refuses every connection: not ready within the grace of 10 s.
+        server.stop()
+        stopped = time.monotonic()
+        assert wait_for(lambda: http_get(port, "/readyz")[0] == 503, 30)
+        went_unready = time.monotonic() - stopped
+        assert "API server unreachable" in http_get(port, "/readyz")[1]
+        server.start()
+        assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 45)
+        print(f"\nAPI down -> /readyz 503 after {went_unready:.1f} s")
+
+        # SIGTERM while a new pod's Events cannot be delivered (500 on every write).
+        server.inject("*", r"/events", status=500, count=EVERY)
+        failed_before = _failed_event_writes(server)
+        unsent = stage_pod(stage, cgroups, "so-controller-2")
+        server.add_pod(unsent.manifest)
+        owed = len(expected_rules(unsent))
+        assert wait_for(lambda: _failed_event_writes(server) > failed_before, 30)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=15) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        _, err = agent.communicate(timeout=10)
+    stopped_line = [line for line in assert_json_lines(err) if line["msg"] == "stopped"][-1]
+    assert stopped_line["flushed"] is False
+    assert stopped_line["dropped"] == owed > 0, stopped_line
+
+
+def _failed_event_writes(server: ApiServer) -> int:
+    return sum(r.method == "POST" and "/events" in r.path and r.status == 500
+               for r in list(server.request_log))
