@@ -52,7 +52,7 @@ class ReportWriter(Protocol):
 
 class ReportMetrics(Protocol):
     def report_written(self) -> None: ...
-    def report_dropped(self, reason: str) -> None: ...  # queue_full | rejected
+    def report_dropped(self, reason: str) -> None: ...  # queue_full|rejected|shutdown
     def api_error(self, code: str) -> None: ...
 
 
@@ -95,6 +95,15 @@ class PolicyReportSink:
     def flush(self, timeout: float) -> bool:
         self.pump(self.clock() + timeout)
         return self.pending == 0
+
+    def abandon(self) -> int:
+        """Drop every report still owed (the agent is exiting), counted as `shutdown`."""
+        with self._lock:
+            owed = len(self._owed)
+            self._owed.clear()
+            for _ in range(owed):
+                self._drop("shutdown")
+        return owed
 
     def pump(self, deadline: float) -> None:
         """Write owed reports until `deadline` (the sink's clock); never raises."""
