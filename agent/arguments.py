@@ -124,7 +124,7 @@ def add_diagnose(sub: argparse._SubParsersAction[Parser]) -> None:
     diag.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
     diag.add_argument("--pod-spec", metavar="FILE", help=(
         "the declared side of --pid offline: a Pod as `kubectl get pod -o yaml|json` prints "
-        "it; - reads stdin"))
+        "it; - reads stdin. Without --pid: that pod's running containers on this host"))
     diag.add_argument("--container", metavar="NAME", help=(
         "only this container: of --pod-spec (default: its first), or of the --pod/-l pods "
         "(default: all)"))

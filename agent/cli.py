@@ -80,6 +80,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         if args.pod or args.selector:
             targets = pod_requests(args, node, proc)
             requests, node = [*requests, *targets.requests], targets.node
+        elif args.pod_spec and not (args.pid or args.audit_self):
+            targets = pod_spec_requests(args, node, proc)
+            requests, node = list(targets.requests), targets.node
         if not requests:
             raise ProcessGone(missing[0])
         report = audit(requests, config=config, node=node, proc=proc)
@@ -91,10 +94,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def check_diagnose_options(args: argparse.Namespace) -> None:
     """Options that would be silently ignored are mistakes."""
-    if not (args.pid or args.audit_self or args.pod or args.selector):
-        raise UsageError("diagnose needs --pid, --self, --pod or -l")
-    if args.pod_spec and not (args.pid or args.audit_self):
-        raise UsageError("--pod-spec describes the pod of --pid; give --pid too")
+    if not (args.pid or args.audit_self or args.pod or args.selector or args.pod_spec):
+        raise UsageError("diagnose needs --pid, --self, --pod, -l or --pod-spec")
+    if args.pod_spec and (args.pod or args.selector) and not (args.pid or args.audit_self):
+        raise UsageError("--pod-spec is the pod of --pid, or alone the pod to find here; "
+                         "--pod and -l read theirs from the API")
     if args.namespace is not None and args.selector is None:
         raise UsageError("-n NAMESPACE limits -l; --pod takes NAMESPACE/NAME, --pid none")
     if args.container is not None and not (args.pod_spec or args.pod or args.selector):
@@ -140,6 +144,19 @@ def pod_requests(args: argparse.Namespace, node: str | None, proc: ProcFS) -> Po
         return pod_targets(fetch_pods(api, selection), selection, proc)
     finally:
         api.close()
+
+
+def pod_spec_requests(args: argparse.Namespace, node: str | None, proc: ProcFS) -> PodTargets:
+    """--pod-spec without --pid: that pod's running containers on this host, found as --pod
+    finds them (status.containerStatuses[].containerID), with no API (kubectl debug node)."""
+    from agent.kube.podspec import load_pod_manifest
+    from agent.podtargets import PodSelection, pod_targets
+
+    pod = load_pod_manifest(args.pod_spec)
+    meta = pod.get("metadata") or {}
+    selection = PodSelection(pods=((str(meta.get("namespace") or ""), str(meta.get("name"))),),
+                             container=args.container, node=node)
+    return pod_targets([pod], selection, proc)
 
 
 def print_report(report: Report, output: str) -> None:

@@ -88,7 +88,11 @@ def forbidden_message(method: str, path: str, query: dict[str, str]) -> str:
     name = rest[1] if len(rest) > 1 else None
     verbs = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
     verb = verbs.get(method) or ("get" if name else "watch" if query.get("watch") else "list")
-    subject = f"{resource}.{group}" if group else resource
+    if len(rest) > 2:  # a subresource: exec is authorized as "create" on pods/exec
+        verb = "create" if rest[2] in ("exec", "attach", "portforward") else verb
+        resource = f"{resource}/{rest[2]}"
+    kind = resource.split("/")[0]
+    subject = f"{kind}.{group}" if group else kind
     if name:
         subject += f' "{name}"'
     scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"

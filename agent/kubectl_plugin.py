@@ -1,0 +1,230 @@
+"""`kubectl opaudit`: the one-shot audit of one pod, through the agent on that pod's node.
+
+    kubectl opaudit diagnose POD [-n NS] [-o table|json|yaml] [--fail-on SEVERITY]
+
+reads the pod's spec.nodeName, finds the opaudit agent pod on that node and runs
+`kubectl exec <agent> -- opaudit diagnose --pod NS/POD ...` there, passing its output and
+exit status through. With no agent on the node, `--debug-node --image IMAGE` runs the same
+audit in a `kubectl debug node/NODE --profile=sysadmin` pod instead (hostPID, root), fed the
+pod's manifest (`diagnose --pod-spec`, no API access needed), and deletes that pod after.
+
+Everything goes through the user's own kubectl, so their kubeconfig, context and RBAC apply.
+A plugin error is one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+AGENT_SELECTOR = "app.kubernetes.io/name=opaudit,app.kubernetes.io/component=node-agent"
+AGENT_CONTAINER = "opaudit"
+DEBUG_TIMEOUT_S = 300
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+_DEBUG_POD = re.compile(r"Creating debugging pod (\S+) with container")
+
+
+class PluginError(Exception):
+    """One line for stderr; the plugin exits 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"kubectl-opaudit: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="kubectl opaudit", description=(
+        "Audit a pod through the opaudit agent on its node."))
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    diag = sub.add_parser("diagnose", help="audit one pod's processes on its node")
+    diag.add_argument("pod", metavar="POD")
+    diag.add_argument("-n", "--namespace", help="the pod's namespace (default: the context's)")
+    diag.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    diag.add_argument("--fail-on", choices=SEVERITIES, default="high")
+    diag.add_argument("--agent-namespace",
+                      help="where the agent runs (default: look in every namespace)")
+    diag.add_argument("--agent-selector", default=AGENT_SELECTOR,
+                      help=f"labels of the agent's pods (default: {AGENT_SELECTOR})")
+    diag.add_argument("--debug-node", action="store_true",
+                      help="no agent on the node: audit from a `kubectl debug node` pod")
+    diag.add_argument("--image", help="the opaudit image for --debug-node")
+    diag.add_argument("--kubeconfig", help="kubeconfig file for kubectl")
+    diag.add_argument("--context", help="kubeconfig context for kubectl")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return diagnose(args)
+    except PluginError as exc:
+        print(f"kubectl-opaudit: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- kubectl -----------------------------------------------------------------------------
+
+
+def kubectl_base(args: argparse.Namespace) -> list[str]:
+    base = ["kubectl"]
+    if args.kubeconfig:
+        base.append(f"--kubeconfig={args.kubeconfig}")
+    if args.context:
+        base.append(f"--context={args.context}")
+    return base
+
+
+def kubectl_json(args: argparse.Namespace, *argv: str) -> dict[str, Any]:
+    try:
+        result = subprocess.run([*kubectl_base(args), *argv, "-o", "json"],
+                                capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise PluginError("kubectl is not on PATH") from None
+    if result.returncode != 0:
+        raise PluginError(kubectl_error(result.stderr))
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def kubectl_error(stderr: str) -> str:
+    """kubectl's own error, on one line ("Error from server (Forbidden): ..." as it is)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith(("Error from server", "error:"))]
+    return " ".join((errors or lines or ["kubectl failed"])[0].split())
+
+
+# --- pod -> node -> agent ----------------------------------------------------------------
+
+
+def target_pod(args: argparse.Namespace) -> dict[str, Any]:
+    scope = ["-n", args.namespace] if args.namespace else []
+    try:
+        return kubectl_json(args, "get", "pod", args.pod, *scope)
+    except PluginError as exc:
+        if "(NotFound)" in str(exc):
+            where = f"{args.namespace}/{args.pod}" if args.namespace else args.pod
+            raise PluginError(f"no such pod: {where}") from None
+        raise
+
+
+def agents_on(args: argparse.Namespace, node: str) -> list[dict[str, Any]]:
+    scope = ["-n", args.agent_namespace] if args.agent_namespace else ["--all-namespaces"]
+    listing = kubectl_json(args, "get", "pods", *scope, "-l", args.agent_selector,
+                           "--field-selector", f"spec.nodeName={node}")
+    running = [p for p in listing.get("items", [])
+               if (p.get("status") or {}).get("phase") == "Running"
+               and not (p.get("metadata") or {}).get("deletionTimestamp")]
+    # Ready first: an agent still starting answers the same diagnose, but a ready one is sure.
+    return sorted(running, key=lambda p: not is_ready(p))
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def diagnose(args: argparse.Namespace) -> int:
+    pod = target_pod(args)
+    namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node:
+        raise PluginError(f"pod {namespace}/{name} is not scheduled on a node yet "
+                          "(spec.nodeName is empty): nothing runs to audit")
+    remote = ["opaudit", "diagnose", "-o", args.output, "--fail-on", args.fail_on]
+    agents = agents_on(args, node)
+    if agents:
+        return exec_in_agent(args, agents[0], [*remote, "--pod", f"{namespace}/{name}"])
+    if not args.debug_node:
+        image = args.image or "<opaudit image>"
+        raise PluginError(
+            f"no opaudit agent runs on node {node} (no Running pod with labels "
+            f"{args.agent_selector}); to audit from a one-off debug pod instead: "
+            f"kubectl opaudit diagnose {name} -n {namespace} --debug-node --image {image}")
+    if not args.image:
+        raise PluginError("--debug-node needs --image (the opaudit image, as the DaemonSet uses)")
+    return debug_node(args, node, pod, remote)
+
+
+def exec_in_agent(args: argparse.Namespace, agent: dict[str, Any], remote: list[str]) -> int:
+    """`kubectl exec`: stdout streams through; stderr is read to tell kubectl's own errors
+    (RBAC, connection) from the remote diagnose's, whose exit status passes through."""
+    meta = agent["metadata"]
+    argv = [*kubectl_base(args), "exec", "-n", meta["namespace"], meta["name"],
+            "-c", AGENT_CONTAINER, "--", *remote]
+    result = subprocess.run(argv, stdout=None, stderr=subprocess.PIPE, text=True)
+    stderr = [ln for ln in result.stderr.splitlines()
+              if not ln.startswith("command terminated with exit code")]
+    kubectl_said = [ln for ln in stderr if ln.startswith(("Error from server", "error:"))]
+    if result.returncode != 0 and kubectl_said:
+        message = " ".join(kubectl_said[0].split())
+        if "(Forbidden)" in message:
+            raise PluginError(f"RBAC forbids exec into the agent pod "
+                              f"{meta['namespace']}/{meta['name']}: {message}")
+        raise PluginError(f"cannot exec into the agent pod {meta['namespace']}/{meta['name']}: "
+                          f"{message}")
+    for line in stderr:
+        print(line, file=sys.stderr)
+    return result.returncode
+
+
+# --- no agent: kubectl debug node --------------------------------------------------------
+
+
+def debug_node(args: argparse.Namespace, node: str, pod: dict[str, Any],
+               remote: list[str]) -> int:
+    """Run diagnose in a `kubectl debug node` pod, given the target's manifest in an
+    environment variable (the debug pod has no API credentials of its own); its log is the
+    report and its exit code the status. The debug pod is deleted whatever happens."""
+    manifest = json.dumps(pod, separators=(",", ":"))
+    script = ('printf %s "$OPAUDIT_POD" > /tmp/pod.json && exec "$@" --pod-spec /tmp/pod.json')
+    argv = [*kubectl_base(args), "debug", f"node/{node}", "--profile=sysadmin",
+            f"--image={args.image}", f"--env=OPAUDIT_POD={manifest}", "--",
+            "sh", "-c", script, "opaudit", *remote]
+    created = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    match = _DEBUG_POD.search(created.stdout + created.stderr)
+    if created.returncode != 0 or match is None:
+        raise PluginError(f"kubectl debug node/{node}: {kubectl_error(created.stderr)}")
+    debug_pod = match.group(1)
+    namespace = debug_namespace(args, debug_pod)
+    try:
+        code = wait_for_exit(args, namespace, debug_pod)
+        logs = subprocess.run([*kubectl_base(args), "logs", "-n", namespace, debug_pod],
+                              capture_output=True, text=True, timeout=60)
+        sys.stdout.write(logs.stdout)
+        return code
+    finally:
+        subprocess.run([*kubectl_base(args), "delete", "pod", "-n", namespace, debug_pod,
+                        "--wait=false", "--ignore-not-found"],
+                       capture_output=True, text=True, timeout=60)
+
+
+def debug_namespace(args: argparse.Namespace, debug_pod: str) -> str:
+    """kubectl debug node creates its pod in the context's namespace."""
+    listing = kubectl_json(args, "get", "pods", "--all-namespaces",
+                           "--field-selector", f"metadata.name={debug_pod}")
+    for item in listing.get("items", []):
+        return str(item["metadata"]["namespace"])
+    raise PluginError(f"the debug pod {debug_pod} disappeared")
+
+
+def wait_for_exit(args: argparse.Namespace, namespace: str, debug_pod: str) -> int:
+    deadline = time.monotonic() + DEBUG_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = kubectl_json(args, "get", "pod", "-n", namespace, debug_pod).get("status", {})
+        for container in status.get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated")
+            if terminated is not None:
+                return int(terminated.get("exitCode", 2))
+        time.sleep(1)
+    raise PluginError(f"the debug pod {namespace}/{debug_pod} did not finish within "
+                      f"{DEBUG_TIMEOUT_S} s")

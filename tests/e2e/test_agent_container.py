@@ -1,0 +1,218 @@
+"""The agent in a real container built by scripts/image, with the DaemonSet's own pod
+settings (rendered by `kubectl kustomize daemonset/`): its capabilities and no_new_privs as
+the kernel shows them, `diagnose` of a played Spark Operator pod from inside equal to the
+same diagnose from the host, and `run --once` posting Events to the API test server."""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from cgroup_staging import KubepodsCgroups
+from fixture_data import pod_fixture
+from kube.apiserver import ApiServer
+from manifests import by_kind, kustomize
+from podman_pod import REPO, build_image, main_pid, podman, run_args, unique_name
+from staging import Stage
+from test_node import NODE, SELECTOR, events_on, expected_rules, stage_pod
+
+OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
+AGENT_CAPS = {"cap_sys_ptrace", "cap_dac_read_search", "cap_sys_admin"}
+CLONE_NEWNET = 0x40000000
+SPARK_FIXTURE = "spark-operator-controller.yaml"
+# The played target: the fixture's securityContext on a stand-in process that listens where
+# the Spark Operator controller does (8080 metrics, 8081 probes), as uid 185 (the image's).
+LISTENER = ("import socket, time\n"
+            "for port in (8080, 8081):\n"
+            "    s = socket.socket(socket.AF_INET6); s.bind(('::', port)); s.listen()\n"
+            "    globals()[f's{port}'] = s\n"
+            "time.sleep(3600)\n")
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("podman") is None,
+    reason="runs podman containers: needs root and podman (CI runs as root; "
+           "scripts/image installs podman)")
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    return build_image()
+
+
+@pytest.fixture(scope="module")
+def agent_netns() -> Iterator[str]:
+    """The agent pod's own network namespace (hostNetwork: false), loopback up."""
+    stage = Stage()
+    try:
+        yield stage.netns()
+    finally:
+        stage.close()
+
+
+@pytest.fixture(scope="module")
+def agent(image: str, agent_netns: str) -> Iterator[str]:
+    """The DaemonSet's container, running `sleep` as its main process: its kernel state is
+    then what the runtime gave the container, not what opaudit narrows itself to."""
+    template = by_kind(kustomize(), "DaemonSet")["spec"]["template"]
+    name = unique_name()
+    podman(*run_args(copy.deepcopy(template["spec"]), name=name, image=image, node=NODE,
+                     netns=agent_netns, entrypoint=["sleep", "3600"]))
+    try:
+        yield name
+    finally:
+        podman("rm", "--force", "--time=0", name, check=False)
+
+
+def decoded(hex_mask: str) -> set[str]:
+    out = subprocess.run(["capsh", f"--decode={hex_mask}"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    names = out.split("=", 1)[1]
+    return set(names.split(",")) if names else set()
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def in_container(container: str, *argv: str, stdin: str | None = None,
+                 ) -> subprocess.CompletedProcess[str]:
+    return podman("exec", *(["-i"] if stdin is not None else []), container, *argv,
+                  input_text=stdin, check=False, timeout=180)
+
+
+def test_the_container_runs_with_exactly_the_daemonsets_privileges(agent: str) -> None:
+    pid = main_pid(agent)
+    status = proc_status(pid)
+    for field in ("CapEff", "CapPrm", "CapBnd"):
+        assert decoded(status[field]) == AGENT_CAPS, field
+    assert decoded(status["CapInh"]) == set() and decoded(status["CapAmb"]) == set()
+    assert status["NoNewPrivs"] == "1" and status["Seccomp"].strip() == "2"
+    assert os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid")  # hostPID
+    assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")  # no hostNetwork
+    root = next(line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+                if line.split()[4] == "/")
+    assert "ro" in root[5].split(",")
+    # The real oracle of read-only: a write as the container's root fails, /tmp works.
+    assert in_container(agent, "touch", "/probe").returncode != 0
+    assert in_container(agent, "touch", "/tmp/probe").returncode == 0
+
+
+def test_diagnose_self_inside_shows_the_three_capabilities_and_no_new_privs(agent: str) -> None:
+    result = in_container(agent, "opaudit", "diagnose", "--self", "-o", "json",
+                          "--fail-on", "critical")
+    assert result.returncode == 0, result.stderr
+    (target,) = json.loads(result.stdout)["targets"]
+    expected = sorted(name.removeprefix("cap_").upper() for name in AGENT_CAPS)
+    assert target["capabilities"]["effective"] == expected
+    assert target["capabilities"]["bounding"] == expected
+    assert target["capabilities"]["ambient"] == [] and target["capabilities"]["inheritable"] == []
+    assert target["no_new_privs"] is True
+    assert target["seccomp"] == "filter"
+    assert target["identity"]["uid"]["effective"] == 0
+    assert target["filesystem"]["root_readonly"] is True
+
+
+@pytest.fixture
+def spark_pod(image: str) -> Iterator[tuple[int, str]]:
+    """The Spark Operator controller fixture, played with podman: its pid and manifest."""
+    fixture = yaml.safe_load(pod_fixture(SPARK_FIXTURE).read_text())
+    declared = fixture["spec"]["containers"][0]
+    security = {**declared["securityContext"], "runAsUser": 185, "runAsGroup": 185}
+    name = unique_name()
+    played = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": fixture["metadata"]["labels"]},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": fixture["spec"]["securityContext"],
+            "containers": [{
+                "name": declared["name"], "image": image, "imagePullPolicy": "Never",
+                "command": ["python3", "-c", LISTENER], "securityContext": security,
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+        },
+    }
+    podman("kube", "play", "--network=none", "-", input_text=yaml.safe_dump(played))
+    try:
+        container = f"{name}-{declared['name']}"
+        pid = main_pid(container)
+        assert pid > 0
+        yield pid, yaml.safe_dump(fixture)
+    finally:
+        podman("kube", "down", "-", input_text=yaml.safe_dump(played), check=False)
+
+
+def test_diagnose_of_a_played_spark_pod_from_inside_equals_the_host_view(
+    agent: str, spark_pod: tuple[int, str], tmp_path: Path,
+) -> None:
+    pid, manifest = spark_pod
+    spec_file = tmp_path / "pod.yaml"
+    spec_file.write_text(manifest)
+    host = subprocess.run([str(OPAUDIT), "diagnose", "--pid", str(pid), "--pod-spec",
+                           str(spec_file), "-o", "json", "--fail-on", "critical"],
+                          capture_output=True, text=True, timeout=120)
+    assert host.returncode == 0, host.stderr
+    assert in_container(agent, "sh", "-c", "cat > /tmp/pod.yaml", stdin=manifest).returncode == 0
+    inside = in_container(agent, "opaudit", "diagnose", "--pid", str(pid), "--pod-spec",
+                          "/tmp/pod.yaml", "-o", "json", "--fail-on", "critical")
+    assert inside.returncode == 0, inside.stderr
+    host_report, inside_report = json.loads(host.stdout), json.loads(inside.stdout)
+    assert inside_report["findings"] == host_report["findings"]
+    assert inside_report["targets"] == host_report["targets"]
+    (target,) = inside_report["targets"]
+    assert target["incomplete"] == []  # the three capabilities were enough to read it all
+    assert target["identity"]["uid"]["effective"] == 185
+    assert {(sock["port"], sock["v6only"]) for sock in target["network"]["listeners"]} == {
+        (8080, False), (8081, False)}
+    assert inside_report["findings"], "the fixture's controller has known findings"
+
+
+def start_in_netns(server: ApiServer, netns: str) -> None:
+    """Bind the API test server inside the agent's netns: a thread enters it (setns is per
+    thread) and creates the listening socket there, where it stays."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    failure: list[str] = []
+
+    def enter_and_start() -> None:
+        with open(f"/run/netns/{netns}") as ns:
+            if libc.setns(ns.fileno(), CLONE_NEWNET) != 0:
+                failure.append(os.strerror(ctypes.get_errno()))
+                return
+        server.start()
+
+    thread = threading.Thread(target=enter_and_start)
+    thread.start()
+    thread.join()
+    assert not failure, failure
+
+
+def test_run_once_inside_the_container_posts_its_events(
+    agent: str, agent_netns: str, stage: Stage, cgroups: KubepodsCgroups,
+) -> None:
+    pod = stage_pod(stage, cgroups, "so-controller-in-container")
+    server = ApiServer()
+    start_in_netns(server, agent_netns)
+    try:
+        server.add_pod(pod.manifest)
+        kubeconfig = Path(server.write_kubeconfig(Path(f"/tmp/{agent}-kubeconfig")))
+        text = kubeconfig.read_text()
+        kubeconfig.unlink()
+        assert in_container(agent, "sh", "-c", "cat > /tmp/kubeconfig", stdin=text).returncode == 0
+        result = in_container(agent, "opaudit", "run", "--once", "-l", SELECTOR,
+                              "--kubeconfig", "/tmp/kubeconfig")
+        assert result.returncode == 0, result.stderr
+        events = events_on(server, pod.uid)
+        assert {e["reason"] for e in events} == expected_rules(pod)
+        assert all(e["reportingInstance"] == NODE for e in events)  # NODE_NAME, as set
+    finally:
+        server.stop()

@@ -1,0 +1,173 @@
+"""`kubectl opaudit diagnose`: pod -> node -> agent resolved by the real kubectl against the
+API test server, the exec request it makes, and one line and exit 2 for each error. Also
+`opaudit diagnose --pod-spec` alone (what the plugin's `kubectl debug node` path runs)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+import yaml
+from cgroup_staging import KubepodsCgroups
+from kube.apiserver import ApiServer
+from manifests import by_kind, kustomize, need
+from staging import Stage
+from test_node import NAMESPACE, NODE, expected_rules, stage_pod
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN = REPO / ".venv" / "bin" / "kubectl-opaudit"
+OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
+TARGET = "so-controller-0"
+_agent_uids = iter(range(1, 1000))
+
+
+@pytest.fixture
+def cluster(server: ApiServer, tmp_path: Path) -> Iterator[tuple[ApiServer, dict[str, str]]]:
+    """The API test server and an environment whose kubectl (and so the plugin) uses it."""
+    need("kubectl")
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "PATH": f"{PLUGIN.parent}:{os.environ['PATH']}"}
+    yield server, env
+
+
+def agent_pod(node: str, *, phase: str = "Running") -> dict[str, Any]:
+    """A pod of the Kustomize base's DaemonSet, as its controller would create it on `node`."""
+    template = copy.deepcopy(by_kind(kustomize(), "DaemonSet")["spec"]["template"])
+    n = next(_agent_uids)
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {**template["metadata"], "name": f"opaudit-{node}-{n}", "namespace": "opaudit",
+                     "uid": f"00000000-0000-4000-8000-{n:012d}"},
+        "spec": {**template["spec"], "nodeName": node},
+        "status": {"phase": phase, "conditions": [
+            {"type": "Ready", "status": "True" if phase == "Running" else "False"}]},
+    }
+
+
+def target_pod(node: str | None = NODE) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": [{
+        "name": "spark-operator-controller",
+        "image": "ghcr.io/kubeflow/spark-operator/controller:2.1.0"}]}
+    if node:
+        spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": TARGET, "namespace": NAMESPACE,
+                         "uid": "11111111-1111-4111-8111-111111111111"},
+            "spec": spec, "status": {"phase": "Running" if node else "Pending"}}
+
+
+def plugin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    # As a user types it: kubectl finds kubectl-opaudit on PATH.
+    return subprocess.run(["kubectl", "opaudit", "diagnose", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("kubectl-opaudit: ") and "Traceback" not in result.stderr
+    return line
+
+
+def exec_requests(server: ApiServer) -> list[tuple[str, dict[str, list[str]]]]:
+    return [(r.path, parse_qs(r.query)) for r in server.request_log if r.path.endswith("/exec")]
+
+
+def test_no_such_pod(cluster: tuple[ApiServer, dict[str, str]]) -> None:
+    _, env = cluster
+    line = one_error_line(plugin(env, "nope", "-n", NAMESPACE))
+    assert line == f"kubectl-opaudit: no such pod: {NAMESPACE}/nope"
+
+
+def test_a_pod_not_scheduled_yet(cluster: tuple[ApiServer, dict[str, str]]) -> None:
+    server, env = cluster
+    server.add_pod(target_pod(node=None))
+    line = one_error_line(plugin(env, TARGET, "-n", NAMESPACE))
+    assert f"pod {NAMESPACE}/{TARGET} is not scheduled on a node yet" in line
+
+
+def test_no_agent_on_the_pods_node_offers_the_debug_node_path(
+    cluster: tuple[ApiServer, dict[str, str]],
+) -> None:
+    server, env = cluster
+    server.add_pod(target_pod())
+    server.add_pod(agent_pod("worker-2"))  # an agent elsewhere does not count
+    server.add_pod(agent_pod(NODE, phase="Pending"))  # nor one that is not running
+    line = one_error_line(plugin(env, TARGET, "-n", NAMESPACE))
+    assert f"no opaudit agent runs on node {NODE}" in line
+    assert "--debug-node --image" in line
+    assert exec_requests(server) == []
+    line = one_error_line(plugin(env, TARGET, "-n", NAMESPACE, "--debug-node"))
+    assert "--debug-node needs --image" in line
+
+
+def test_resolves_pod_node_agent_and_execs_diagnose_in_that_agent(
+    cluster: tuple[ApiServer, dict[str, str]],
+) -> None:
+    server, env = cluster
+    server.add_pod(target_pod())
+    server.add_pod(agent_pod("worker-2"))
+    here = server.add_pod(agent_pod(NODE))
+    result = plugin(env, TARGET, "-n", NAMESPACE, "-o", "json", "--fail-on", "medium")
+    # The test server serves no exec stream (no SPDY/WebSocket upgrade): kubectl's error is
+    # the plugin's one line. What matters here is the request kubectl made.
+    line = one_error_line(result)
+    assert f"cannot exec into the agent pod opaudit/{here['metadata']['name']}" in line
+    (path, query), *_ = exec_requests(server)
+    assert path == f"/api/v1/namespaces/opaudit/pods/{here['metadata']['name']}/exec"
+    assert query["container"] == ["opaudit"]
+    assert query["command"] == ["opaudit", "diagnose", "-o", "json", "--fail-on", "medium",
+                                "--pod", f"{NAMESPACE}/{TARGET}"]
+
+
+def test_rbac_forbidding_exec_is_one_line(cluster: tuple[ApiServer, dict[str, str]]) -> None:
+    server, env = cluster
+    server.add_pod(target_pod())
+    here = server.add_pod(agent_pod(NODE))
+    server.inject("*", r"/exec$", status=403, count=10)
+    line = one_error_line(plugin(env, TARGET, "-n", NAMESPACE))
+    assert f"RBAC forbids exec into the agent pod opaudit/{here['metadata']['name']}" in line
+    assert "pods/exec" in line
+
+
+def test_rbac_forbidding_the_pod_read_is_one_line(
+    cluster: tuple[ApiServer, dict[str, str]],
+) -> None:
+    server, env = cluster
+    server.add_pod(target_pod())
+    server.inject("GET", rf"/namespaces/{NAMESPACE}/pods/{TARGET}$", status=403, count=10)
+    line = one_error_line(plugin(env, TARGET, "-n", NAMESPACE))
+    assert "(Forbidden)" in line
+
+
+def test_diagnose_pod_spec_alone_audits_that_pods_containers_on_this_node(
+    stage: Stage, cgroups: KubepodsCgroups, tmp_path: Path,
+) -> None:
+    pod = stage_pod(stage, cgroups, "so-controller-debug-node")
+    spec = tmp_path / "pod.json"
+    spec.write_text(json.dumps(pod.manifest))
+    result = subprocess.run([str(OPAUDIT), "diagnose", "--pod-spec", str(spec), "-o", "json",
+                             "--fail-on", "critical"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [t["pid"] for t in report["targets"]] == [pod.pid]
+    assert {f["rule"] for f in report["findings"]} == expected_rules(pod)
+    # A pod none of whose containers runs here: exit 2 and one error line (after the
+    # warning that names the container, which `diagnose --pod` logs the same way).
+    gone = copy.deepcopy(pod.manifest)
+    gone["status"]["containerStatuses"][0]["containerID"] = "containerd://" + "0" * 64
+    spec.write_text(yaml.safe_dump(gone))
+    result = subprocess.run([str(OPAUDIT), "diagnose", "--pod-spec", str(spec)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("opaudit: ")]
+    assert len(errors) == 1 and "has a process on this node" in errors[0]
+    assert "Traceback" not in result.stderr
