@@ -228,3 +228,7 @@ def wait_for_exit(args: argparse.Namespace, namespace: str, debug_pod: str) -> i
         time.sleep(1)
     raise PluginError(f"the debug pod {namespace}/{debug_pod} did not finish within "
                       f"{DEBUG_TIMEOUT_S} s")
+
+
+if __name__ == "__main__":  # the krew archive runs this file as a zipapp
+    sys.exit(main())
