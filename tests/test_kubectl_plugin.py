@@ -37,13 +37,14 @@ def cluster(server: ApiServer, tmp_path: Path) -> Iterator[tuple[ApiServer, dict
     yield server, env
 
 
-def agent_pod(node: str, *, phase: str = "Running") -> dict[str, Any]:
+def agent_pod(node: str, *, phase: str = "Running", name: str | None = None) -> dict[str, Any]:
     """A pod of the Kustomize base's DaemonSet, as its controller would create it on `node`."""
     template = copy.deepcopy(by_kind(kustomize(), "DaemonSet")["spec"]["template"])
     n = next(_agent_uids)
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {**template["metadata"], "name": f"opaudit-{node}-{n}", "namespace": "opaudit",
+        "metadata": {**template["metadata"], "name": name or f"opaudit-{node}-{n}",
+                     "namespace": "opaudit",
                      "uid": f"00000000-0000-4000-8000-{n:012d}"},
         "spec": {**template["spec"], "nodeName": node},
         "status": {"phase": phase, "conditions": [

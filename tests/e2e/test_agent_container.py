@@ -21,11 +21,21 @@ from cgroup_staging import KubepodsCgroups
 from fixture_data import pod_fixture
 from kube.apiserver import ApiServer
 from manifests import by_kind, kustomize
-from podman_pod import REPO, build_image, main_pid, podman, run_args, unique_name
+from podman_pod import (
+    PODMAN_ENV,
+    REPO,
+    build_image,
+    main_pid,
+    podman,
+    run_args,
+    unique_name,
+)
 from staging import Stage
+from test_kubectl_plugin import agent_pod
 from test_node import NODE, SELECTOR, events_on, expected_rules, stage_pod
 
 OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
+PLUGIN = REPO / ".venv" / "bin" / "kubectl-opaudit"
 AGENT_CAPS = {"cap_sys_ptrace", "cap_dac_read_search", "cap_sys_admin"}
 CLONE_NEWNET = 0x40000000
 SPARK_FIXTURE = "spark-operator-controller.yaml"
@@ -216,3 +226,63 @@ def test_run_once_inside_the_container_posts_its_events(
         assert all(e["reportingInstance"] == NODE for e in events)  # NODE_NAME, as set
     finally:
         server.stop()
+
+
+def test_kubectl_opaudit_execs_diagnose_in_the_agent_container_on_the_pods_node(
+    agent: str, agent_netns: str, stage: Stage, cgroups: KubepodsCgroups, tmp_path: Path,
+) -> None:
+    """The whole one-shot path: the real kubectl resolves pod -> node -> agent against the
+    API test server and execs over WebSocket; the server runs that command in the agent's
+    real container (for the kubelet), where diagnose --pod reads the pod from the same API."""
+    pod = stage_pod(stage, cgroups, "so-controller-exec")
+    server = ApiServer()
+    start_in_netns(server, agent_netns)
+    commands: list[tuple[str, str, str, list[str]]] = []
+
+    def exec_in_the_container(namespace: str, name: str, container: str,
+                              command: list[str]) -> tuple[bytes, bytes, int]:
+        commands.append((namespace, name, container, command))
+        # KUBECONFIG stands in for the ServiceAccount token the kubelet would mount.
+        ran = subprocess.run(["podman", "exec", "--env=KUBECONFIG=/tmp/kubeconfig", name,
+                              *command], capture_output=True, timeout=180, env=PODMAN_ENV)
+        return ran.stdout, ran.stderr, ran.returncode
+
+    server.exec_handler = exec_in_the_container
+    try:
+        server.add_pod(pod.manifest)
+        server.add_pod(agent_pod("worker-2"))
+        server.add_pod(agent_pod(NODE, name=agent))
+        kubeconfig = Path(server.write_kubeconfig(tmp_path / "kubeconfig"))
+        assert in_container(agent, "sh", "-c", "cat > /tmp/kubeconfig",
+                            stdin=kubeconfig.read_text()).returncode == 0
+        # The user's kubectl runs where the server listens: in the agent's netns.
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig),
+               "PATH": f"{PLUGIN.parent}:{os.environ['PATH']}"}
+        results = {}
+        for fail_on in ("high", "critical"):
+            results[fail_on] = subprocess.run(
+                ["ip", "netns", "exec", agent_netns, "kubectl", "opaudit", "diagnose",
+                 pod.name, "-n", pod.manifest["metadata"]["namespace"], "-o", "json",
+                 "--fail-on", fail_on],
+                capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        server.stop()
+    spec = tmp_path / "pod.json"
+    spec.write_text(json.dumps(pod.manifest))
+    host = subprocess.run([str(OPAUDIT), "diagnose", "--pid", str(pod.pid), "--pod-spec",
+                           str(spec), "-o", "json"], capture_output=True, text=True, timeout=120)
+    host_report = json.loads(host.stdout)
+    assert {f["rule"] for f in host_report["findings"]} == expected_rules(pod)
+    for fail_on, result in results.items():
+        via_plugin = json.loads(result.stdout)
+        assert via_plugin["findings"] == host_report["findings"], result.stderr
+        assert [t["pid"] for t in via_plugin["targets"]] == [pod.pid]
+        # The exit status passes through: 1 at a finding at or above --fail-on, else 0.
+        order = ["info", "low", "medium", "high", "critical"]
+        above = [f for f in host_report["findings"]
+                 if order.index(f["severity"]) >= order.index(fail_on)]
+        assert result.returncode == (1 if above else 0), result.stderr
+    assert results["high"].returncode == 1  # the staged pod has high findings
+    ((namespace, name, container, command), *_) = commands
+    assert (namespace, name, container) == ("opaudit", agent, "opaudit")
+    assert command[-2:] == ["--pod", f"{pod.manifest['metadata']['namespace']}/{pod.name}"]

@@ -31,6 +31,7 @@ _ALL_EVENTS = re.compile(r"^/(?P<prefix>apis/events\.k8s\.io/v1|api/v1)/events$"
 _PODS = re.compile(r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/pods(?:/(?P<name>[^/]+))?$")
 _CUSTOM = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)"
                      r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$")
+_EXEC = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)/exec$")
 
 @dataclass
 class Fault:
@@ -136,6 +137,9 @@ class _Handler(BaseHTTPRequestHandler):
                 status = self._fault(fault, method, url.path, query)
             elif method == "GET" and query.get("watch") in ("true", "1"):
                 status = self._watch(url.path, query)
+            elif (m := _EXEC.match(url.path)) and self.api.exec_handler is not None \
+                    and (self.headers.get("Upgrade") or "").lower() == "websocket":
+                status = self._exec(m["ns"], m["name"], url.query)
             else:
                 answer, status = self._route(method, url.path, query, body)
                 self._send_json(status, answer)
@@ -208,6 +212,16 @@ class _Handler(BaseHTTPRequestHandler):
         except CrdError as exc:
             raise ApiError(exc.code, exc.reason, exc.message) from None
         raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method: {method}")
+
+    def _exec(self, namespace: str, name: str, raw_query: str) -> int:
+        from kube.apiexec import serve_exec
+
+        assert self.api.exec_handler is not None
+        self.api.get_pod(namespace, name)  # 404 for a pod the server does not hold
+        self._record.status = 101
+        self.close_connection = True
+        return serve_exec(self.wfile, self.headers, self.api.exec_handler, namespace, name,
+                          parse_qs(raw_query))
 
     def _watch(self, path: str, query: dict[str, str]) -> int:
         m = _PODS.match(path)

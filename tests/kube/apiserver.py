@@ -32,6 +32,7 @@ from typing import Any
 
 from kube import apischema
 from kube.apicrd import CustomStore
+from kube.apiexec import ExecHandler
 from kube.apihttp import (
     ApiError,
     Fault,
@@ -64,6 +65,8 @@ class ApiServer:
         self._events: dict[tuple[str, str], dict[str, Any]] = {}  # events.k8s.io/v1 shape
         self._pod_history: list[tuple[int, str, dict[str, Any]]] = []
         self._faults: list[Fault] = []
+        # pods/exec runs through this (tests/kube/apiexec.py); None: exec is 404.
+        self.exec_handler: ExecHandler | None = None
         self.request_log: list[RequestRecord] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
