@@ -29,6 +29,8 @@ ALLOWED: dict[str, set[str]] = {
     "model": set(),
     "api_error": set(),
     "logs": set(),
+    # Standalone on purpose: the krew archive ships this one file (scripts/krew-archive).
+    "kubectl_plugin": set(),
     "rules": {"model"},
     "collect": {"model"},
     "report": {"model", "api_error"},
