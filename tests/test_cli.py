@@ -6,22 +6,13 @@ import json
 import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import capsh, opaudit
 from staging import Sock, Stage
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def opaudit(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
-
-
-def capsh(mask: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["capsh", f"--decode={mask}"], capture_output=True, text=True)
 
 
 def last_cap() -> int:

@@ -5,24 +5,15 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_run import capsh, opaudit
 
 from agent.arguments import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def opaudit(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
-
-
-def capsh(mask: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["capsh", f"--decode={mask}"], capture_output=True, text=True)
 
 
 def assert_usage_error(result: subprocess.CompletedProcess[str], *words: str) -> None:

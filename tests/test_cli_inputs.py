@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cli_run
 import pytest
 from fixture_data import pod_fixture
 
@@ -33,23 +34,12 @@ class Run:
     max_rss_mib: float
 
 
-def opaudit(*args: str, stdin_path: str | None = None, stdin_text: str | None = None,
-            timeout: float = 60) -> Run:
+def opaudit(*args: str, stdin_text: str | None = None) -> Run:
     """The CLI as a program; no API configuration but what the arguments give."""
     started = time.monotonic()
-    with open(stdin_path or os.devnull, "rb") as stdin:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", *args], cwd=ROOT, text=True,
-            stdin=subprocess.PIPE if stdin_text is not None else stdin,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, "KUBECONFIG": os.devnull})
-        try:
-            out, err = child.communicate(stdin_text, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.communicate()
-            raise
-    return Run(child.returncode, out, err, time.monotonic() - started, 0.0)
+    result = cli_run.opaudit(*args, stdin_text=stdin_text,
+                             env={**os.environ, "KUBECONFIG": os.devnull})
+    return Run(result.returncode, result.stdout, result.stderr, time.monotonic() - started, 0.0)
 
 
 # The child's ru_maxrss would include the RSS of the process it was forked from (Linux keeps

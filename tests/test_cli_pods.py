@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import cli_run
 import pytest
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
@@ -20,11 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def opaudit(*args: str, node_name: str | None = None) -> subprocess.CompletedProcess[str]:
+    """No NODE_NAME and no KUBECONFIG but what the test gives."""
     env = {k: v for k, v in os.environ.items() if k not in ("NODE_NAME", "KUBECONFIG")}
     if node_name is not None:
         env["NODE_NAME"] = node_name
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT, env=env)
+    return cli_run.opaudit(*args, env=env, timeout=120)
 
 
 def one_line_exit_2(result: subprocess.CompletedProcess[str]) -> str:
