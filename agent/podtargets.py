@@ -91,14 +91,15 @@ def pod_targets(pods: Sequence[dict[str, Any]], selection: PodSelection,
             if _uid(pod) not in here:
                 raise TargetError(f"pod {namespace}/{name} has no process in this host's "
                                   f"/proc{_runs_on(nodes.get(_uid(pod)))}")
-        declared = [c for c in declared if c.pod.uid in here]  # the other nodes' pods
-    requests = container_requests(declared, proc, pids) + stalled
-    if not requests:
+    if not here:  # said once here, not as a warning per container first
         where = sorted({n for n in nodes.values() if n})
         raise TargetError(
             f"no process of the {_count(declared, 'running container')} of the selected "
             f"pods is in this host's /proc (pods on node {', '.join(where) or '?'}): on "
             "their node, opaudit needs the host's PID namespace (hostPID) to see them")
+    if selection.node is None:
+        declared = [c for c in declared if c.pod.uid in here]  # the other nodes' pods
+    requests = container_requests(declared, proc, pids) + stalled
     local = {nodes.get(uid) for uid in here}
     node = selection.node or (local.pop() if len(local) == 1 else None)
     return PodTargets(requests=tuple(requests), node=node)

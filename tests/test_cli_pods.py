@@ -182,3 +182,13 @@ def test_a_bad_pid_among_several_is_named_and_the_others_reported(stage: Stage) 
     assert [t["pid"] for t in targets(result)] == [first.pid, second.pid]
     (line,) = result.stderr.splitlines()
     assert line == f"opaudit: process {absent} does not exist (or exited): not audited"
+
+
+def test_no_process_here_is_one_line_without_warnings(server: ApiServer, kubeconfig: str) -> None:
+    for n in range(2):
+        server.add_pod(pod_manifest(f"so-{n}", f"7d1e1e0c-0000-4000-8000-00000000001{n}",
+                                    "containerd://" + f"{n}e" * 32, {"app": "x"}, node="worker-2"))
+    line = one_line_exit_2(opaudit("diagnose", "-l", "app=x", "--kubeconfig", kubeconfig))
+    assert line == ("opaudit: no process of the 2 running containers of the selected pods is in "
+                    "this host's /proc (pods on node worker-2): on their node, opaudit needs "
+                    "the host's PID namespace (hostPID) to see them")
