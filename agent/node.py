@@ -133,39 +133,14 @@ def make_sink(
         if kind == "stdout":
             sinks.append(DocumentSink(sys.stdout, "json-lines"))
         elif kind == "reports":
-            reports = report_sink(api, metrics, report_api, report_max_results)
-            sinks.extend([reports] if reports is not None else [])
+            from agent.reporting import ReportsSink
+
+            sinks.append(ReportsSink(api, metrics, report_api, report_max_results))
         else:
             from agent.report.events import EventSink
 
             sinks.append(EventSink(api, node, metrics=metrics, queue_size=queue_size))
     return FanOut(sinks)
-
-
-def report_sink(api: Any, metrics: AgentMetrics, override: str | None, max_results: int
-                ) -> Sink | None:
-    """The policy-report sink on the API discovery offers (SPEC §4b), or None with one line."""
-    from agent.kube.client import KubeError
-    from agent.kube.reports import ReportClient, served_group_versions
-    from agent.report.policyreport import choose_report_api
-    from agent.report.reportsink import PolicyReportSink
-
-    try:
-        served = served_group_versions(api)
-    except KubeError as exc:
-        metrics.api_error(exc.code)
-        log.error("--sink reports: cannot discover the API groups, writing no policy reports",
-                  extra={"error": str(exc)})
-        return None
-    chosen = choose_report_api(served, override)
-    if chosen is None:
-        wanted = override or "openreports.io/v1alpha1 or wgpolicyk8s.io/v1alpha2"
-        log.error(f"--sink reports: the API server serves no policy-report API ({wanted}); "
-                  "writing no policy reports (install the CRDs: reports.installCRDs=true)")
-        return None
-    log.info("policy reports", extra={"api": chosen.api_version, "kind": chosen.kind})
-    writer = ReportClient(api, chosen.group, chosen.version, chosen.plural)
-    return PolicyReportSink(writer, chosen, max_results=max_results, metrics=metrics)
 
 
 class NodeAgent:

@@ -40,10 +40,11 @@ ALLOWED: dict[str, set[str]] = {
     "arguments": {"__init__"},
     "audit": {"model", "collect", "kube", "rules"},
     "podtargets": {"model", "collect", "kube", "audit"},
+    "reporting": {"model", "kube", "report"},  # --sink reports: discovery, then the sink
     "node": {"model", "api_error", "collect", "kube", "report", "logs", "privilege", "audit",
-             "config"},
+             "config", "reporting"},
     "cli": {"__init__", "model", "api_error", "collect", "kube", "report", "logs", "privilege",
-            "config", "arguments", "audit", "podtargets", "node"},
+            "config", "arguments", "audit", "podtargets", "reporting", "node"},
 }
 KUBERNETES_LAYERS = {"kube"}
 

@@ -251,6 +251,14 @@ class Api:
         """PUT (update): `body` carries the resourceVersion it replaces, else 409."""
         return self._write("PUT", path, body, "application/json", timeout)
 
+    def delete_object(self, path: str, *, timeout: float | None = None) -> None:
+        """DELETE; an object already gone is no error."""
+        try:
+            _json_body(self._send("DELETE", path, timeout=self._timeout(timeout)))
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
     # --- plumbing ---------------------------------------------------------------------
 
     def _timeout(self, timeout: float | None) -> tuple[float, float]:

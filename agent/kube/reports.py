@@ -48,3 +48,6 @@ class ReportClient:
                 ) -> dict[str, Any]:
         return self.api.replace_object(f"{self._collection(namespace)}/{_quote(name)}", body,
                                        timeout=timeout)
+
+    def delete(self, namespace: str, name: str, *, timeout: float) -> None:
+        self.api.delete_object(f"{self._collection(namespace)}/{_quote(name)}", timeout=timeout)

@@ -84,7 +84,7 @@ class AgentMetrics:
             ["reason"], registry=self.registry,
         )
         self.reports_written = Counter(
-            "opaudit_reports_written", "Policy reports created or replaced",
+            "opaudit_reports_written", "Policy reports created, replaced or deleted",
             registry=self.registry,
         )
         self.reports_dropped = Counter(

@@ -71,6 +71,7 @@ class PodReport:
     pod: PodRef
     results: tuple[dict[str, Any], ...]
     dropped: int  # results beyond --report-max-results
+    gone: bool = False  # the Pod left the selection (or the node): delete its report
 
     @property
     def name(self) -> str:

@@ -6,6 +6,8 @@ How writes stay few (SPEC §4b, §7):
 - A report this process does not know yet (first cycle, also after a restart) is read
   first: the same results (timestamps aside) owe no write; others replace it. So a finding
   that vanished while the agent was down leaves the report at the first cycle.
+- A Pod that a full cycle no longer audits (relabelled, moved) loses the report this process
+  wrote for it; a deleted Pod's report is the garbage collector's (its ownerReference).
 - The writer is injected (`ReportWriter`); `report` imports nothing from `kube`.
 - Retries are the Event sink's: 429 waits for Retry-After; no answer, 401, 403, 408 and
   5xx back off exponentially (0.25 s doubling, capped at 30 s) and the write stays owed;
@@ -16,6 +18,7 @@ The sink never raises to its caller.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 class ReportWriter(Protocol):
-    """Read, create and replace on the one report resource in use; failures raise ApiError
+    """Read, create, replace and delete on the one report resource in use; failures raise ApiError
     (`agent.kube.reports.ReportClient` is one)."""
 
     def get(self, namespace: str, name: str, *, timeout: float) -> dict[str, Any] | None: ...
@@ -48,6 +51,7 @@ class ReportWriter(Protocol):
                ) -> dict[str, Any]: ...
     def replace(self, namespace: str, name: str, body: dict[str, Any], *, timeout: float
                 ) -> dict[str, Any]: ...
+    def delete(self, namespace: str, name: str, *, timeout: float) -> None: ...
 
 
 class ReportMetrics(Protocol):
@@ -71,7 +75,7 @@ class PolicyReportSink:
         self.written = self.dropped = self.api_errors = 0
         self._backoff = Backoff("report", clock, sleep)
         self._lock, self._pump_lock = threading.Lock(), threading.Lock()
-        self._known: dict[str, str] = {}  # report name -> content the server holds
+        self._known: dict[str, PodReport] = {}  # report name -> what the server holds
         self._owed: OrderedDict[str, PodReport] = OrderedDict()
 
     @property
@@ -82,7 +86,11 @@ class PolicyReportSink:
     def publish(self, report: Report) -> None:
         try:
             owed = [p for p in pod_reports(report, self.max_results)
-                    if self._known.get(p.name) != p.content]
+                    if p.name not in self._known or self._known[p.name].content != p.content]
+            if report.cycle is not None and not report.cycle.partial:
+                audited = set(report.cycle.pod_uids)
+                owed += [dataclasses.replace(known, results=(), gone=True)
+                         for known in self._known.values() if known.pod.uid not in audited]
             with self._lock:
                 for pod in owed:
                     if pod.name not in self._owed and len(self._owed) >= self.queue_size:
@@ -136,6 +144,9 @@ class PolicyReportSink:
     def _write(self, pod: PodReport, *, timeout: float) -> bool:
         """Make the server's report hold `pod`'s results; False when it already did."""
         namespace = pod.pod.namespace
+        if pod.gone:
+            self.writer.delete(namespace, pod.name, timeout=timeout)
+            return True
         existing = self.writer.get(namespace, pod.name, timeout=timeout)
         old_results = list((existing or {}).get("results") or [])
         if existing is not None and content_key(old_results) == pod.content:
@@ -158,7 +169,10 @@ class PolicyReportSink:
         with self._lock:
             if self._owed.get(pod.name) is pod:
                 del self._owed[pod.name]
-            self._known[pod.name] = pod.content
+            if pod.gone:
+                self._known.pop(pod.name, None)
+            else:
+                self._known[pod.name] = pod
             if wrote:
                 self.written += 1
         if wrote and self.metrics is not None:

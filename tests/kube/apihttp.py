@@ -80,7 +80,7 @@ def expired_status(since: str, oldest: int) -> dict[str, Any]:
 def forbidden_message(method: str, path: str, query: dict[str, str]) -> str:
     """kube-apiserver's RBAC denial text for this request."""
     parts = path.strip("/").split("/")
-    group = "" if parts[0] == "api" else parts[1]
+    group = "" if parts[0] == "api" or len(parts) < 2 else parts[1]  # /apis: discovery
     rest = parts[2:] if parts[0] == "api" else parts[3:]
     namespace = None
     if len(rest) >= 2 and rest[0] == "namespaces":

@@ -306,8 +306,23 @@ class ApiServer:
                     continue
             for rv, kind, pod in fresh:
                 last = rv
-                if match(pod):
-                    yield {"type": kind, "object": copy.deepcopy(pod)}
+                shown = self._as_seen(kind, pod, rv, match)
+                if shown is not None:
+                    yield {"type": shown, "object": copy.deepcopy(pod)}
+
+    def _as_seen(self, kind: str, pod: dict[str, Any], rv: int, match: Any) -> str | None:
+        """The event a selector-filtered watch sees, as kube-apiserver's cacheWatcher
+        (convertToWatchEvent) makes it: an update that leaves the selection is DELETED,
+        one that enters it ADDED."""
+        if kind != "MODIFIED":
+            return kind if match(pod) else None
+        with self._cond:
+            before = [p for r, k, p in self._pod_history if r < rv and k != "DELETED"
+                      and p["metadata"]["uid"] == pod["metadata"]["uid"]]
+        was = bool(before) and match(before[-1])
+        if match(pod):
+            return "MODIFIED" if was else "ADDED"
+        return "DELETED" if was else None
 
     def create_event(self, core_api: bool, namespace: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):

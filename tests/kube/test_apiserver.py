@@ -181,3 +181,17 @@ def test_stop_ends_hung_connections_and_leaves_no_threads() -> None:
     assert time.monotonic() - started < 5
     api.close()
     assert set(threading.enumerate()) - before == set()
+
+
+def test_a_selector_watch_sees_a_pod_leave_and_enter_as_kube_apiserver_shows_it(
+    api: Api, server: ApiServer
+) -> None:
+    pod = {"metadata": {"name": "p", "namespace": "ns", "labels": {"app": "a"}},
+           "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    server.add_pod(pod)
+    _, version = api.list_pods(None, "app=a", None)
+    for labels in ({"app": "b"}, {"app": "a"}, {"app": "a", "x": "y"}):
+        server.update_pod({**pod, "metadata": {**pod["metadata"], "labels": labels}})
+    server.delete_pod("ns", "p")
+    seen = [kind for kind, _ in api.watch_pods(None, "app=a", None, version, 1)]
+    assert seen == ["DELETED", "ADDED", "MODIFIED", "DELETED"]

@@ -271,7 +271,36 @@ def test_a_running_agent_retries_counts_drops_and_removes_a_fixed_finding(
         assert wait_for(lambda: value("opaudit_reports_dropped_total", reason="rejected") == 1,
                         30)
         assert wait_for(lambda: "DeclaredPortNotListening" in failing(), 30)  # next cycle
+
+        # Relabelled out of the selection: the next full cycle deletes its report.
+        pod.manifest["metadata"]["labels"] = {"app.kubernetes.io/name": "something-else"}
+        openreports.update_pod(pod.manifest)
+        assert wait_for(lambda: openreports.custom_objects(OPENREPORTS) == [], 30)
+        assert [w.method for w in openreports.writes(REPORT_PATHS)][-1] == "DELETE"
     finally:
         stop.set()
         runner.join(timeout=15)
     assert outcome == [0]
+
+
+def test_an_agent_started_during_an_api_outage_writes_its_reports_once_it_is_back(
+    stage: Stage, cgroups: KubepodsCgroups, openreports: ApiServer, embedded_logging: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import agent.reporting
+
+    monkeypatch.setattr(agent.reporting, "RETRY_DISCOVERY_SECONDS", 0.2)
+    pod = stage_pod(stage, cgroups, "so-a")
+    openreports.add_pod(pod.manifest)
+    openreports.inject("GET", r"^/apis$", status=503, count=2)  # discovery fails twice
+    metrics, stop = AgentMetrics(), threading.Event()
+    options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3, sinks=("reports",),
+                         configuration=openreports.configuration(), restrict_privileges=False)
+    runner = threading.Thread(target=lambda: run_agent(options, metrics=metrics, stop=stop))
+    runner.start()
+    try:
+        assert wait_for(lambda: len(openreports.custom_objects(OPENREPORTS)) == 1, 30)
+    finally:
+        stop.set()
+        runner.join(timeout=15)
+    assert metrics.registry.get_sample_value("opaudit_api_errors_total", {"code": "503"}) == 2
