@@ -46,6 +46,9 @@ class ReportsSink:
     def flush(self, timeout: float) -> bool:
         return self.sink.flush(timeout) if self.sink is not None else True
 
+    def abandon(self) -> int:
+        return self.sink.abandon() if self.sink is not None else 0
+
     def _discover(self) -> None:
         from agent.kube.reports import ReportClient, served_group_versions
         from agent.report.policyreport import choose_report_api

@@ -92,9 +92,9 @@ class AgentMetrics:
             ["reason"], registry=self.registry,
         )
         # Every drop reason reads 0 from the start, so a dashboard shows 0 rather than nothing.
-        for reason in ("queue_full", "rate_limited", "rejected"):
+        for reason in ("queue_full", "rate_limited", "rejected", "shutdown"):
             self.events_dropped.labels(reason=reason)
-        for reason in ("queue_full", "rejected"):
+        for reason in ("queue_full", "rejected", "shutdown"):
             self.reports_dropped.labels(reason=reason)
         # process_resident_memory_bytes, process_cpu_seconds_total, ...: the agent's footprint
         # (the dashboard's RSS and CPU panels), read from /proc/self.

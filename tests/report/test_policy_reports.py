@@ -263,7 +263,8 @@ def test_a_running_agent_retries_counts_drops_and_removes_a_fixed_finding(
         pod.manifest["spec"]["containers"][0]["ports"].pop()
         openreports.update_pod(pod.manifest)  # fixed: the next cycle takes it out
         assert wait_for(lambda: "DeclaredPortNotListening" not in failing(), 30)
-        assert value("opaudit_reports_written_total") == 2
+        # counted once the answer is in, a moment after the server stored it
+        assert wait_for(lambda: value("opaudit_reports_written_total") == 2, 10)
 
         openreports.inject("PUT", collection, status=422)  # a rejection is dropped, counted
         with_bad_port(pod)
