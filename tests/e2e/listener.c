@@ -1,0 +1,63 @@
+/* The e2e lane's stand-in for /usr/bin/spark-operator: opens the listeners the Go binary opens for
+ * the same args (webhook: --webhook-port, default 9443; --enable-metrics=true: the port of
+ * --metrics-bind-address; always --health-probe-bind-address, default :8081), the way Go does:
+ * one AF_INET6 socket on [::] with IPV6_V6ONLY=0, or AF_INET 0.0.0.0 when binding ::1 fails
+ * (Go's ipStackCapabilities probe, net/ipsock_posix.go). With OPLISTEN_NAIVE=1 it listens as a
+ * naive server does (a JVM, a C program): AF_INET6 [::] always, V6ONLY left to the netns's
+ * net.ipv6.bindv6only. A failed bind exits 1 with Go's message, e.g. for port 443 as uid 185:
+ * `listen tcp :443: bind: permission denied` (kubeflow/spark-operator#2331). */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int go_ipv6_usable(void) {
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    int s = socket(AF_INET6, SOCK_STREAM, 0), ok;
+    if (s < 0) return 0;
+    ok = bind(s, (struct sockaddr *)&a, sizeof a) == 0;
+    close(s);
+    return ok;
+}
+
+static int flag_port(int argc, char **argv, const char *name, int fallback) {
+    size_t n = strlen(name);
+    for (int i = 1; i < argc; i++)
+        if (strncmp(argv[i], name, n) == 0 && argv[i][n] == '=') {
+            const char *colon = strrchr(argv[i] + n + 1, ':');
+            return atoi(colon ? colon + 1 : argv[i] + n + 1);
+        }
+    return fallback;
+}
+
+static int has(int argc, char **argv, const char *arg) {
+    for (int i = 1; i < argc; i++) if (strcmp(argv[i], arg) == 0) return 1;
+    return 0;
+}
+
+static void listen_on(int port, int six, int naive) {
+    int s = socket(six ? AF_INET6 : AF_INET, SOCK_STREAM, 0), zero = 0, one = 1, r;
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+    struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons(port)};
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (six && !naive) setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    r = six ? bind(s, (struct sockaddr *)&a6, sizeof a6) : bind(s, (struct sockaddr *)&a4, sizeof a4);
+    if (r != 0 || listen(s, 64) != 0) {
+        fprintf(stderr, "listen tcp :%d: bind: %s\n", port, strerror(errno));
+        exit(1);
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *naive_env = getenv("OPLISTEN_NAIVE");
+    int naive = naive_env && strcmp(naive_env, "1") == 0;
+    int six = naive || go_ipv6_usable();
+    if (has(argc, argv, "webhook")) listen_on(flag_port(argc, argv, "--webhook-port", 9443), six, naive);
+    if (has(argc, argv, "--enable-metrics=true"))
+        listen_on(flag_port(argc, argv, "--metrics-bind-address", 8080), six, naive);
+    listen_on(flag_port(argc, argv, "--health-probe-bind-address", 8081), six, naive);
+    for (;;) pause();
+}

@@ -1,0 +1,175 @@
+"""podman with storage, run state and configuration owned by the test run.
+
+`--root`/`--runroot`/`--tmpdir` under a temporary directory: nothing lands in
+/var/lib/containers, and runs from parallel worktrees never see each other's pods or images.
+`CONTAINERS_CONF` points at a containers.conf the run writes (never /etc): podman's default
+rlimits need CAP_SYS_RESOURCE, which this sandbox does not give, so `default_ulimits = []`;
+the OCI runtime is runc, the one scripts/bootstrap installs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from e2e.image import ENTRYPOINT, WORKDIR, Image
+
+CONTAINERS_CONF = """[containers]
+default_ulimits = []
+[engine]
+runtime = "runc"
+events_logger = "file"
+"""
+PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+
+
+class PodmanError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class PlayedPod:
+    name: str
+    pod_id: str
+    container: str  # podman's container name: <pod>-<container>
+    container_id: str
+    pid: int
+    netns: str  # the infra container's network namespace (a /run/netns path)
+
+
+def playable_copy(manifest: Mapping[str, Any], name: str, image: str,
+                  env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What `podman kube play` can run, keeping every securityContext and volume mount.
+
+    - `ports` go: kube play would publish each containerPort on the host.
+    - probes go: kube play turns them into healthchecks that need systemd timers.
+    - the projected service-account volume goes: kube play 4.3 supports only hostPath,
+      configMap, emptyDir and PVC volumes.
+    - each emptyDir is renamed `<pod>-<volume>`: kube play makes a named podman volume per
+      emptyDir name, which another pod with the same volume name would reuse.
+    opaudit still gets the original manifest as `--pod-spec`.
+    """
+    pod = copy.deepcopy(dict(manifest))
+    pod.pop("status", None)
+    pod["metadata"] = {"name": name, "labels": dict(pod["metadata"].get("labels", {}))}
+    projected = {v["name"] for v in pod["spec"].get("volumes", []) if "projected" in v}
+    pod["spec"]["volumes"] = [{**v, "name": f"{name}-{v['name']}"}
+                              for v in pod["spec"].get("volumes", []) if "projected" not in v]
+    for container in pod["spec"]["containers"]:
+        container["image"] = image
+        container.pop("ports", None)
+        for probe in PROBES:
+            container.pop(probe, None)
+        container["volumeMounts"] = [{**m, "name": f"{name}-{m['name']}"}
+                                     for m in container.get("volumeMounts", [])
+                                     if m["name"] not in projected]
+        if env:
+            container["env"] = [*container.get("env", []),
+                                *({"name": k, "value": v} for k, v in env.items())]
+    return pod
+
+
+class Podman:
+    def __init__(self, workdir: Path, prefix: str) -> None:
+        self.store = workdir / "podman"
+        self.store.mkdir(mode=0o700)
+        self.conf = self.store / "containers.conf"
+        self.conf.write_text(CONTAINERS_CONF)
+        self.prefix = prefix
+        self.image = f"localhost/{prefix}-spark-operator:e2e"
+        self.pods: list[PlayedPod] = []
+        self._count = 0
+
+    def cmd(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        argv = ["podman", "--root", str(self.store / "root"), "--runroot",
+                str(self.store / "run"), "--tmpdir", str(self.store / "tmp"), *args]
+        env = {**os.environ, "CONTAINERS_CONF": str(self.conf)}
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        if check and result.returncode != 0:
+            raise PodmanError(f"{' '.join(args[:3])}: {result.stderr.strip()[-800:]}")
+        return result.stdout
+
+    def load(self, image: Image) -> None:
+        self.cmd("import", "--change", f"USER={image.user}",
+                 "--change", f'ENTRYPOINT=["{ENTRYPOINT}"]', "--change", f"WORKDIR={WORKDIR}",
+                 str(image.tar), self.image)
+
+    def play(self, manifest: Mapping[str, Any], env: Mapping[str, str] | None = None) -> PlayedPod:
+        self._count += 1
+        name = f"{self.prefix}-{self._count}"
+        spec_file = self.store / f"{name}.yaml"
+        spec_file.write_text(yaml.safe_dump(playable_copy(manifest, name, self.image, env)))
+        # No podman network: the host already uses 192.0.2.0/24, and a netns with only lo
+        # is enough; the pod's IP family comes from status.podIPs in --pod-spec.
+        self.cmd("kube", "play", "--network", "none", str(spec_file))
+        container_name = manifest["spec"]["containers"][0]["name"]
+        inspect = json.loads(self.cmd("inspect", f"{name}-{container_name}"))[0]
+        pod_info = json.loads(self.cmd("pod", "inspect", name))
+        infra = json.loads(self.cmd("inspect", pod_info["InfraContainerID"]))[0]
+        played = PlayedPod(name=name, pod_id=pod_info["Id"], container=inspect["Name"],
+                           container_id=inspect["Id"], pid=int(inspect["State"]["Pid"]),
+                           netns=infra["NetworkSettings"].get("SandboxKey") or "")
+        self.pods.append(played)
+        if played.pid <= 0:
+            logs = self.cmd("logs", played.container, check=False)
+            raise PodmanError(f"{played.container} is not running: {logs.strip()}")
+        return played
+
+    def remove(self, played: PlayedPod) -> None:
+        self.cmd("pod", "rm", "--force", "--time", "0", played.name)
+        remove_pod_cgroups(played.pod_id)
+        self.cmd("volume", "prune", "--force")  # the pod's emptyDirs (no other pod uses them)
+
+    def close(self) -> None:
+        """Remove every pod, volume and image this run made, then the storage itself."""
+        try:
+            if (self.store / "root").exists():
+                self.cmd("pod", "rm", "--all", "--force", "--time", "0", check=False)
+                for played in self.pods:
+                    remove_pod_cgroups(played.pod_id)
+                self.cmd("volume", "rm", "--all", "--force", check=False)
+                self.cmd("rmi", "--all", "--force", check=False)
+        finally:
+            shutil.rmtree(self.store, ignore_errors=True)
+
+    def leftovers(self) -> list[str]:
+        """What of this run's is still on the machine: store, mounts, netns, cgroups."""
+        found = [str(self.store)] if self.store.exists() else []
+        with open("/proc/self/mountinfo") as mounts:
+            found += [line.split()[4] for line in mounts if str(self.store) in line]
+        found += [p.netns for p in self.pods if p.netns and os.path.exists(p.netns)]
+        ids = [p.pod_id for p in self.pods] + [p.container_id for p in self.pods]
+        found += cgroups_naming(ids)
+        return found
+
+
+def remove_pod_cgroups(pod_id: str) -> None:
+    """podman 4.3 with runc on a hybrid host leaves the pod's cgroup in the unified hierarchy
+    after `pod rm` (measured here); it is empty, and ours to remove."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            (hierarchy / "libpod_parent" / pod_id).rmdir()
+
+
+def cgroups_naming(ids: Sequence[str], depth: int = 4) -> list[str]:
+    """cgroup directories (any hierarchy, up to `depth` below its root) whose name holds an id."""
+    hits: list[str] = []
+    if not ids:
+        return hits
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        for top, dirs, _ in os.walk(hierarchy):
+            rel_depth = len(Path(top).relative_to(hierarchy).parts)
+            if rel_depth >= depth:
+                dirs[:] = []
+                continue
+            hits += [os.path.join(top, d) for d in dirs if any(i in d for i in ids)]
+    return hits

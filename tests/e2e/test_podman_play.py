@@ -1,0 +1,126 @@
+"""`podman kube play` of every chart pod fixture and of the seed's cases, audited with
+`opaudit diagnose --pid --pod-spec <the original manifest>`, every fact checked by the oracle.
+
+podman's semantics are not Kubernetes': an added capability lands in the ambient set of a
+non-root process; an emptyDir is a named volume that takes the image directory's owner and
+mode (or the container user's, 0755, where the image has none), whatever fsGroup says;
+runAsNonRoot is not enforced; pod sysctls are not applied. Each expected set below is justified by the oracle
+facts asserted before it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from e2e.agreement import audit_and_check, load_fixture, variant, write_manifest
+from e2e.conftest import Lane
+from e2e.oracle import capability_sets, ss_listeners
+
+CERT_DIR = "/etc/k8s-webhook-server/serving-certs"
+HOME_MEDIUM = ("HomeDirectoryUnusable", "medium")
+HOME_LOW = ("HomeDirectoryUnusable", "low")  # HOME unusable, but Ivy points elsewhere
+HOME_INFO = ("HomeDirectoryUnusable", "info")  # the webhook profile writes nothing under HOME
+
+
+def assert_verdicts(verdicts: dict[str, bool], expected: dict[str, bool]) -> None:
+    """The oracle's verdicts on the paths that decide the findings (opaudit also reports
+    their ancestors, which the oracle checked too)."""
+    assert {path: verdicts.get(path) for path in expected} == expected
+
+
+def play_and_audit(lane: Lane, manifest: dict, tmp_path: Path, name: str,
+                   env: dict[str, str] | None = None
+                   ) -> tuple[list[tuple[str, str]], dict[str, bool], int]:
+    played = lane.podman.play(manifest, env)
+    try:
+        found, verdicts = audit_and_check(played.pid, write_manifest(manifest, tmp_path, name))
+        return found, verdicts, played.pid
+    finally:
+        lane.podman.remove(played)
+
+
+def test_default_controller(lane: Lane, tmp_path: Path) -> None:
+    manifest = load_fixture("spark-operator-controller.yaml")
+    found, verdicts, _ = play_and_audit(lane, manifest, tmp_path, "controller")
+    # /tmp: the volume took the image's /tmp (1777); HOME /nonexistent does not exist.
+    assert_verdicts(verdicts, {"/tmp": True, "/nonexistent": False})
+    assert found == [HOME_MEDIUM]
+
+
+def test_default_webhook(lane: Lane, tmp_path: Path) -> None:
+    manifest = load_fixture("spark-operator-webhook.yaml")
+    found, verdicts, _ = play_and_audit(lane, manifest, tmp_path, "webhook")
+    # The named volume is populated from the image's cert dir, owned by 185.
+    assert_verdicts(verdicts, {CERT_DIR: True, "/nonexistent": False})
+    assert found == [HOME_INFO]
+
+
+def test_hardened_controller(lane: Lane, tmp_path: Path) -> None:
+    manifest = load_fixture("spark-operator-controller-hardened.yaml")
+    found, verdicts, _ = play_and_audit(lane, manifest, tmp_path, "controller-hardened")
+    # Ivy is pointed at /tmp/ivy2, which uid 185 can create: HOME no longer breaks
+    # `spark-submit --packages`, so the unusable HOME is low.
+    assert_verdicts(verdicts, {"/tmp": True, "/tmp/ivy2": True, "/nonexistent": False})
+    assert found == [HOME_LOW]
+
+
+def test_hardened_webhook(lane: Lane, tmp_path: Path) -> None:
+    manifest = load_fixture("spark-operator-webhook-hardened.yaml")
+    found, verdicts, _ = play_and_audit(lane, manifest, tmp_path, "webhook-hardened")
+    assert_verdicts(verdicts, {CERT_DIR: True, "/tmp": True, "/nonexistent": False})
+    assert found == [HOME_INFO]
+
+
+def test_netbind_controller_gets_an_ambient_capability(lane: Lane, tmp_path: Path) -> None:
+    manifest = load_fixture("spark-operator-controller-netbind.yaml")
+    played = lane.podman.play(manifest)
+    try:
+        caps = capability_sets(played.pid)
+        ports = {x.port for x in ss_listeners(played.pid)}
+        found, verdicts = audit_and_check(played.pid, write_manifest(manifest, tmp_path, "nb"))
+    finally:
+        lane.podman.remove(played)
+    # podman, unlike the CRI, raises an added capability into ambient for a non-root user:
+    # it is effective, so CapabilityAddedButIneffective does not fire; still no port < 1024.
+    assert caps["ambient"] == caps["effective"] == ["NET_BIND_SERVICE"]
+    assert ports == {8080, 8081}
+    assert_verdicts(verdicts, {"/tmp": True, "/nonexistent": False})
+    assert found == sorted([HOME_MEDIUM, ("NetBindServiceUnneeded", "medium")])
+
+
+def webhook_on_443(pod: dict) -> None:
+    container = pod["spec"]["containers"][0]
+    container["args"] = [a.replace("--webhook-port=9443", "--webhook-port=443")
+                         for a in container["args"]]
+    container["ports"][0]["containerPort"] = 443
+    container["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
+
+
+def test_webhook_on_443_with_the_capability_binds_through_ambient(
+    lane: Lane, tmp_path: Path
+) -> None:
+    manifest = variant(load_fixture("spark-operator-webhook.yaml"), webhook_on_443)
+    played = lane.podman.play(manifest)
+    try:
+        caps = capability_sets(played.pid)
+        ports = {x.port for x in ss_listeners(played.pid)}
+        found, verdicts = audit_and_check(played.pid, write_manifest(manifest, tmp_path, "443"))
+    finally:
+        lane.podman.remove(played)
+    # Only podman's ambient set makes this work: 443 < ip_unprivileged_port_start (1024).
+    assert caps["effective"] == ["NET_BIND_SERVICE"]
+    assert ports == {443, 8080, 8081}
+    assert_verdicts(verdicts, {CERT_DIR: True, "/nonexistent": False})
+    assert found == [HOME_INFO]
+
+
+def test_podman_does_not_enforce_run_as_non_root(lane: Lane, tmp_path: Path) -> None:
+    def as_root(pod: dict) -> None:
+        pod["spec"]["containers"][0]["securityContext"]["runAsUser"] = 0
+
+    # runAsNonRoot: true with runAsUser: 0 is refused by the kubelet; podman starts it.
+    manifest = variant(load_fixture("spark-operator-controller.yaml"), as_root)
+    found, verdicts, pid = play_and_audit(lane, manifest, tmp_path, "root")
+    # HOME /root is not in the image; root without capabilities writes the 1777 /tmp.
+    assert_verdicts(verdicts, {"/tmp": True, "/root": False})
+    assert found == sorted([("RunsAsRoot", "high"), HOME_MEDIUM])
