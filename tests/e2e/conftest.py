@@ -45,8 +45,8 @@ class Lane:
     stage: Stage
 
     def leftovers(self) -> list[str]:
-        found = [str(self.workdir)] if self.workdir.exists() else []
-        return found + self.podman.leftovers() + self.runc.leftovers() + leftover_netns()
+        return (traces(self.prefix) + self.podman.leftovers() + self.runc.leftovers()
+                + leftover_netns())
 
     def close(self) -> None:
         try:
@@ -59,8 +59,31 @@ class Lane:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def open_lane() -> Lane:
-    prefix = f"opa{os.getpid()}e{next(_lanes)}{secrets.token_hex(2)}"
+def new_prefix() -> str:
+    return f"opa{os.getpid()}e{next(_lanes)}{secrets.token_hex(2)}"
+
+
+def traces(prefix: str) -> list[str]:
+    """Anything on the machine named with `prefix`: temp dirs, mounts, cgroup trees, and
+    processes (conmon, runc, containers) whose command line names the lane's directory."""
+    found = [str(p) for p in Path(tempfile.gettempdir()).glob(f"{prefix}-*")]
+    found += [str(h / f"{prefix}-kubepods") for h in Path("/sys/fs/cgroup").iterdir()
+              if (h / f"{prefix}-kubepods").exists()]
+    with open("/proc/self/mountinfo") as mounts:
+        found += [line.split()[4] for line in mounts if prefix in line]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue  # exited meanwhile, or a kernel thread
+            if prefix.encode() in cmdline:
+                found.append(f"pid {entry.name}: {cmdline[:120]!r}")
+    return found
+
+
+def open_lane(prefix: str | None = None) -> Lane:
+    prefix = prefix or new_prefix()
     workdir = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     workdir.chmod(0o711)  # the containers' uid 185 must reach the rootfs and emptyDirs below
     stage = Stage()

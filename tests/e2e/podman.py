@@ -43,7 +43,7 @@ class PlayedPod:
     container: str  # podman's container name: <pod>-<container>
     container_id: str
     pid: int
-    netns: str  # the infra container's network namespace (a /run/netns path)
+    netns_inode: int  # with `--network none` podman pins no /run/netns file: processes hold it
 
 
 def playable_copy(manifest: Mapping[str, Any], name: str, image: str,
@@ -114,14 +114,14 @@ class Podman:
         container_name = manifest["spec"]["containers"][0]["name"]
         inspect = json.loads(self.cmd("inspect", f"{name}-{container_name}"))[0]
         pod_info = json.loads(self.cmd("pod", "inspect", name))
-        infra = json.loads(self.cmd("inspect", pod_info["InfraContainerID"]))[0]
+        pid = int(inspect["State"]["Pid"])
+        if pid <= 0:
+            logs = self.cmd("logs", inspect["Name"], check=False)
+            raise PodmanError(f"{inspect['Name']} is not running: {logs.strip()}")
         played = PlayedPod(name=name, pod_id=pod_info["Id"], container=inspect["Name"],
-                           container_id=inspect["Id"], pid=int(inspect["State"]["Pid"]),
-                           netns=infra["NetworkSettings"].get("SandboxKey") or "")
+                           container_id=inspect["Id"], pid=pid,
+                           netns_inode=os.stat(f"/proc/{pid}/ns/net").st_ino)
         self.pods.append(played)
-        if played.pid <= 0:
-            logs = self.cmd("logs", played.container, check=False)
-            raise PodmanError(f"{played.container} is not running: {logs.strip()}")
         return played
 
     def remove(self, played: PlayedPod) -> None:
@@ -146,8 +146,8 @@ class Podman:
         found = [str(self.store)] if self.store.exists() else []
         with open("/proc/self/mountinfo") as mounts:
             found += [line.split()[4] for line in mounts if str(self.store) in line]
-        found += [p.netns for p in self.pods if p.netns and os.path.exists(p.netns)]
         ids = [p.pod_id for p in self.pods] + [p.container_id for p in self.pods]
+        found += holders_of_netns({p.netns_inode for p in self.pods}, ids)
         found += cgroups_naming(ids)
         return found
 
@@ -158,6 +158,21 @@ def remove_pod_cgroups(pod_id: str) -> None:
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         with contextlib.suppress(FileNotFoundError):
             (hierarchy / "libpod_parent" / pod_id).rmdir()
+
+
+def holders_of_netns(inodes: set[int], pod_ids: Sequence[str]) -> list[str]:
+    """Processes of these pods still in one of these network namespaces (while one is, the
+    netns lives). The cgroup must name the pod: a freed nsfs inode number is soon reused."""
+    holders = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                inode = (entry / "ns/net").stat().st_ino
+                if inode in inodes and any(i in (entry / "cgroup").read_text() for i in pod_ids):
+                    holders.append(f"pid {entry.name} in netns {inode}")
+            except OSError:
+                continue  # exited meanwhile
+    return holders
 
 
 def cgroups_naming(ids: Sequence[str], depth: int = 4) -> list[str]:

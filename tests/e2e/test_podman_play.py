@@ -4,8 +4,8 @@
 podman's semantics are not Kubernetes': an added capability lands in the ambient set of a
 non-root process; an emptyDir is a named volume that takes the image directory's owner and
 mode (or the container user's, 0755, where the image has none), whatever fsGroup says;
-runAsNonRoot is not enforced; pod sysctls are not applied. Each expected set below is justified by the oracle
-facts asserted before it.
+runAsNonRoot is not enforced; pod sysctls are not applied. Each expected set below is
+justified by the oracle facts asserted before it.
 """
 
 from __future__ import annotations
