@@ -5,7 +5,9 @@
  * (Go's ipStackCapabilities probe, net/ipsock_posix.go). With OPLISTEN_NAIVE=1 it listens as a
  * naive server does (a JVM, a C program): AF_INET6 [::] always, V6ONLY left to the netns's
  * net.ipv6.bindv6only. A failed bind exits 1 with Go's message, e.g. for port 443 as uid 185:
- * `listen tcp :443: bind: permission denied` (kubeflow/spark-operator#2331). */
+ * `listen tcp :443: bind: permission denied` (kubeflow/spark-operator#2331); with
+ * OPLISTEN_KEEP_GOING=1 it logs that and serves the other ports, as a server that does not
+ * treat a failed listener as fatal would. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -38,6 +40,8 @@ static int has(int argc, char **argv, const char *arg) {
     return 0;
 }
 
+static int keep_going;
+
 static void listen_on(int port, int six, int naive) {
     int s = socket(six ? AF_INET6 : AF_INET, SOCK_STREAM, 0), zero = 0, one = 1, r;
     struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
@@ -47,13 +51,15 @@ static void listen_on(int port, int six, int naive) {
     r = six ? bind(s, (struct sockaddr *)&a6, sizeof a6) : bind(s, (struct sockaddr *)&a4, sizeof a4);
     if (r != 0 || listen(s, 64) != 0) {
         fprintf(stderr, "listen tcp :%d: bind: %s\n", port, strerror(errno));
-        exit(1);
+        if (!keep_going) exit(1);
+        close(s);
     }
 }
 
 int main(int argc, char **argv) {
-    const char *naive_env = getenv("OPLISTEN_NAIVE");
+    const char *naive_env = getenv("OPLISTEN_NAIVE"), *keep_env = getenv("OPLISTEN_KEEP_GOING");
     int naive = naive_env && strcmp(naive_env, "1") == 0;
+    keep_going = keep_env && strcmp(keep_env, "1") == 0;
     int six = naive || go_ipv6_usable();
     if (has(argc, argv, "webhook")) listen_on(flag_port(argc, argv, "--webhook-port", 9443), six, naive);
     if (has(argc, argv, "--enable-metrics=true"))
