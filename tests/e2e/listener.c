@@ -8,6 +8,7 @@
  * `listen tcp :443: bind: permission denied` (kubeflow/spark-operator#2331); with
  * OPLISTEN_KEEP_GOING=1 it logs that and serves the other ports, as a server that does not
  * treat a failed listener as fatal would. */
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -50,7 +51,10 @@ static void listen_on(int port, int six, int naive) {
     if (six && !naive) setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
     r = six ? bind(s, (struct sockaddr *)&a6, sizeof a6) : bind(s, (struct sockaddr *)&a4, sizeof a4);
     if (r != 0 || listen(s, 64) != 0) {
-        fprintf(stderr, "listen tcp :%d: bind: %s\n", port, strerror(errno));
+        char reason[128];
+        snprintf(reason, sizeof reason, "%s", strerror(errno));
+        reason[0] = (char)tolower((unsigned char)reason[0]);  /* Go's errno strings are lower case */
+        fprintf(stderr, "listen tcp :%d: bind: %s\n", port, reason);
         if (!keep_going) exit(1);
         close(s);
     }
