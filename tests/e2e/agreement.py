@@ -15,7 +15,13 @@ from fixture_data import pod_fixture
 
 OPAUDIT = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "opaudit"
 
+NODE = "k8s-node-01"  # the fixtures' spec.nodeName
+SELECTOR = "app.kubernetes.io/name=spark-operator"
+
 Findings = list[tuple[str, str]]  # sorted (rule, severity)
+HOME_MEDIUM = ("HomeDirectoryUnusable", "medium")  # the controller profile: HOME matters
+HOME_LOW = ("HomeDirectoryUnusable", "low")  # HOME unusable, but Ivy is pointed elsewhere
+HOME_INFO = ("HomeDirectoryUnusable", "info")  # the webhook profile writes nothing under HOME
 
 
 def load_fixture(name: str) -> dict[str, Any]:
@@ -31,6 +37,20 @@ def variant(manifest: Mapping[str, Any], change: Callable[[dict[str, Any]], None
     return copied
 
 
+def webhook_on_443(with_capability: bool) -> dict[str, Any]:
+    """The chart's default webhook with `webhook.port=443` (kubeflow/spark-operator#2331),
+    optionally with `webhook.securityContext.capabilities.add: [NET_BIND_SERVICE]`."""
+    def change(pod: dict[str, Any]) -> None:
+        container = pod["spec"]["containers"][0]
+        container["args"] = [a.replace("--webhook-port=9443", "--webhook-port=443")
+                             for a in container["args"]]
+        container["ports"][0]["containerPort"] = 443
+        if with_capability:
+            container["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
+
+    return variant(load_fixture("spark-operator-webhook.yaml"), change)
+
+
 def write_manifest(manifest: Mapping[str, Any], directory: Path, name: str) -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(dict(manifest)))
@@ -44,6 +64,15 @@ def diagnose(pid: int, pod_spec: Path) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     report: dict[str, Any] = json.loads(result.stdout)
     return report
+
+
+def run_once(kubeconfig: str, sink: str) -> str:
+    """`opaudit run --once` as the DaemonSet runs it; returns what it printed."""
+    result = subprocess.run([str(OPAUDIT), "run", "--once", "--node", NODE, "-l", SELECTOR,
+                             "--kubeconfig", kubeconfig, "--sink", sink],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def findings(report: Mapping[str, Any]) -> Findings:
@@ -66,6 +95,12 @@ def assert_oracle_agrees(report: Mapping[str, Any], pid: int) -> dict[str, bool]
     verdicts = {p["path"]: can_write(pid, p["path"]) for p in target["paths"]}
     assert {p["path"]: p["writable"] for p in target["paths"]} == verdicts
     return verdicts
+
+
+def assert_verdicts(verdicts: dict[str, bool], expected: dict[str, bool]) -> None:
+    """The oracle's verdicts on the paths that decide the findings (opaudit also reports
+    their ancestors, which the oracle checked too)."""
+    assert {path: verdicts.get(path) for path in expected} == expected
 
 
 def audit_and_check(pid: int, pod_spec: Path) -> tuple[Findings, dict[str, bool]]:

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from e2e.conftest import Lane
 from e2e.cri import CriContainer, Layout
+from e2e.lane import Lane
 from staging import run
 
 DUAL_STACK = (("192.0.2.10/24",), ("2001:db8::10/64",))

@@ -8,30 +8,28 @@ Each expected finding set is justified by the oracle facts asserted before it.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
-from e2e.agreement import audit_and_check, load_fixture, variant, write_manifest
-from e2e.conftest import Lane
+from e2e.agreement import (
+    HOME_INFO,
+    HOME_LOW,
+    HOME_MEDIUM,
+    assert_verdicts,
+    audit_and_check,
+    load_fixture,
+    variant,
+    write_manifest,
+)
 from e2e.cri import CGROUPFS, SYSTEMD
+from e2e.image import CERT_DIR
+from e2e.lane import Lane
 from e2e.oracle import capability_sets, ss_listeners
-from e2e.pods import IPV4_ONLY, CriPod, start_pod, stop_pod
+from e2e.pods import IPV4_ONLY, CriPod, start_pod
 
-CERT_DIR = "/etc/k8s-webhook-server/serving-certs"
-HOME_MEDIUM = ("HomeDirectoryUnusable", "medium")  # the controller profile: HOME matters
-HOME_LOW = ("HomeDirectoryUnusable", "low")  # HOME unusable, but Ivy points elsewhere
-HOME_INFO = ("HomeDirectoryUnusable", "info")  # the webhook profile writes nothing under HOME
 NAIVE = {"OPLISTEN_NAIVE": "1"}  # listens as a JVM or C server would: [::], no V6ONLY choice
 
-
-@pytest.fixture
-def pods(lane: Lane) -> Iterator[list[CriPod]]:
-    started: list[CriPod] = []
-    yield started
-    for pod in started:
-        stop_pod(lane, pod)
 
 
 def play(lane: Lane, pods: list[CriPod], fixture: Mapping[str, Any], tmp_path: Path,
@@ -42,8 +40,6 @@ def play(lane: Lane, pods: list[CriPod], fixture: Mapping[str, Any], tmp_path: P
     return pod, write_manifest(pod.manifest, tmp_path, pod.uid)
 
 
-def assert_verdicts(verdicts: dict[str, bool], expected: dict[str, bool]) -> None:
-    assert {path: verdicts.get(path) for path in expected} == expected
 
 
 def netns_sysctl(pid: int, key: str) -> int:
@@ -124,8 +120,6 @@ def test_the_seeds_controller_adds_a_capability_that_does_nothing(
                             ("CapabilityAddedButIneffective", "low")])
 
 
-def ipv4_pod(pod: dict[str, Any]) -> None:
-    pod["status"]["podIPs"] = [{"ip": "192.0.2.10"}]
 
 
 def test_a_v6only_listener_on_an_ipv4_pod(lane: Lane, pods: list[CriPod], tmp_path: Path) -> None:

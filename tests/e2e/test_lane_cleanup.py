@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 from e2e.agreement import load_fixture
-from e2e.conftest import new_prefix, open_lane, traces, unavailable_reason
 from e2e.cri import SYSTEMD
+from e2e.lane import new_prefix, open_lane, traces, unavailable_reason
 from e2e.podman import holders_of_netns
 from e2e.pods import start_pod
 from staging import leftover_netns

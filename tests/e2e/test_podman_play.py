@@ -12,20 +12,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from e2e.agreement import audit_and_check, load_fixture, variant, write_manifest
-from e2e.conftest import Lane
+from e2e.agreement import (
+    HOME_INFO,
+    HOME_LOW,
+    HOME_MEDIUM,
+    assert_verdicts,
+    audit_and_check,
+    load_fixture,
+    variant,
+    webhook_on_443,
+    write_manifest,
+)
+from e2e.image import CERT_DIR
+from e2e.lane import Lane
 from e2e.oracle import capability_sets, ss_listeners
-
-CERT_DIR = "/etc/k8s-webhook-server/serving-certs"
-HOME_MEDIUM = ("HomeDirectoryUnusable", "medium")
-HOME_LOW = ("HomeDirectoryUnusable", "low")  # HOME unusable, but Ivy points elsewhere
-HOME_INFO = ("HomeDirectoryUnusable", "info")  # the webhook profile writes nothing under HOME
-
-
-def assert_verdicts(verdicts: dict[str, bool], expected: dict[str, bool]) -> None:
-    """The oracle's verdicts on the paths that decide the findings (opaudit also reports
-    their ancestors, which the oracle checked too)."""
-    assert {path: verdicts.get(path) for path in expected} == expected
 
 
 def play_and_audit(lane: Lane, manifest: dict, tmp_path: Path, name: str,
@@ -88,18 +88,12 @@ def test_netbind_controller_gets_an_ambient_capability(lane: Lane, tmp_path: Pat
     assert found == sorted([HOME_MEDIUM, ("NetBindServiceUnneeded", "medium")])
 
 
-def webhook_on_443(pod: dict) -> None:
-    container = pod["spec"]["containers"][0]
-    container["args"] = [a.replace("--webhook-port=9443", "--webhook-port=443")
-                         for a in container["args"]]
-    container["ports"][0]["containerPort"] = 443
-    container["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
 
 
 def test_webhook_on_443_with_the_capability_binds_through_ambient(
     lane: Lane, tmp_path: Path
 ) -> None:
-    manifest = variant(load_fixture("spark-operator-webhook.yaml"), webhook_on_443)
+    manifest = webhook_on_443(with_capability=True)
     played = lane.podman.play(manifest)
     try:
         caps = capability_sets(played.pid)

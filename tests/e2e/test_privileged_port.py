@@ -10,32 +10,22 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.agreement import OPAUDIT, audit_and_check, load_fixture, variant, write_manifest
-from e2e.conftest import Lane
+from e2e.agreement import HOME_INFO, NODE, audit_and_check, run_once, webhook_on_443, write_manifest
 from e2e.cri import SYSTEMD
+from e2e.lane import Lane
 from e2e.oracle import capability_sets, ss_listeners
-from e2e.pods import CriPod, start_pod, stop_pod
+from e2e.pods import CriPod, start_pod
 from kube.apiserver import ApiServer
 
-NODE = "k8s-node-01"
 RULE = ("PrivilegedPortNotBindable", "high")
-HOME_INFO = ("HomeDirectoryUnusable", "info")
 BIND_AS_185 = ("import os, socket, sys\nos.setgroups([185]); os.setgid(185); os.setuid(185)\n"
                "try:\n    socket.socket(socket.AF_INET6).bind(('::', int(sys.argv[1])))\n"
                "except PermissionError:\n    sys.exit(13)\n")
 
-
-@pytest.fixture
-def pods(lane: Lane) -> Iterator[list[CriPod]]:
-    started: list[CriPod] = []
-    yield started
-    for pod in started:
-        stop_pod(lane, pod)
 
 
 def uid_185_can_bind(netns: str, port: int = 443) -> bool:
@@ -46,16 +36,6 @@ def uid_185_can_bind(netns: str, port: int = 443) -> bool:
     return result.returncode == 0
 
 
-def webhook_on_443(with_capability: bool) -> dict[str, Any]:
-    def change(pod: dict[str, Any]) -> None:
-        container = pod["spec"]["containers"][0]
-        container["args"] = [a.replace("--webhook-port=9443", "--webhook-port=443")
-                             for a in container["args"]]
-        container["ports"][0]["containerPort"] = 443
-        if with_capability:
-            container["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
-
-    return variant(load_fixture("spark-operator-webhook.yaml"), change)
 
 
 def crash_looping(pod: dict[str, Any], output: str) -> None:
@@ -72,14 +52,6 @@ def crash_looping(pod: dict[str, Any], output: str) -> None:
                                   "finishedAt": "2026-08-03T09:14:33Z"}})
 
 
-def run_once(server: ApiServer, tmp_path: Path, sink: str) -> str:
-    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
-    result = subprocess.run([str(OPAUDIT), "run", "--once", "--node", NODE, "-l",
-                             "app.kubernetes.io/name=spark-operator", "--kubeconfig",
-                             str(kubeconfig), "--sink", sink],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 @pytest.mark.parametrize("with_capability", [False, True], ids=["no-capability", "capability"])
@@ -96,9 +68,10 @@ def test_a_webhook_on_443_crash_loops_and_run_once_says_why(
     crash_looping(pod.manifest, pod.app.exit_output)
     server.add_pod(pod.manifest)
 
-    report = json.loads(run_once(server, tmp_path, "stdout"))
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    report = json.loads(run_once(kubeconfig, "stdout"))
     assert sorted((f["rule"], f["severity"]) for f in report["findings"]) == [RULE]
-    run_once(server, tmp_path, "events")
+    run_once(kubeconfig, "events")
     assert {(e["regarding"]["uid"], e["reason"], e["type"]) for e in server.events()} == {
         (pod.uid, RULE[0], "Warning")}
 

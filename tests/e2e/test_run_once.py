@@ -4,36 +4,14 @@ CRI-like specs in both kubepods cgroup layouts, each pod with its pause containe
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from e2e.agreement import OPAUDIT, load_fixture, variant
-from e2e.conftest import Lane
+from e2e.agreement import NODE, load_fixture, run_once, variant
 from e2e.cri import CGROUPFS, SYSTEMD
-from e2e.pods import CriPod, start_pod, stop_pod
+from e2e.lane import Lane
+from e2e.pods import CriPod, start_pod
 from kube.apiserver import ApiServer
-
-NODE = "k8s-node-01"
-SELECTOR = "app.kubernetes.io/name=spark-operator"
-
-
-@pytest.fixture
-def pods(lane: Lane) -> Iterator[list[CriPod]]:
-    started: list[CriPod] = []
-    yield started
-    for pod in started:
-        stop_pod(lane, pod)
-
-
-def run_once(kubeconfig: str, sink: str) -> str:
-    result = subprocess.run([str(OPAUDIT), "run", "--once", "--node", NODE, "-l", SELECTOR,
-                             "--kubeconfig", kubeconfig, "--sink", sink],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def cgroup_lines(pid: int) -> list[str]:
