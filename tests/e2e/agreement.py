@@ -6,6 +6,7 @@ import copy
 import json
 import subprocess
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,16 +86,31 @@ def reported_listeners(target: Mapping[str, Any]) -> list[SsListener]:
                   for x in target["network"]["listeners"])
 
 
-def assert_oracle_agrees(report: Mapping[str, Any], pid: int) -> dict[str, bool]:
+@dataclass(frozen=True)
+class Audited:
+    """opaudit's findings, and the oracle's facts that justify them."""
+
+    findings: Findings
+    verdicts: dict[str, bool]  # path -> a real write as the process succeeded
+    caps: dict[str, list[str]]  # set -> capsh --decode of /proc/PID/status
+    listeners: list[SsListener]  # ss in the process's netns
+
+    @property
+    def ports(self) -> set[int]:
+        return {x.port for x in self.listeners}
+
+
+def assert_oracle_agrees(report: Mapping[str, Any], pid: int) -> Audited:
     """Every capability set, listener and path verdict of the report, found again without
-    opaudit. Returns the oracle's path verdicts, for the caller's expected findings."""
+    opaudit; returns them with the findings, for the caller's expected set."""
     (target,) = report["targets"]
     assert target["incomplete"] == []
-    assert target["capabilities"] == capability_sets(pid)
-    assert reported_listeners(target) == ss_listeners(pid)
+    caps, listeners = capability_sets(pid), ss_listeners(pid)
+    assert target["capabilities"] == caps
+    assert reported_listeners(target) == listeners
     verdicts = {p["path"]: can_write(pid, p["path"]) for p in target["paths"]}
     assert {p["path"]: p["writable"] for p in target["paths"]} == verdicts
-    return verdicts
+    return Audited(findings(report), verdicts, caps, listeners)
 
 
 def assert_verdicts(verdicts: dict[str, bool], expected: dict[str, bool]) -> None:
@@ -103,6 +119,5 @@ def assert_verdicts(verdicts: dict[str, bool], expected: dict[str, bool]) -> Non
     assert {path: verdicts.get(path) for path in expected} == expected
 
 
-def audit_and_check(pid: int, pod_spec: Path) -> tuple[Findings, dict[str, bool]]:
-    report = diagnose(pid, pod_spec)
-    return findings(report), assert_oracle_agrees(report, pid)
+def audit_and_check(pid: int, pod_spec: Path) -> Audited:
+    return assert_oracle_agrees(diagnose(pid, pod_spec), pid)

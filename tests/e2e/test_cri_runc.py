@@ -16,6 +16,7 @@ from e2e.agreement import (
     HOME_INFO,
     HOME_LOW,
     HOME_MEDIUM,
+    Audited,
     assert_verdicts,
     audit_and_check,
     load_fixture,
@@ -25,21 +26,21 @@ from e2e.agreement import (
 from e2e.cri import CGROUPFS, SYSTEMD
 from e2e.image import CERT_DIR
 from e2e.lane import Lane
-from e2e.oracle import capability_sets, ss_listeners
 from e2e.pods import IPV4_ONLY, CriPod, start_pod
 
 NAIVE = {"OPLISTEN_NAIVE": "1"}  # listens as a JVM or C server would: [::], no V6ONLY choice
 
 
-
 def play(lane: Lane, pods: list[CriPod], fixture: Mapping[str, Any], tmp_path: Path,
-         **options: Any) -> tuple[CriPod, Path]:
+         **options: Any) -> tuple[CriPod, Audited]:
     pod = start_pod(lane, fixture, options.pop("layout", CGROUPFS), **options)
     pods.append(pod)
     assert pod.app.pid is not None, pod.app.exit_output
-    return pod, write_manifest(pod.manifest, tmp_path, pod.uid)
+    return pod, audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, pod.uid))
 
 
+def families(audited: Audited) -> set[tuple[str, int, bool | None]]:
+    return {(x.address, x.port, x.v6only) for x in audited.listeners}
 
 
 def netns_sysctl(pid: int, key: str) -> int:
@@ -59,43 +60,34 @@ def connects(netns: str, address: str, port: int) -> bool:
 
 
 def test_default_controller(lane: Lane, pods: list[CriPod], tmp_path: Path) -> None:
-    pod, spec = play(lane, pods, load_fixture("spark-operator-controller.yaml"), tmp_path)
-    assert pod.app.pid is not None
-    caps = capability_sets(pod.app.pid)
-    found, verdicts = audit_and_check(pod.app.pid, spec)
-    assert caps["bounding"] == caps["effective"] == []  # drop: [ALL]
+    _, audited = play(lane, pods, load_fixture("spark-operator-controller.yaml"), tmp_path)
+    assert audited.caps["bounding"] == audited.caps["effective"] == []  # drop: [ALL]
     # /tmp: the kubelet's emptyDir is 0777 (group 185, setgid); uid 185's home does not exist.
-    assert_verdicts(verdicts, {"/tmp": True, "/nonexistent": False})
-    assert found == [HOME_MEDIUM]
+    assert_verdicts(audited.verdicts, {"/tmp": True, "/nonexistent": False})
+    assert audited.findings == [HOME_MEDIUM]
 
 
 def test_default_webhook(lane: Lane, pods: list[CriPod], tmp_path: Path) -> None:
-    pod, spec = play(lane, pods, load_fixture("spark-operator-webhook.yaml"), tmp_path,
-                     layout=SYSTEMD)
-    assert pod.app.pid is not None
-    found, verdicts = audit_and_check(pod.app.pid, spec)
-    assert {(x.address, x.port, x.v6only) for x in ss_listeners(pod.app.pid)} == {
+    _, audited = play(lane, pods, load_fixture("spark-operator-webhook.yaml"), tmp_path,
+                      layout=SYSTEMD)
+    assert families(audited) == {
         ("::", 9443, False), ("::", 8080, False), ("::", 8081, False)}  # as Go listens
-    assert_verdicts(verdicts, {CERT_DIR: True, "/nonexistent": False})
-    assert found == [HOME_INFO]
+    assert_verdicts(audited.verdicts, {CERT_DIR: True, "/nonexistent": False})
+    assert audited.findings == [HOME_INFO]
 
 
 def test_hardened_controller(lane: Lane, pods: list[CriPod], tmp_path: Path) -> None:
-    pod, spec = play(lane, pods, load_fixture("spark-operator-controller-hardened.yaml"),
-                     tmp_path)
-    assert pod.app.pid is not None
-    found, verdicts = audit_and_check(pod.app.pid, spec)
-    assert_verdicts(verdicts, {"/tmp": True, "/tmp/ivy2": True, "/nonexistent": False})
-    assert found == [HOME_LOW]
+    _, audited = play(lane, pods, load_fixture("spark-operator-controller-hardened.yaml"),
+                      tmp_path)
+    assert_verdicts(audited.verdicts, {"/tmp": True, "/tmp/ivy2": True, "/nonexistent": False})
+    assert audited.findings == [HOME_LOW]
 
 
 def test_hardened_webhook(lane: Lane, pods: list[CriPod], tmp_path: Path) -> None:
-    pod, spec = play(lane, pods, load_fixture("spark-operator-webhook-hardened.yaml"), tmp_path,
-                     layout=SYSTEMD)
-    assert pod.app.pid is not None
-    found, verdicts = audit_and_check(pod.app.pid, spec)
-    assert_verdicts(verdicts, {CERT_DIR: True, "/nonexistent": False})
-    assert found == [HOME_INFO]
+    _, audited = play(lane, pods, load_fixture("spark-operator-webhook-hardened.yaml"), tmp_path,
+                      layout=SYSTEMD)
+    assert_verdicts(audited.verdicts, {CERT_DIR: True, "/nonexistent": False})
+    assert audited.findings == [HOME_INFO]
 
 
 # --- the seed's cases ---------------------------------------------------------------------
@@ -104,65 +96,51 @@ def test_hardened_webhook(lane: Lane, pods: list[CriPod], tmp_path: Path) -> Non
 def test_the_seeds_controller_adds_a_capability_that_does_nothing(
     lane: Lane, pods: list[CriPod], tmp_path: Path
 ) -> None:
-    pod, spec = play(lane, pods, load_fixture("spark-operator-controller-netbind.yaml"),
-                     tmp_path)
-    assert pod.app.pid is not None
-    caps = capability_sets(pod.app.pid)
-    ports = {x.port for x in ss_listeners(pod.app.pid)}
+    pod, audited = play(lane, pods, load_fixture("spark-operator-controller-netbind.yaml"),
+                        tmp_path)
     threshold = netns_sysctl(pod.app.pid, "net.ipv4.ip_unprivileged_port_start")
-    found, verdicts = audit_and_check(pod.app.pid, spec)
     # The CRI puts NET_BIND_SERVICE in the bounding set only: uid 185 loses it at execve.
-    assert caps["bounding"] == ["NET_BIND_SERVICE"]
-    assert caps["effective"] == caps["permitted"] == caps["ambient"] == []
-    assert min(ports) >= threshold == 1024  # and no port needs it
-    assert_verdicts(verdicts, {"/tmp": True, "/nonexistent": False})
-    assert found == sorted([HOME_MEDIUM, ("NetBindServiceUnneeded", "medium"),
-                            ("CapabilityAddedButIneffective", "low")])
-
-
+    assert audited.caps["bounding"] == ["NET_BIND_SERVICE"]
+    assert audited.caps["effective"] == audited.caps["permitted"] == audited.caps["ambient"] == []
+    assert min(audited.ports) >= threshold == 1024  # and no port needs it
+    assert_verdicts(audited.verdicts, {"/tmp": True, "/nonexistent": False})
+    assert audited.findings == sorted([HOME_MEDIUM, ("NetBindServiceUnneeded", "medium"),
+                                       ("CapabilityAddedButIneffective", "low")])
 
 
 def test_a_v6only_listener_on_an_ipv4_pod(lane: Lane, pods: list[CriPod], tmp_path: Path) -> None:
-    pod, spec = play(lane, pods, load_fixture("spark-operator-webhook.yaml"), tmp_path,
-                     addresses=IPV4_ONLY, sysctls={"net.ipv6.bindv6only": 1}, env=NAIVE)
-    assert pod.app.pid is not None
-    listeners = ss_listeners(pod.app.pid)
-    found, _ = audit_and_check(pod.app.pid, spec)
-    assert {(x.address, x.port, x.v6only) for x in listeners} == {
+    pod, audited = play(lane, pods, load_fixture("spark-operator-webhook.yaml"), tmp_path,
+                        addresses=IPV4_ONLY, sysctls={"net.ipv6.bindv6only": 1}, env=NAIVE)
+    assert families(audited) == {
         ("::", 9443, True), ("::", 8080, True), ("::", 8081, True)}
     assert not connects(pod.netns, "192.0.2.10", 9443)  # the pod IP is refused
     mismatch = ("ListenerFamilyMismatch", "high")  # 9443 and 8080 declared, 8081 probed
-    assert found == sorted([HOME_INFO, mismatch, mismatch, mismatch])
+    assert audited.findings == sorted([HOME_INFO, mismatch, mismatch, mismatch])
 
 
 def test_a_wildcard_ipv6_listener_where_ipv6_is_disabled(
     lane: Lane, pods: list[CriPod], tmp_path: Path
 ) -> None:
-    pod, spec = play(lane, pods, load_fixture("spark-operator-webhook.yaml"), tmp_path,
-                     addresses=IPV4_ONLY, sysctls={"net.ipv6.conf.all.disable_ipv6": 1},
-                     env=NAIVE)
-    assert pod.app.pid is not None
-    listeners = ss_listeners(pod.app.pid)
-    found, _ = audit_and_check(pod.app.pid, spec)
+    pod, audited = play(lane, pods, load_fixture("spark-operator-webhook.yaml"), tmp_path,
+                        addresses=IPV4_ONLY, sysctls={"net.ipv6.conf.all.disable_ipv6": 1},
+                        env=NAIVE)
     assert netns_sysctl(pod.app.pid, "net.ipv6.conf.all.disable_ipv6") == 1
-    assert {(x.address, x.port, x.v6only) for x in listeners} == {
+    assert families(audited) == {
         ("::", 9443, False), ("::", 8080, False), ("::", 8081, False)}
     assert connects(pod.netns, "192.0.2.10", 9443)  # served through v4-mapped addresses
     disabled = ("IPv6ListenerWithIPv6Disabled", "info")
-    assert found == sorted([HOME_INFO, disabled, disabled, disabled])
+    assert audited.findings == sorted([HOME_INFO, disabled, disabled, disabled])
 
 
 def test_go_listens_on_ipv4_where_ipv6_is_disabled(
     lane: Lane, pods: list[CriPod], tmp_path: Path
 ) -> None:
-    pod, spec = play(lane, pods, load_fixture("spark-operator-webhook.yaml"), tmp_path,
-                     addresses=IPV4_ONLY, sysctls={"net.ipv6.conf.all.disable_ipv6": 1})
-    assert pod.app.pid is not None
-    found, _ = audit_and_check(pod.app.pid, spec)
+    _, audited = play(lane, pods, load_fixture("spark-operator-webhook.yaml"), tmp_path,
+                      addresses=IPV4_ONLY, sysctls={"net.ipv6.conf.all.disable_ipv6": 1})
     # Go's probe cannot bind ::1, so it opens AF_INET sockets: nothing to report.
-    assert {(x.address, x.port, x.v6only) for x in ss_listeners(pod.app.pid)} == {
+    assert families(audited) == {
         ("0.0.0.0", 9443, None), ("0.0.0.0", 8080, None), ("0.0.0.0", 8081, None)}
-    assert found == [HOME_INFO]
+    assert audited.findings == [HOME_INFO]
 
 
 def test_the_oracle_sees_what_a_spec_with_no_hardening_gives(
@@ -173,15 +151,13 @@ def test_the_oracle_sees_what_a_spec_with_no_hardening_gives(
         container["securityContext"] = {"runAsUser": 185}
 
     manifest = variant(load_fixture("spark-operator-controller.yaml"), unhardened)
-    pod, spec = play(lane, pods, manifest, tmp_path)
-    assert pod.app.pid is not None
-    caps = capability_sets(pod.app.pid)
-    found, verdicts = audit_and_check(pod.app.pid, spec)
+    _, audited = play(lane, pods, manifest, tmp_path)
     # containerd's default set stays in the bounding set; no no_new_privs, no seccomp, rw root.
-    assert {"NET_RAW", "NET_BIND_SERVICE"} <= set(caps["bounding"]) and caps["effective"] == []
-    assert min(x.port for x in ss_listeners(pod.app.pid)) >= 1024
-    assert_verdicts(verdicts, {"/tmp": True, "/nonexistent": False})
-    assert found == sorted([HOME_MEDIUM, ("CapabilitiesNotDropped", "high"),
-                            ("PrivilegeEscalationAllowed", "high"),
-                            ("SeccompUnconfined", "high"), ("NetBindServiceUnneeded", "medium"),
-                            ("RootFilesystemWritable", "medium")])
+    assert {"NET_RAW", "NET_BIND_SERVICE"} <= set(audited.caps["bounding"])
+    assert audited.caps["effective"] == []
+    assert min(audited.ports) >= 1024
+    assert_verdicts(audited.verdicts, {"/tmp": True, "/nonexistent": False})
+    assert audited.findings == sorted([
+        HOME_MEDIUM, ("CapabilitiesNotDropped", "high"), ("PrivilegeEscalationAllowed", "high"),
+        ("SeccompUnconfined", "high"), ("NetBindServiceUnneeded", "medium"),
+        ("RootFilesystemWritable", "medium")])

@@ -17,7 +17,6 @@ import pytest
 from e2e.agreement import HOME_INFO, NODE, audit_and_check, run_once, webhook_on_443, write_manifest
 from e2e.cri import SYSTEMD
 from e2e.lane import Lane
-from e2e.oracle import capability_sets, ss_listeners
 from e2e.pods import CriPod, start_pod
 from kube.apiserver import ApiServer
 
@@ -82,12 +81,11 @@ def test_a_live_process_that_cannot_bind_443(
     pod = start_pod(lane, webhook_on_443(False), SYSTEMD, env={"OPLISTEN_KEEP_GOING": "1"})
     pods.append(pod)
     assert pod.app.pid is not None
-    caps = capability_sets(pod.app.pid)
-    ports = {x.port for x in ss_listeners(pod.app.pid)}
-    found, verdicts = audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, "443"))
-    assert caps["effective"] == [] and ports == {8080, 8081}  # 443 failed, the rest serve
+    audited = audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, "443"))
+    # 443 failed, the rest serve; uid 185 has no capability and cannot bind 443.
+    assert audited.caps["effective"] == [] and audited.ports == {8080, 8081}
     assert not uid_185_can_bind(pod.netns)
-    assert found == sorted([RULE, ("DeclaredPortNotListening", "medium"), HOME_INFO])
+    assert audited.findings == sorted([RULE, ("DeclaredPortNotListening", "medium"), HOME_INFO])
 
 
 def test_lowering_the_threshold_lets_uid_185_bind_443(
@@ -97,8 +95,7 @@ def test_lowering_the_threshold_lets_uid_185_bind_443(
                     sysctls={"net.ipv4.ip_unprivileged_port_start": 0})
     pods.append(pod)
     assert pod.app.pid is not None
-    ports = {x.port for x in ss_listeners(pod.app.pid)}
-    found, _ = audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, "443"))
+    audited = audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, "443"))
     # 443 is taken by the webhook itself: the oracle binds another port below 1024.
-    assert uid_185_can_bind(pod.netns, 442) and ports == {443, 8080, 8081}
-    assert found == [HOME_INFO]
+    assert uid_185_can_bind(pod.netns, 442) and audited.ports == {443, 8080, 8081}
+    assert audited.findings == [HOME_INFO]
