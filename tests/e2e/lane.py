@@ -17,7 +17,7 @@ from pathlib import Path
 
 from e2e.cri import Runc
 from e2e.image import Image, build_image
-from e2e.podman import Podman
+from e2e.podman import Podman, processes_naming
 from staging import Stage, leftover_netns
 
 TOOLS = ("podman", "runc", "gcc", "capsh", "nsenter", "ss", "busybox")
@@ -69,15 +69,7 @@ def traces(prefix: str) -> list[str]:
               if (h / f"{prefix}-kubepods").exists()]
     with open("/proc/self/mountinfo") as mounts:
         found += [line.split()[4] for line in mounts if prefix in line]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue  # exited meanwhile, or a kernel thread
-            if prefix.encode() in cmdline:
-                found.append(f"pid {entry.name}: {cmdline[:120]!r}")
-    return found
+    return found + [f"pid {pid}" for pid in processes_naming(prefix.encode())]
 
 
 def open_lane(prefix: str | None = None) -> Lane:

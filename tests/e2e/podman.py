@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,16 +127,28 @@ class Podman:
 
     def remove(self, played: PlayedPod) -> None:
         self.cmd("pod", "rm", "--force", "--time", "0", played.name)
+        self.await_cleanup()
         remove_pod_cgroups(played.pod_id)
         self.cmd("volume", "prune", "--force")  # the pod's emptyDirs (no other pod uses them)
+
+    def await_cleanup(self, timeout: float = 15) -> None:
+        """Wait for conmon's `podman --root <ours> container cleanup` processes to end: they run
+        after a container exits and can leave the pod's cgroup behind after we removed it."""
+        needle = str(self.store).encode()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and processes_naming(needle):
+            time.sleep(0.1)
 
     def close(self) -> None:
         """Remove every pod, volume and image this run made, then the storage itself."""
         try:
             if (self.store / "root").exists():
+                # Pods a failed play left untracked are removed too, their cgroups with them.
+                listed = self.cmd("pod", "ps", "--all", "--quiet", "--no-trunc", check=False)
                 self.cmd("pod", "rm", "--all", "--force", "--time", "0", check=False)
-                for played in self.pods:
-                    remove_pod_cgroups(played.pod_id)
+                self.await_cleanup()
+                for pod_id in {*listed.split(), *(p.pod_id for p in self.pods)}:
+                    remove_pod_cgroups(pod_id)
                 self.cmd("volume", "rm", "--all", "--force", check=False)
                 self.cmd("rmi", "--all", "--force", check=False)
         finally:
@@ -150,6 +163,19 @@ class Podman:
         found += holders_of_netns({p.netns_inode for p in self.pods}, ids)
         found += cgroups_naming(ids)
         return found
+
+
+def processes_naming(needle: bytes) -> list[int]:
+    """Pids (not ours) whose command line contains `needle`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # exited meanwhile, or a kernel thread
+    return found
 
 
 def remove_pod_cgroups(pod_id: str) -> None:
