@@ -42,6 +42,22 @@ def mask_names(mask: int) -> tuple[str, ...]:
     return tuple(sorted(capability_name(b) for b in range(mask.bit_length()) if mask >> b & 1))
 
 
+def capability_summary(mask: int, last_cap: int) -> str:
+    """`-`, the names, `all 41`, or `all 41 but CHOWN, KILL` when more than half are set
+    (of the kernel's 0..last_cap); a bit above last_cap is named after them."""
+    full = (1 << (last_cap + 1)) - 1
+    known, total = mask & full, last_cap + 1
+    count = bin(known).count("1")
+    if count == total:
+        text = f"all {total}"
+    elif count * 2 > total:
+        text = f"all {total} but {', '.join(mask_names(full & ~known))}"
+    else:
+        text = ", ".join(mask_names(known)) or "-"
+    above = mask_names(mask & ~full)
+    return f"{text}, {', '.join(above)}" if above else text
+
+
 class Severity(enum.Enum):
     INFO = "info"
     LOW = "low"

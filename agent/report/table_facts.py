@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.model import Capabilities, Gap, Listener, ObservedProcess, mask_names
+from agent.model import Capabilities, Gap, Listener, ObservedProcess, capability_summary
 
 Row = tuple[str, str]  # (label, text); the label is empty on a continuation row
-# A set with more than this share of the kernel's capabilities is named by what it lacks.
-SUMMARY_SHARE = 0.5
 
 
 class Facts:
@@ -90,18 +88,7 @@ def capability_rows(caps: Capabilities | None, facts: Facts) -> list[Row]:
 
 
 def summarise(mask: int, caps: Capabilities) -> str:
-    """`-`, the names, `all 41`, or `all 41 but CHOWN, KILL` when most are set."""
-    total = caps.last_cap + 1
-    known = mask & caps.full_mask
-    above = list(mask_names(mask & ~caps.full_mask))  # bits this kernel has no name for
-    count = bin(known).count("1")
-    if count == total:
-        text = f"all {total}"
-    elif count > total * SUMMARY_SHARE:
-        text = f"all {total} but {', '.join(mask_names(caps.full_mask & ~known))}"
-    else:
-        text = ", ".join(mask_names(known)) or "-"
-    return text if not above else f"{text}, {', '.join(above)}"
+    return capability_summary(mask, caps.last_cap)
 
 
 def network_rows(obs: ObservedProcess, facts: Facts) -> list[Row]:

@@ -12,6 +12,7 @@ from agent.model import (
     Profile,
     Severity,
     capability_bit,
+    capability_summary,
     mask_names,
 )
 from agent.rules.entry import FixSite, Rule
@@ -92,7 +93,9 @@ def capabilities_not_dropped(observed: ObservedProcess, declared: DeclaredContai
     names = ", ".join(mask_names(extra))
     declared_drop = ", ".join(declared.capabilities_drop) if declared else ""
     said = f" (declared drop: [{declared_drop}])" if declared_drop else ""
-    message = (f"{_who(observed)} keeps {names} in its bounding set{said}; any of them can "
+    many = bin(extra).count("1") * 2 > caps.last_cap + 1  # root's 40: `all 41 but ...`
+    kept = capability_summary(caps.bounding, caps.last_cap) if many else names
+    message = (f"{_who(observed)} keeps {kept} in its bounding set{said}; any of them can "
                "be regained by exec of a file with capabilities or by a root process, and "
                "NET_BIND_SERVICE is the only one a hardened workload may keep.")
     yield CAPABILITIES_NOT_DROPPED.finding(message, profile=profile, observed=f"bounding: {names}",
