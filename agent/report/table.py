@@ -126,26 +126,35 @@ def finding_lines(entry: MergedFinding, style: Style, width: int) -> list[str]:
 
 
 def fix_lines(remediation: str, width: int, indent: int) -> list[str]:
-    """Comments wrap as comments (a run of them as one paragraph when one is too long);
-    YAML lines stay whole, so they paste as they are."""
+    """YAML lines stay whole, so they paste as they are. Comments wrap as comments: a run of
+    advice as one paragraph; a `# Pod spec:` / `# Helm values` label stays its own line."""
     out: list[str] = []
-    lines = remediation.rstrip().splitlines()
-    i = 0
-    while i < len(lines):
-        lead = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
-        run = i
-        while run < len(lines) and lines[run].startswith(lead + "#"):
-            run += 1
-        comments = lines[i:run]
-        if not comments or all(indent + len(c) <= width for c in comments):
-            out += [" " * indent + line for line in (comments or [lines[i]])]
-            i = max(run, i + 1)
+    paragraph: list[str] = []
+
+    def flush() -> None:
+        if paragraph and any(indent + len(line) > width for line in paragraph):
+            stripped = paragraph[0].lstrip()
+            prefix = " " * (indent + len(paragraph[0]) - len(stripped)) + "# "
+            text = " ".join(line.strip().lstrip("#").strip() for line in paragraph)
+            out.extend(textwrap.wrap(text, max(len(prefix) + 20, width), initial_indent=prefix,
+                                     subsequent_indent=prefix, break_on_hyphens=False))
+        else:
+            out.extend(" " * indent + line for line in paragraph)
+        paragraph.clear()
+
+    for line in remediation.rstrip().splitlines():
+        comment = line.lstrip()
+        if not comment.startswith("#"):
+            flush()
+            out.append(" " * indent + line)
             continue
-        prefix = " " * indent + lead + "# "
-        text = " ".join(c.strip().lstrip("#").strip() for c in comments)
-        out += textwrap.wrap(text, max(len(prefix) + 20, width), initial_indent=prefix,
-                             subsequent_indent=prefix, break_on_hyphens=False)
-        i = run
+        if comment.lstrip("# ").startswith(("Pod spec", "Helm values")):
+            flush()
+            paragraph.append(line)
+            flush()
+        else:
+            paragraph.append(line)
+    flush()
     return out
 
 
