@@ -5,20 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.model import Report
+from agent.report.sink import WrittenSink
 
 
 @dataclass
-class RecordingSink:
+class RecordingSink(WrittenSink):
     reports: list[Report] = field(default_factory=list)
 
     def publish(self, report: Report) -> None:
         self.reports.append(report)
 
-    def pump(self, deadline: float) -> None:
-        pass
-
-    def flush(self, timeout: float) -> bool:
-        return True
-
-    def abandon(self) -> int:
-        return 0

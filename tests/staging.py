@@ -72,6 +72,17 @@ while True:
 """
 
 
+# Forks a child that exits at once and is never reaped; prints the child's pid.
+ZOMBIE_PARENT = r"""
+import os, signal
+child = os.fork()
+if child == 0:
+    os._exit(0)
+print(child, flush=True)
+signal.pause()
+"""
+
+
 class StageError(RuntimeError):
     pass
 
@@ -289,6 +300,23 @@ class Stage:
         for d in self.dirs:
             shutil.rmtree(d, ignore_errors=True)
         self.dirs.clear()
+
+
+def spawn_zombie(stage: Stage, *, netns: str | None = None, bounding: Sequence[str] | None = None,
+                 root: Path | None = None) -> tuple[Staged, int]:
+    """A staged parent and its zombie child, once the kernel shows the child as a zombie
+    (state Z in /proc/PID/stat)."""
+    parent = stage.spawn(netns=netns, bounding=bounding, root=root,
+                         argv=[STAGE_PYTHON, "-c", ZOMBIE_PARENT])
+    assert parent.popen.stdout is not None
+    zombie = int(parent.popen.stdout.readline())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{zombie}/stat").read_text()
+        if stat[stat.rfind(")") + 2] == "Z":
+            return parent, zombie
+        time.sleep(0.01)
+    raise StageError(f"{zombie} did not become a zombie")
 
 
 def _caps_arg(flag: str, names: Iterable[str]) -> str:

@@ -24,6 +24,7 @@ from prometheus_client import (
 )
 
 from agent.model import AuditCycle, Report
+from agent.report.sink import WrittenSink
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class AgentMetrics:
 FindingCounts = dict[tuple[str, str], int]  # (rule, severity) -> findings
 
 
-class MetricsSink:
+class MetricsSink(WrittenSink):
     """The metrics as a sink: node-wide totals, where a partial cycle (one pod the watch
     named) replaces that pod's counts and keeps the others' from their last audit."""
 
@@ -248,12 +249,3 @@ class MetricsSink:
                 totals[key] = totals.get(key, 0) + count
         self.metrics.record_audit(totals, sum(self.targets_by_pod.values()), cycle.seconds,
                                   cycle.trigger)
-
-    def pump(self, deadline: float) -> None:
-        pass
-
-    def flush(self, timeout: float) -> bool:
-        return True
-
-    def abandon(self) -> int:
-        return 0

@@ -8,36 +8,13 @@ Oracles: `ps -o stat=` says Z for the staged zombie; a kernel thread is one whos
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_root
-from staging import STAGE_PYTHON
+from staging import Stage, spawn_zombie
 
 from agent.audit import AuditRequest, audit
 from agent.collect.netns import unreadable_processes
-
-# Fork a child that exits at once, and never reap it.
-ZOMBIE_PARENT = r"""
-import os, signal
-child = os.fork()
-if child == 0:
-    os._exit(0)
-print(child, flush=True)
-signal.pause()
-"""
-
-
-def await_zombie(pid: int) -> None:
-    """The child exits right after the fork: wait until the kernel shows it as a zombie."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rfind(")") + 2] == "Z":
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"{pid} did not become a zombie")
 
 
 def gap_reasons(pid: int) -> dict[str, str]:
@@ -56,21 +33,14 @@ def kthreadd_pid() -> int | None:
     return None
 
 
-@needs_root
-def test_a_zombie_is_named_a_zombie_with_its_parent() -> None:
-    parent = subprocess.Popen([STAGE_PYTHON, "-c", ZOMBIE_PARENT], stdout=subprocess.PIPE)
-    try:
-        assert parent.stdout is not None
-        zombie = int(parent.stdout.readline())
-        await_zombie(zombie)
-        state = subprocess.run(["ps", "-o", "stat=", "-p", str(zombie)], capture_output=True,
-                               text=True).stdout.strip()
-        assert state.startswith("Z"), state
-        reasons = gap_reasons(zombie)
-    finally:
-        parent.kill()
-        parent.wait()
+def test_a_zombie_is_named_a_zombie_with_its_parent(stage: Stage) -> None:
+    parent, zombie = spawn_zombie(stage)
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(zombie)], capture_output=True,
+                           text=True).stdout.strip()
+    assert state.startswith("Z"), state  # the oracle: ps says so too
+    reasons = gap_reasons(zombie)
     assert {"environ", "filesystem", "network", "identity.user"} <= reasons.keys()
+    assert "process" not in reasons  # not "exited during inspection": it is a zombie
     for fact, reason in reasons.items():
         assert "does not exist" not in reason, (fact, reason)
         assert f"process {zombie} is a zombie" in reason

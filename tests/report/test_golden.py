@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 from fixture_data import FIXTURES, pod_fixture
-from staging import STAGE_PYTHON, Sock, Stage
+from staging import STAGE_PYTHON, Sock, Stage, spawn_zombie
 
 from agent.audit import AuditRequest, audit
 from agent.kube.podspec import declared_from_pod, load_pod_manifest
@@ -55,14 +54,6 @@ if child:
 signal.pause()
 """
 
-ZOMBIE_PARENT = r"""
-import os, signal
-child = os.fork()
-if child == 0:
-    os._exit(0)
-print(child, flush=True)
-signal.pause()
-"""
 
 
 STABLE_NETNS = 4026530000
@@ -139,23 +130,9 @@ def root_bounding() -> list[str]:
     return [n for n in CAPABILITY_NAMES[: last + 1] if n not in ("SYS_MODULE", "SYS_RESOURCE")]
 
 
-def await_zombie(pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rfind(")") + 2] == "Z":
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"{pid} did not become a zombie")
-
-
 def zombie(stage: Stage) -> Scenario:
-    staged = stage.spawn(netns=stage.netns(), bounding=root_bounding(),
-                         root=stage.rootfs({"etc/passwd": ROOT_PASSWD}),
-                         argv=[STAGE_PYTHON, "-c", ZOMBIE_PARENT])
-    assert staged.popen.stdout is not None
-    pid = int(staged.popen.stdout.readline())
-    await_zombie(pid)
+    staged, pid = spawn_zombie(stage, netns=stage.netns(), bounding=root_bounding(),
+                               root=stage.rootfs({"etc/passwd": ROOT_PASSWD}))
     report = audit([AuditRequest(pid)])
     return Scenario(report, last_cap_names(), {staged.pid: 4242, pid: 4243})
 
