@@ -8,10 +8,8 @@ Every failure becomes a `KubeError` whose `str()` is one line fit for a user.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,15 +50,15 @@ def load_api(
     """An `Api` from `configuration`, else `--kubeconfig`, else in-cluster, else KUBECONFIG.
 
     An explicit kubeconfig wins; inside a pod (KUBERNETES_SERVICE_HOST set) the
-    ServiceAccount is used; otherwise KUBECONFIG or ~/.kube/config. Raises `KubeError`.
+    ServiceAccount is used; otherwise KUBECONFIG or ~/.kube/config. The official loaders of
+    `kubernetes.config` fill the configuration (exec plugins, OIDC, inline certificates,
+    the ServiceAccount token's rotation). Raises `KubeError`.
     """
-    _register_without_init("kubernetes")
     from kubernetes import client
 
     if configuration is None:
         configuration = client.Configuration()
-        if not _plain_configuration(configuration, kubeconfig):
-            _official_configuration(configuration, kubeconfig)
+        _load_configuration(configuration, kubeconfig)
     # Retries are ours (the Event sink backs off); urllib3 retrying inside a call hides faults.
     configuration.retries = False
     return Api(
@@ -70,20 +68,32 @@ def load_api(
     )
 
 
-def _plain_configuration(configuration: Any, kubeconfig: str | None) -> bool:
-    """In-cluster or a plain kubeconfig, without importing `kubernetes.config`. Every
-    kubeconfig file is read here first, bounded, so the official loader never meets a
-    missing, binary, huge or non-regular file (its message would name none)."""
-    from agent.collect.userfile import InputFileError
-    from agent.kube.apiconfig import (
-        incluster_configuration,
-        kubeconfig_configuration,
-        kubeconfig_files,
-        read_kubeconfig,
-    )
+def _load_configuration(configuration: Any, kubeconfig: str | None) -> None:
+    """Fill `configuration` with the official loaders."""
+    from kubernetes import config as loaders
 
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return incluster_configuration(configuration)
+    official: Any = loaders  # its loaders carry no type hints
+    in_cluster = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    paths = [] if in_cluster else _kubeconfig_paths(kubeconfig)
+    source = "the in-cluster ServiceAccount" if in_cluster else f"kubeconfig {':'.join(paths)}"
+    try:
+        if in_cluster:
+            official.load_incluster_config(client_configuration=configuration)
+        else:
+            # A path list, as in $KUBECONFIG: the loader merges the files as kubectl does.
+            # persist_config=False: never write to the user's kubeconfig.
+            official.load_kube_config(config_file=os.pathsep.join(paths),
+                                      client_configuration=configuration, persist_config=False)
+    except Exception as exc:  # the loaders raise ConfigException, OSError, TypeError...
+        raise KubeConfigError(f"cannot load the API config from {source}: {exc}") from None
+
+
+def _kubeconfig_paths(kubeconfig: str | None) -> list[str]:
+    """The kubeconfig files to load, each read here first, bounded, so the official loader
+    never meets a missing, binary, huge or non-regular file (its message would name none)."""
+    from agent.collect.userfile import InputFileError
+    from agent.kube.apiconfig import kubeconfig_files, read_kubeconfig
+
     paths = kubeconfig_files(kubeconfig)
     if kubeconfig is None:
         paths = [p for p in paths if os.path.lexists(p)]  # as kubectl skips them
@@ -94,28 +104,11 @@ def _plain_configuration(configuration: Any, kubeconfig: str | None) -> bool:
                                   f"(KUBERNETES_SERVICE_HOST is unset), no --kubeconfig, and "
                                   f"{missing}")
     try:
-        docs = [read_kubeconfig(path) for path in paths]
+        for path in paths:
+            read_kubeconfig(path)
     except InputFileError as exc:
         raise KubeConfigError(str(exc)) from None
-    return len(docs) == 1 and kubeconfig_configuration(configuration, paths[0], docs[0])
-
-
-def _official_configuration(configuration: Any, kubeconfig: str | None) -> None:
-    """The official loaders: exec plugins, OIDC, inline certificate data, and their errors."""
-    from kubernetes import config as loaders
-
-    config: Any = loaders  # its loaders carry no type hints
-    try:
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            source = "the in-cluster ServiceAccount"
-            config.load_incluster_config(client_configuration=configuration)
-        else:
-            # Read KUBECONFIG now: the client's own default was fixed when it was imported.
-            path = kubeconfig or os.environ.get("KUBECONFIG") or None
-            source = f"kubeconfig {path or '~/.kube/config'}"
-            config.load_kube_config(config_file=path, client_configuration=configuration)
-    except Exception as exc:  # the loaders raise ConfigException, OSError, TypeError...
-        raise KubeConfigError(f"cannot load the API config from {source}: {exc}") from None
+    return paths
 
 
 class Api:
@@ -295,7 +288,7 @@ class Api:
     ) -> Any:
         """One request through the ApiClient (auth, TLS, proxy as configured); the urllib3
         response, its body unread. Not the generated `CoreV1Api`/`EventsV1Api`: importing
-        them imports some 250 pydantic model modules (about 20 MiB of a 50 MB budget),
+        them imports some 250 pydantic model modules (about 20 MiB of a 64 MiB budget),
         and we only want the JSON."""
         headers = {"Accept": "application/json"}
         if content_type is not None:
@@ -314,25 +307,6 @@ class Api:
             raise _error_from(response.status, response.reason, response.data,
                               response.getheaders())
         return response.response
-
-
-def _register_without_init(package: str) -> None:
-    """Make `package` importable without running its `__init__.py`: importing one of its
-    submodules then loads that submodule and what it imports, nothing else.
-
-    `kubernetes/__init__.py` imports every subpackage (dynamic, stream, watch, informer,
-    leaderelection) and with them websocket-client, and jsonschema when
-    kubernetes-validate is installed: about 4 MiB of the agent's 50 MB budget, for code
-    it never runs. `from kubernetes import client` works the same either way; only the
-    top-level names (`kubernetes.__version__`) are missing. A package that is already
-    imported is left alone.
-    """
-    if package in sys.modules:
-        return
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.submodule_search_locations is None:
-        return  # not installed: the import that follows says so
-    sys.modules[package] = importlib.util.module_from_spec(spec)
 
 
 def _pods_path(namespace: str | None) -> str:
