@@ -204,7 +204,7 @@ def cmd_caps_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.node import RunOptions, run_agent
+    from agent.node import RunContext, RunOptions, run_agent
 
     options = RunOptions(
         node=args.node or os.environ.get("NODE_NAME"), selector=args.selector,
@@ -213,11 +213,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         report_max_results=args.report_max_results,
         metrics_port=args.metrics_port, kubeconfig=args.kubeconfig,
         config=load_config_option(args.config),
-        # main() restricted us already when run as a program; not again, and not at all
-        # for a caller of main([...]) that keeps its own capabilities.
-        restrict_privileges=False, privileges=getattr(args, "privileges", None),
     )
-    return run_agent(options)
+    # main() restricted us already when run as a program; not again, and not at all
+    # for a caller of main([...]) that keeps its own capabilities.
+    context = RunContext(restrict_privileges=False, privileges=getattr(args, "privileges", None))
+    return run_agent(options, context)
 
 
 COMMANDS = {"diagnose": cmd_diagnose, "sockets": cmd_sockets, "caps_decode": cmd_caps_decode,

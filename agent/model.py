@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Literal
 
 # Linux capability numbers (include/uapi/linux/capability.h), spelled as a securityContext does.
 CAPABILITY_NAMES: tuple[str, ...] = (
@@ -58,6 +59,20 @@ def capability_summary(mask: int, last_cap: int) -> str:
     return f"{text}, {', '.join(above)}" if above else text
 
 
+IpVersion = Literal[4, 6]  # an IP version; the AF_INET/AF_INET6 numbers are `address_family`
+ListenerProtocol = Literal["tcp", "udp"]  # the socket tables, as ss names them
+PortProtocol = Literal["TCP", "UDP", "SCTP"]  # core/v1 Protocol, as a pod spec spells it
+PORT_PROTOCOLS: tuple[PortProtocol, ...] = ("TCP", "UDP", "SCTP")
+
+
+def listener_protocol(declared: PortProtocol) -> ListenerProtocol | None:
+    """The socket table that serves a declared port's protocol; None for SCTP, which opaudit
+    does not dump."""
+    if declared == "TCP":
+        return "tcp"
+    return "udp" if declared == "UDP" else None
+
+
 class Severity(enum.Enum):
     INFO = "info"
     LOW = "low"
@@ -102,11 +117,6 @@ class Capabilities:
     ambient: int
     last_cap: int
 
-    def has(self, which: str, name: str) -> bool:
-        bit = capability_bit(name)
-        mask: int = getattr(self, which)
-        return bit is not None and bool(mask >> bit & 1)
-
     @property
     def full_mask(self) -> int:
         return (1 << (self.last_cap + 1)) - 1
@@ -123,7 +133,6 @@ class Status:
     capabilities: Capabilities
     no_new_privs: bool | None
     seccomp: str | None  # "disabled" | "strict" | "filter"
-    nspid: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +219,7 @@ class Sysctls:
 @dataclass(frozen=True, slots=True)
 class InterfaceAddress:
     interface: str
-    family: int  # 4 or 6
+    family: IpVersion
     address: str
     prefixlen: int
     scope: str  # "global" | "link" | "host" | ...
@@ -226,15 +235,14 @@ class SocketOwner:
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    protocol: str  # "tcp" | "udp"
-    family: int  # 4 or 6
+    protocol: ListenerProtocol
+    family: IpVersion
     address: str  # "0.0.0.0", "::", "127.0.0.1", "::ffff:192.0.2.1", ...
     port: int
     v6only: bool | None  # None for IPv4 sockets
     inode: int
     interface: str | None = None  # SO_BINDTODEVICE, as ss prints `%eth0`
     owners: tuple[SocketOwner, ...] = ()
-    cgroup_id: int | None = None  # INET_DIAG_CGROUP_ID: cgroup v2 id of the creating process
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -305,7 +313,7 @@ class ObservedProcess:
 @dataclass(frozen=True, slots=True)
 class DeclaredPort:
     port: int
-    protocol: str = "TCP"  # "TCP" | "UDP" | "SCTP"
+    protocol: PortProtocol = "TCP"
     name: str | None = None
 
 
@@ -360,7 +368,6 @@ class DeclaredContainer:
     probes: tuple[DeclaredProbe, ...]
     volume_mounts: tuple[DeclaredVolumeMount, ...]
     pod_ips: tuple[str, ...]
-    host_network: bool = False
     env: tuple[tuple[str, str], ...] = ()  # literal `value`s only; valueFrom is not resolved
     status_uid: int | None = None  # containerStatuses[].user.linux.uid (Kubernetes >= 1.31)
 

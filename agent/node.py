@@ -46,6 +46,8 @@ COALESCE_SECONDS = 0.05  # watch events this close together make one cycle
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
+    """What `opaudit run` is told on its command line."""
+
     node: str | None = None
     selector: str | None = None
     namespace: str | None = None
@@ -58,7 +60,13 @@ class RunOptions:
     metrics_port: int | None = None
     kubeconfig: str | None = None
     config: AuditConfig = DEFAULT_CONFIG
-    # test and embedding hooks
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What the process around the loop provides: the command line's defaults, or an
+    embedding caller's (tests, the bench) own API server, /proc tree and capabilities."""
+
     configuration: Any = None  # a kubernetes.client.Configuration, instead of kubeconfig
     proc_root: str | None = None  # default: HOST_PROC, else /proc
     metrics_host: str | None = None  # None: dual-stack `::` (0.0.0.0 where IPv6 is off)
@@ -72,6 +80,7 @@ class RunOptions:
 
 def run_agent(
     options: RunOptions,
+    context: RunContext = RunContext(),  # noqa: B008 - frozen, never mutated
     *,
     metrics: AgentMetrics | None = None,
     stop: threading.Event | None = None,
@@ -82,14 +91,14 @@ def run_agent(
     `metrics` and `stop` are for embedding (tests): setting `stop` ends the loop like
     SIGTERM does, from any thread.
     """
-    setup_json_logging(options.log_level)
+    setup_json_logging(context.log_level)
     node = options.node or os.environ.get("NODE_NAME")
     if not node:
         log.error("no node name: pass --node or set NODE_NAME (the DaemonSet sets it "
                   "from the downward API spec.nodeName)")
         return 2
-    privileges = options.privileges
-    if privileges is None and options.restrict_privileges:
+    privileges = context.privileges
+    if privileges is None and context.restrict_privileges:
         privileges = restrict_self()  # before any thread: capabilities are per thread
     if privileges is not None:
         level = logging.WARNING if privileges.problems else logging.INFO
@@ -97,7 +106,7 @@ def run_agent(
     from agent.kube.client import load_api
 
     try:
-        api = load_api(options.kubeconfig, configuration=options.configuration)
+        api = load_api(options.kubeconfig, configuration=context.configuration)
     except Exception as exc:  # noqa: BLE001 - bad kubeconfig, no in-cluster env: one line
         log.error("cannot configure the Kubernetes API client", extra={"error": str(exc)})
         return 2
@@ -106,15 +115,16 @@ def run_agent(
         metrics = AgentMetrics(liveness_window=max(3 * options.interval, 30.0),
                                readiness_window=max(3 * options.interval, WATCH_SECONDS + 60))
     try:
-        server = (serve_metrics(metrics, options.metrics_port, options.metrics_host)
+        server = (serve_metrics(metrics, options.metrics_port, context.metrics_host)
                   if options.metrics_port is not None else None)
     except OSError as exc:  # port taken, or below 1024 without NET_BIND_SERVICE
         log.error("cannot serve metrics", extra={"port": options.metrics_port, "error": str(exc)})
         return 2
     sink = make_sink(options.sinks or (options.sink,), api, node, metrics,
-                     options.event_queue_size, report_api=options.report_api,
+                     context.event_queue_size, report_api=options.report_api,
                      report_max_results=options.report_max_results)
-    agent = NodeAgent(api, node, options, sink, metrics, stop or threading.Event())
+    agent = NodeAgent(api, node, options, sink, metrics, stop or threading.Event(),
+                      ProcFS(context.proc_root))
     try:
         return agent.run_once() if options.once else agent.run_forever()
     finally:
@@ -146,14 +156,14 @@ def make_sink(
 class NodeAgent:
     def __init__(
         self, api: PodApi, node: str, options: RunOptions, sink: Sink, metrics: AgentMetrics,
-        stop: threading.Event,
+        stop: threading.Event, proc: ProcFS | None = None,
     ) -> None:
         self.api = api
         self.node = node
         self.options = options
         self.sink = sink
         self.metrics = metrics
-        self.proc = ProcFS(options.proc_root)
+        self.proc = proc if proc is not None else ProcFS()  # HOST_PROC, else /proc
         self.stop = stop
         self.triggers: queue.Queue[str] = queue.Queue()
         self.watcher = PodWatcher(

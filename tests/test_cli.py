@@ -65,7 +65,10 @@ def test_diagnose_json_shows_the_staged_facts(stage: Stage) -> None:
     assert target["network"]["netns"] == os.stat(f"/proc/{proc.pid}/ns/net").st_ino
     assert target["network"]["listeners"] == [
         {"protocol": "tcp", "address": "::", "port": 8080, "v6only": False, "pids": [proc.pid]}]
-    assert isinstance(doc["findings"], list)
+    assert {f["pid"] for f in doc["findings"]} == {proc.pid}
+    rules = {f["rule"] for f in doc["findings"]}
+    assert "NetBindServiceUnneeded" in rules  # the capability is held; 8080 needs none
+    assert not rules & {"RunsAsRoot", "PrivilegeEscalationAllowed", "SeccompUnconfined"}
 
 
 def test_pid_that_exits_mid_scan_is_incomplete_not_a_traceback(stage: Stage) -> None:

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from staging import Stage
 from test_node import free_port, http_get, wait_for
 
-from agent.node import RunOptions, run_agent
+from agent.node import RunContext, RunOptions, run_agent
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "daemonset" / "grafana" / "opaudit.json"
 SAMPLE_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
@@ -57,10 +57,10 @@ def test_every_dashboard_expression_names_a_metric_the_agent_exports(
         server.add_pod(stage_pod(stage, cgroups, "so-a").manifest)
         port, stop = free_port(), threading.Event()
         options = RunOptions(node=NODE, selector=SELECTOR, interval=0.5,
-                             sinks=("events", "reports"), metrics_port=port,
-                             metrics_host="127.0.0.1", configuration=server.configuration(),
+                             sinks=("events", "reports"), metrics_port=port)
+        context = RunContext(metrics_host="127.0.0.1", configuration=server.configuration(),
                              restrict_privileges=False)  # in-process: keep pytest's own caps
-        runner = threading.Thread(target=lambda: run_agent(options, stop=stop))
+        runner = threading.Thread(target=lambda: run_agent(options, context, stop=stop))
         runner.start()
         try:
             assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 30)

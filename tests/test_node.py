@@ -35,7 +35,7 @@ from staging import Sock, Stage
 from agent.audit import AuditRequest, audit
 from agent.kube.client import load_api
 from agent.kube.podspec import declared_from_pod
-from agent.node import NodeAgent, RunOptions, run_agent
+from agent.node import NodeAgent, RunContext, RunOptions, run_agent
 from agent.report.metrics import AgentMetrics, MetricsSink
 from agent.report.sink import FanOut
 
@@ -231,12 +231,12 @@ def test_with_the_api_down_the_loop_keeps_auditing_and_counts_drops(
     server.inject("*", r"/events", status=500, count=10_000)  # every Event write fails
     metrics = AgentMetrics()
     stop = threading.Event()
-    options = RunOptions(node=NODE, selector=SELECTOR, interval=0.5,
-                         configuration=server.configuration(), event_queue_size=3,
+    options = RunOptions(node=NODE, selector=SELECTOR, interval=0.5)
+    context = RunContext(configuration=server.configuration(), event_queue_size=3,
                          restrict_privileges=False)  # in-process: keep pytest's own caps
     outcome: list[int] = []
     runner = threading.Thread(target=lambda: outcome.append(run_agent(
-        options, metrics=metrics, stop=stop)))
+        options, context, metrics=metrics, stop=stop)))
     runner.start()
     try:
         def value(name: str, **labels: str) -> float:
@@ -272,10 +272,9 @@ def test_a_watch_trigger_audits_only_the_new_pod_and_metrics_still_count_the_nod
     first = [stage_pod(stage, cgroups, f"so-controller-{i}") for i in range(2)]
     for pod in first:
         server.add_pod(pod.manifest)
-    options = RunOptions(node=NODE, selector=SELECTOR, interval=300,
-                         configuration=server.configuration(), restrict_privileges=False)
+    options = RunOptions(node=NODE, selector=SELECTOR, interval=300)
     sink, metrics, stop = RecordingSink(), AgentMetrics(), threading.Event()
-    agent = NodeAgent(load_api(configuration=options.configuration), NODE, options,
+    agent = NodeAgent(load_api(configuration=server.configuration()), NODE, options,
                       FanOut([MetricsSink(metrics), sink]), metrics, stop)
     runner = threading.Thread(target=agent.run_forever)
     runner.start()

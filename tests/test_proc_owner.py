@@ -106,9 +106,8 @@ def test_a_run_cycle_walks_proc_once_for_the_cgroups_and_the_owners(
                           uid=185, readonly_root=True) for i in range(2)]
     for i, process in enumerate(staged):
         add_pod(server, cgroups, process.pid, f"counted-{i}")
-    options = RunOptions(node=NODE, selector=SELECTOR, interval=300,
-                         configuration=server.configuration(), restrict_privileges=False)
-    agent = NodeAgent(load_api(configuration=options.configuration), NODE, options,
+    options = RunOptions(node=NODE, selector=SELECTOR, interval=300)
+    agent = NodeAgent(load_api(configuration=server.configuration()), NODE, options,
                       RecordingSink(), AgentMetrics(), threading.Event())
     agent.watcher.relist()
     for cycle in (1, 2):

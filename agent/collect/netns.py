@@ -23,7 +23,15 @@ from agent.collect.errors import AccessDenied, CollectError, Missing, ParseError
 from agent.collect.procfs import ProcFS, own_netns_inode
 from agent.collect.sockets import listeners_in_netns, scan_socket_owners
 from agent.collect.text import sanitize
-from agent.model import Gap, InterfaceAddress, Listener, NetnsFacts, SocketOwner, Sysctls
+from agent.model import (
+    Gap,
+    InterfaceAddress,
+    IpVersion,
+    Listener,
+    NetnsFacts,
+    SocketOwner,
+    Sysctls,
+)
 
 CLONE_NEWNET = 0x40000000
 SYSCTL_FILES = (
@@ -113,7 +121,9 @@ def _host_netns(proc: ProcFS) -> tuple[int | None, Gap | None]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Inside:
+class _NetnsReading:
+    """What one thread read inside one network namespace."""
+
     sysctls: Sysctls
     addresses: tuple[InterfaceAddress, ...]
     listeners: tuple[Listener, ...]
@@ -121,35 +131,36 @@ class _Inside:
 
 
 def _read_inside_all(ns_fds: Mapping[int, int], pids_by_ns: Mapping[int, list[int]],
-                     proc: ProcFS, workers: int) -> dict[int, _Inside | CollectError]:
+                     proc: ProcFS, workers: int) -> dict[int, _NetnsReading | CollectError]:
     """One fresh thread per netns, at most `workers` at a time (netlink waits drop the GIL)."""
     own_ino = own_netns_inode()
-    slots = threading.BoundedSemaphore(max(1, workers))
-    boxes: dict[int, list[_Inside | CollectError]] = {}
+    running = threading.BoundedSemaphore(max(1, workers))  # reader threads at a time
+    outcomes: dict[int, list[_NetnsReading | CollectError]] = {}  # each filled by its thread
     threads: list[threading.Thread] = []
     for inode, fd in ns_fds.items():
-        box: list[_Inside | CollectError] = []
-        boxes[inode] = box
+        outcome: list[_NetnsReading | CollectError] = []
+        outcomes[inode] = outcome
         pid = pids_by_ns[inode][0]
-        slots.acquire()
+        running.acquire()
         thread = threading.Thread(
-            target=_thread_main, args=(fd, inode != own_ino, pid, proc, box, slots),
+            target=_thread_main, args=(fd, inode != own_ino, pid, proc, outcome, running),
             name=f"opaudit-netns-{inode}", daemon=True)
         try:
             thread.start()
         except RuntimeError as exc:  # out of threads (RLIMIT_NPROC, pids cgroup)
-            slots.release()
-            box.append(CollectError(f"cannot start a thread for the netns of {pid}: {exc}"))
+            running.release()
+            outcome.append(CollectError(f"cannot start a thread for the netns of {pid}: {exc}"))
             continue
         threads.append(thread)
     for thread in threads:
         thread.join()
-    return {inode: box[0] if box else CollectError("netns reader thread died")
-            for inode, box in boxes.items()}
+    return {inode: outcome[0] if outcome else CollectError("netns reader thread died")
+            for inode, outcome in outcomes.items()}
 
 
 def _thread_main(ns_fd: int, enter: bool, pid: int, proc: ProcFS,
-                 box: list[_Inside | CollectError], slots: threading.BoundedSemaphore) -> None:
+                 outcome: list[_NetnsReading | CollectError],
+                 running: threading.BoundedSemaphore) -> None:
     """Runs in its own thread, which ends here: a thread moved by setns is never reused."""
     try:
         if enter and _libc.setns(ns_fd, CLONE_NEWNET) != 0:
@@ -158,16 +169,16 @@ def _thread_main(ns_fd: int, enter: bool, pid: int, proc: ProcFS,
                 raise AccessDenied(pid, f"the network namespace of {pid} (setns)",
                                    missing="SYS_ADMIN")
             raise CollectError(f"setns into the netns of {pid}: {os.strerror(code)}")
-        box.append(_read_inside(proc))
+        outcome.append(_read_inside(proc))
     except CollectError as exc:
-        box.append(exc)
+        outcome.append(exc)
     except Exception as exc:  # a bug must become an error for this pid, not a dead thread
-        box.append(CollectError(f"reading the netns of {pid}: {type(exc).__name__}: {exc}"))
+        outcome.append(CollectError(f"reading the netns of {pid}: {type(exc).__name__}: {exc}"))
     finally:
-        slots.release()
+        running.release()
 
 
-def _read_inside(proc: ProcFS) -> _Inside:
+def _read_inside(proc: ProcFS) -> _NetnsReading:
     sysctls, gaps = read_sysctls(proc)
     interfaces: dict[int, str] = {}
     addresses: tuple[InterfaceAddress, ...] = ()
@@ -181,7 +192,7 @@ def _read_inside(proc: ProcFS) -> _Inside:
         gaps.extend(listener_gaps)
     except CollectError as exc:
         gaps.append(Gap("network.listeners", str(exc)))
-    return _Inside(sysctls, addresses, listeners, tuple(gaps))
+    return _NetnsReading(sysctls, addresses, listeners, tuple(gaps))
 
 
 def read_sysctls(proc: ProcFS) -> tuple[Sysctls, list[Gap]]:
@@ -235,19 +246,20 @@ def decode_addresses(messages: Iterable[netlink.NetlinkMessage],
             continue
         if len(message.payload) < _IFADDRMSG.size:
             raise ParseError("address message", f"{len(message.payload)} bytes")
-        family, prefixlen, _, scope, index = _IFADDRMSG.unpack_from(message.payload)
+        address_family, prefixlen, _, scope, index = _IFADDRMSG.unpack_from(message.payload)
         attributes = netlink.parse_attributes(message.payload[_IFADDRMSG.size :],
                                               "address message")
         # IFA_LOCAL is the interface's own IPv4 address; IFA_ADDRESS is the peer on a p2p link.
         raw = attributes.get(IFA_LOCAL, attributes.get(IFA_ADDRESS))
-        if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
+        if raw is None or address_family not in (socket.AF_INET, socket.AF_INET6):
             continue
-        version, width = (4, 4) if family == socket.AF_INET else (6, 16)
+        version: IpVersion = 4 if address_family == socket.AF_INET else 6
+        width = 4 if version == 4 else 16
         if len(raw) != width:
             raise ParseError("address message", f"{len(raw)}-byte IPv{version} address")
         addresses.append(InterfaceAddress(
             interface=names.get(index, f"if{index}"), family=version,
-            address=socket.inet_ntop(family, raw), prefixlen=prefixlen,
+            address=socket.inet_ntop(address_family, raw), prefixlen=prefixlen,
             scope=SCOPE_NAMES.get(scope, str(scope))))
     return tuple(addresses)
 
@@ -262,10 +274,10 @@ def unreadable_processes(count: int) -> str:
     return f"{count} {'process' if count == 1 else 'processes'} unreadable{hint}"
 
 
-def _assemble(inside: Mapping[int, _Inside | CollectError], host_ino: int | None,
+def _assemble(inside: Mapping[int, _NetnsReading | CollectError], host_ino: int | None,
               host_gap: Gap | None, proc: ProcFS,
               owners: bool) -> dict[int, NetnsFacts | CollectError]:
-    read = {inode: part for inode, part in inside.items() if isinstance(part, _Inside)}
+    read = {inode: part for inode, part in inside.items() if isinstance(part, _NetnsReading)}
     owner_map: Mapping[int, tuple[SocketOwner, ...]] = {}
     owner_error: str | None = None
     inodes = [s.inode for part in read.values() for s in part.listeners]
@@ -279,7 +291,7 @@ def _assemble(inside: Mapping[int, _Inside | CollectError], host_ino: int | None
             owner_error = str(exc)
     facts: dict[int, NetnsFacts | CollectError] = {}
     for inode, part in inside.items():
-        if not isinstance(part, _Inside):
+        if not isinstance(part, _NetnsReading):
             facts[inode] = part
             continue
         listeners = tuple(

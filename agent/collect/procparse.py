@@ -105,7 +105,6 @@ def parse_status(text: str, last_cap: int) -> Status:
         capabilities=_capabilities(fields, last_cap),
         no_new_privs=no_new_privs,
         seccomp=seccomp,
-        nspid=tuple(parse_decimal(p, "status NSpid") for p in fields.get("NSpid", "").split()),
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from agent.collect import netlink
 from agent.collect.errors import CollectError, ParseError, ProcessGone
 from agent.collect.procfs import ProcessHandle, ProcFS, map_oserror
-from agent.model import Gap, Listener, SocketOwner
+from agent.model import Gap, IpVersion, Listener, ListenerProtocol, SocketOwner
 
 # include/uapi/linux/sock_diag.h, inet_diag.h, net/tcp_states.h
 NETLINK_SOCK_DIAG = 4
@@ -24,18 +24,16 @@ SOCK_DIAG_BY_FAMILY = 20
 TCP_LISTEN = 10
 TCP_CLOSE = 7  # a bound, unconnected UDP socket sits in TCP_CLOSE (ss shows UNCONN)
 INET_DIAG_SKV6ONLY = 11  # sent unasked for LISTEN/CLOSE IPv6 sockets (inet_diag_msg_attrs_fill)
-INET_DIAG_CGROUP_ID = 21  # sent unasked when the kernel has CONFIG_SOCK_CGROUP_DATA
 
 # inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed inet_diag_sockid.
 _REQUEST = struct.Struct("=BBBxI48x")
 # inet_diag_msg: family, state, timer, retrans, sport, dport (big-endian), src[16], dst[16],
 # bound_dev_if, cookie[8], expires, rqueue, wqueue, uid, inode.
 _DIAG_MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")
-_U64 = struct.Struct("=Q")
 
 # Only the LISTEN bit for TCP: any other state bit makes inet_diag_dump_icsk walk the
 # established hash of the whole host (~200 ms with 100k connections).
-LISTENER_DUMPS: tuple[tuple[str, int, int, int], ...] = (
+LISTENER_DUMPS: tuple[tuple[ListenerProtocol, int, int, int], ...] = (
     ("tcp", socket.AF_INET, socket.IPPROTO_TCP, 1 << TCP_LISTEN),
     ("tcp", socket.AF_INET6, socket.IPPROTO_TCP, 1 << TCP_LISTEN),
     ("udp", socket.AF_INET, socket.IPPROTO_UDP, 1 << TCP_CLOSE),
@@ -45,25 +43,28 @@ LISTENER_DUMPS: tuple[tuple[str, int, int, int], ...] = (
 MAX_FD_GAP = 256  # fd numbers tried in vain before listing /proc/PID/fd instead
 
 
-def diag_request(family: int, protocol: int, states: int) -> bytes:
-    return _REQUEST.pack(family, protocol, 0, states)
+def diag_request(address_family: int, protocol: int, states: int) -> bytes:
+    return _REQUEST.pack(address_family, protocol, 0, states)
 
 
-def decode_listener(payload: bytes, protocol: str, interfaces: Mapping[int, str]) -> Listener:
+def decode_listener(payload: bytes, protocol: ListenerProtocol,
+                    interfaces: Mapping[int, str]) -> Listener:
     """One inet_diag_msg (+ attributes) -> Listener; ParseError when malformed."""
     what = f"sock_diag {protocol} message"
     if len(payload) < _DIAG_MSG.size:
         raise ParseError(what, f"{len(payload)} bytes, need {_DIAG_MSG.size}")
     fields = _DIAG_MSG.unpack_from(payload)
-    family, sport, src, ifindex, inode = fields[0], fields[4], fields[6], fields[8], fields[14]
+    address_family, sport, src, ifindex = fields[0], fields[4], fields[6], fields[8]
+    inode = fields[14]
     attributes = netlink.parse_attributes(payload[_DIAG_MSG.size :], what)
-    if family == socket.AF_INET:
+    version: IpVersion
+    if address_family == socket.AF_INET:
         version, address, v6only = 4, socket.inet_ntop(socket.AF_INET, src[:4]), None
-    elif family == socket.AF_INET6:
+    elif address_family == socket.AF_INET6:
         version, address = 6, socket.inet_ntop(socket.AF_INET6, src)
         v6only = _v6only(attributes, what)
     else:
-        raise ParseError(what, f"address family {family}")
+        raise ParseError(what, f"address family {address_family}")
     return Listener(
         protocol=protocol,
         family=version,
@@ -72,7 +73,6 @@ def decode_listener(payload: bytes, protocol: str, interfaces: Mapping[int, str]
         v6only=v6only,
         inode=inode,
         interface=(interfaces.get(ifindex) or f"if{ifindex}") if ifindex else None,
-        cgroup_id=_cgroup_id(attributes, what),
     )
 
 
@@ -85,17 +85,7 @@ def _v6only(attributes: Mapping[int, bytes], what: str) -> bool | None:
     return raw[0] != 0
 
 
-def _cgroup_id(attributes: Mapping[int, bytes], what: str) -> int | None:
-    raw = attributes.get(INET_DIAG_CGROUP_ID)
-    if raw is None:
-        return None
-    if len(raw) < _U64.size:
-        raise ParseError(what, f"INET_DIAG_CGROUP_ID of {len(raw)} bytes")
-    value: int = _U64.unpack_from(raw)[0]
-    return value
-
-
-def decode_listeners(messages: list[netlink.NetlinkMessage], protocol: str,
+def decode_listeners(messages: list[netlink.NetlinkMessage], protocol: ListenerProtocol,
                      interfaces: Mapping[int, str]) -> list[Listener]:
     return [decode_listener(m.payload, protocol, interfaces)
             for m in messages if m.type == SOCK_DIAG_BY_FAMILY]
@@ -116,11 +106,12 @@ def listeners_in_netns(
     gaps: list[Gap] = []
     sock = netlink.open_socket(NETLINK_SOCK_DIAG, "sock_diag")
     with sock:
-        for protocol, family, ipproto, states in LISTENER_DUMPS:
-            label = f"network.listeners.{protocol}{'6' if family == socket.AF_INET6 else ''}"
+        for protocol, address_family, ipproto, states in LISTENER_DUMPS:
+            v6 = "6" if address_family == socket.AF_INET6 else ""
+            label = f"network.listeners.{protocol}{v6}"
             try:
                 answer = netlink.dump(sock, SOCK_DIAG_BY_FAMILY,
-                                      diag_request(family, ipproto, states), label)
+                                      diag_request(address_family, ipproto, states), label)
                 listeners.extend(decode_listeners(answer, protocol, names))
             except CollectError as exc:
                 gaps.append(Gap(label, str(exc)))

@@ -211,15 +211,6 @@ class Api:
         path = f"{_events_path(namespace)}/{name}"
         return self._write("PATCH", path, patch, _MERGE_PATCH, timeout)
 
-    def list_events(
-        self, namespace: str, *, field_selector: str | None = None, timeout: float | None = None
-    ) -> list[dict[str, Any]]:
-        """events.k8s.io/v1 Events, including kubelet-written ones without eventTime."""
-        answer = self._get_json(
-            _events_path(namespace), [("fieldSelector", field_selector)], timeout
-        )
-        return list(answer.get("items") or [])
-
     # --- any object by path: discovery, policy reports (agent.kube.reports) ------------
 
     def get_json(self, path: str, *, timeout: float | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 from agent.collect.userfile import STDIN, InputFileError, load_user_yaml
 from agent.kube.containers import container_statuses
 from agent.model import (
+    PORT_PROTOCOLS,
     DeclaredContainer,
     DeclaredPort,
     DeclaredProbe,
@@ -99,7 +100,11 @@ def _ports(container: Mapping[str, Any]) -> tuple[DeclaredPort, ...]:
         number = _int(entry.get("containerPort"))
         if number is not None:
             name = entry.get("name")
-            ports.append(DeclaredPort(port=number, protocol=str(entry.get("protocol") or "TCP"),
+            protocol = next((p for p in PORT_PROTOCOLS
+                             if p == str(entry.get("protocol") or "TCP")), None)
+            if protocol is None:
+                continue  # the API server accepts no other (core/v1 Protocol)
+            ports.append(DeclaredPort(port=number, protocol=protocol,
                                       name=str(name) if name else None))
     return tuple(ports)
 
@@ -215,7 +220,6 @@ def declared_from_pod(pod: Mapping[str, Any], container: str | None = None) -> D
         probes=_probes(chosen, ports),
         volume_mounts=_volume_mounts(spec, chosen),
         pod_ips=_pod_ips(status),
-        host_network=spec.get("hostNetwork") is True,
         env=_literal_env(chosen),
         status_uid=_status_uid(status, name),
     )

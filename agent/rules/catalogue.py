@@ -41,10 +41,6 @@ WITHOUT_PROCESS: tuple[Rule, ...] = tuple(
     for rule in CATALOGUE if rule.id == portbind.PRIVILEGED_PORT_NOT_BINDABLE.id)
 
 
-def rule_by_id(rule_id: str) -> Rule | None:
-    return next((rule for rule in CATALOGUE if rule.id == rule_id), None)
-
-
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 

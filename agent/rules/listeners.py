@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
+from agent.model import (
+    DeclaredContainer,
+    Finding,
+    ListenerProtocol,
+    ObservedProcess,
+    Profile,
+    Severity,
+    listener_protocol,
+)
 from agent.rules.entry import Rule
 from agent.rules.facts import DISABLE_IPV6, POD_SPEC
 from agent.rules.ports import declared_port_keys, probe_ports
@@ -60,10 +68,10 @@ def declared_port_not_listening(observed: ObservedProcess, declared: DeclaredCon
     if network is None or declared is None:
         return
     for port in declared.ports:
-        proto = port.protocol.lower()
-        if proto not in ("tcp", "udp") or listeners_on(network, port.port, proto):
+        proto = listener_protocol(port.protocol)
+        if proto is None or listeners_on(network, port.port, proto):
             continue
-        other = "udp" if proto == "tcp" else "tcp"
+        other: ListenerProtocol = "udp" if proto == "tcp" else "tcp"
         hint = (f" (there is a {other.upper()} listener on it: check `protocol`)"
                 if listeners_on(network, port.port, other) else "")
         name = f" {port.name!r}" if port.name else ""

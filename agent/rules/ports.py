@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.model import DeclaredContainer
+from agent.model import DeclaredContainer, ListenerProtocol, listener_protocol
 
 PROBE_HANDLERS = ("httpGet", "tcpSocket", "grpc")
 
@@ -12,7 +12,7 @@ PROBE_HANDLERS = ("httpGet", "tcpSocket", "grpc")
 @dataclass(frozen=True, slots=True)
 class PromisedPort:
     port: int
-    protocol: str  # "tcp" | "udp"
+    protocol: ListenerProtocol
     names: tuple[str, ...]  # "readiness probe httpGet", "containerPort metrics/TCP"
     probe: bool
 
@@ -30,12 +30,12 @@ def promised_ports(declared: DeclaredContainer | None) -> tuple[PromisedPort, ..
     """Probe ports first, then declared TCP/UDP containerPorts (SCTP has no listener table)."""
     if declared is None:
         return ()
-    merged: dict[tuple[int, str], tuple[list[str], bool]] = {}
+    merged: dict[tuple[int, ListenerProtocol], tuple[list[str], bool]] = {}
     for port, names in probe_ports(declared).items():
         merged[(port, "tcp")] = (list(names), True)
     for decl in declared.ports:
-        proto = decl.protocol.lower()
-        if proto not in ("tcp", "udp"):
+        proto = listener_protocol(decl.protocol)
+        if proto is None:
             continue
         label = f"containerPort {decl.name + ' ' if decl.name else ''}{decl.port}/{decl.protocol}"
         names, probe = merged.get((decl.port, proto), ([], False))
@@ -45,4 +45,5 @@ def promised_ports(declared: DeclaredContainer | None) -> tuple[PromisedPort, ..
 
 
 def declared_port_keys(declared: DeclaredContainer | None) -> set[tuple[int, str]]:
-    return {(p.port, p.protocol.lower()) for p in (declared.ports if declared else ())}
+    return {(p.port, proto) for p in (declared.ports if declared else ())
+            if (proto := listener_protocol(p.protocol)) is not None}

@@ -9,7 +9,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from agent.model import DeclaredContainer, Listener, NetnsFacts, ObservedProcess
+from agent.model import (
+    DeclaredContainer,
+    Listener,
+    ListenerProtocol,
+    NetnsFacts,
+    ObservedProcess,
+)
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -76,9 +82,9 @@ def served_families(listener: Listener, network: NetnsFacts,
     return frozenset({6}) if v6 and address in addresses else frozenset()
 
 
-def listeners_on(network: NetnsFacts, port: int, protocol: str) -> tuple[Listener, ...]:
-    proto = protocol.lower()
-    return tuple(s for s in network.listeners if s.port == port and s.protocol == proto)
+def listeners_on(network: NetnsFacts, port: int,
+                 protocol: ListenerProtocol) -> tuple[Listener, ...]:
+    return tuple(s for s in network.listeners if s.port == port and s.protocol == protocol)
 
 
 def families_serving(listeners: Iterable[Listener], network: NetnsFacts,

@@ -223,7 +223,12 @@ def test_arbitrary_text_parses_or_raises_parse_error(text: str) -> None:
         membership = parse_cgroup_file(text)
     except ParseError:
         return
-    assert all(isinstance(line, CgroupLine) for line in membership.lines)
+    lines = [raw for raw in text.split("\n") if raw]
+    assert len(membership.lines) == len(lines)  # one entry per line, none dropped
+    for line, raw in zip(membership.lines, lines, strict=True):
+        hierarchy, controllers, path = raw.split(":", 2)
+        assert (line.hierarchy_id, line.path) == (int(hierarchy), path)
+        assert ",".join(line.controllers) == ",".join(c for c in controllers.split(",") if c)
 
 
 @given(st.lists(_line | st.text(max_size=40), max_size=6))

@@ -130,9 +130,12 @@ def test_parse_mountinfo_parses_or_raises(text: str) -> None:
         mounts = parse_mountinfo(text)
     except ParseError:
         return
-    for mount in mounts:
-        assert mount.mount_id >= 0
-        assert isinstance(mount.readonly, bool)
+    lines = [line for line in text.split("\n") if line]
+    assert len(mounts) == len(lines)  # one mount per line, none dropped
+    for mount, line in zip(mounts, lines, strict=True):
+        fields = line.split(" ")
+        assert (mount.mount_id, mount.parent_id) == (int(fields[0]), int(fields[1]))
+        assert mount.readonly == ("ro" in fields[5].split(","))  # field 6, per-mount flags
 
 
 def escape(path: str) -> str:

@@ -131,11 +131,9 @@ class RunningAgent:
 
 def start_agent(server: ApiServer, queue_size: int = 1000,
                 watch_seconds: int | None = None) -> RunningAgent:
-    options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3,
-                         configuration=server.configuration(), event_queue_size=queue_size,
-                         restrict_privileges=False)  # in-process: keep pytest's own caps
+    options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3)
     metrics = AgentMetrics()
-    api = load_api(configuration=options.configuration)
+    api = load_api(configuration=server.configuration())
     sink = make_sink("events", api, NODE, metrics, queue_size)
     agent = NodeAgent(api, NODE, options, sink, metrics, threading.Event())
     if watch_seconds is not None:

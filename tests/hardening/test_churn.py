@@ -4,7 +4,7 @@ A pod's container (a kubepods cgroup and a netns) runs a supervisor that forks 1
 short-lived children; half of them bind a listener on their own port, some close it
 before exiting. The children live in a PID namespace whose pid_max is 400 (per-namespace
 since Linux 6.14), so pids wrap every ~100 processes and are reused many times over.
-opaudit's node loop audits that namespace's /proc (RunOptions.proc_root) every 0.1 s.
+opaudit's node loop audits that namespace's /proc (a ProcFS of that /proc) every 0.1 s.
 
 Then, for every report the loop published:
 - every audited process with a start time is the incarnation whose comm we set;
@@ -34,6 +34,7 @@ from kube.apiserver import ApiServer
 from sinks import RecordingSink
 from staging import STAGE_PYTHON, Stage
 
+from agent.collect.procfs import ProcFS
 from agent.kube.client import load_api
 from agent.node import NodeAgent, RunOptions
 from agent.report.metrics import AgentMetrics
@@ -198,13 +199,11 @@ def test_churn_never_mixes_up_processes(
 
     with ApiServer() as server:
         server.add_pod(pod_manifest(uid, container_id))
-        options = RunOptions(node=NODE, selector=SELECTOR, interval=0.1,
-                             configuration=server.configuration(),
-                             proc_root=str(pid_namespace.proc), restrict_privileges=False)
+        options = RunOptions(node=NODE, selector=SELECTOR, interval=0.1)
         sink = RecordingSink()
         stop = threading.Event()
-        agent = NodeAgent(load_api(configuration=options.configuration), NODE, options, sink,
-                          AgentMetrics(), stop)
+        agent = NodeAgent(load_api(configuration=server.configuration()), NODE, options, sink,
+                          AgentMetrics(), stop, ProcFS(str(pid_namespace.proc)))
         outcome: list[int] = []
         failure: list[BaseException] = []
 

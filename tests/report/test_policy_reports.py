@@ -18,7 +18,7 @@ from pod_staging import NAMESPACE, NODE, SELECTOR, StagedPod, stage_pod
 from staging import Stage
 from test_node import OPAUDIT, assert_json_lines, run_once, wait_for
 
-from agent.node import RunOptions, run_agent
+from agent.node import RunContext, RunOptions, run_agent
 from agent.report.metrics import AgentMetrics
 from agent.rules.catalogue import CATALOGUE
 
@@ -233,12 +233,12 @@ def test_a_running_agent_retries_counts_drops_and_removes_a_fixed_finding(
     openreports.inject("POST", collection, status=429, retry_after=0.2)
     metrics = AgentMetrics()
     stop = threading.Event()
-    options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3, sinks=("reports",),
-                         configuration=openreports.configuration(),
+    options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3, sinks=("reports",))
+    context = RunContext(configuration=openreports.configuration(),
                          restrict_privileges=False)  # in-process: keep pytest's own caps
     outcome: list[int] = []
     runner = threading.Thread(target=lambda: outcome.append(run_agent(
-        options, metrics=metrics, stop=stop)))
+        options, context, metrics=metrics, stop=stop)))
     runner.start()
 
     def value(name: str, **labels: str) -> float:
