@@ -45,7 +45,6 @@ def test_default_controller_as_the_chart_renders_it() -> None:
     assert d.pod_ips == ("192.0.2.37", "2001:db8::25")
     assert d.label("app.kubernetes.io/component") == "controller"
     assert d.env == ()
-    assert d.host_network is False
 
 
 def test_controller_tmp_emptydir_and_projected_token() -> None:
@@ -132,7 +131,6 @@ def test_container_level_wins_over_pod_level() -> None:
     assert d.allow_privilege_escalation is None  # unset: the kubelet leaves nnp off
     assert d.capabilities_add == ("NET_ADMIN",)
     assert d.container_id == "cri-o://abc"
-    assert d.host_network is True
     assert d.pod_ips == ("2001:db8::5",)  # from podIP when podIPs is absent
 
 
