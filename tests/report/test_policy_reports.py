@@ -295,9 +295,10 @@ def test_an_agent_started_during_an_api_outage_writes_its_reports_once_it_is_bac
     openreports.add_pod(pod.manifest)
     openreports.inject("GET", r"^/apis$", status=503, count=2)  # discovery fails twice
     metrics, stop = AgentMetrics(), threading.Event()
-    options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3, sinks=("reports",),
-                         configuration=openreports.configuration(), restrict_privileges=False)
-    runner = threading.Thread(target=lambda: run_agent(options, metrics=metrics, stop=stop))
+    options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3, sinks=("reports",))
+    context = RunContext(configuration=openreports.configuration(), restrict_privileges=False)
+    runner = threading.Thread(target=lambda: run_agent(options, context, metrics=metrics,
+                                                       stop=stop))
     runner.start()
     try:
         assert wait_for(lambda: len(openreports.custom_objects(OPENREPORTS)) == 1, 30)
