@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchlib.conns import LISTENERS, ConnStage, stage_connections  # noqa: E402
+from benchlib.conns import LISTENERS, check_sockets_output, stage_connections  # noqa: E402
 from benchlib.table import Row, ms, render  # noqa: E402
 from benchlib.targets import stage_targets  # noqa: E402
 from benchlib.timing import pair_ratio, time_alternating  # noqa: E402
@@ -55,10 +55,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="run only these parts (repeatable)")
     parser.add_argument("--stage-only", action="store_true",
                         help="stage the sockets netns, print the commands, wait for Ctrl-C")
+    parser.add_argument("--node", action="store_true",
+                        help="a full node instead: 110 pods, 5,000 processes, 500k fds")
+    parser.add_argument("--curves", action="store_true",
+                        help="cost against sockets and targets instead: writes CSV and PNG")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs",
+                        help="directory for the --curves CSV and PNG (default: docs/)")
     args = parser.parse_args(argv)
     args.connections = args.connections or (10_000 if args.quick else 100_000)
     args.targets = args.targets or (20 if args.quick else 100)
-    args.only = args.only or ["sockets", "diagnose", "daemon"]
+    args.only = [] if args.node or args.curves else (args.only or ["sockets", "diagnose",
+                                                                    "daemon"])
     return args
 
 
@@ -73,6 +80,12 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, _interrupt)
     print(machine_note())
     try:
+        if args.node:
+            from benchlib.node import node_bench
+
+            print(node_bench())
+        if args.curves:
+            print(curves_bench(args))
         if "sockets" in args.only:
             print(sockets_bench(args))
         if "diagnose" in args.only:
@@ -110,7 +123,7 @@ def sockets_bench(args: argparse.Namespace) -> str:
     try:
         staged = stage_connections(stage, args.connections)
         pid = str(staged.target.pid)
-        check_sockets_output(staged)
+        check_sockets_output(staged, OPAUDIT, VENV_PYTHON)
         if args.stage_only:
             print(f"staged netns {staged.netns}, target pid {pid}; Ctrl-C to clean up")
             while True:
@@ -147,23 +160,23 @@ def sockets_bench(args: argparse.Namespace) -> str:
     return render(title, rows)
 
 
-def check_sockets_output(staged: ConnStage) -> None:
-    """The figures only count if each command sees what was staged."""
-    pid = staged.target.pid
-    out = subprocess.run([OPAUDIT, "sockets", "--pid", str(pid), "-o", "json"],
-                         capture_output=True, text=True, check=True).stdout
-    listeners = json.loads(out)["listeners"]
-    tcp = [x for x in listeners if x["protocol"] == "tcp"]
-    if len(tcp) != LISTENERS or any(pid not in x["pids"] for x in tcp):
-        raise SystemExit(f"bench: opaudit sockets saw {len(tcp)} tcp listeners "
-                         f"(want {LISTENERS}, each owned by {pid}): {out[:400]}")
-    ss_lines = subprocess.run(["nsenter", "-t", str(pid), "-n", "ss", "-Htlnp"],
-                              capture_output=True, text=True, check=True).stdout.splitlines()
-    owned = [ln for ln in ss_lines if f"pid={pid}," in ln]
-    if len(owned) != LISTENERS:
-        raise SystemExit(f"bench: ss -tlnp shows {len(owned)} listeners of {pid}")
-    if staged.tcp_inuse < staged.established_sockets:
-        raise SystemExit(f"bench: only {staged.tcp_inuse} TCP sockets in use in the netns")
+# --- cost curves ---------------------------------------------------------------------
+
+
+def curves_bench(args: argparse.Namespace) -> str:
+    from benchlib import curves
+
+    points = curves.socket_points(OPAUDIT, VENV_PYTHON, args.runs)
+    points += curves.target_points(OPAUDIT, args.runs, check_diagnose_output)
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = args.out / "bench-curves.csv", args.out / "bench-curves.png"
+    curves.write_csv(points, csv_path)
+    loads = sorted(p.load for p in points)
+    curves.plot(points, png_path, f"{os.cpu_count()} cpus, load average "
+                f"{loads[0]:.1f}-{loads[-1]:.1f}, median of {args.runs} alternating runs")
+    rows = [Row(f"{p.command} at {p.size:,} {p.curve}", ms(p.median_s)) for p in points]
+    rows.append(Row("written", f"{csv_path.relative_to(ROOT)}, {png_path.relative_to(ROOT)}"))
+    return render(f"curves: median of {args.runs} alternating runs", rows)
 
 
 # --- item 2: one diagnose over many targets in many netns -------------------------------

@@ -80,18 +80,24 @@ def stage_connections(stage: Stage, connections: int,
     run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w",
          "net.ipv4.ip_local_port_range=1024 65000"])
     target = stage.spawn(listener_sockets(), netns=ns, comm="bench-target")
-    holder_count = max(1, math.ceil(connections / PAIRS_PER_HOLDER))
-    shares = [connections // holder_count + (1 if i < connections % holder_count else 0)
-              for i in range(holder_count)]
     started = time.monotonic()
-    holders = tuple(spawn_holder(stage, ns, pairs) for pairs in shares if pairs)
-    for holder, pairs in zip(holders, shares, strict=False):
-        await_holder(stage, holder, pairs, timeout=120 + pairs / 500)
+    holders = hold_connections(stage, ns, connections)
     if log is not None:
         log(f"bench: {connections} connections over {len(holders)} holders in "
             f"{time.monotonic() - started:.1f}s")
     inuse = tcp_inuse(ns)
     return ConnStage(ns, target, holders, connections, 2 * connections, inuse)
+
+
+def hold_connections(stage: Stage, ns: str, connections: int) -> tuple[Staged, ...]:
+    """`connections` established loopback connections in `ns`, spread over holders."""
+    holder_count = max(1, math.ceil(connections / PAIRS_PER_HOLDER))
+    shares = [connections // holder_count + (1 if i < connections % holder_count else 0)
+              for i in range(holder_count)]
+    holders = tuple(spawn_holder(stage, ns, pairs) for pairs in shares if pairs)
+    for holder, pairs in zip(holders, shares, strict=False):
+        await_holder(stage, holder, pairs, timeout=120 + pairs / 500)
+    return holders
 
 
 def spawn_holder(stage: Stage, ns: str, pairs: int) -> Staged:
@@ -122,3 +128,29 @@ def tcp_inuse(ns: str) -> int:
             fields = line.split()
             return int(fields[fields.index("inuse") + 1])
     raise StageError("no TCP line in /proc/net/sockstat")
+
+
+def check_sockets_output(staged: ConnStage, opaudit: str, psutil_python: str) -> None:
+    """The figures only count if each command sees what was staged: all 50 listeners,
+    each with the target among its owners."""
+    pid = staged.target.pid
+    out = subprocess.run([opaudit, "sockets", "--pid", str(pid), "-o", "json"],
+                         capture_output=True, text=True, check=True).stdout
+    listeners = json.loads(out)["listeners"]
+    tcp = [x for x in listeners if x["protocol"] == "tcp"]
+    if len(tcp) != LISTENERS or any(pid not in x["pids"] for x in tcp):
+        raise SystemExit(f"bench: opaudit sockets saw {len(tcp)} tcp listeners "
+                         f"(want {LISTENERS}, each owned by {pid}): {out[:400]}")
+    ss_lines = subprocess.run(["nsenter", "-t", str(pid), "-n", "ss", "-Htlnp"],
+                              capture_output=True, text=True, check=True).stdout.splitlines()
+    owned = [ln for ln in ss_lines if f"pid={pid}," in ln]
+    if len(owned) != LISTENERS:
+        raise SystemExit(f"bench: ss -tlnp shows {len(owned)} listeners of {pid}")
+    code = ("import psutil; print(sum(1 for c in psutil.net_connections('tcp') "
+            f"if c.status == 'LISTEN' and c.pid == {pid}))")
+    seen = subprocess.run(["nsenter", "-t", str(pid), "-n", psutil_python, "-c", code],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    if seen != str(LISTENERS):
+        raise SystemExit(f"bench: psutil.net_connections shows {seen} listeners of {pid}")
+    if staged.tcp_inuse < staged.established_sockets:
+        raise SystemExit(f"bench: only {staged.tcp_inuse} TCP sockets in use in the netns")

@@ -40,6 +40,8 @@ STAGING_THREADS = 4
 class BenchPod:
     manifest: dict[str, Any]
     pid: int
+    netns: str = ""
+    scope: str = ""  # its container's cgroup v2 path below the staged kubepods tree
 
     @property
     def uid(self) -> str:
@@ -87,9 +89,11 @@ def stage_pod(stage: Stage, cgroups: KubepodsCgroups, lock: threading.Lock,
     staged = stage.spawn([Sock("tcp", 4, "0.0.0.0", 8080)], netns=netns, uid=1000,
                          bounding=["NET_BIND_SERVICE"], comm="spark-operator")
     uid, container_id = str(uuid.uuid4()), os.urandom(32).hex()
+    scope = systemd_scope(uid, container_id)
     with lock:  # KubepodsCgroups keeps plain lists of what it made
-        cgroups.place_v2(staged.pid, systemd_scope(uid, container_id))
-    return BenchPod(pod_manifest(name, uid, f"containerd://{container_id}"), staged.pid)
+        cgroups.place_v2(staged.pid, scope)
+    return BenchPod(pod_manifest(name, uid, f"containerd://{container_id}"), staged.pid,
+                    netns, scope)
 
 
 def stage_pods(stage: Stage, cgroups: KubepodsCgroups, count: int) -> list[BenchPod]:

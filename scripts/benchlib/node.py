@@ -1,0 +1,165 @@
+"""`scripts/bench --node`: `opaudit run` on a busy node against the test API server.
+
+Reports a full cycle's CPU and wall time, RSS, API requests and writes per steady cycle, and
+watch -> Event latency while selected pods churn (5 added and 5 deleted per second, each a
+real process moved into a fresh kubepods cgroup), against SPEC §7's targets.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+from cgroup_staging import KubepodsCgroups, systemd_scope, unavailable_reason
+from kube.apiserver import ApiServer
+from staging import Sock, Stage
+
+from benchlib.daemon import NAMESPACE, OPAUDIT, Agent, BenchPod, CycleSample, pod_manifest, settle
+from benchlib.nodestage import PODS, SELECTED, BusyNode, stage_node
+from benchlib.table import Row, ms, render
+
+INTERVAL = 10.0  # between full cycles; long enough that churn audits sit between them
+STEADY_CYCLES = 5
+CHURN_RATE, CHURN_SECONDS, POD_LIFETIME = 5.0, 60.0, 2.0
+CHURN_POOL = 16  # listeners reused by the churning pods: 5/s living 2 s, with room
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def node_bench() -> str:
+    reason = unavailable_reason()
+    if reason is not None:
+        return f"### node: skipped ({reason})\n"
+    stage, cgroups = Stage(), KubepodsCgroups()
+    try:
+        with ApiServer() as server, tempfile.TemporaryDirectory() as tmp:
+            node = stage_node(stage, cgroups)
+            pool = [stage.spawn([Sock("tcp", 4, "0.0.0.0", 8080)], netns=stage.netns(),
+                                uid=1000, bounding=["NET_BIND_SERVICE"], comm="churn").pid
+                    for _ in range(CHURN_POOL)]
+            for pod in node.selected + node.others:
+                server.add_pod(pod.manifest)
+            sockets_cpu = owner_scan_cpu(node.busy.pid)
+            kubeconfig = server.write_kubeconfig(os.path.join(tmp, "kubeconfig"))
+            agent = Agent(kubeconfig, INTERVAL, server)
+            try:
+                agent.next_cycle(300)
+                drained = settle(agent, server, quiet=3, timeout=300)
+                samples = steady_cycles(agent, server)
+                latencies, churned = churn(server, cgroups, pool)
+            finally:
+                agent.stop()
+    finally:
+        try:
+            stage.close()  # the processes first: a cgroup with tasks cannot be removed
+        finally:
+            cgroups.close()
+    title = (f"node: `opaudit run` with {PODS} pods ({SELECTED} selected), "
+             f"{node.processes:,} processes, {node.idle_fds:,} fds in non-targets, "
+             f"{node.established:,} TCP sockets in one target netns; --interval {INTERVAL:g}")
+    return render(title, node_rows(node, samples, latencies, churned, drained, sockets_cpu))
+
+
+def owner_scan_cpu(pid: int) -> float:
+    """CPU seconds of one `opaudit sockets --pid` on the busy pod (the owner scan alone)."""
+    before = os.times()
+    subprocess.run([OPAUDIT, "sockets", "--pid", str(pid), "-o", "json"], check=True,
+                   stdout=subprocess.DEVNULL)
+    after = os.times()
+    return (after.children_user - before.children_user) + (
+        after.children_system - before.children_system)
+
+
+def steady_cycles(agent: Agent, server: ApiServer) -> list[tuple[CycleSample, int]]:
+    """STEADY_CYCLES + 1 full cycles, each with the count of write requests so far."""
+    samples = []
+    while len(samples) <= STEADY_CYCLES:
+        sample = agent.next_cycle(INTERVAL + 120)
+        if sample.trigger == "interval":
+            samples.append((sample, writes(server)))
+    return samples
+
+
+def writes(server: ApiServer) -> int:
+    return sum(1 for r in list(server.request_log) if r.method in WRITES)
+
+
+def churn(server: ApiServer, cgroups: KubepodsCgroups,
+          pool: list[int]) -> tuple[list[float], int]:
+    """Add and delete selected pods at CHURN_RATE for CHURN_SECONDS; seconds from each add
+    to the first Event about that pod (pods still without one at the end count as lost)."""
+    added: dict[str, float] = {}  # pod uid -> when it was added
+    latency: dict[str, float] = {}
+    live: list[tuple[float, str, int]] = []  # (added at, name, pool pid)
+    free = list(pool)
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_events, args=(server, added, latency, stop),
+                               daemon=True)
+    watcher.start()
+    started, n = time.monotonic(), 0
+    while time.monotonic() - started < CHURN_SECONDS:
+        now = time.monotonic()
+        while live and now - live[0][0] >= POD_LIFETIME:
+            _, name, pid = live.pop(0)
+            server.delete_pod(NAMESPACE, name)
+            free.append(pid)
+        pod = new_pod(cgroups, free.pop(0), f"churn-{n}")
+        added[pod.uid] = time.monotonic()
+        server.add_pod(pod.manifest)
+        live.append((added[pod.uid], pod.manifest["metadata"]["name"], pod.pid))
+        n += 1
+        time.sleep(max(0.0, started + n / CHURN_RATE - time.monotonic()))
+    time.sleep(5)  # the last pods' Events
+    stop.set()
+    watcher.join()
+    return [latency[uid] for uid in added if uid in latency], len(added)
+
+
+def new_pod(cgroups: KubepodsCgroups, pid: int, name: str) -> BenchPod:
+    """A new pod (uid, container id, cgroup) around one of the pool's running listeners."""
+    uid, container_id = str(uuid.uuid4()), os.urandom(32).hex()
+    scope = systemd_scope(uid, container_id)
+    cgroups.place_v2(pid, scope)
+    return BenchPod(pod_manifest(name, uid, f"containerd://{container_id}"), pid, "", scope)
+
+
+def watch_events(server: ApiServer, added: dict[str, float], latency: dict[str, float],
+                 stop: threading.Event) -> None:
+    while not stop.is_set():
+        now = time.monotonic()
+        for event in server.events():
+            uid = event["regarding"].get("uid")
+            if uid in added and uid not in latency:
+                latency[uid] = now - added[uid]
+        time.sleep(0.01)
+
+
+def node_rows(node: BusyNode, samples: list[tuple[CycleSample, int]], latencies: list[float],
+              churned: int, drained: float, sockets_cpu: float) -> list[Row]:
+    spans = list(zip(samples, samples[1:], strict=False))
+    cpu = statistics.median(b.cpu_seconds - a.cpu_seconds for (a, _), (b, _) in spans)
+    wall = statistics.median(s.cycle_seconds for s, _ in samples[1:])
+    requests = statistics.median(b.requests - a.requests for (a, _), (b, _) in spans)
+    steady_writes = max(wb - wa for (_, wa), (_, wb) in spans)
+    rss_mib = max(s.rss_kib for s, _ in samples) / 1024
+    lat = sorted(latencies)
+    p50 = lat[len(lat) // 2] if lat else float("inf")
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("inf")
+    return [
+        Row("full cycle CPU (median; with the idle time between cycles)", ms(cpu),
+            "<= 250 ms", cpu <= 0.25),
+        Row("full cycle wall time (median, as logged)", ms(wall)),
+        Row("peak RSS over the steady cycles", f"{rss_mib:.1f} MiB", "<= 64 MiB",
+            rss_mib <= 64),
+        Row("API requests per steady cycle (median)", f"{requests:g}"),
+        Row("API writes per steady cycle (most)", str(steady_writes), "0", steady_writes == 0),
+        Row(f"watch -> Event p50 ({len(lat)} of {churned} churned pods)", ms(p50)),
+        Row("watch -> Event p99", ms(p99), "<= 500 ms", p99 <= 0.5 and len(lat) == churned),
+        Row("reference: CPU of `opaudit sockets` on the busy pod (owner scan)",
+            ms(sockets_cpu)),
+        Row("reference: time to write the first cycle's Events", f"{drained:.1f} s"),
+    ]
