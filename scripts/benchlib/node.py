@@ -153,8 +153,7 @@ def watch_events(server: ApiServer, added: dict[str, float], latency: dict[str, 
                  stop: threading.Event) -> None:
     while not stop.is_set():
         now = time.monotonic()
-        for event in server.events():
-            uid = event["regarding"].get("uid")
+        for uid in server.regarding_uids():
             if uid in added and uid not in latency:
                 latency[uid] = now - added[uid]
         time.sleep(0.01)

@@ -216,6 +216,11 @@ class ApiServer:
         with self._cond:
             return copy.deepcopy(list(self._events.values()))
 
+    def regarding_uids(self) -> set[str]:
+        """The uids the stored Events are about, without copying them (latency probes)."""
+        with self._cond:
+            return {str(e["regarding"].get("uid", "")) for e in self._events.values()}
+
     def inject(
         self,
         method: str,
