@@ -57,6 +57,7 @@ class CycleSample:
     rss_kib: int
     requests: int  # API requests the server has answered so far
     events: int  # Event objects on the server so far
+    pods: int = 0  # pods the cycle audited
 
 
 def pod_manifest(name: str, uid: str, container_id: str) -> dict[str, Any]:
@@ -134,7 +135,8 @@ class Agent:
                 cpu, rss = self.usage()
                 self.cycles.put(CycleSample(
                     time.monotonic(), str(record.get("trigger")), float(record["seconds"]),
-                    cpu, rss, len(self.server.request_log), len(self.server.events())))
+                    cpu, rss, len(self.server.request_log), self.server.event_count(),
+                    int(record.get("pods", 0))))
 
     def usage(self) -> tuple[float, int]:
         """(utime + stime seconds, VmRSS KiB) of the agent now."""

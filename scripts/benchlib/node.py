@@ -68,6 +68,7 @@ def node_bench() -> str:
                 agent.next_cycle(300)
                 settle(agent, server, quiet=3, timeout=300)
                 latencies, churned = churn(server, cgroups, pool)
+                watch_cycles = drain(agent)
             finally:
                 agent.stop()
     finally:
@@ -78,7 +79,32 @@ def node_bench() -> str:
     title = (f"node: `opaudit run` with {PODS} pods ({SELECTED} selected), "
              f"{node.processes:,} processes, {node.idle_fds:,} fds in non-targets, "
              f"{node.established:,} TCP sockets in one target netns")
-    return render(title, node_rows(node, samples, latencies, churned, drained, sockets_cpu))
+    rows = node_rows(node, samples, latencies, churned, drained, sockets_cpu)
+    return render(title, rows + churn_rows(watch_cycles, churned))
+
+
+def drain(agent: Agent) -> list[CycleSample]:
+    cycles = []
+    while not agent.cycles.empty():
+        cycles.append(agent.cycles.get_nowait())
+    return cycles
+
+
+def churn_rows(cycles: list[CycleSample], churned: int) -> list[Row]:
+    """Where the churn latency goes: how the agent batched the watch's pods."""
+    watch = [c for c in cycles if c.trigger == "watch"] or cycles
+    if not watch:
+        return [Row("cycles during churn", "none logged")]
+    spans = list(zip(watch, watch[1:], strict=False))
+    cpu = sum(b.cpu_seconds - a.cpu_seconds for a, b in spans)
+    return [
+        Row("cycles during churn (watch-triggered)", f"{len(watch)} for {churned} pods"),
+        Row("pods per watch cycle (median)", f"{statistics.median(c.pods for c in watch):g}"),
+        Row("watch cycle wall time (median, as logged)",
+            ms(statistics.median(c.cycle_seconds for c in watch))),
+        Row("agent CPU per second while pods churn",
+            f"{cpu / max(1e-9, watch[-1].at - watch[0].at) * 1000:.0f} ms/s"),
+    ]
 
 
 def churn_listener(stage: Stage) -> int:

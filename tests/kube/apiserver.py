@@ -216,6 +216,10 @@ class ApiServer:
         with self._cond:
             return copy.deepcopy(list(self._events.values()))
 
+    def event_count(self) -> int:
+        with self._cond:
+            return len(self._events)
+
     def regarding_uids(self) -> set[str]:
         """The uids the stored Events are about, without copying them (latency probes)."""
         with self._cond:
