@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.model import Finding, PodRef, Severity
-from agent.report.merge import merge_findings
+from agent.report.merge import MergedFinding, merge_findings
 
 REPORTING_CONTROLLER = "opaudit"
 ACTION = "Audit"
@@ -88,13 +88,27 @@ def finding_note(pod: PodRef, container: str, findings: list[Finding]) -> str:
     fix = short_fix(merged[0].finding)
     tail = f"Fix: {fix}. {where}" if fix else where
     room = NOTE_LIMIT_BYTES - len(sanitize_text(tail).encode()) - 1
-    head = f"container {container}: " + " ".join(m.finding.message for m in merged)
-    if len(merged) > 1 and len(sanitize_text(head).encode()) > room:
-        # Never cut a list short in silence: say how many, and show the first in full.
-        head = (f"container {container}: {len(merged)} {merged[0].finding.rule} findings, "
-                f"the first: {merged[0].finding.message} The other {len(merged) - 1} are "
-                "in the full report.")
-    return fit_note(head, tail)
+    return fit_note(_note_head(container, merged, room), tail)
+
+
+def _note_head(container: str, merged: list[MergedFinding], room: int) -> str:
+    """Every message when they fit; else never a list cut short in silence: how many, what
+    each observed (`tcp 0.0.0.0:8082, ...`) and the first in full, as much as fits."""
+    first = merged[0].finding
+    everything = f"container {container}: " + " ".join(m.finding.message for m in merged)
+    if len(merged) == 1:
+        return everything  # one finding: fit_note shortens it, there is no list to cut
+    count = f"container {container}: {len(merged)} {first.rule} findings"
+    seen = ", ".join(m.finding.observed for m in merged if m.finding.observed)
+    candidates = [everything]
+    if seen:
+        candidates += [f"{count} ({seen}); the first: {first.message}", f"{count} ({seen})."]
+    candidates.append(f"{count}; the first: {first.message} The other {len(merged) - 1} are "
+                      "in the full report.")
+    for head in candidates:
+        if len(sanitize_text(head).encode()) <= room:
+            return head
+    return candidates[-1]
 
 
 def short_fix(finding: Finding) -> str:

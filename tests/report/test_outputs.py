@@ -162,6 +162,11 @@ def test_an_event_note_is_the_finding_one_fix_line_and_where_the_full_fix_is(
     note = notes["UndeclaredListener"]
     assert len(note.encode()) <= NOTE_LIMIT_BYTES
     assert f"{len(ports)} UndeclaredListener findings" in note  # counted, not cut mid-list
+    for port in ports:  # and every listener named (ss -tln in the netns is the oracle)
+        assert f"tcp 0.0.0.0:{port}" in note
+    listening = subprocess.run(["ip", "netns", "exec", str(staged.netns), "ss", "-Htln"],
+                               capture_output=True, text=True, check=True).stdout
+    assert all(f"0.0.0.0:{port} " in listening for port in ports)
     assert "Fix: declare the port, or disable / loopback-bind the listener." in note
     pod = f"{declared.pod.namespace}/{declared.pod.name}"
     assert note.endswith(f"Full fix: opaudit diagnose --pod {pod}")
