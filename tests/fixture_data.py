@@ -1,5 +1,6 @@
-"""Where the repository's real-world test data lives (copied from ../shared/fixtures, with
-their sources in each folder's README/INDEX), so a plain clone runs every test."""
+"""Where the repository's real-world test data lives: copies of what arrived in the project's
+shared fixture folder, with their sources in each folder's README/INDEX, so that a plain
+clone runs every test."""
 
 from pathlib import Path
 
