@@ -15,13 +15,16 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cgroup_staging import KubepodsCgroups, systemd_scope, unavailable_reason
 from kube.apiserver import ApiServer
+from pod_staging import pod_manifest as staged_pod_manifest
 from staging import Sock, Stage
 
 from benchlib.table import Row, ms, render
@@ -61,25 +64,7 @@ class CycleSample:
 
 
 def pod_manifest(name: str, uid: str, container_id: str) -> dict[str, Any]:
-    container = "spark-operator-controller"
-    image = "ghcr.io/kubeflow/spark-operator/controller:2.1.0"
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": NAMESPACE, "uid": uid, "labels": LABELS},
-        "spec": {"nodeName": NODE, "containers": [{
-            "name": container, "image": image,
-            "ports": [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}],
-            "securityContext": {
-                "runAsUser": 1000, "runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"}}}]},
-        "status": {
-            "phase": "Running", "podIP": "192.0.2.10", "podIPs": [{"ip": "192.0.2.10"}],
-            "containerStatuses": [{
-                "name": container, "ready": True, "restartCount": 0, "image": image,
-                "imageID": "", "containerID": container_id,
-                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]},
-    }
+    return staged_pod_manifest(name, uid, container_id, LABELS, node=NODE)
 
 
 def stage_pod(stage: Stage, cgroups: KubepodsCgroups, lock: threading.Lock,
@@ -231,30 +216,38 @@ def watch_latency(agent: Agent, stage: Stage, cgroups: KubepodsCgroups,
     raise RuntimeError("the new pod got no Event within 60 s")
 
 
+@contextmanager
+def staged_node() -> Iterator[tuple[Stage, KubepodsCgroups]]:
+    """A Stage and kubepods cgroups, closed in that order: a cgroup with tasks cannot be
+    removed, so the processes go first."""
+    stage, cgroups = Stage(), KubepodsCgroups()
+    try:
+        yield stage, cgroups
+    finally:
+        try:
+            stage.close()
+        finally:
+            cgroups.close()
+
+
 def daemon_bench(targets: int, cycles: int = 10, interval: float = 3.0) -> str:
     reason = unavailable_reason()
     if reason is not None:
         return f"### daemon: skipped ({reason})\n"
-    stage, cgroups = Stage(), KubepodsCgroups()
-    try:
-        with ApiServer() as server, tempfile.TemporaryDirectory() as tmp:
-            started = time.monotonic()
-            pods = stage_pods(stage, cgroups, targets)
-            for pod in pods:
-                server.add_pod(pod.manifest)
-            print(f"bench: {targets} pods staged in {time.monotonic() - started:.1f}s")
-            kubeconfig = server.write_kubeconfig(os.path.join(tmp, "kubeconfig"))
-            samples, drained, first_events = footprint(kubeconfig, server, cycles, interval)
-            idle_rate, agent = idle_cpu_rate(kubeconfig, server, 10.0)
-            try:
-                latency = watch_latency(agent, stage, cgroups, server)
-            finally:
-                agent.stop()
-    finally:
+    with staged_node() as (stage, cgroups), ApiServer() as server, \
+            tempfile.TemporaryDirectory() as tmp:
+        started = time.monotonic()
+        pods = stage_pods(stage, cgroups, targets)
+        for pod in pods:
+            server.add_pod(pod.manifest)
+        print(f"bench: {targets} pods staged in {time.monotonic() - started:.1f}s")
+        kubeconfig = server.write_kubeconfig(os.path.join(tmp, "kubeconfig"))
+        samples, drained, first_events = footprint(kubeconfig, server, cycles, interval)
+        idle_rate, agent = idle_cpu_rate(kubeconfig, server, 10.0)
         try:
-            stage.close()  # the processes first: a cgroup with tasks cannot be removed
+            latency = watch_latency(agent, stage, cgroups, server)
         finally:
-            cgroups.close()
+            agent.stop()
     return render(f"daemon: `opaudit run` with {targets} pods, {cycles} cycles at "
                   f"--interval {interval:g} after the first cycle's Events were written",
                   footprint_rows(samples, targets, interval, idle_rate, latency, drained,

@@ -29,6 +29,7 @@ from benchlib.daemon import (
     CycleSample,
     pod_manifest,
     settle,
+    staged_node,
 )
 from benchlib.nodestage import PODS, SELECTED, BusyNode, stage_node
 from benchlib.table import Row, ms, render
@@ -45,37 +46,31 @@ def node_bench() -> str:
     reason = unavailable_reason()
     if reason is not None:
         return f"### node: skipped ({reason})\n"
-    stage, cgroups = Stage(), KubepodsCgroups()
-    try:
-        with ApiServer() as server, tempfile.TemporaryDirectory() as tmp:
-            node = stage_node(stage, cgroups)
-            with ThreadPoolExecutor(STAGING_THREADS) as threads:
-                pool = list(threads.map(lambda _: churn_listener(stage), range(CHURN_POOL)))
-            for pod in node.selected + node.others:
-                server.add_pod(pod.manifest)
-            sockets_cpu = (owner_scan_cpu(node.busy.pid), owner_scan_cpu(node.selected[1].pid))
-            kubeconfig = server.write_kubeconfig(os.path.join(tmp, "kubeconfig"))
-            agent = Agent(kubeconfig, INTERVAL, server)
-            try:
-                agent.next_cycle(300)
-                drained = settle(agent, server, quiet=3, timeout=300)
-                agent.next_cycle(INTERVAL + 120)  # repeats update each Event's series once
-                samples = steady_cycles(agent, server)
-            finally:
-                agent.stop()
-            agent = Agent(kubeconfig, CHURN_INTERVAL, server)
-            try:
-                agent.next_cycle(300)
-                settle(agent, server, quiet=3, timeout=300)
-                latencies, churned = churn(server, cgroups, pool)
-                watch_cycles = drain(agent)
-            finally:
-                agent.stop()
-    finally:
+    with staged_node() as (stage, cgroups), ApiServer() as server, \
+            tempfile.TemporaryDirectory() as tmp:
+        node = stage_node(stage, cgroups)
+        with ThreadPoolExecutor(STAGING_THREADS) as threads:
+            pool = list(threads.map(lambda _: churn_listener(stage), range(CHURN_POOL)))
+        for pod in node.selected + node.others:
+            server.add_pod(pod.manifest)
+        sockets_cpu = (owner_scan_cpu(node.busy.pid), owner_scan_cpu(node.selected[1].pid))
+        kubeconfig = server.write_kubeconfig(os.path.join(tmp, "kubeconfig"))
+        agent = Agent(kubeconfig, INTERVAL, server)
         try:
-            stage.close()  # the processes first: a cgroup with tasks cannot be removed
+            agent.next_cycle(300)
+            drained = settle(agent, server, quiet=3, timeout=300)
+            agent.next_cycle(INTERVAL + 120)  # repeats update each Event's series once
+            samples = steady_cycles(agent, server)
         finally:
-            cgroups.close()
+            agent.stop()
+        agent = Agent(kubeconfig, CHURN_INTERVAL, server)
+        try:
+            agent.next_cycle(300)
+            settle(agent, server, quiet=3, timeout=300)
+            latencies, churned = churn(server, cgroups, pool)
+            watch_cycles = drain(agent)
+        finally:
+            agent.stop()
     title = (f"node: `opaudit run` with {PODS} pods ({SELECTED} selected), "
              f"{node.processes:,} processes, {node.idle_fds:,} fds in non-targets, "
              f"{node.established:,} TCP sockets in one target netns")
