@@ -153,6 +153,14 @@ class ProcFS:
     def exists(self, pid: int) -> bool:
         return pid > 0 and os.path.isdir(f"{self.root}/{pid}")
 
+    def is_own_pid_namespace(self) -> bool:
+        """Whether this tree's pids are ours: its `self` is our pid (a recorded tree, or a
+        /proc mounted from another pid namespace, says otherwise or nothing)."""
+        try:
+            return os.readlink(f"{self.root}/self") == str(os.getpid())
+        except OSError:
+            return False
+
     def pids(self) -> list[int]:
         try:
             names = os.listdir(self.root)
