@@ -42,6 +42,7 @@ STOP_FLUSH_SECONDS = 4.5  # SIGTERM: flush for at most 5 s in all, exit included
 WAKE_SECONDS = 1.0  # the loop wakes at least this often: heartbeat, sink retries
 FIRST_LIST_SECONDS = 10.0  # the first cycle waits this long for the pod list
 COALESCE_SECONDS = 0.05  # watch events this close together make one cycle
+PUMP_SLICE_SECONDS = 0.05  # Event writes between two looks at the watch's queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +210,20 @@ class NodeAgent:
                 # others' audit. The full cycle keeps its own schedule.
                 self.cycle("watch", only=triggered)
                 release_free_memory()
-            self.sink.pump(time.monotonic() + WAKE_SECONDS / 2)
+            self._pump(WAKE_SECONDS / 2)
             self.metrics.heartbeat()
         return self._shutdown()
+
+    def _pump(self, budget: float) -> None:
+        """Write owed Events for up to `budget` seconds, a slice at a time, and hand the loop
+        back as soon as the watch names a pod: its audit comes before the older Events'
+        writes (after a full cycle, hundreds of series updates)."""
+        end = time.monotonic() + budget
+        while self.triggers.empty() and (now := time.monotonic()) < end:
+            slice_end = min(end, now + PUMP_SLICE_SECONDS)
+            self.sink.pump(slice_end)
+            if time.monotonic() < slice_end:
+                return  # returned early: nothing owed, or the next try is after the slice
 
     def _await_first_list(self, timeout: float) -> None:
         """Give the first pod list a chance, so the first cycle (and /readyz) is meaningful."""

@@ -300,6 +300,43 @@ def test_a_watch_trigger_audits_only_the_new_pod_and_metrics_still_count_the_nod
     assert not runner.is_alive()
 
 
+class SlowSink(RecordingSink):
+    """Each pump writes one owed Event per 10 ms until its deadline or until none is owed."""
+
+    def __init__(self, owed: int) -> None:
+        super().__init__()
+        self.owed, self.pumps = owed, 0
+
+    def pump(self, deadline: float) -> None:
+        self.pumps += 1
+        while self.owed and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self.owed -= 1
+
+
+def test_event_writes_yield_to_a_pod_the_watch_names(server: ApiServer) -> None:
+    """After a full cycle hundreds of series updates are owed; a new pod's audit must not
+    wait for them, and an idle sink must not be polled in a loop."""
+    sink = SlowSink(owed=10_000)
+    agent = NodeAgent(load_api(configuration=server.configuration()), NODE,
+                      RunOptions(node=NODE, selector=SELECTOR, interval=300), sink,
+                      AgentMetrics(), threading.Event())
+    started = time.monotonic()
+    threading.Timer(0.2, agent.triggers.put, args=("pod-uid",)).start()
+    agent._pump(5.0)
+    assert time.monotonic() - started < 2.0  # back within a slice of the trigger, not 5 s
+    assert sink.pumps >= 2 and sink.owed > 0  # sliced, and the rest is still owed
+
+    pumps = sink.pumps
+    agent._pump(5.0)  # the trigger is still waiting for the loop: no write at all
+    assert sink.pumps == pumps
+    agent.triggers.get_nowait()
+
+    sink.owed = 3
+    agent._pump(5.0)
+    assert sink.owed == 0 and sink.pumps == pumps + 1  # returned early: nothing more owed
+
+
 # --- the agent's own privileges ----------------------------------------------------------
 
 SELF_AUDIT = """

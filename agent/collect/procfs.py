@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
+from agent.collect.cgroups import parse_cgroup_file
 from agent.collect.errors import AccessDenied, CollectError, Missing, ProcessGone
 from agent.collect.procparse import (
     parse_decimal,
@@ -37,6 +38,7 @@ PROC_FILE_LIMIT = 1 << 20
 MOUNTINFO_LIMIT = 16 << 20
 # The agent's own process and threads, seen through its own /proc whatever HOST_PROC says.
 OWN_PROC = "/proc"
+PROC_ROOT_INO = 1  # fs/proc/root.c: the root of every procfs mount
 Needs = str | tuple[str, ...] | None  # capabilities that would allow a denied read
 
 
@@ -125,6 +127,11 @@ class ProcFS:
         self._handles: dict[int, ProcessHandle] | None = None  # inside cycle()
         self._walk: ProcWalk | None = None
         self.walks = 0  # passes over /proc made, for the tests that count reads
+        # pid -> (inode of /proc/PID, cgroup text) of processes in a container's scope; see
+        # `_cgroup_text`. Only on a real procfs (its root is inode 1): a recorded tree's
+        # files may be rewritten under the same inode.
+        self._container_cgroups: dict[int, tuple[int, str]] = {}
+        self._real_procfs: bool | None = None
 
     @contextmanager
     def cycle(self) -> Iterator[ProcFS]:
@@ -162,12 +169,17 @@ class ProcFS:
             return False
 
     def pids(self) -> list[int]:
+        return [pid for pid, _ in self._pid_dirs()]
+
+    def _pid_dirs(self) -> list[tuple[int, int]]:
+        """(pid, inode of /proc/PID): getdents gives both, no stat needed."""
         try:
-            names = os.listdir(self.root)
+            with os.scandir(self.root) as entries:
+                # isdigit() accepts non-ASCII digits; /proc names are ASCII decimal.
+                return [(int(e.name), e.inode()) for e in entries
+                        if e.name.isascii() and e.name.isdigit()]
         except OSError as exc:
             raise CollectError(f"cannot list {self.root}: {exc.strerror or exc}") from exc
-        # isdigit() accepts non-ASCII digits; /proc names are ASCII decimal.
-        return [int(name) for name in names if name.isascii() and name.isdigit()]
 
     def walk(self, *, cgroups: bool = False) -> ProcWalk:
         """Every process's netns inode (and cgroup text); once per cycle when inside one."""
@@ -177,28 +189,62 @@ class ProcFS:
         self.walks += 1
         entries: list[ProcEntry] = []
         gone = denied = 0
-        for pid in self.pids():
+        pid_dirs = self._pid_dirs()
+        for pid, inode in pid_dirs:
             try:
                 netns: int | None = os.stat(f"{self.root}/{pid}/ns/net").st_ino
             except (FileNotFoundError, ProcessLookupError):
                 netns = None  # exited, or a /proc tree without namespaces (fixtures)
             except PermissionError:
                 denied, netns = denied + 1, None
-            text = None
-            if cgroups:
-                try:
-                    data, _ = read_file(f"{self.root}/{pid}/cgroup")
-                    text = data.decode("utf-8", errors="surrogateescape")
-                except CollectError:
-                    pass  # gone or unreadable: not a process we can attribute
+            text = self._cgroup_text(pid, inode) if cgroups else None
             if netns is None and text is None and not os.path.isdir(f"{self.root}/{pid}"):
                 gone += 1
                 continue
             entries.append(ProcEntry(pid, netns, text))
+        if cgroups:  # forget the processes that exited
+            alive = {pid for pid, _ in pid_dirs}
+            for pid in self._container_cgroups.keys() - alive:
+                del self._container_cgroups[pid]
         walk = ProcWalk(tuple(entries), cgroups, gone, denied)
         if self._handles is not None:
             self._walk = walk
         return walk
+
+    def _cgroup_text(self, pid: int, inode: int) -> str | None:
+        """/proc/PID/cgroup, or None when gone or unreadable.
+
+        Reading it for every process is most of a pass over a busy node (~10 µs each), and a
+        process does not leave its container's scope: runtimes place it before it runs the
+        container's program, and nothing moves it out. So the text of a process in a
+        container's scope is kept, keyed by the inode of /proc/PID, which a reused pid
+        does not share (the dead task's proc dentries are dropped). Processes outside any
+        container, which runc may yet move into one, are read every time.
+        """
+        known = self._container_cgroups.get(pid)
+        if known is not None and known[0] == inode:
+            return known[1]
+        try:
+            data, _ = read_file(f"{self.root}/{pid}/cgroup")
+        except CollectError:
+            return None  # gone or unreadable: not a process we can attribute
+        text = data.decode("utf-8", errors="surrogateescape")
+        if self._is_real_procfs():
+            try:
+                in_container = parse_cgroup_file(text).container_id is not None
+            except CollectError:
+                in_container = False
+            if in_container:
+                self._container_cgroups[pid] = (inode, text)
+        return text
+
+    def _is_real_procfs(self) -> bool:
+        if self._real_procfs is None:
+            try:
+                self._real_procfs = os.stat(self.root).st_ino == PROC_ROOT_INO
+            except OSError:
+                self._real_procfs = False
+        return self._real_procfs
 
     def read_cap_last_cap(self) -> int:
         if self._last_cap is None:

@@ -263,7 +263,7 @@ class EventSink:
             with self._lock:
                 if not self._queue:
                     return
-                key = next(iter(self._queue))
+                key = self._next_key()
                 owed = self._owed.get(key)
                 if owed is None:
                     self._queue.pop(key)
@@ -281,6 +281,16 @@ class EventSink:
                 self._failed(key, ApiError(None, "ClientError", f"{type(exc).__name__}: {exc}"))
                 continue
             self._succeeded(key)
+
+    def _next_key(self) -> EventKey:
+        """The oldest Event the server has never seen, else the oldest series update: a
+        pod's first Event must not wait behind count bumps (a full cycle repeats every
+        finding). Called with `_lock` held and the queue not empty."""
+        for key in self._queue:
+            owed = self._owed.get(key)
+            if owed is None or owed.written_count == 0:
+                return key
+        return next(iter(self._queue))
 
     def _write(self, owed: _Owed, *, timeout: float) -> None:
         if owed.written_count > 0:

@@ -4,14 +4,18 @@ import contextlib
 import os
 import signal
 import subprocess
+import uuid
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+from cgroup_staging import KubepodsCgroups, systemd_scope
 from hypothesis import given
 from hypothesis import strategies as st
-from staging import Stage
+from staging import STAGE_PYTHON, Stage, Staged
 
+from agent.collect import procfs
 from agent.collect.errors import CollectError, ParseError, ProcessGone
 from agent.collect.procfs import PROC_FILE_LIMIT, ProcFS
 from agent.collect.procparse import (
@@ -272,3 +276,91 @@ def test_a_handle_never_reads_the_process_that_reused_its_pid(tmp_path: Path) ->
             os.killpg(shell.pid, signal.SIGKILL)
         shell.communicate(timeout=10)
         subprocess.run(["umount", "-l", str(procdir)], capture_output=True)
+
+
+# --- the cgroup text kept across passes -----------------------------------------------
+
+# The init of a new pid namespace: on "spawn N FILE" it makes the next pid N (ns_last_pid,
+# as CRIU does), forks a child that moves itself into the cgroup of FILE, and prints the pid
+# once it has; on "kill N" it kills and reaps that child.
+PIDNS_INIT = r"""
+import os, signal, sys
+for line in sys.stdin:
+    command, *args = line.split()
+    if command == "spawn":
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(int(args[0]) - 1))
+        ready, told = os.pipe()
+        child = os.fork()
+        if child == 0:
+            with open(args[1], "w") as f:
+                f.write("0")
+            os.write(told, b"1")
+            signal.pause()
+        os.read(ready, 1)
+        print(child, flush=True)
+    elif command == "kill":
+        os.kill(int(args[0]), signal.SIGKILL)
+        os.waitpid(int(args[0]), 0)
+        print("killed", flush=True)
+"""
+
+
+def test_a_reused_pid_in_another_container_is_read_anew(stage: Stage,
+                                                         cgroups: KubepodsCgroups) -> None:
+    """The kept text of a container's process is keyed by the inode of /proc/PID: a new
+    process given the same pid, in another container, is never taken for the old one."""
+    ids = [os.urandom(32).hex() for _ in range(2)]
+    procs = [cgroups.procs_files(systemd_scope(str(uuid.uuid4()), cid), None)[0] for cid in ids]
+    init = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", STAGE_PYTHON, "-c",
+                             PIDNS_INIT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    stage.processes.append(Staged(pid=init.pid, popen=init))
+    assert init.stdin is not None and init.stdout is not None
+
+    def say(line: str) -> str:
+        assert init.stdin is not None and init.stdout is not None
+        init.stdin.write(line + "\n")
+        init.stdin.flush()
+        return init.stdout.readline().strip()
+
+    try:
+        assert say(f"spawn 300 {procs[0]}") == "300"
+        inner_init = int(Path(f"/proc/{init.pid}/task/{init.pid}/children").read_text().split()[0])
+        proc = ProcFS(f"/proc/{inner_init}/root/proc")  # that pid namespace's own procfs
+        reads: list[str] = []
+        real_read = procfs.read_file
+
+        def counting_read(path: str, **kwargs: Any) -> tuple[bytes, bool]:
+            reads.append(path)
+            return real_read(path, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(procfs, "read_file", counting_read)
+            first = {e.pid: e.cgroup for e in proc.walk(cgroups=True).entries}
+            assert ids[0] in (first[300] or "")
+            reads.clear()
+            again = {e.pid: e.cgroup for e in proc.walk(cgroups=True).entries}
+            assert again[300] == first[300]
+            assert not [r for r in reads if r.endswith("/300/cgroup")]  # kept, not re-read
+
+            assert say("kill 300") == "killed"
+            assert say(f"spawn 300 {procs[1]}") == "300"  # the same pid, another container
+            reused = {e.pid: e.cgroup for e in proc.walk(cgroups=True).entries}
+            assert ids[1] in (reused[300] or "") and ids[0] not in (reused[300] or "")
+    finally:
+        # Its init reaps every process of the namespace before it exits (zap_pid_ns_processes),
+        # so the cgroups are empty once this returns.
+        stage.kill(stage.processes.pop())
+
+
+def test_a_recorded_tree_is_read_anew_every_pass(tmp_path: Path) -> None:
+    """Files of a recorded tree can change under the same inode: nothing is kept."""
+    (tmp_path / "42").mkdir()
+    scope = "kubepods.slice/kubepods-pod1.slice/cri-containerd-{}.scope"
+    cgroup = tmp_path / "42" / "cgroup"
+    cgroup.write_text(f"0::/{scope.format('a' * 64)}\n")
+    proc = ProcFS(str(tmp_path))
+    assert "a" * 64 in (proc.walk(cgroups=True).entries[0].cgroup or "")
+    cgroup.write_text(f"0::/{scope.format('b' * 64)}\n")
+    assert "b" * 64 in (proc.walk(cgroups=True).entries[0].cgroup or "")

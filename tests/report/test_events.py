@@ -322,3 +322,20 @@ def test_note_gives_the_fix_as_dotted_paths_not_flattened_yaml() -> None:
         "Make the socket accept IPv4: bind 0.0.0.0:9443; "
         'spec.containers[].securityContext.capabilities.drop=["ALL"]; '
         'Helm values: webhook.securityContext.capabilities.drop=["ALL"]')
+
+
+def test_a_new_pods_first_event_goes_before_older_series_updates(server: ApiServer,
+                                                                 api: Api) -> None:
+    """A full cycle repeats every finding (series updates owed for each); a pod the watch
+    just named must not wait behind them."""
+    sink = EventSink(api, NODE)
+    old = [finding(), finding("SeccompUnconfined")]
+    sink.publish(report(old))
+    assert sink.flush(5)
+    sink.publish(report(old))  # the repeat: two PATCHes owed
+    new_pod = PodRef("spark-operator", "so-webhook-xyz", "9b7b1c5e-1111-4222-8333-944455556666")
+    sink.publish(report([finding()], pod=new_pod))  # queued after them
+    server.request_log.clear()
+    assert sink.flush(5)
+    assert writes(server) == [("POST", 201), ("PATCH", 200), ("PATCH", 200)]
+    assert len(server.events()) == 3
