@@ -31,9 +31,11 @@ from podman_pod import (
     run_args,
     unique_name,
 )
-from staging import Stage
+from staging import Sock, Stage
 from test_kubectl_plugin import agent_pod
 from test_node import NODE, SELECTOR, events_on, expected_rules, stage_pod
+
+from agent.collect.sockets import scan_socket_owners
 
 OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
 PLUGIN = REPO / ".venv" / "bin" / "kubectl-opaudit"
@@ -164,6 +166,32 @@ def spark_pod(image: str) -> Iterator[tuple[int, str]]:
         podman("kube", "down", "-", input_text=yaml.safe_dump(played), check=False)
         remove_pod_cgroups(pod_id)  # podman 4.3 leaves the pod's empty cgroup behind
         assert cgroups_naming([pod_id]) == [], "the played pod's cgroup is left behind"
+
+
+# Inside the container: the owners of the given sockets read by the BPF iterator, as JSON.
+OWNERS_BY_BPF = (
+    "import json, sys; from agent.collect.sockets import scan_socket_owners as scan; "
+    "r = scan(json.loads(sys.argv[1]), int(sys.argv[2]), reader='bpf'); "
+    "print(json.dumps([r.fd_reader, r.iterator_error, "
+    "sorted([i, o.pid, o.fd] for i, h in r.owners.items() for o in h)]))")
+
+
+def test_the_fd_iterator_loads_with_only_the_daemonsets_privileges(agent: str,
+                                                                   stage: Stage) -> None:
+    """bpf(2) under the runtime's default seccomp profile, with SYS_ADMIN as the only
+    capability that allows it: the BPF iterator runs, and finds what /proc finds."""
+    netns = stage.netns()
+    listener = stage.spawn([Sock("tcp", 6, "::", 7401), Sock("udp", 4, "0.0.0.0", 7402)],
+                           netns=netns, uid=1000, bounding=[])
+    inodes = sorted(os.stat(f"/proc/{listener.pid}/fd/{fd}").st_ino for fd in listener.fds)
+    ns_ino = os.stat(f"/proc/{listener.pid}/ns/net").st_ino
+    inside = in_container(agent, "python3", "-c", OWNERS_BY_BPF, json.dumps(inodes), str(ns_ino))
+    assert inside.returncode == 0, inside.stderr
+    reader, error, owners = json.loads(inside.stdout)
+    assert (reader, error) == ("bpf", None)
+    host = scan_socket_owners(inodes, ns_ino, reader="proc")
+    assert sorted([i, o.pid, o.fd] for i, h in host.owners.items() for o in h) == owners
+    assert {o[1] for o in owners} == {listener.pid}
 
 
 def test_diagnose_of_a_played_spark_pod_from_inside_equals_the_host_view(
