@@ -195,9 +195,11 @@ def diagnose_bench(args: argparse.Namespace) -> str:
     finally:
         stage.close()
     median = timed["diagnose"].median
+    # SPEC §7 sets the bar for 100 targets; other sizes are reported without one.
+    spec_size = len(pids) == 100
     rows = [
         Row(f"`opaudit diagnose` {len(pids)} pids in {len(pids)} netns, wall",
-            ms(median), "< 1.5 s (goal 1.0 s)", median < 1.5),
+            ms(median), "< 0.5 s" if spec_size else "", median < 0.5 if spec_size else None),
         Row("per target", ms(median / len(pids))),
     ]
     return render(f"diagnose: {len(pids)} targets, median of 3 runs", rows)
