@@ -364,3 +364,18 @@ def test_a_recorded_tree_is_read_anew_every_pass(tmp_path: Path) -> None:
     assert "a" * 64 in (proc.walk(cgroups=True).entries[0].cgroup or "")
     cgroup.write_text(f"0::/{scope.format('b' * 64)}\n")
     assert "b" * 64 in (proc.walk(cgroups=True).entries[0].cgroup or "")
+
+
+def test_netns_inode_agrees_with_stat(stage: Stage, tmp_path: Path) -> None:
+    netns = stage.netns()
+    inside = stage.spawn([], netns=netns)
+    for pid in (os.getpid(), inside.pid):
+        link = f"/proc/{pid}/ns/net"
+        assert procfs.netns_inode(link) == os.stat(link).st_ino
+    assert procfs.netns_inode(f"/proc/{inside.pid}/ns/net") != procfs.netns_inode(
+        f"/proc/{os.getpid()}/ns/net")
+    recorded = tmp_path / "net"
+    recorded.write_text("")  # a recorded tree: a plain file where the link was
+    assert procfs.netns_inode(str(recorded)) == recorded.stat().st_ino
+    (tmp_path / "dangling").symlink_to("net:[12]")  # a recorded link keeps the kernel's text
+    assert procfs.netns_inode(str(tmp_path / "dangling")) == 12
