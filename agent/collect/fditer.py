@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import struct
 from collections.abc import Collection, Iterable
 from functools import lru_cache
@@ -26,6 +25,7 @@ from agent.collect.btf import FdIterLayout, read_fd_iter_layout
 from agent.collect.errors import CollectError
 
 SYS_BPF = {"x86_64": 321, "aarch64": 280}
+MACHINE = os.uname().machine
 # include/uapi/linux/bpf.h
 BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD = 0, 2, 5
 BPF_LINK_CREATE, BPF_ITER_CREATE = 28, 33
@@ -101,9 +101,9 @@ def iterator_program(layout: FdIterLayout, map_fd: int) -> bytes:
 
 
 def _bpf(command: int, attr: bytes | bytearray, what: str) -> int:
-    number = SYS_BPF.get(platform.machine())
+    number = SYS_BPF.get(MACHINE)
     if number is None:
-        raise FdIterUnavailable(f"bpf(2) number unknown on {platform.machine()}")
+        raise FdIterUnavailable(f"bpf(2) number unknown on {MACHINE}")
     buffer = ctypes.create_string_buffer(bytes(attr), max(len(attr), ATTR_SIZE))
     result = int(_libc.syscall(number, command, buffer, len(attr)))
     if result < 0:
@@ -191,25 +191,11 @@ def socket_fds(tgids: Iterable[int], inodes: Collection[int]) -> dict[int, list[
     finally:
         os.close(map_fd)  # the loaded program holds its own reference
     try:
-        for tgid in tgids:
-            try:
-                data = _read_iterator(prog_fd, tgid)
-            except FdIterUnavailable:
-                if not _exists(tgid):
-                    continue  # exited since the walk: ESRCH/ENOENT from the link
-                raise
+        for tgid in tgids:  # one that exited meanwhile has no fd table: no records
+            data = _read_iterator(prog_fd, tgid)
             for fd, inode in RECORD.iter_unpack(data[: len(data) - len(data) % RECORD.size]):
                 held.setdefault(tgid, []).append((fd, inode))
     finally:
         os.close(prog_fd)
     return held
 
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

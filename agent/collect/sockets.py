@@ -48,6 +48,7 @@ MAX_FD_GAP = 256  # fd numbers tried in vain before listing /proc/PID/fd instead
 # than the BPF iterator's one-time read of the kernel's BTF (~40 ms).
 ITERATOR_MIN_FDS = 10_000
 FdReader = Literal["proc", "bpf"]
+ReaderSetting = Literal["auto", "proc", "bpf"]
 
 
 def diag_request(address_family: int, protocol: int, states: int) -> bytes:
@@ -138,14 +139,15 @@ class OwnerScan:
     iterator_error: str | None = None  # why the BPF iterator was not used, when it was tried
 
 
-def fd_reader_setting() -> str:
+def fd_reader_setting() -> ReaderSetting:
     """OPAUDIT_FD_READER: auto (default), proc (never BPF) or bpf (whatever the fd count)."""
-    value = os.environ.get("OPAUDIT_FD_READER", "auto")
-    return value if value in ("auto", "proc", "bpf") else "auto"
+    settings: dict[str, ReaderSetting] = {"auto": "auto", "proc": "proc", "bpf": "bpf"}
+    return settings.get(os.environ.get("OPAUDIT_FD_READER", "auto"), "auto")
 
 
 def scan_socket_owners(inodes: Collection[int], netns_inodes: int | Collection[int],
-                       proc: ProcFS | None = None, reader: str | None = None) -> OwnerScan:
+                       proc: ProcFS | None = None,
+                       reader: ReaderSetting | None = None) -> OwnerScan:
     """The holders of the sockets, among processes of the given network namespaces: the
     cycle's one pass over /proc (`ProcFS.walk`) says which processes those are, and only
     their fd tables are read (socket inodes are host-unique).
@@ -198,7 +200,8 @@ def scan_socket_owners(inodes: Collection[int], netns_inodes: int | Collection[i
 
 
 def _read_by_iterator(fd_counts: Mapping[int, int], inodes: Collection[int], proc: ProcFS,
-                      setting: str) -> tuple[dict[int, list[tuple[int, int]]] | None, str | None]:
+                      setting: ReaderSetting,
+                      ) -> tuple[dict[int, list[tuple[int, int]]] | None, str | None]:
     """The iterator's answer, or None (and why) when the fd tables are read from /proc.
 
     Below ITERATOR_MIN_FDS, /proc is cheaper than reading the kernel's BTF (~40 ms once per

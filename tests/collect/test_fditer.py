@@ -22,7 +22,12 @@ from agent.collect import btf, fditer
 from agent.collect.btf import FdIterLayout, read_fd_iter_layout
 from agent.collect.errors import CollectError, Missing, ParseError
 from agent.collect.procfs import ProcFS
-from agent.collect.sockets import ITERATOR_MIN_FDS, OwnerScan, scan_socket_owners
+from agent.collect.sockets import (
+    ITERATOR_MIN_FDS,
+    OwnerScan,
+    fd_reader_setting,
+    scan_socket_owners,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 needs_btf = pytest.mark.skipif(not os.path.exists(btf.VMLINUX_BTF),
@@ -254,7 +259,7 @@ def test_foreign_proc_tree_is_never_iterated(tmp_path: Path) -> None:
     assert ProcFS("/proc").is_own_pid_namespace()
 
 
-def test_iterator_program_is_fixed_size() -> None:
+def test_every_jump_of_the_program_lands_on_its_exit() -> None:
     """Every jump lands on the program's `r0 = 0; exit`, whatever the offsets."""
     layout = FdIterLayout(attach_btf_id=1, file_inode=32, inode_ino=64, inode_sb=40,
                           sb_magic=96)
@@ -265,3 +270,16 @@ def test_iterator_program_is_fixed_size() -> None:
         opcode, _, offset, _ = struct.unpack("<BBhi", insn)
         if opcode in (0x15, 0x55):
             assert at + 1 + offset == len(insns) - 2
+
+
+@pytest.mark.parametrize("value, setting", [
+    (None, "auto"), ("auto", "auto"), ("proc", "proc"), ("bpf", "bpf"), ("BPF", "auto"),
+    ("yes", "auto"),
+])
+def test_fd_reader_setting(monkeypatch: pytest.MonkeyPatch, value: str | None,
+                           setting: str) -> None:
+    if value is None:
+        monkeypatch.delenv("OPAUDIT_FD_READER", raising=False)
+    else:
+        monkeypatch.setenv("OPAUDIT_FD_READER", value)
+    assert fd_reader_setting() == setting
