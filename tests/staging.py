@@ -83,6 +83,11 @@ signal.pause()
 """
 
 
+# What `Stage.spawn` runs before the staged program: ip netns exec, unshare, sh -c, chroot,
+# setpriv, each exec'ing the next.
+SPAWN_WRAPPERS = frozenset({"ip", "unshare", "sh", "chroot", "setpriv"})
+
+
 class StageError(RuntimeError):
     pass
 
@@ -266,13 +271,17 @@ class Stage:
         return fds
 
     def _await_exec(self, staged: Staged, program: str, timeout: float) -> None:
+        """Until the wrappers (ip, unshare, sh, chroot, setpriv) have exec'd `program`, or
+        whatever it exec'd in turn: a program that execs at once (the self-audit's seccomp
+        shim) may show its own comm for less than one poll."""
         deadline = time.monotonic() + timeout
         base = os.path.basename(program)[:15]
         while time.monotonic() < deadline:
             if staged.popen.poll() is not None:
                 raise StageError(f"{program} exited with {staged.popen.returncode}")
             try:
-                if Path(f"/proc/{staged.pid}/comm").read_text().strip() == base:
+                comm = Path(f"/proc/{staged.pid}/comm").read_text().strip()
+                if comm == base or comm not in SPAWN_WRAPPERS:
                     return
             except OSError:
                 pass
