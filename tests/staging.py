@@ -276,12 +276,14 @@ class Stage:
         shim) may show its own comm for less than one poll."""
         deadline = time.monotonic() + timeout
         base = os.path.basename(program)[:15]
+        # Before its first exec the child still carries our own comm.
+        before = SPAWN_WRAPPERS | {Path("/proc/self/comm").read_text().strip()}
         while time.monotonic() < deadline:
             if staged.popen.poll() is not None:
                 raise StageError(f"{program} exited with {staged.popen.returncode}")
             try:
                 comm = Path(f"/proc/{staged.pid}/comm").read_text().strip()
-                if comm == base or comm not in SPAWN_WRAPPERS:
+                if comm == base or comm not in before:
                     return
             except OSError:
                 pass
