@@ -412,6 +412,10 @@ class Finding:
     observed: str | None = None  # what the kernel showed, in a few words
     declared: str | None = None  # what the pod (or its profile) declares, when it matters
     fix_line: str = ""  # the catalogue's one-line fix, for where a snippet does not fit
+    # What the finding is about, stable across restarts and rewording ("tcp/8081", "/tmp",
+    # "NET_BIND_SERVICE"; "" for the container as a whole): with rule and container it names
+    # one finding (a policy report result's resultID, the Event's series).
+    subject: str = ""
 
 
 class Outcome(enum.Enum):
