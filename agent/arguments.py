@@ -29,8 +29,17 @@ DIAGNOSE_EXIT = """exit status:
   2  a usage error, or a target that could not be read (one line on stderr)"""
 PROGRAM_EXIT = """exit status:
   0  success (diagnose: no finding at or above --fail-on)
-  1  diagnose only: a finding at or above --fail-on
+  1  diagnose: a finding at or above --fail-on; run --once: see `opaudit run --help`
   2  a usage error, or a target that could not be read (one line on stderr)"""
+RUN_EXIT = """exit status:
+  0  stopped by SIGTERM/SIGINT; --once: the cycle ran and everything was delivered
+  1  --once: the cycle ran, but an internal error ended it or some Events or policy
+     reports were not delivered within 10 s (logged)
+  2  a usage or environment error, one line on stderr: no node name, no usable
+     kubeconfig, the metrics port taken; --once: the pods could not be listed (the API
+     server unreachable or refusing), so nothing was audited
+Without --once, an API outage is not an exit: the agent retries, logs each cycle that
+could not list pods, and counts it in opaudit_cycle_outcomes_total{outcome="api_error"}."""
 COMMAND_EXIT = """exit status:
   0  success
   2  a usage error, or a target that could not be read (one line on stderr)"""
@@ -161,7 +170,7 @@ def add_caps(sub: argparse._SubParsersAction[Parser]) -> None:
 
 def add_run(sub: argparse._SubParsersAction[Parser]) -> None:
     run = _command(sub, "run", "the node agent: audit the selected pods on this node and "
-                   "post Events (and policy reports)")
+                   "post Events (and policy reports)", RUN_EXIT)
     run.add_argument("--node", help="this node's name (default: $NODE_NAME)")
     run.add_argument("-l", "--selector", help="label selector for pods to audit "
                      "(default: every pod on the node)")

@@ -7,10 +7,10 @@ Shared by `diagnose` (cli) and `run` (node). Network facts are read once per nam
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from agent.collect.errors import CollectError
+from agent.collect.errors import CollectError, error_line
 from agent.collect.netns import read_many_netns
 from agent.collect.process import describe_unreadable, observe_process, with_paths
 from agent.collect.procfs import ProcFS
@@ -116,14 +116,52 @@ def audit(
     config: AuditConfig = DEFAULT_CONFIG,
     node: str | None = None,
     proc: ProcFS | None = None,
+    on_fault: Callable[[AuditRequest, Exception], None] = lambda request, exc: None,
 ) -> Report:
+    """Audit every request. An unexpected fault (a bug, an unwrapped OSError) while auditing
+    one target makes that target InspectionIncomplete, logged and passed to `on_fault`
+    (the agent counts it); the other targets are audited as usual."""
     procfs = proc or ProcFS()
     with procfs.cycle():  # one handle per pid, one pass over /proc, for the whole audit
-        networks = read_many_netns([r.pid for r in requests], procfs)
-        targets = tuple(
-            audit_one(r, networks.get(r.pid), config=config, proc=procfs) for r in requests
-        )
+        try:
+            networks = read_many_netns([r.pid for r in requests], procfs)
+        except Exception as exc:  # noqa: BLE001 - every target loses its network facts, no more
+            log.error("cannot read network namespaces", exc_info=True,
+                      extra={"error": error_line(exc)})
+            failed = CollectError(f"network facts: {error_line(exc)}")
+            networks = dict.fromkeys((r.pid for r in requests), failed)
+        targets = tuple(_audit_guarded(r, networks.get(r.pid), config, procfs, on_fault)
+                        for r in requests)
     return Report(node=node, targets=targets)
+
+
+def _audit_guarded(request: AuditRequest, network: NetnsFacts | CollectError | None,
+                   config: AuditConfig, procfs: ProcFS,
+                   on_fault: Callable[[AuditRequest, Exception], None]) -> TargetReport:
+    try:
+        return audit_one(request, network, config=config, proc=procfs)
+    except Exception as exc:  # noqa: BLE001 - one target's fault must not end the audit
+        declared = request.declared
+        log.error("cannot audit a target; reported as InspectionIncomplete", exc_info=True,
+                  extra={"pid": request.pid, "error": error_line(exc),
+                         "pod": (f"{declared.pod.namespace}/{declared.pod.name}"
+                                 if declared else None),
+                         "container": declared.container_name if declared else None})
+        on_fault(request, exc)
+        return failed_target(request, exc, config)
+
+
+def failed_target(request: AuditRequest, exc: Exception, config: AuditConfig) -> TargetReport:
+    """The target whose audit raised: no facts, the reason as a gap, so every rule that
+    needs a fact is unknown and InspectionIncomplete says why (silence is not a pass)."""
+    reason = f"the audit failed: {error_line(exc)}"
+    observed = replace(vanished_process(request.pid, CollectError(reason)),
+                       incomplete=(Gap("audit", reason),))
+    profile = match_profile(request.declared, config)
+    verdicts = evaluate(observed, request.declared, profile, config)
+    return TargetReport(observed=observed, declared=request.declared, profile=profile,
+                        findings=findings_of(verdicts), verdicts=verdicts)
+
 
 
 def audit_one(

@@ -19,12 +19,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from agent.audit import audit, container_requests, declared_containers, sandbox_requests
+from agent.collect.errors import error_line
 from agent.collect.procfs import ProcFS
 from agent.kube.containers import pod_uid
 from agent.kube.watch import WATCH_SECONDS, PodApi, PodWatcher
@@ -86,8 +87,10 @@ def run_agent(
     metrics: AgentMetrics | None = None,
     stop: threading.Event | None = None,
 ) -> int:
-    """Run the agent; 0 on a clean stop (or a complete --once), 1 when --once could not
-    list pods or deliver its Events, 2 for a usage error (no node name).
+    """Run the agent; 0 on a clean stop (or a complete --once), 1 when --once audited but
+    could not deliver all its Events or reports, 2 for a usage or environment error (no
+    node name, no usable kubeconfig, the metrics port taken; --once: the pods could not be
+    listed). `RUN_EXIT` in `agent.arguments` says the same in `run --help`.
 
     `metrics` and `stop` are for embedding (tests): setting `stop` ends the loop like
     SIGTERM does, from any thread.
@@ -151,7 +154,7 @@ def make_sink(
             from agent.report.events import EventSink
 
             sinks.append(EventSink(api, node, metrics=metrics, queue_size=queue_size))
-    return FanOut(sinks)
+    return FanOut(sinks, on_error=metrics.sink_failed)
 
 
 class NodeAgent:
@@ -167,11 +170,25 @@ class NodeAgent:
         self.proc = proc if proc is not None else ProcFS()  # HOST_PROC, else /proc
         self.stop = stop
         self.triggers: queue.Queue[str] = queue.Queue()
+        # Why the pod list/watch is failing right now (None: it answers): such a cycle's
+        # pods are not a current list, so it is not a healthy cycle (outcome `api_error`).
+        self.pods_failing: str | None = None
         self.watcher = PodWatcher(
             api, node, options.selector, options.namespace,
-            triggers=self.triggers, stop=self.stop, on_api_error=metrics.pods_api_error,
-            on_listed=metrics.pods_listed, on_answer=metrics.api_answered,
+            triggers=self.triggers, stop=self.stop, on_api_error=self._pods_failed,
+            on_listed=self._pods_answered(metrics.pods_listed),
+            on_answer=self._pods_answered(metrics.api_answered),
         )
+
+    def _pods_failed(self, code: int | None) -> None:
+        self.pods_failing = f"HTTP {code}" if code else "API server unreachable"
+        self.metrics.pods_api_error(code)
+
+    def _pods_answered(self, then: Callable[[], None]) -> Callable[[], None]:
+        def answered() -> None:
+            self.pods_failing = None
+            then()
+        return answered
 
     # --- --once ----------------------------------------------------------------------
 
@@ -180,9 +197,13 @@ class NodeAgent:
             self.watcher.relist()
         except Exception as exc:  # noqa: BLE001 - KubeError or a connection error
             self.metrics.pods_api_error(getattr(exc, "status", None))
-            log.error("cannot list pods", extra={"node": self.node, "error": str(exc)})
+            self.metrics.cycle_finished("api_error")
+            # An environment error, like an unusable kubeconfig: nothing was audited.
+            log.error("cannot list pods: nothing audited", extra={
+                "node": self.node, "error": str(exc), "outcome": "api_error"})
+            return 2
+        if self.cycle("once") is None:
             return 1
-        self.cycle("once")
         delivered = self.sink.flush(ONCE_FLUSH_SECONDS)
         if not delivered:
             log.error("some Events were not delivered")
@@ -272,9 +293,34 @@ class NodeAgent:
 
     # --- one cycle -------------------------------------------------------------------
 
-    def cycle(self, trigger: str, only: set[str] | None = None) -> Report:
+    def cycle(self, trigger: str, only: set[str] | None = None) -> Report | None:
         """Audit the selected pods (only those with a uid in `only`, when given) and publish
-        the report to the sinks."""
+        the report to the sinks; None when no report was made.
+
+        Never raises: a fault of one target is that target's InspectionIncomplete (`audit`),
+        a sink's is that sink's (`FanOut`), and anything else ends this cycle only, logged
+        and counted (`opaudit_cycle_outcomes_total{outcome="error"}`); the next one runs.
+        """
+        failing = self.pods_failing
+        if not self.watcher.synced.is_set():
+            # Never listed: auditing nothing would read as "no findings", which it is not.
+            self.metrics.cycle_finished("api_error")
+            log.error("audit cycle skipped: the pods could not be listed", extra={
+                "trigger": trigger, "error": failing or "no answer to the pod list yet",
+                "outcome": "api_error"})
+            return None
+        try:
+            report = self._audit_and_publish(trigger, only, failing)
+        except Exception as exc:  # noqa: BLE001 - the loop outlives any one cycle
+            self.metrics.cycle_finished("error")
+            log.error("audit cycle failed; the next one runs as scheduled", exc_info=True,
+                      extra={"trigger": trigger, "error": error_line(exc), "outcome": "error"})
+            return None
+        self.metrics.cycle_finished("ok" if failing is None else "api_error")
+        return report
+
+    def _audit_and_publish(self, trigger: str, only: set[str] | None,
+                           failing: str | None) -> Report:
         started = time.monotonic()
         pods = self.watcher.pods()
         if only is not None:
@@ -288,17 +334,23 @@ class NodeAgent:
                 requests = []
             requests += sandbox_requests(pods, self.proc)
             report = audit(requests, config=self.options.config, node=self.node,
-                           proc=self.proc)
+                           proc=self.proc,
+                           on_fault=lambda request, exc: self.metrics.target_failed())
         seconds = time.monotonic() - started
         cycle = AuditCycle(trigger, seconds, tuple(pod_uid(p) for p in pods),
                            partial=only is not None)
         report = dataclasses.replace(report, cycle=cycle)
         self.sink.publish(report)
-        log.info("audit cycle", extra={
+        fields = {
             "trigger": trigger, "pods": len(pods), "containers": len(declared),
             "targets": len(report.targets), "findings": len(report.findings),
             "seconds": round(seconds, 4), "partial": only is not None,
-        })
+        }
+        if failing is None:
+            log.info("audit cycle", extra={**fields, "outcome": "ok"})
+        else:  # the API went away after a list: its pods were audited, yet may be stale
+            log.warning("audit cycle on the last pod list: the pods cannot be listed now",
+                        extra={**fields, "outcome": "api_error", "error": failing})
         return report
 
 

@@ -181,6 +181,41 @@ def test_run_without_a_node_name_is_a_usage_error(kubeconfig: Path) -> None:
     assert "NODE_NAME" in str(line["msg"])
 
 
+def exit_statuses(help_text: str) -> dict[int, str]:
+    """`run --help`'s exit-status section: each status and its text (joined lines)."""
+    section = help_text.split("exit status:", 1)[1]
+    statuses: dict[int, str] = {}
+    current = None
+    for line in section.splitlines():
+        words = line.split()
+        if len(words) > 1 and words[0].isdigit() and line.startswith("  "):
+            current = int(words[0])
+            statuses[current] = " ".join(words[1:])
+        elif current is not None and line.startswith("     "):
+            statuses[current] += " " + " ".join(words)
+        else:
+            current = None
+    return statuses
+
+
+def test_run_once_with_the_api_down_exits_with_the_status_its_help_documents(
+    server: ApiServer, kubeconfig: Path
+) -> None:
+    server.stop()  # the kubeconfig names a server that no longer answers
+    result = run_once(kubeconfig)
+    (line,) = [entry for entry in assert_json_lines(result.stderr) if entry["level"] == "error"]
+    assert line["msg"] == "cannot list pods: nothing audited" and line["outcome"] == "api_error"
+
+    help_text = subprocess.run([str(OPAUDIT), "run", "--help"], capture_output=True,
+                               text=True, timeout=60, check=True).stdout
+    statuses = exit_statuses(help_text)
+    assert set(statuses) == {0, 1, 2}
+    documented = [code for code, text in statuses.items() if "could not be listed" in text]
+    assert documented == [result.returncode] == [2]  # an environment error
+    assert "usage or environment error" in statuses[2]
+    assert "no node name" in statuses[2]  # the usage error below is the same status
+
+
 # --- the loop ----------------------------------------------------------------------------
 
 

@@ -75,3 +75,8 @@ class ParseError(CollectError):
 class Missing(CollectError):
     """A file that does not exist (not a process that exited): an absent sysctl, a path
     missing from a container's root."""
+
+
+def error_line(exc: BaseException) -> str:
+    """`OSError: [Errno 11] ...`: an unexpected exception as one log-friendly line."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
+import logging
 import os
 import socket
 import struct
@@ -19,7 +20,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.collect import netlink
-from agent.collect.errors import AccessDenied, CollectError, Missing, ParseError, capability_hint
+from agent.collect.errors import (
+    AccessDenied,
+    CollectError,
+    Missing,
+    ParseError,
+    capability_hint,
+    error_line,
+)
 from agent.collect.procfs import ProcFS, own_netns_inode
 from agent.collect.sockets import listeners_in_netns, scan_socket_owners
 from agent.collect.text import sanitize
@@ -32,6 +40,8 @@ from agent.model import (
     SocketOwner,
     Sysctls,
 )
+
+log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
 SYSCTL_FILES = (
@@ -278,17 +288,9 @@ def _assemble(inside: Mapping[int, _NetnsReading | CollectError], host_ino: int 
               host_gap: Gap | None, proc: ProcFS,
               owners: bool) -> dict[int, NetnsFacts | CollectError]:
     read = {inode: part for inode, part in inside.items() if isinstance(part, _NetnsReading)}
-    owner_map: Mapping[int, tuple[SocketOwner, ...]] = {}
-    owner_error: str | None = None
-    inodes = [s.inode for part in read.values() for s in part.listeners]
-    if owners and inodes:
-        try:
-            scan = scan_socket_owners(inodes, read.keys(), proc)
-            owner_map = scan.owners
-            if scan.processes_denied:
-                owner_error = unreadable_processes(scan.processes_denied)
-        except CollectError as exc:
-            owner_error = str(exc)
+    wanted = {ns: [s.inode for s in part.listeners] for ns, part in read.items()
+              if part.listeners}
+    owner_map, owner_errors = _owners(wanted, proc) if owners and wanted else ({}, {})
     facts: dict[int, NetnsFacts | CollectError] = {}
     for inode, part in inside.items():
         if not isinstance(part, _NetnsReading):
@@ -297,11 +299,53 @@ def _assemble(inside: Mapping[int, _NetnsReading | CollectError], host_ino: int 
         listeners = tuple(
             dataclasses.replace(s, owners=owner_map[s.inode]) if s.inode in owner_map else s
             for s in part.listeners)
-        gaps = [g for g in (host_gap, _owner_gap(listeners, owner_error)) if g is not None]
+        owner_gap = _owner_gap(listeners, owner_errors.get(inode))
+        gaps = [g for g in (host_gap, owner_gap) if g is not None]
         facts[inode] = NetnsFacts(inode=inode, sysctls=part.sysctls, addresses=part.addresses,
                                   listeners=listeners, host_network=inode == host_ino,
                                   gaps=(*part.gaps, *gaps))
     return facts
+
+
+OwnerMap = Mapping[int, tuple[SocketOwner, ...]]  # socket inode -> its holders
+
+
+def _owners(wanted: Mapping[int, list[int]], proc: ProcFS) -> tuple[OwnerMap, dict[int, str]]:
+    """The holders of the listeners' sockets (`wanted`: netns inode -> socket inodes), in one
+    scan, and per netns why some could not be looked for.
+
+    An unexpected failure of that scan (an OSError the fd reader did not wrap, a reader bug)
+    costs the owners of the netns that causes it, not the others': each netns is then
+    scanned alone."""
+    try:
+        return _scan_owners(wanted, proc)
+    except Exception as exc:  # noqa: BLE001 - the owners are lost, not the audit
+        log.error("cannot scan socket owners; scanning each network namespace alone",
+                  exc_info=True, extra={"error": error_line(exc)})
+    owners: dict[int, tuple[SocketOwner, ...]] = {}
+    errors: dict[int, str] = {}
+    for netns, inodes in wanted.items():
+        try:
+            found, why = _scan_owners({netns: inodes}, proc)
+        except Exception as exc:  # noqa: BLE001 - this netns's owners are unknown, and why
+            errors[netns] = f"socket owners: {error_line(exc)}"
+            continue
+        owners.update(found)
+        errors.update(why)
+    return owners, errors
+
+
+def _scan_owners(wanted: Mapping[int, list[int]], proc: ProcFS
+                 ) -> tuple[OwnerMap, dict[int, str]]:
+    try:
+        scan = scan_socket_owners([i for inodes in wanted.values() for i in inodes],
+                                  wanted.keys(), proc)
+    except CollectError as exc:
+        return {}, dict.fromkeys(wanted, str(exc))
+    if scan.processes_denied:
+        return scan.owners, dict.fromkeys(wanted, unreadable_processes(scan.processes_denied))
+    return scan.owners, {}
+
 
 
 def _owner_gap(listeners: tuple[Listener, ...], error: str | None) -> Gap | None:

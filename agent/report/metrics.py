@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # A cycle audits up to ~100 targets in well under a second; 30 s means something is stuck.
 # Connection failures this long in a row (the watch retries within 1, 2, 4, 8 s): not ready.
 UNREACHABLE_GRACE_SECONDS = 10.0
+CYCLE_OUTCOMES = ("ok", "api_error", "error")
 _SCAN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -72,6 +73,20 @@ class AgentMetrics:
         self.cycles = Counter(
             "opaudit_cycles", "Audit cycles run", ["trigger"], registry=self.registry
         )
+        # How each cycle ended: `ok`; `api_error`, the pods could not be listed (none audited
+        # when never listed, else the last list's); `error`, an unexpected fault ended it.
+        self.cycle_outcomes = Counter(
+            "opaudit_cycle_outcomes", "Audit cycles by outcome (ok, api_error, error)",
+            ["outcome"], registry=self.registry,
+        )
+        self.target_errors = Counter(
+            "opaudit_target_errors", "Targets whose audit failed unexpectedly (reported as "
+            "InspectionIncomplete; the cycle went on)", registry=self.registry,
+        )
+        self.sink_errors = Counter(
+            "opaudit_sink_errors", "Unexpected failures of a sink, by sink (the others went on)",
+            ["sink"], registry=self.registry,
+        )
         self.api_errors = Counter(
             "opaudit_api_errors", "Kubernetes API errors, by HTTP status (or 'connection')",
             ["code"], registry=self.registry,
@@ -92,11 +107,17 @@ class AgentMetrics:
             "opaudit_reports_dropped", "Policy report writes given up on, by reason",
             ["reason"], registry=self.registry,
         )
+        self.results_cut = Counter(
+            "opaudit_report_results_cut", "Results left out of policy reports written, "
+            "beyond --report-max-results", registry=self.registry,
+        )
         # Every drop reason reads 0 from the start, so a dashboard shows 0 rather than nothing.
         for reason in ("queue_full", "rate_limited", "rejected", "shutdown"):
             self.events_dropped.labels(reason=reason)
         for reason in ("queue_full", "rejected", "shutdown"):
             self.reports_dropped.labels(reason=reason)
+        for outcome in CYCLE_OUTCOMES:
+            self.cycle_outcomes.labels(outcome=outcome)
         # process_resident_memory_bytes, process_cpu_seconds_total, ...: the agent's footprint
         # (the dashboard's RSS and CPU panels), read from /proc/self.
         ProcessCollector(registry=self.registry)
@@ -119,6 +140,9 @@ class AgentMetrics:
 
     def report_dropped(self, reason: str) -> None:
         self.reports_dropped.labels(reason=reason).inc()
+
+    def report_results_cut(self, count: int) -> None:
+        self.results_cut.inc(count)
 
     def api_error(self, code: int | str | None) -> None:
         """An Event write failed (the Events sink's report)."""
@@ -198,6 +222,16 @@ class AgentMetrics:
         self.scan_duration.observe(seconds)
         self.cycles.labels(trigger=trigger).inc()
         self.heartbeat()
+
+    def cycle_finished(self, outcome: str) -> None:
+        """One cycle of the loop ended: `ok`, `api_error` or `error` (CYCLE_OUTCOMES)."""
+        self.cycle_outcomes.labels(outcome=outcome).inc()
+
+    def target_failed(self) -> None:
+        self.target_errors.inc()
+
+    def sink_failed(self, sink: str) -> None:
+        self.sink_errors.labels(sink=sink).inc()
 
     def heartbeat(self) -> None:
         with self._lock:

@@ -8,10 +8,15 @@ reports are sinks; a new sink never changes a rule or another sink.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Literal, Protocol, TextIO
+import logging
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Literal, Protocol, TextIO, TypeVar
 
 from agent.model import Report
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class Sink(Protocol):
@@ -81,18 +86,25 @@ class DocumentSink(WrittenSink):
 
 
 class FanOut:
-    """Several sinks as one: each gets every report; `flush` shares its time among them."""
+    """Several sinks as one: each gets every report; `flush` shares its time among them.
 
-    def __init__(self, sinks: Sequence[Sink]) -> None:
+    A sink that raises (a bug: sinks promise not to) costs only its own delivery: it is
+    logged and counted (`on_error`, with the sink's class name), and the others still get
+    the report.
+    """
+
+    def __init__(self, sinks: Sequence[Sink],
+                 on_error: Callable[[str], None] = lambda sink: None) -> None:
         self.sinks = tuple(sinks)
+        self.on_error = on_error
 
     def publish(self, report: Report) -> None:
         for sink in self.sinks:
-            sink.publish(report)
+            self._guarded(sink, "publish", partial(sink.publish, report))
 
     def pump(self, deadline: float) -> None:
         for sink in self.sinks:
-            sink.pump(deadline)
+            self._guarded(sink, "pump", partial(sink.pump, deadline))
 
     def flush(self, timeout: float) -> bool:
         import time
@@ -100,8 +112,20 @@ class FanOut:
         deadline = time.monotonic() + timeout
         delivered = True
         for sink in self.sinks:
-            delivered = sink.flush(max(0.0, deadline - time.monotonic())) and delivered
+            left = max(0.0, deadline - time.monotonic())
+            delivered = self._guarded(sink, "flush", partial(sink.flush, left)) is True \
+                and delivered
         return delivered
 
     def abandon(self) -> int:
-        return sum(sink.abandon() for sink in self.sinks)
+        return sum(self._guarded(sink, "abandon", sink.abandon) or 0 for sink in self.sinks)
+
+    def _guarded(self, sink: Sink, step: str, call: Callable[[], _T]) -> _T | None:
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - one sink's bug must not starve the others
+            name = type(sink).__name__
+            log.error("a sink failed; the other sinks carry on", exc_info=True, extra={
+                "sink": name, "step": step, "error": f"{type(exc).__name__}: {exc}"})
+            self.on_error(name)
+            return None
