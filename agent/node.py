@@ -154,6 +154,8 @@ def make_sink(
             from agent.report.events import EventSink
 
             sinks.append(EventSink(api, node, metrics=metrics, queue_size=queue_size))
+    for sink in sinks:  # each reads 0 from the start, so a dashboard shows 0, not nothing
+        metrics.sink_errors.labels(sink=type(sink).__name__)
     return FanOut(sinks, on_error=metrics.sink_failed)
 
 

@@ -25,7 +25,8 @@ SAMPLE_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
                    "summary": ("", "_sum", "_count", "_created")}
 # PromQL words that look like metric names: functions, aggregations, label names, variables.
 PROMQL_WORDS = {"sum", "by", "rate", "histogram_quantile", "label_values", "le", "job",
-                "instance", "rule", "severity", "reason", "code", "without", "avg", "max"}
+                "instance", "rule", "severity", "reason", "code", "without", "avg", "max",
+                "count", "increase", "or", "vector", "outcome", "sink"}
 
 
 def expressions(dashboard: dict[str, Any]) -> list[str]:
@@ -71,6 +72,8 @@ def test_every_dashboard_expression_names_a_metric_the_agent_exports(
     assert status == 200
     names = exported(body)
     for needed in ("opaudit_findings", "opaudit_reports_written_total",
+                   "opaudit_cycle_outcomes_total", "opaudit_target_errors_total",
+                   "opaudit_sink_errors_total",
                    "process_resident_memory_bytes", "process_cpu_seconds_total"):
         assert needed in names  # what the panels are about is really there
     for expr in expressions(dashboard):
@@ -79,5 +82,10 @@ def test_every_dashboard_expression_names_a_metric_the_agent_exports(
         assert used <= names, (expr, used - names)
     titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
     for topic in ("rule", "severity", "scan duration", "events", "reports", "dropped",
-                  "api errors", "rss", "cpu"):
+                  "api errors", "rss", "cpu", "cannot list pods", "outcome", "faults"):
         assert topic in titles, topic
+    # An API outage is a panel of its own, not a quiet "no findings".
+    outage = [p for p in dashboard["panels"]
+              if any('outcome="api_error"' in t["expr"] for t in p.get("targets", []))]
+    assert [p["title"] for p in outage] == [
+        "Agents that cannot list pods (API unreachable or refused)"]
