@@ -149,7 +149,7 @@ def make_sink(
         elif kind == "reports":
             from agent.reporting import ReportsSink
 
-            sinks.append(ReportsSink(api, metrics, report_api, report_max_results))
+            sinks.append(ReportsSink(api, metrics, report_api, report_max_results, node=node))
         else:
             from agent.report.events import EventSink
 

@@ -26,8 +26,9 @@ class ReportsSink:
     """The policy-report sink once discovery found its API; nothing before, or without one."""
 
     def __init__(self, api: Api, metrics: AgentMetrics, override: str | None,
-                 max_results: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.api, self.metrics, self.override = api, metrics, override
+                 max_results: int, clock: Callable[[], float] = time.monotonic,
+                 node: str | None = None) -> None:
+        self.api, self.metrics, self.override, self.node = api, metrics, override, node
         self.max_results, self.clock = max_results, clock
         self.sink: PolicyReportSink | None = None
         self.settled = False  # discovery answered: `sink` is final
@@ -71,4 +72,4 @@ class ReportsSink:
         log.info("policy reports", extra={"api": chosen.api_version, "kind": chosen.kind})
         writer = ReportClient(self.api, chosen.group, chosen.version, chosen.plural)
         self.sink = PolicyReportSink(writer, chosen, max_results=self.max_results,
-                                     metrics=self.metrics)
+                                     metrics=self.metrics, node=self.node)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from agent.api_error import ApiError
@@ -213,8 +213,9 @@ class Api:
 
     # --- any object by path: discovery, policy reports (agent.kube.reports) ------------
 
-    def get_json(self, path: str, *, timeout: float | None = None) -> dict[str, Any]:
-        return self._get_json(path, [], timeout)
+    def get_json(self, path: str, *, query: Sequence[tuple[str, str]] = (),
+                 timeout: float | None = None) -> dict[str, Any]:
+        return self._get_json(path, list(query), timeout)
 
     def get_object(self, path: str, *, timeout: float | None = None) -> dict[str, Any] | None:
         """The object at `path`, or None when it does not exist."""

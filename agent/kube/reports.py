@@ -49,5 +49,11 @@ class ReportClient:
         return self.api.replace_object(f"{self._collection(namespace)}/{_quote(name)}", body,
                                        timeout=timeout)
 
+    def list(self, label_selector: str, *, timeout: float) -> list[dict[str, Any]]:
+        """The objects with these labels, in every namespace."""
+        answer = self.api.get_json(f"{self.prefix}/{self.plural}",
+                                   query=[("labelSelector", label_selector)], timeout=timeout)
+        return list(answer.get("items") or [])
+
     def delete(self, namespace: str, name: str, *, timeout: float) -> None:
         self.api.delete_object(f"{self._collection(namespace)}/{_quote(name)}", timeout=timeout)

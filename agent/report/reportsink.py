@@ -8,6 +8,9 @@ How writes stay few (SPEC §4b, §7):
   that vanished while the agent was down leaves the report at the first cycle.
 - A Pod that a full cycle no longer audits (relabelled, moved) loses the report this process
   wrote for it; a deleted Pod's report is the garbage collector's (its ownerReference).
+- At the first full cycle, the reports that this node's agents wrote (a label selector) are
+  listed once: those of Pods the cycle did not audit (de-selected while no agent ran) are
+  deleted too. A failed list is retried with the writes' backoff.
 - The writer is injected (`ReportWriter`); `report` imports nothing from `kube`.
 - Retries are the Event sink's: 429 waits for Retry-After; no answer, 401, 403, 408 and
   5xx back off exponentially (0.25 s doubling, capped at 30 s) and the write stays owed;
@@ -27,14 +30,16 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent.api_error import ApiError
-from agent.model import Report
+from agent.model import PodRef, Report
 from agent.report.policyreport import (
     DEFAULT_MAX_RESULTS,
     PodReport,
     ReportApi,
     content_key,
+    own_reports_selector,
     pod_reports,
     report_body,
+    report_name,
     with_timestamps,
 )
 from agent.report.retry import Backoff
@@ -52,11 +57,13 @@ class ReportWriter(Protocol):
     def replace(self, namespace: str, name: str, body: dict[str, Any], *, timeout: float
                 ) -> dict[str, Any]: ...
     def delete(self, namespace: str, name: str, *, timeout: float) -> None: ...
+    def list(self, label_selector: str, *, timeout: float) -> list[dict[str, Any]]: ...
 
 
 class ReportMetrics(Protocol):
     def report_written(self) -> None: ...
     def report_dropped(self, reason: str) -> None: ...  # queue_full|rejected|shutdown
+    def report_results_cut(self, count: int) -> None: ...  # beyond --report-max-results
     def api_error(self, code: str) -> None: ...
 
 
@@ -65,7 +72,7 @@ class PolicyReportSink:
 
     def __init__(self, writer: ReportWriter, api: ReportApi, *,
                  max_results: int = DEFAULT_MAX_RESULTS, queue_size: int = 1000,
-                 metrics: ReportMetrics | None = None,
+                 metrics: ReportMetrics | None = None, node: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -77,6 +84,11 @@ class PolicyReportSink:
         self._lock, self._pump_lock = threading.Lock(), threading.Lock()
         self._known: dict[str, PodReport] = {}  # report name -> what the server holds
         self._owed: OrderedDict[str, PodReport] = OrderedDict()
+        self.node = node
+        # The pod uids of the first full cycle, until this node's old reports were listed;
+        # without a node name nothing is listed.
+        self._prune: set[str] | None = None
+        self._pruned = node is None
 
     @property
     def pending(self) -> int:
@@ -91,6 +103,8 @@ class PolicyReportSink:
                 audited = set(report.cycle.pod_uids)
                 owed += [dataclasses.replace(known, results=(), gone=True)
                          for known in self._known.values() if known.pod.uid not in audited]
+                if not self._pruned:
+                    self._prune, self._pruned = audited, True
             with self._lock:
                 for pod in owed:
                     if pod.name not in self._owed and len(self._owed) >= self.queue_size:
@@ -122,6 +136,8 @@ class PolicyReportSink:
             log.exception("report sink: unexpected failure while writing reports")
 
     def _pump(self, deadline: float) -> None:
+        if self._prune is not None:
+            self._list_stale(deadline)
         while True:
             with self._lock:
                 if not self._owed:
@@ -141,6 +157,39 @@ class PolicyReportSink:
                 continue
             self._succeeded(pod, wrote)
 
+    def _list_stale(self, deadline: float) -> None:
+        """Queue the deletion of this node's reports whose Pods the first full cycle did not
+        audit. A failed list is retried after the backoff, a refused one (401, 403: no
+        `list` verb; 404) given up, with one line: the old reports stay."""
+        assert self._prune is not None and self.node is not None
+        left = self._backoff.time_left(deadline)
+        if left is None:
+            return
+        try:
+            found = self.writer.list(own_reports_selector(self.node), timeout=max(0.2, left))
+        except ApiError as exc:
+            self._failed(None, exc)
+            if exc.status in (401, 403, 404):
+                self._prune = None
+                log.error("report sink: cannot list this node's reports; those of pods no "
+                          "longer selected stay", extra={"error": str(exc)})
+            return
+        self._backoff.succeeded()
+        stale = []
+        for item in found:
+            scope, meta = item.get("scope") or {}, item.get("metadata") or {}
+            uid = str(scope.get("uid") or "")
+            ref = PodRef(str(meta.get("namespace") or ""), str(scope.get("name") or ""), uid)
+            if uid and uid not in self._prune and meta.get("name") == report_name(ref):
+                stale.append(PodReport(ref, (), 0, gone=True, node=self.node))
+        self._prune = None
+        if stale:
+            log.info("report sink: deleting the reports of pods no longer selected",
+                     extra={"reports": [p.name for p in stale]})
+        with self._lock:
+            for pod in stale:
+                self._owed.setdefault(pod.name, pod)
+
     def _write(self, pod: PodReport, *, timeout: float) -> bool:
         """Make the server's report hold `pod`'s results; False when it already did."""
         namespace = pod.pod.namespace
@@ -157,6 +206,8 @@ class PolicyReportSink:
         if pod.dropped:
             log.warning("report sink: results beyond --report-max-results left out",
                         extra={"report": pod.name, "left_out": pod.dropped})
+            if self.metrics is not None:
+                self.metrics.report_results_cut(pod.dropped)
         if existing is None:
             self.writer.create(namespace, body, timeout=timeout)
         else:
@@ -179,12 +230,16 @@ class PolicyReportSink:
             self.metrics.report_written()
         self._backoff.succeeded()
 
-    def _failed(self, name: str, exc: ApiError) -> None:
+    def _failed(self, name: str | None, exc: ApiError) -> None:
+        """A write (or, `name` None, the list of old reports) failed: back off, or drop."""
         self.api_errors += 1
         if self.metrics is not None:
             self.metrics.api_error(exc.code)
         # 409: the report changed since it was read; the retry reads it again.
         if not self._backoff.failed(exc, retry_conflict=True):
+            if name is None:  # a list rejected for good: the old reports stay
+                self._prune = None
+                return
             with self._lock:
                 self._owed.pop(name, None)
                 self._drop("rejected")

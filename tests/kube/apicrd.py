@@ -22,6 +22,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+from kube.selector_match import label_matcher
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "daemonset" / "chart" / "files" / "crds"
 CRD_FILES = {"openreports.io/v1alpha1": "openreports.io_reports.yaml",
@@ -172,10 +173,16 @@ class CustomStore:
             del res.objects[(namespace, name)]
         return {"kind": "Status", "apiVersion": "v1", "status": "Success"}
 
-    def list(self, res: CustomResource, namespace: str | None, table: bool) -> dict[str, Any]:
+    def list(self, res: CustomResource, namespace: str | None, table: bool,
+             label_selector: str | None = None) -> dict[str, Any]:
+        try:
+            matches = label_matcher(label_selector or "")
+        except ValueError as exc:
+            raise CrdError(400, "BadRequest", str(exc)) from None
         with self.lock:
             items = [copy.deepcopy(o) for (ns, _), o in sorted(res.objects.items())
-                     if namespace is None or ns == namespace]
+                     if (namespace is None or ns == namespace)
+                     and matches((o.get("metadata") or {}).get("labels") or {})]
         if table:
             return table_of(res, items)
         return {"kind": f"{res.names['kind']}List", "apiVersion": res.api_version,

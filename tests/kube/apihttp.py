@@ -165,7 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and path in _RESOURCE_LISTS:
             return _RESOURCE_LISTS[path], 200
         if (m := _CUSTOM.match(path)) and f"{m['group']}/{m['version']}" in api.custom.resources:
-            return self._custom(method, m, raw)
+            return self._custom(method, m, raw, query)
         if method == "GET" and (resource := api.custom.resources.get(path[len("/apis/"):])):
             return resource.discovery(), 200
         if method == "GET" and path == "/version":
@@ -191,14 +191,15 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method: {method}")
 
-    def _custom(self, method: str, m: re.Match[str], raw: bytes) -> tuple[Any, int]:
+    def _custom(self, method: str, m: re.Match[str], raw: bytes, query: dict[str, str]
+                ) -> tuple[Any, int]:
         store = self.api.custom
         try:
             res = store.resource(m["group"], m["version"], m["plural"])
             ns, name = m["ns"], m["name"]
             if method == "GET" and not name:
                 table = "as=Table" in (self.headers.get("Accept") or "")
-                return store.list(res, ns, table), 200
+                return store.list(res, ns, table, query.get("labelSelector")), 200
             if ns is None:
                 raise CrdError(405, "MethodNotAllowed", f"{method} needs a namespace")
             if method == "POST" and not name:

@@ -20,6 +20,7 @@ from test_node import OPAUDIT, assert_json_lines, run_once, wait_for
 
 from agent.node import RunContext, RunOptions, run_agent
 from agent.report.metrics import AgentMetrics
+from agent.report.policyreport import stable_text
 from agent.rules.catalogue import CATALOGUE
 
 OPENREPORTS = "openreports.io/v1alpha1"
@@ -88,15 +89,22 @@ def test_one_valid_report_per_pod_with_the_findings_diagnose_prints(
         # The Pod owns it, so the garbage collector deletes the report with the Pod.
         assert report["metadata"]["ownerReferences"] == [pod_ref]
         assert report["scope"] == {**pod_ref, "namespace": NAMESPACE}
-        assert report["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "opaudit"}
+        assert report["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "opaudit",
+                                                "opaudit.dev/node": NODE}
         assert report["source"] == "opaudit"
         results = report["results"]
         findings = diagnosed(kubeconfig, pod)
         failing = [r for r in results if r["result"] in ("fail", "warn")]
+        # The findings diagnose prints, without their pids (those are in properties).
         assert sorted((r["rule"], r["message"]) for r in failing) == sorted(
-            (f["rule"], f["message"]) for f in findings)
+            (f["rule"], stable_text(f["message"])) for f in findings)
+        assert all(str(pod.pid) not in r["message"] for r in results)
+        assert all(r["category"] for r in results)
+        ids = [r["properties"]["resultID"] for r in results]
+        assert len(set(ids)) == len(ids)
         for result_entry in failing:
-            finding = next(f for f in findings if f["message"] == result_entry["message"])
+            finding = next(f for f in findings
+                           if stable_text(f["message"]) == result_entry["message"])
             assert result_entry["severity"] == finding["severity"]
             assert result_entry["result"] == ("warn" if finding["severity"] == "info" else "fail")
             props = result_entry["properties"]
