@@ -148,14 +148,19 @@ def _audit_guarded(request: AuditRequest, network: NetnsFacts | CollectError | N
                                  if declared else None),
                          "container": declared.container_name if declared else None})
         on_fault(request, exc)
-        return failed_target(request, exc, config)
+        try:  # only to name the process in the finding
+            comm = procfs.process(request.pid).comm()
+        except Exception:  # noqa: BLE001 - the process may be what failed
+            comm = ""
+        return failed_target(request, exc, config, comm)
 
 
-def failed_target(request: AuditRequest, exc: Exception, config: AuditConfig) -> TargetReport:
+def failed_target(request: AuditRequest, exc: Exception, config: AuditConfig,
+                  comm: str = "") -> TargetReport:
     """The target whose audit raised: no facts, the reason as a gap, so every rule that
     needs a fact is unknown and InspectionIncomplete says why (silence is not a pass)."""
     reason = f"the audit failed: {error_line(exc)}"
-    observed = replace(vanished_process(request.pid, CollectError(reason)),
+    observed = replace(vanished_process(request.pid, CollectError(reason)), comm=comm,
                        incomplete=(Gap("audit", reason),))
     profile = match_profile(request.declared, config)
     verdicts = evaluate(observed, request.declared, profile, config)
