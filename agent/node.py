@@ -306,10 +306,13 @@ class NodeAgent:
         failing = self.pods_failing
         if not self.watcher.synced.is_set():
             # Never listed: auditing nothing would read as "no findings", which it is not.
+            if failing is None:  # the first list is still on its way (/readyz says so)
+                log.info("audit cycle skipped: waiting for the first pod list",
+                         extra={"trigger": trigger})
+                return None
             self.metrics.cycle_finished("api_error")
             log.error("audit cycle skipped: the pods could not be listed", extra={
-                "trigger": trigger, "error": failing or "no answer to the pod list yet",
-                "outcome": "api_error"})
+                "trigger": trigger, "error": failing, "outcome": "api_error"})
             return None
         try:
             report = self._audit_and_publish(trigger, only, failing)
