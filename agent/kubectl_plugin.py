@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     diag = sub.add_parser(
         "diagnose", help="audit one pod's processes on its node", epilog=EXIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Audit one pod's processes through the opaudit agent on the pod's node "
-                    "(`opaudit diagnose --pod NS/POD` run there by `kubectl exec`).")
+        description="Audit one pod's processes through the opaudit agent on the pod's node\n"
+                    "(`opaudit diagnose --pod NS/POD`, run there by `kubectl exec`).")
     diag.add_argument("pod", metavar="POD", help="the name of the pod to audit")
     diag.add_argument("-n", "--namespace", help="the pod's namespace (default: the context's)")
     diag.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table",

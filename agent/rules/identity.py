@@ -155,16 +155,15 @@ def _home_fix(observed: ObservedProcess, declared: DeclaredContainer | None, pro
     # One env list: Helm replaces lists wholesale, so both variables go in together.
     more = (("SPARK_SUBMIT_OPTS", IVY_SUBMIT_OPTS),) if spark else ()
     env = env_fix(profile, "HOME", HOME_DIR, *more)
-    if spark:
-        env = ("# Per application, spark.jars.ivy=/tmp/ivy2 in sparkConf does the Ivy part.\n"
-               + env)
+    end = (";\n# per application, spark.jars.ivy=/tmp/ivy2 in sparkConf does the Ivy part.\n"
+           if spark else ":\n")
     mount = mount_at(declared, HOME_DIR)
     writable = judge_writable(observed, HOME_DIR, creatable=False).writable
     if mount is not None and writable is not False:
-        return f"# Point {what} at the pod's {HOME_DIR} volume ({mount.name}):\n{env}"
+        return f"# Point {what} at the pod's {HOME_DIR} volume ({mount.name}){end}{env}"
     if writable:
-        return f"# Point {what} at {HOME_DIR}, which the process can write:\n{env}"
-    return (f"# Give the process a writable {HOME_DIR}, then point {what} there:\n"
+        return f"# Point {what} at {HOME_DIR}, which the process can write{end}{env}"
+    return (f"# Give the process a writable {HOME_DIR}, then point {what} there{end}"
             f"{writable_volume_fix(profile, declared, observed, HOME_DIR)}\n{env}")
 
 
