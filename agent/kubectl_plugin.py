@@ -124,8 +124,8 @@ def kubectl_json(args: argparse.Namespace, *argv: str) -> dict[str, Any]:
     if result.returncode != 0:
         message = kubectl_error(result.stderr)
         if message.startswith(UNREACHABLE) and not has_cluster(args):
-            raise PluginError(f"no kubeconfig: {kubeconfig_searched(args)} names no cluster; "
-                              f"give --kubeconfig FILE or set KUBECONFIG ({message})")
+            raise PluginError(f"no kubeconfig: {kubeconfig_searched(args)}; give --kubeconfig "
+                              f"FILE or set KUBECONFIG ({message})")
         raise PluginError(message)
     parsed: dict[str, Any] = json.loads(result.stdout)
     return parsed
@@ -159,11 +159,17 @@ def has_cluster(args: argparse.Namespace) -> bool:
 
 
 def kubeconfig_searched(args: argparse.Namespace) -> str:
+    """Where kubectl looked (--kubeconfig, else every file of KUBECONFIG, else
+    ~/.kube/config), and whether that exists at all."""
     if args.kubeconfig:
-        return f"--kubeconfig {args.kubeconfig}"
-    if os.environ.get("KUBECONFIG"):
-        return f"KUBECONFIG={os.environ['KUBECONFIG']}"
-    return "~/.kube/config"
+        label, paths = f"--kubeconfig {args.kubeconfig}", [args.kubeconfig]
+    elif os.environ.get("KUBECONFIG"):
+        label = f"KUBECONFIG={os.environ['KUBECONFIG']}"
+        paths = [p for p in os.environ["KUBECONFIG"].split(os.pathsep) if p]
+    else:
+        label, paths = "~/.kube/config", [os.path.expanduser("~/.kube/config")]
+    exists = any(os.path.isfile(p) for p in paths)
+    return f"{label} {'names no cluster' if exists else 'does not exist'}"
 
 
 def context_namespace(args: argparse.Namespace) -> str:

@@ -209,8 +209,14 @@ def test_no_kubeconfig_says_so(tmp_path: Path) -> None:
                PATH=f"{PLUGIN.parent}:{os.environ['PATH']}")
     line = one_error_line(plugin(env, TARGET, "-n", NAMESPACE))
     assert line.startswith(f"kubectl-opaudit: no kubeconfig: KUBECONFIG={env['KUBECONFIG']} "
-                           "names no cluster; give --kubeconfig FILE or set KUBECONFIG")
+                           "does not exist; give --kubeconfig FILE or set KUBECONFIG")
     assert "memcache.go" not in line
+    # A kubeconfig file with no cluster in it, and no KUBECONFIG: ~/.kube/config is read.
+    del env["KUBECONFIG"]
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text("apiVersion: v1\nkind: Config\n")
+    line = one_error_line(plugin(env, TARGET, "-n", NAMESPACE))
+    assert line.startswith("kubectl-opaudit: no kubeconfig: ~/.kube/config names no cluster;")
 
 
 def test_debug_node_without_image_is_refused_before_any_api_call(
