@@ -97,8 +97,10 @@ def writable_volume_fix(profile: Profile, declared: DeclaredContainer | None,
                 + empty_dir_fix(profile, mount.name, path))
     if mount.read_only:
         body = f"- name: {mount.name}\n  mountPath: {path}\n  readOnly: false"
-        return (f"# Volume {mount.name} is mounted readOnly at {path}: mount it writable.\n"
-                "# Pod spec: spec.containers[].volumeMounts\n" + nest("volumeMounts", body))
+        lines = [f"# Volume {mount.name} is mounted readOnly at {path}: mount it writable.",
+                 "# Pod spec: spec.containers[].volumeMounts", nest("volumeMounts", body),
+                 *_helm(profile, "volumeMounts", body)]
+        return "\n".join(lines)
     if access is not None and access.on_readonly_mount:
         return (f"# Volume {mount.name} is declared read-write at {path}, yet the process sees "
                 "a read-only\n# mount there (a container started before the spec changed?): "

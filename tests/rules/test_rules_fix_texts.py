@@ -27,9 +27,17 @@ IPV6_POD_IP = "2001:db8::10"
 
 def pod(name: str = "spark-operator-controller-hardened.yaml", *, pod_ips: tuple[str, ...] = (
         IPV4_POD_IP,), sysctls: dict[str, str] | None = None,
-        liveness: dict[str, Any] | None = None) -> DeclaredContainer:
+        liveness: dict[str, Any] | None = None, tmp_volume: dict[str, Any] | None = None,
+        tmp_read_only: bool = False) -> DeclaredContainer:
     """A fixture manifest, changed as a user would write it, through the real parser."""
     manifest = copy.deepcopy(load_pod_manifest(str(fixture_path(name))))
+    for mount in manifest["spec"]["containers"][0].get("volumeMounts", []):
+        if mount["mountPath"] == "/tmp" and tmp_read_only:
+            mount["readOnly"] = True
+    if tmp_volume is not None:
+        manifest["spec"]["volumes"] = [
+            {"name": "tmp", **tmp_volume} if v["name"] == "tmp" else v
+            for v in manifest["spec"]["volumes"]]
     manifest["status"]["podIPs"] = [{"ip": ip} for ip in pod_ips]
     manifest["status"]["podIP"] = pod_ips[0]
     if sysctls:
@@ -132,3 +140,29 @@ def test_the_home_fix_names_only_volumes_the_pod_has_or_adds_it(stage: Stage) ->
     [f] = the(findings(controller, decl), "HomeDirectoryUnusable")
     assert f"the pod's /tmp volume ({tmp})" in f.remediation
     assert volume_names(f.remediation, "volumes") == set()
+
+
+def test_a_path_whose_volume_is_read_only_is_fixed_on_that_volume(stage: Stage) -> None:
+    """/tmp is mounted, but read-only (a host directory bound read-only stands in for the
+    kubelet's mount): the fix changes that volume, never a second mount at /tmp."""
+    pid = stage.spawn((), netns=stage.netns(), root=stage.rootfs(PASSWD), uid=185, gid=185,
+                      groups=[185], bounding=[], no_new_privs=True, readonly_root=True,
+                      binds=("/tmp",), comm="spark-operator", env={"HOME": "/nonexistent"},
+                      argv=["sleep", "600"]).pid
+    assert not can_write_as(pid, 185, "/tmp")
+    read_only = pod(tmp_read_only=True)
+    found = findings(pid, read_only)
+    [missing] = [f for f in the(found, "WritablePathMissing") if "write /tmp:" in f.message]
+    [home] = the(found, "HomeDirectoryUnusable")
+    for fix in (missing.remediation, home.remediation):
+        assert "Volume tmp is mounted readOnly at /tmp: mount it writable." in fix
+        assert "readOnly: false" in fix and volume_names(fix, "volumes") == set()
+    # A secret volume there is read-only whatever the mount says: it becomes an emptyDir,
+    # under its own name.
+    secret = pod(tmp_volume={"secret": {"secretName": "scratch"}})
+    assert [m.volume_type for m in secret.volume_mounts if m.mount_path == "/tmp"] == ["secret"]
+    [missing] = [f for f in the(findings(pid, secret), "WritablePathMissing")
+                 if "write /tmp:" in f.message]
+    assert "Volume tmp at /tmp is a secret volume" in missing.remediation
+    assert volume_names(missing.remediation, "volumes") == {"tmp"}
+    assert "emptyDir:" in missing.remediation
