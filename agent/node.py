@@ -87,10 +87,11 @@ def run_agent(
     metrics: AgentMetrics | None = None,
     stop: threading.Event | None = None,
 ) -> int:
-    """Run the agent; 0 on a clean stop (or a complete --once), 1 when --once audited but
-    could not deliver all its Events or reports, 2 for a usage or environment error (no
-    node name, no usable kubeconfig, the metrics port taken; --once: the pods could not be
-    listed). `RUN_EXIT` in `agent.arguments` says the same in `run --help`.
+    """Run the agent; 0 on a clean stop (or a complete --once), 1 when an internal error
+    ended the --once cycle or it could not deliver all its Events or reports, 2 for a usage
+    or environment error (no node name, no usable kubeconfig, the metrics port taken;
+    --once: the pods could not be listed). `RUN_EXIT` in `agent.arguments` says the same in
+    `run --help`.
 
     `metrics` and `stop` are for embedding (tests): setting `stop` ends the loop like
     SIGTERM does, from any thread.
@@ -208,7 +209,7 @@ class NodeAgent:
             return 1
         delivered = self.sink.flush(ONCE_FLUSH_SECONDS)
         if not delivered:
-            log.error("some Events were not delivered")
+            log.error("some Events or policy reports were not delivered")
         return 0 if delivered else 1
 
     # --- the loop --------------------------------------------------------------------
