@@ -8,9 +8,10 @@ How writes stay few (SPEC §4b, §7):
   that vanished while the agent was down leaves the report at the first cycle.
 - A Pod that a full cycle no longer audits (relabelled, moved) loses the report this process
   wrote for it; a deleted Pod's report is the garbage collector's (its ownerReference).
-- At the first full cycle, the reports that this node's agents wrote (a label selector) are
-  listed once: those of Pods the cycle did not audit (de-selected while no agent ran) are
-  deleted too. A failed list is retried with the writes' backoff.
+- At the first full cycle, once the owed writes are done, the reports that this node's
+  agents wrote (a label selector) are listed once: those of Pods the cycle did not audit
+  (de-selected while no agent ran) are deleted too. A failed list is retried with the
+  writes' backoff; a refused one (no `list` verb) is given up with one line.
 - The writer is injected (`ReportWriter`); `report` imports nothing from `kube`.
 - Retries are the Event sink's: 429 waits for Retry-After; no answer, 401, 403, 408 and
   5xx back off exponentially (0.25 s doubling, capped at 30 s) and the write stays owed;
@@ -92,8 +93,9 @@ class PolicyReportSink:
 
     @property
     def pending(self) -> int:
+        """Writes owed, and the list of old reports while it is owed."""
         with self._lock:
-            return len(self._owed)
+            return len(self._owed) + (self._prune is not None)
 
     def publish(self, report: Report) -> None:
         try:
@@ -103,9 +105,9 @@ class PolicyReportSink:
                 audited = set(report.cycle.pod_uids)
                 owed += [dataclasses.replace(known, results=(), gone=True)
                          for known in self._known.values() if known.pod.uid not in audited]
-                if not self._pruned:
-                    self._prune, self._pruned = audited, True
             with self._lock:
+                if not self._pruned and report.cycle is not None and not report.cycle.partial:
+                    self._prune, self._pruned = set(report.cycle.pod_uids), True
                 for pod in owed:
                     if pod.name not in self._owed and len(self._owed) >= self.queue_size:
                         self._drop("queue_full")
@@ -123,6 +125,7 @@ class PolicyReportSink:
         with self._lock:
             owed = len(self._owed)
             self._owed.clear()
+            self._prune = None  # a list, not a write: nothing to count
             for _ in range(owed):
                 self._drop("shutdown")
         return owed
@@ -136,16 +139,19 @@ class PolicyReportSink:
             log.exception("report sink: unexpected failure while writing reports")
 
     def _pump(self, deadline: float) -> None:
-        if self._prune is not None:
-            self._list_stale(deadline)
+        """The owed writes, then (when they are done) the list of old reports, whose
+        deletions it queues."""
         while True:
             with self._lock:
-                if not self._owed:
+                if not self._owed and self._prune is None:
                     return
-                name, pod = next(iter(self._owed.items()))
+                name, pod = next(iter(self._owed.items())) if self._owed else ("", None)
             left = self._backoff.time_left(deadline)
             if left is None:
                 return
+            if pod is None:
+                self._list_stale(timeout=max(0.2, left))
+                continue
             try:
                 wrote = self._write(pod, timeout=max(0.2, left))
             except ApiError as exc:
@@ -157,22 +163,19 @@ class PolicyReportSink:
                 continue
             self._succeeded(pod, wrote)
 
-    def _list_stale(self, deadline: float) -> None:
+    def _list_stale(self, *, timeout: float) -> None:
         """Queue the deletion of this node's reports whose Pods the first full cycle did not
         audit. A failed list is retried after the backoff, a refused one (401, 403: no
         `list` verb; 404) given up, with one line: the old reports stay."""
         assert self._prune is not None and self.node is not None
-        left = self._backoff.time_left(deadline)
-        if left is None:
-            return
         try:
-            found = self.writer.list(own_reports_selector(self.node), timeout=max(0.2, left))
+            found = self.writer.list(own_reports_selector(self.node), timeout=timeout)
         except ApiError as exc:
             self._failed(None, exc)
-            if exc.status in (401, 403, 404):
-                self._prune = None
-                log.error("report sink: cannot list this node's reports; those of pods no "
-                          "longer selected stay", extra={"error": str(exc)})
+            return
+        except Exception as exc:  # a client bug: the cleanup is lost, not the writes
+            log.exception("report sink: unexpected failure listing this node's reports")
+            self._give_up_list(f"{type(exc).__name__}: {exc}")
             return
         self._backoff.succeeded()
         stale = []
@@ -182,13 +185,19 @@ class PolicyReportSink:
             ref = PodRef(str(meta.get("namespace") or ""), str(scope.get("name") or ""), uid)
             if uid and uid not in self._prune and meta.get("name") == report_name(ref):
                 stale.append(PodReport(ref, (), 0, gone=True, node=self.node))
-        self._prune = None
         if stale:
             log.info("report sink: deleting the reports of pods no longer selected",
                      extra={"reports": [p.name for p in stale]})
         with self._lock:
+            self._prune = None
             for pod in stale:
                 self._owed.setdefault(pod.name, pod)
+
+    def _give_up_list(self, error: str) -> None:
+        with self._lock:
+            self._prune = None
+        log.error("report sink: cannot list this node's reports; those of pods no longer "
+                  "selected stay", extra={"error": error})
 
     def _write(self, pod: PodReport, *, timeout: float) -> bool:
         """Make the server's report hold `pod`'s results; False when it already did."""
@@ -236,10 +245,12 @@ class PolicyReportSink:
         if self.metrics is not None:
             self.metrics.api_error(exc.code)
         # 409: the report changed since it was read; the retry reads it again.
-        if not self._backoff.failed(exc, retry_conflict=True):
-            if name is None:  # a list rejected for good: the old reports stay
-                self._prune = None
-                return
+        retried = self._backoff.failed(exc, retry_conflict=True)
+        if name is None:
+            if not retried or exc.status in (401, 403):  # no `list` verb: do without
+                self._give_up_list(str(exc))
+            return
+        if not retried:
             with self._lock:
                 self._owed.pop(name, None)
                 self._drop("rejected")

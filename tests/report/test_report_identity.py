@@ -20,7 +20,7 @@ from cgroup_staging import KubepodsCgroups, systemd_scope
 from kube.apiserver import ApiServer
 from pod_staging import NAMESPACE, NODE, SELECTOR, StagedPod, stage_pod
 from staging import Sock, Stage
-from test_node import OPAUDIT, run_once
+from test_node import OPAUDIT, assert_json_lines, run_once
 
 from agent.kube.client import load_api
 from agent.model import Report
@@ -183,3 +183,25 @@ def test_at_start_the_agent_deletes_its_nodes_reports_of_pods_no_longer_selected
     assert [parse_qs(r.query)["labelSelector"] for r in lists] == [
         [f"app.kubernetes.io/managed-by=opaudit,opaudit.dev/node={node}"]
         for node in (NODE, "worker-2", NODE)]
+
+
+@pytest.mark.parametrize(("status", "listed"), [(403, 1), (500, 2)])
+def test_a_refused_list_of_old_reports_is_given_up_a_failed_one_retried_writes_go_on(
+    stage: Stage, cgroups: KubepodsCgroups, openreports: ApiServer, tmp_path: Path,
+    status: int, listed: int,
+) -> None:
+    """RBAC without `list` (403) costs the start-up cleanup only, with one line; a server
+    error (500) is retried. Either way the reports are written."""
+    pod = stage_pod(stage, cgroups, "so-a")
+    openreports.add_pod(pod.manifest)
+    openreports.inject("GET", r"^/apis/openreports\.io/v1alpha1/reports$", status=status)
+    result = run_once(Path(openreports.write_kubeconfig(tmp_path / "kubeconfig")),
+                      "--sink", "reports")
+    assert result.returncode == 0, result.stderr
+    assert reports_by_uid(openreports).keys() == {pod.uid}
+    lists = [r.status for r in openreports.request_log
+             if r.method == "GET" and r.path == "/apis/openreports.io/v1alpha1/reports"]
+    assert lists == [status, 200][:listed]
+    given_up = [line for line in assert_json_lines(result.stderr)
+                if line["msg"].startswith("report sink: cannot list this node's reports")]
+    assert len(given_up) == (1 if status == 403 else 0)
