@@ -7,7 +7,9 @@ API test server serving the openreports CRD, the agent's own loop and sinks."""
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ from agent.kube.client import load_api
 from agent.model import Report
 from agent.node import NodeAgent, RunOptions, make_sink
 from agent.report.metrics import AgentMetrics
-from agent.report.policyreport import pod_reports, result_id
+from agent.report.policyreport import pod_reports, result_id, stable_text
 
 OPENREPORTS = "openreports.io/v1alpha1"
 REPORT_PATHS = r"/apis/openreports\.io/"
@@ -205,3 +207,20 @@ def test_a_refused_list_of_old_reports_is_given_up_a_failed_one_retried_writes_g
     given_up = [line for line in assert_json_lines(result.stderr)
                 if line["msg"].startswith("report sink: cannot list this node's reports")]
     assert len(given_up) == (1 if status == 403 else 0)
+
+
+def test_no_golden_finding_message_keeps_a_pid_in_its_report_result() -> None:
+    """Every message the golden scenarios print (their pids fixed at 4242, 4243, ...) loses
+    its pids, and only them, on the way into a result."""
+    golden = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
+    messages = 0
+    for path in sorted(golden.glob("*.json")):
+        for finding in json.loads(path.read_text())["findings"]:
+            pids = finding.get("pids") or [finding["pid"]]
+            message = stable_text(finding["message"])
+            messages += 1
+            assert not [p for p in pids if re.search(rf"\b{p}\b", message)], message
+            # The rest is kept: every other word of the printed message is still there.
+            kept = set(re.findall(r"[A-Za-z_]{4,}", finding["message"])) - {"pid", "pids"}
+            assert kept <= set(re.findall(r"[A-Za-z_]{4,}", message)), message
+    assert messages >= 10
