@@ -116,18 +116,22 @@ def audit(
     config: AuditConfig = DEFAULT_CONFIG,
     node: str | None = None,
     proc: ProcFS | None = None,
-    on_fault: Callable[[AuditRequest, Exception], None] = lambda request, exc: None,
+    on_fault: Callable[[str, Exception], None] = lambda stage, exc: None,
 ) -> Report:
     """Audit every request. An unexpected fault (a bug, an unwrapped OSError) while auditing
-    one target makes that target InspectionIncomplete, logged and passed to `on_fault`
-    (the agent counts it); the other targets are audited as usual."""
+    one target makes that target InspectionIncomplete, logged and passed to `on_fault` with
+    its stage (the agent counts it): `target`, or, for every target of the cycle (`network`)
+    or one netns's (`socket_owners`), their network facts. The other targets are audited
+    as usual."""
     procfs = proc or ProcFS()
     with procfs.cycle():  # one handle per pid, one pass over /proc, for the whole audit
         try:
-            networks = read_many_netns([r.pid for r in requests], procfs)
+            networks = read_many_netns([r.pid for r in requests], procfs,
+                                       on_fault=lambda exc: on_fault("socket_owners", exc))
         except Exception as exc:  # noqa: BLE001 - every target loses its network facts, no more
             log.error("cannot read network namespaces", exc_info=True,
                       extra={"error": error_line(exc)})
+            on_fault("network", exc)
             failed = CollectError(f"network facts: {error_line(exc)}")
             networks = dict.fromkeys((r.pid for r in requests), failed)
         targets = tuple(_audit_guarded(r, networks.get(r.pid), config, procfs, on_fault)
@@ -137,7 +141,7 @@ def audit(
 
 def _audit_guarded(request: AuditRequest, network: NetnsFacts | CollectError | None,
                    config: AuditConfig, procfs: ProcFS,
-                   on_fault: Callable[[AuditRequest, Exception], None]) -> TargetReport:
+                   on_fault: Callable[[str, Exception], None]) -> TargetReport:
     try:
         return audit_one(request, network, config=config, proc=procfs)
     except Exception as exc:  # noqa: BLE001 - one target's fault must not end the audit
@@ -147,7 +151,7 @@ def _audit_guarded(request: AuditRequest, network: NetnsFacts | CollectError | N
                          "pod": (f"{declared.pod.namespace}/{declared.pod.name}"
                                  if declared else None),
                          "container": declared.container_name if declared else None})
-        on_fault(request, exc)
+        on_fault("target", exc)
         try:  # only to name the process in the finding
             comm = procfs.process(request.pid).comm()
         except Exception:  # noqa: BLE001 - the process may be what failed

@@ -341,7 +341,7 @@ class NodeAgent:
             requests += sandbox_requests(pods, self.proc)
             report = audit(requests, config=self.options.config, node=self.node,
                            proc=self.proc,
-                           on_fault=lambda request, exc: self.metrics.target_failed())
+                           on_fault=lambda stage, exc: self.metrics.audit_fault(stage))
         seconds = time.monotonic() - started
         cycle = AuditCycle(trigger, seconds, tuple(pod_uid(p) for p in pods),
                            partial=only is not None)

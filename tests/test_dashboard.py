@@ -26,7 +26,7 @@ SAMPLE_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
 # PromQL words that look like metric names: functions, aggregations, label names, variables.
 PROMQL_WORDS = {"sum", "by", "rate", "histogram_quantile", "label_values", "le", "job",
                 "instance", "rule", "severity", "reason", "code", "without", "avg", "max",
-                "count", "increase", "or", "vector", "outcome", "sink"}
+                "count", "increase", "or", "vector", "outcome", "sink", "stage"}
 
 
 def expressions(dashboard: dict[str, Any]) -> list[str]:
@@ -72,7 +72,7 @@ def test_every_dashboard_expression_names_a_metric_the_agent_exports(
     assert status == 200
     names = exported(body)
     for needed in ("opaudit_findings", "opaudit_reports_written_total",
-                   "opaudit_cycle_outcomes_total", "opaudit_target_errors_total",
+                   "opaudit_cycle_outcomes_total", "opaudit_audit_faults_total",
                    "opaudit_sink_errors_total",
                    "process_resident_memory_bytes", "process_cpu_seconds_total"):
         assert needed in names  # what the panels are about is really there

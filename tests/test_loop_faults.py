@@ -114,6 +114,7 @@ def test_a_running_agent_survives_every_injected_fault_and_keeps_posting_events(
 
     # fd reader: an unwrapped OSError costs that netns's socket owners, no more.
     assert "cannot scan socket owners; scanning each network namespace alone" in messages
+    assert metric(text, 'opaudit_audit_faults_total{stage="socket_owners"}') >= 1
     assert "socket owners: BlockingIOError: [Errno 11] injected" in notes["fd-reader"]
     assert "no owner found for tcp 0.0.0.0:8080" in notes["fd-reader"]
     assert "PrivilegeEscalationAllowed" in reasons["fd-reader"]  # its other facts were read
@@ -123,7 +124,7 @@ def test_a_running_agent_survives_every_injected_fault_and_keeps_posting_events(
     # A parser that fails on a malformed file: that target is InspectionIncomplete.
     assert "the audit failed: IndexError" in notes["parser-bug"]
     assert "cannot audit a target; reported as InspectionIncomplete" in messages
-    assert metric(text, "opaudit_target_errors_total") >= 1
+    assert metric(text, 'opaudit_audit_faults_total{stage="target"}') >= 1
     # A pid that vanished mid-audit: what could not be read is named.
     assert "does not exist (or exited)" in notes["vanish"]
     assert victim.popen.returncode == -signal.SIGKILL

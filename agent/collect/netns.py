@@ -16,7 +16,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.collect import netlink
@@ -71,10 +71,12 @@ def read_netns_facts(pid: int, proc: ProcFS | None = None, *, owners: bool = Tru
 
 
 def read_many_netns(
-    pids: Iterable[int], proc: ProcFS | None = None, *, owners: bool = True, workers: int = 4
+    pids: Iterable[int], proc: ProcFS | None = None, *, owners: bool = True, workers: int = 4,
+    on_fault: Callable[[Exception], None] = lambda exc: None,
 ) -> dict[int, NetnsFacts | CollectError]:
     """Per pid: its netns facts or the error. Each netns is entered once, owners scanned once.
-    `proc` defaults to `ProcFS()` (HOST_PROC, else /proc)."""
+    `proc` defaults to `ProcFS()` (HOST_PROC, else /proc). An unexpected failure of the owner
+    scan is passed to `on_fault` (the agent counts it) and costs only owners."""
     proc = proc if proc is not None else ProcFS()
     results: dict[int, NetnsFacts | CollectError] = {}
     ns_fds: dict[int, int] = {}  # netns inode -> an fd holding that netns
@@ -93,7 +95,7 @@ def read_many_netns(
             for fd in ns_fds.values():
                 os.close(fd)
         host_ino, host_gap = _host_netns(proc)
-        facts = _assemble(inside, host_ino, host_gap, proc, owners)
+        facts = _assemble(inside, host_ino, host_gap, proc, owners, on_fault)
     for inode, members in pids_by_ns.items():
         for pid in members:
             results[pid] = facts[inode]
@@ -285,12 +287,12 @@ def unreadable_processes(count: int) -> str:
 
 
 def _assemble(inside: Mapping[int, _NetnsReading | CollectError], host_ino: int | None,
-              host_gap: Gap | None, proc: ProcFS,
-              owners: bool) -> dict[int, NetnsFacts | CollectError]:
+              host_gap: Gap | None, proc: ProcFS, owners: bool,
+              on_fault: Callable[[Exception], None]) -> dict[int, NetnsFacts | CollectError]:
     read = {inode: part for inode, part in inside.items() if isinstance(part, _NetnsReading)}
     wanted = {ns: [s.inode for s in part.listeners] for ns, part in read.items()
               if part.listeners}
-    owner_map, owner_errors = _owners(wanted, proc) if owners and wanted else ({}, {})
+    owner_map, owner_errors = _owners(wanted, proc, on_fault) if owners and wanted else ({}, {})
     facts: dict[int, NetnsFacts | CollectError] = {}
     for inode, part in inside.items():
         if not isinstance(part, _NetnsReading):
@@ -310,7 +312,8 @@ def _assemble(inside: Mapping[int, _NetnsReading | CollectError], host_ino: int 
 OwnerMap = Mapping[int, tuple[SocketOwner, ...]]  # socket inode -> its holders
 
 
-def _owners(wanted: Mapping[int, list[int]], proc: ProcFS) -> tuple[OwnerMap, dict[int, str]]:
+def _owners(wanted: Mapping[int, list[int]], proc: ProcFS,
+            on_fault: Callable[[Exception], None]) -> tuple[OwnerMap, dict[int, str]]:
     """The holders of the listeners' sockets (`wanted`: netns inode -> socket inodes), in one
     scan, and per netns why some could not be looked for.
 
@@ -322,6 +325,7 @@ def _owners(wanted: Mapping[int, list[int]], proc: ProcFS) -> tuple[OwnerMap, di
     except Exception as exc:  # noqa: BLE001 - the owners are lost, not the audit
         log.error("cannot scan socket owners; scanning each network namespace alone",
                   exc_info=True, extra={"error": error_line(exc)})
+        on_fault(exc)
     owners: dict[int, tuple[SocketOwner, ...]] = {}
     errors: dict[int, str] = {}
     for netns, inodes in wanted.items():

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # Connection failures this long in a row (the watch retries within 1, 2, 4, 8 s): not ready.
 UNREACHABLE_GRACE_SECONDS = 10.0
 CYCLE_OUTCOMES = ("ok", "api_error", "error")
+AUDIT_FAULT_STAGES = ("target", "network", "socket_owners")
 _SCAN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -79,9 +80,11 @@ class AgentMetrics:
             "opaudit_cycle_outcomes", "Audit cycles by outcome (ok, api_error, error)",
             ["outcome"], registry=self.registry,
         )
-        self.target_errors = Counter(
-            "opaudit_target_errors", "Targets whose audit failed unexpectedly (reported as "
-            "InspectionIncomplete; the cycle went on)", registry=self.registry,
+        # Each made some facts unknown (InspectionIncomplete) and the cycle went on.
+        self.audit_faults = Counter(
+            "opaudit_audit_faults", "Unexpected faults while auditing, by stage: target (one "
+            "target's audit), network (every netns), socket_owners (the fd reader)",
+            ["stage"], registry=self.registry,
         )
         self.sink_errors = Counter(
             "opaudit_sink_errors", "Unexpected failures of a sink, by sink (the others went on)",
@@ -118,6 +121,8 @@ class AgentMetrics:
             self.reports_dropped.labels(reason=reason)
         for outcome in CYCLE_OUTCOMES:
             self.cycle_outcomes.labels(outcome=outcome)
+        for stage in AUDIT_FAULT_STAGES:
+            self.audit_faults.labels(stage=stage)
         # process_resident_memory_bytes, process_cpu_seconds_total, ...: the agent's footprint
         # (the dashboard's RSS and CPU panels), read from /proc/self.
         ProcessCollector(registry=self.registry)
@@ -227,8 +232,9 @@ class AgentMetrics:
         """One cycle of the loop ended: `ok`, `api_error` or `error` (CYCLE_OUTCOMES)."""
         self.cycle_outcomes.labels(outcome=outcome).inc()
 
-    def target_failed(self) -> None:
-        self.target_errors.inc()
+    def audit_fault(self, stage: str) -> None:
+        """An unexpected fault while auditing (`agent.audit.audit`'s `on_fault`)."""
+        self.audit_faults.labels(stage=stage).inc()
 
     def sink_failed(self, sink: str) -> None:
         self.sink_errors.labels(sink=sink).inc()
