@@ -10,8 +10,9 @@
   (k8s.io/apimachinery/pkg/labels, Parse): the chart passes `selector` to `opaudit run -l`,
   which sends it as is.
 
-`scripts/chart-schema` rewrites them in place; tests/test_chart_config.py and
-tests/test_chart_values.py fail when the file and this script differ.
+`scripts/chart-schema` rewrites them in place; tests/test_chart_config.py fails when the file
+and this script differ, and checks what they accept against the agent (config) and
+tests/test_chart_values.py against the test API server's port of apimachinery (selectors).
 """
 
 from __future__ import annotations
