@@ -118,7 +118,8 @@ def run_once(kubeconfig: str, selector: str) -> subprocess.CompletedProcess[str]
                    "--kubeconfig", kubeconfig, timeout=180)
 
 
-def test_the_schema_takes_the_selectors_that_opaudit_run_takes(tmp_path: Path) -> None:
+def test_the_schema_takes_the_selectors_that_opaudit_run_takes(tmp_path: Path,
+                                                               server: ApiServer) -> None:
     """Each selector goes to helm (the schema's verdict) and, as the chart renders it without
     the schema, to `opaudit run --once -l` against the test API server, whose selector
     parser is a port of kube-apiserver's: the two verdicts must agree, and be the expected."""
@@ -133,11 +134,10 @@ def test_the_schema_takes_the_selectors_that_opaudit_run_takes(tmp_path: Path) -
             "containers"][0]
         if selector:
             assert container["args"][container["args"].index("-l") + 1] == selector
-    with ApiServer() as server:
-        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            runs = dict(zip(SELECTORS, pool.map(lambda s: run_once(kubeconfig, s), SELECTORS),
-                            strict=True))
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = dict(zip(SELECTORS, pool.map(lambda s: run_once(kubeconfig, s), SELECTORS),
+                        strict=True))
     for selector, result in runs.items():
         # The API server's 400, or (a selector starting with "-") the agent's own parser.
         refused = re.search(r"400 BadRequest|argument -l/--selector", result.stderr) is not None
