@@ -86,6 +86,7 @@ REFUSED: dict[str, Any] = {
     "profile negative uid": {"profiles": [{**PROFILE, "uid": -1}]},
     "profile uid a string": {"profiles": [{**PROFILE, "uid": "1000"}]},
     "profile uid true": {"profiles": [{**PROFILE, "uid": True}]},
+    "profile uid 1e21 (a float once rendered)": {"profiles": [{**PROFILE, "uid": 10**21}]},
     "profile tmpMatters a string": {"profiles": [{**PROFILE, "tmpMatters": "yes"}]},
     "profile homeMatters a number": {"profiles": [{**PROFILE, "homeMatters": 0}]},
     "profile helmValuesPrefix a number": {"profiles": [{**PROFILE, "helmValuesPrefix": 2}]},
@@ -134,6 +135,11 @@ ACCEPTED: dict[str, Any] = {
                                      "writablePaths": [" /data", "/"]}]},
     # Helm renders 80.0 as 80, so the agent reads an integer.
     "profile port written 80.0": {"profiles": [{**PROFILE, "ports": [80.0]}]},
+    # Rendered as YAML, U+0085 became a space and PyYAML refused a bare `=` or `<<` (its own
+    # tags): the ConfigMap holds JSON.
+    "strings YAML would change": {"waivers": [
+        {**WAIVER, "reason": "=", "selector": {"a": "<<", "b": "yes", "c": "2024-01-01"}},
+        {**WAIVER, "reason": "line\u0085next\u2028para\u00a0end"}]},
 }
 
 
@@ -154,13 +160,18 @@ def helm_verdict(values: Path, *args: str) -> tuple[bool, str]:
     return result.returncode == 0, result.stdout if result.returncode == 0 else result.stderr
 
 
-def agent_verdict(rendered: str, tmp_path: Path) -> str | None:
-    """The agent's error for the ConfigMap the pods would mount; None when it accepts."""
+def mounted_config(rendered: str) -> str | None:
+    """config.yaml of the ConfigMap the pods would mount; None without one (no --config)."""
     maps = [d for d in documents(rendered) if d["kind"] == "ConfigMap"]
-    if not maps:
-        return None  # an empty config: no ConfigMap, no --config
+    return maps[0]["data"]["config.yaml"] if maps else None
+
+
+def agent_verdict(text: str | None, tmp_path: Path) -> str | None:
+    """The agent's error for the mounted config; None when it accepts."""
+    if text is None:
+        return None
     path = tmp_path / "config.yaml"
-    path.write_text(maps[0]["data"]["config.yaml"])
+    path.write_text(text)
     try:
         load_config(str(path))
     except ConfigError as exc:
@@ -168,18 +179,20 @@ def agent_verdict(rendered: str, tmp_path: Path) -> str | None:
     return None
 
 
-def judge(config: Any, tmp_path: Path) -> tuple[tuple[bool, str], str | None]:
+def judge(config: Any, tmp_path: Path) -> tuple[tuple[bool, str], str | None, str | None]:
+    """helm's verdict, the agent's verdict, and the config the pods would mount."""
     values = tmp_path / "values.json"  # JSON: no YAML 1.1 reading of `n` or `yes` in the way
     values.write_text(json.dumps({"config": config}))
     schema = helm_verdict(values)
     rendered_ok, rendered = helm_verdict(values, "--skip-schema-validation")
     assert rendered_ok, rendered
-    return schema, agent_verdict(rendered, tmp_path)
+    mounted = mounted_config(rendered)
+    return schema, agent_verdict(mounted, tmp_path), mounted
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
 def test_helm_refuses_every_config_the_agent_refuses(case: str, tmp_path: Path) -> None:
-    (helm_ok, helm_text), agent_error = judge(REFUSED[case], tmp_path)
+    (helm_ok, helm_text), agent_error, _ = judge(REFUSED[case], tmp_path)
     assert agent_error is not None, "the agent accepts it: not a refused case"
     assert not helm_ok, f"helm accepts what the agent refuses: {agent_error}"
     assert "values don't meet the specifications of the schema" in helm_text, helm_text
@@ -187,9 +200,11 @@ def test_helm_refuses_every_config_the_agent_refuses(case: str, tmp_path: Path) 
 
 @pytest.mark.parametrize("case", sorted(ACCEPTED))
 def test_helm_accepts_every_config_the_agent_accepts(case: str, tmp_path: Path) -> None:
-    (helm_ok, helm_text), agent_error = judge(ACCEPTED[case], tmp_path)
+    (helm_ok, helm_text), agent_error, mounted = judge(ACCEPTED[case], tmp_path)
     assert agent_error is None, agent_error
     assert helm_ok, helm_text
+    # The pods read what was written, character for character (80.0 == 80).
+    assert (json.loads(mounted) if mounted is not None else {}) == ACCEPTED[case]
 
 
 @pytest.mark.parametrize("case", ["waiver without namespace or selector", "unknown rule",
