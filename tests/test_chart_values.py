@@ -5,6 +5,7 @@ selector `opaudit run -l` takes but the schema refused; and NOTES.txt's install 
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from cli_run import ROOT, opaudit
 from kube.apiserver import ApiServer
+from kube.selector_match import label_matcher
 from manifests import CHART_DIR, NAMESPACE, RELEASE, by_kind, documents, helm
 
 README = ROOT / "README.md"
@@ -145,6 +147,28 @@ def test_the_schema_takes_the_selectors_that_opaudit_run_takes(tmp_path: Path,
         if not refused:
             assert result.returncode == 0, (selector, result.stderr[-600:])
     assert verdicts == SELECTORS
+
+
+def test_the_selector_pattern_and_the_api_servers_parser_agree_on_random_selectors() -> None:
+    """20,000 selectors made of the grammar's tokens, judged by the schema's pattern (it uses
+    only what RE2 and Python's re read alike: classes, groups, bounded repeats) and by the
+    test API server's port of apimachinery; helm itself judges the list above."""
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    pattern = re.compile(schema["definitions"]["labelSelector"]["pattern"])
+    tokens = ["a", "app", "in", "notin", "(", ")", ",", "=", "==", "!=", "!", ">", "<", " ",
+              "\t", "\n", "5", "-", "_", ".", "x.y/z", "/", "A", "0", "\f", "\u00e9"]
+    chance = random.Random(0)
+    accepted = 0
+    for _ in range(20_000):
+        selector = "".join(chance.choice(tokens) for _ in range(chance.randint(0, 9)))
+        try:
+            label_matcher(selector)
+            parsed = True
+        except ValueError:
+            parsed = False
+        accepted += parsed
+        assert (pattern.fullmatch(selector) is not None) == parsed, selector
+    assert 2_000 < accepted < 18_000  # both verdicts are exercised
 
 
 # --- NOTES.txt ---------------------------------------------------------------------------
