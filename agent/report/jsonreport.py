@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from agent.model import (
+    NO_PROCESS,
     Capabilities,
     Finding,
     Gap,
@@ -53,7 +54,7 @@ def target_dict(target: TargetReport) -> dict[str, Any]:
     obs = target.observed
     declared = target.declared
     return {
-        "pid": obs.pid,
+        "pid": None if obs.pid == NO_PROCESS else obs.pid,  # a container with no process
         "comm": obs.comm,
         "cmdline": list(obs.cmdline),
         "pod": None if declared is None else {

@@ -50,14 +50,15 @@ class Rule:
     def finding(self, message: str, remediation: str | None = None,
                 severity: Severity | None = None, *, profile: Profile = GENERIC_PROFILE,
                 observed: str | None = None, declared: str | None = None,
-                **params: object) -> Finding:
+                subject: str = "", **params: object) -> Finding:
         """A finding of this rule; without `remediation`, the template filled with `params`.
-        `observed` and `declared` are the values compared, in a few words each."""
+        `observed` and `declared` are the values compared, in a few words each; `subject`
+        what it is about ("tcp/8081", "/tmp", "NET_BIND_SERVICE"; "" for the container)."""
         if remediation is None:
             remediation = self.render_fix(profile, **params)
         return Finding(rule=self.id, severity=severity or self.severity, message=message,
                        remediation=remediation, observed=observed, declared=declared,
-                       fix_line=self.fix)
+                       fix_line=self.fix, subject=subject)
 
     def render_fix(self, profile: Profile, **params: object) -> str:
         body = self.remediation.format(**params)

@@ -8,7 +8,7 @@ from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Se
 from agent.rules.entry import Rule
 from agent.rules.facts import DISABLE_IPV6, POD_SPEC
 from agent.rules.fixes import sysctl_fix
-from agent.rules.ports import promised_ports
+from agent.rules.ports import port_subject, promised_ports
 from agent.rules.reach import (
     describe,
     families_serving,
@@ -36,7 +36,8 @@ def probe_port_not_listening(observed: ObservedProcess, declared: DeclaredContai
             fix = f"ports:\n- name: {probe.port_name}\n  containerPort: <port>\n  protocol: TCP"
             yield PROBE_PORT_NOT_LISTENING.finding(
                 message, "# Pod spec: containers[]\n" + fix,
-                declared=f"{probe.kind} probe port {probe.port_name}")
+                declared=f"{probe.kind} probe port {probe.port_name}",
+                subject=f"tcp/{probe.port_name}")
     for promised in promised_ports(declared):
         if not promised.probe or listeners_on(network, promised.port, "tcp"):
             continue
@@ -45,7 +46,7 @@ def probe_port_not_listening(observed: ObservedProcess, declared: DeclaredContai
                    "the kubelet restarts the container or keeps it out of the Service.")
         yield PROBE_PORT_NOT_LISTENING.finding(
             message, port=promised.port, observed=f"no TCP listener on {promised.port}",
-            declared=", ".join(promised.names))
+            declared=", ".join(promised.names), subject=port_subject("tcp", promised.port))
 
 
 PROBE_PORT_NOT_LISTENING = Rule(
@@ -72,7 +73,9 @@ def listener_loopback_only(observed: ObservedProcess, declared: DeclaredContaine
         message = (f"{', '.join(promised.names)} is bound only to loopback ({bound}): the "
                    "kubelet's probes and other pods connect to the pod IP and are refused.")
         yield LISTENER_LOOPBACK_ONLY.finding(message, port=promised.port, observed=bound,
-                                             declared=", ".join(promised.names))
+                                             declared=", ".join(promised.names),
+                                             subject=port_subject(promised.protocol,
+                                                                  promised.port))
 
 
 LISTENER_LOOPBACK_ONLY = Rule(
@@ -119,7 +122,8 @@ def listener_family_mismatch(observed: ObservedProcess, declared: DeclaredContai
                    "pod IP are refused.")
         yield LISTENER_FAMILY_MISMATCH.finding(
             message, _family_fix(profile, primary, promised.port), observed=bound + disabled,
-            declared=f"{', '.join(promised.names)} on an {FAMILY[primary]} pod")
+            declared=f"{', '.join(promised.names)} on an {FAMILY[primary]} pod",
+            subject=port_subject(promised.protocol, promised.port))
 
 
 LISTENER_FAMILY_MISMATCH = Rule(
@@ -155,7 +159,9 @@ def dual_stack_listener_gap(observed: ObservedProcess, declared: DeclaredContain
                    "refused.")
         yield DUAL_STACK_LISTENER_GAP.finding(message, port=promised.port,
                                               family=FAMILY[missing], observed=bound,
-                                              declared=", ".join(promised.names))
+                                              declared=", ".join(promised.names),
+                                              subject=port_subject(promised.protocol,
+                                                                   promised.port))
 
 
 DUAL_STACK_LISTENER_GAP = Rule(

@@ -17,6 +17,12 @@ class PromisedPort:
     probe: bool
 
 
+def port_subject(protocol: ListenerProtocol, port: int | str) -> str:
+    """A finding's subject for a port: `tcp/8081`, `udp/53` (a probe's unresolved port
+    name stands in for its number)."""
+    return f"{protocol}/{port}"
+
+
 def probe_ports(declared: DeclaredContainer | None) -> dict[int, list[str]]:
     """TCP ports the kubelet probes (exec probes have none), each with the probes using it."""
     found: dict[int, list[str]] = {}
