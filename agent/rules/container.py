@@ -12,7 +12,6 @@ its non-root workers).
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Iterable, Sequence
 
 from agent.model import Finding, Outcome, TargetReport, Verdict, capability_bit
@@ -83,7 +82,13 @@ def _template(finding: Finding) -> str:
         return text
     for comm in finding.comms:
         text = text.replace(f"{comm} (pid {finding.pid}", WHO_MARK)
-    return re.sub(rf"\bpid {finding.pid}\b", PID_MARK, text)
+    needle, pieces, start = f"pid {finding.pid}", [], 0
+    while (at := text.find(needle, start)) >= 0:
+        end = at + len(needle)
+        whole = (at == 0 or not text[at - 1].isalnum()) and not text[end:end + 1].isdigit()
+        pieces += [text[start:at], PID_MARK if whole else needle]
+        start = end
+    return "".join([*pieces, text[start:]])
 
 
 def _joined(values: Iterable[str | None]) -> str | None:
