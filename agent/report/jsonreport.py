@@ -166,8 +166,10 @@ def finding_dict(finding: Finding, pids: tuple[int, ...] = ()) -> dict[str, Any]
         "severity": finding.severity.value,
         "pid": finding.pid,
         "pids": list(pids) if pids else ([finding.pid] if finding.pid is not None else []),
-        "pod": finding.pod,
+        "comms": list(finding.comms),
+        "pod": finding.pod,  # targets[].pod as "namespace/name" (as Events and kubectl say it)
         "container": finding.container,
+        "subject": finding.subject,
         "message": finding.message,
         "remediation": finding.remediation,
         "observed": finding.observed,
