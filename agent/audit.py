@@ -204,7 +204,9 @@ def unplaced_listeners(observed: ObservedProcess, request: AuditRequest) -> Gap 
     silent pass. A hostNetwork pod shares the host's netns, whose other sockets are the
     host's, not the pod's."""
     network = observed.network
-    if network is None or network.host_network or not request.pod_pids:
+    host = network is not None and network.host_network or (
+        request.declared is not None and request.declared.host_network)
+    if network is None or host or not request.pod_pids:
         return None
     stray = [s for s in network.listeners if s.owners and not request.pod_pids & set(s.pids)]
     if not stray:

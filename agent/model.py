@@ -378,6 +378,7 @@ class DeclaredContainer:
     pod_ips: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()  # literal `value`s only; valueFrom is not resolved
     status_uid: int | None = None  # containerStatuses[].user.linux.uid (Kubernetes >= 1.31)
+    host_network: bool = False  # spec.hostNetwork: the node's netns, and its sockets
 
     def label(self, key: str) -> str | None:
         for k, v in self.labels:
