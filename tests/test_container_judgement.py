@@ -55,7 +55,9 @@ def prefork(stage: Stage, cgroups: KubepodsCgroups) -> StagedFamilyPod:
     """A root parent on 0.0.0.0:8080 and three workers sharing its socket, each its own comm."""
     server = Container("server", "prefork", [Sock("tcp", 4, "0.0.0.0", 8080)],
                        children=[("worker-a", []), ("worker-b", []), ("worker-c", [])],
-                       spec={"ports": [{"containerPort": 8080, "protocol": "TCP"}]})
+                       spec={"ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                             "securityContext": {
+                                 "capabilities": {"add": ["NET_BIND_SERVICE"]}}})
     return stage_family_pod(stage, cgroups, "prefork", [server], labels())
 
 
@@ -190,6 +192,11 @@ def test_a_prefork_server_is_one_finding_per_rule_naming_every_pid_and_comm(
         assert finding["comms"] == server.comms
         assert all(comm in finding["message"] for comm in server.comms)
 
+    # Root on 8080 only: the capability the spec adds is unneeded, and says it was added.
+    (unneeded,) = findings(report, "NetBindServiceUnneeded")
+    assert unneeded["declared"] == "capabilities.add: [NET_BIND_SERVICE]"
+    assert unneeded["subject"] == "NET_BIND_SERVICE"
+
     table = opaudit("diagnose", "--pod-spec", spec_file(pod, tmp_path))
     summary = table.stdout.strip().splitlines()[-1]
     counted = sum(int(word) for word in summary.replace(",", " ").split() if word.isdigit())
@@ -251,3 +258,68 @@ def test_run_once_posts_one_event_per_rule_and_container_and_one_result_per_subj
                     (note,) = notes
                     assert all(comm in note for comm in container.comms)
     assert cycle and cycle[-1]["findings"] == total
+
+
+# --- item 5: a container with no process, a spec that matches nothing ---------------------
+
+
+def test_a_running_container_with_no_process_is_a_target_with_its_facts_unknown(
+    stage: Stage, cgroups: KubepodsCgroups, tmp_path: Path
+) -> None:
+    pod = prefork(stage, cgroups)
+    ghost = {"name": "ghost", "image": "registry.example/ghost:1"}
+    pod.manifest["spec"]["containers"].append(ghost)
+    pod.manifest["status"]["containerStatuses"].append({
+        "name": "ghost", "ready": True, "restartCount": 0, "image": ghost["image"],
+        "imageID": "", "containerID": "containerd://" + "ab" * 32,
+        "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}})
+    report = report_of(opaudit("diagnose", "--pod-spec", spec_file(pod, tmp_path), "-o", "json"))
+    (target,) = [t for t in report["targets"] if t["container"]["name"] == "ghost"]
+    assert target["pid"] is None and target["capabilities"] is None
+    (gap,) = target["incomplete"]
+    assert "no process in this host's /proc is in its cgroup" in gap["reason"]
+    assert "RunsAsRoot" in {u["rule"] for u in target["unevaluated"]}
+
+
+def test_a_spec_for_this_node_that_matches_no_process_says_why(tmp_path: Path) -> None:
+    node = os.uname().nodename
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "stale", "namespace": "default", "uid": "0" * 8 + "-0000-4000-"
+                        "8000-" + "0" * 12},
+           "spec": {"nodeName": node, "containers": [{"name": "app", "image": "x"}]},
+           "status": {"phase": "Running", "containerStatuses": [{
+               "name": "app", "ready": True, "restartCount": 0, "image": "x", "imageID": "",
+               "containerID": "containerd://" + "cd" * 32,
+               "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}
+    path = tmp_path / "stale.json"
+    path.write_text(json.dumps(pod))
+    result = opaudit("diagnose", "--pod-spec", str(path))
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert f"it runs on this node ({node})" in line and "cdcdcdcdcdcd" in line
+    assert "run opaudit there" not in line
+
+
+# --- item 15: small inconsistencies ------------------------------------------------------
+
+
+def test_a_kernel_thread_is_not_judged_on_the_hosts_mounts() -> None:
+    if Path("/proc/2/comm").read_text().strip() != "kthreadd":
+        pytest.skip("pid 2 is not kthreadd in this PID namespace")
+    report = report_of(opaudit("diagnose", "--pid", "2", "-o", "json"))
+    assert findings(report, "RootFilesystemWritable") == []
+    (target,) = report["targets"]
+    (entry,) = [u for u in target["unevaluated"] if u["rule"] == "RootFilesystemWritable"]
+    assert "kernel thread" in entry["missing"][0]["reason"]
+
+
+def test_v6only_is_spelled_as_sockets_spells_it(stage: Stage, cgroups: KubepodsCgroups,
+                                                tmp_path: Path) -> None:
+    pod = sidecar_first(stage, cgroups)  # [::]:8080 with IPV6_V6ONLY=1
+    pid = str(pod.container("app").pids[0])
+    sockets = opaudit("sockets", "--pid", pid).stdout
+    table = opaudit("diagnose", "--pid", pid, "--pod-spec", spec_file(pod, tmp_path)).stdout
+    (in_sockets,) = [ln.split() for ln in sockets.splitlines() if "[::]:8080" in ln]
+    rows = [ln.split() for ln in table.splitlines()]
+    (in_table,) = [row for row in rows if row[:2] == ["tcp", "[::]:8080"]]
+    assert "1" in in_sockets and in_table[2] == "1"

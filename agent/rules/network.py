@@ -8,7 +8,7 @@ from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Se
 from agent.rules.entry import Rule
 from agent.rules.facts import DISABLE_IPV6, POD_SPEC
 from agent.rules.fixes import sysctl_fix
-from agent.rules.ports import port_subject, promised_ports
+from agent.rules.ports import listed, port_subject, promised_ports
 from agent.rules.reach import (
     describe,
     families_serving,
@@ -41,7 +41,8 @@ def probe_port_not_listening(observed: ObservedProcess, declared: DeclaredContai
     for promised in promised_ports(declared):
         if not promised.probe or listeners_on(network, promised.port, "tcp"):
             continue
-        message = (f"The {', '.join(promised.names)} targets TCP port {promised.port}, but "
+        verb = "targets" if len(promised.names) == 1 else "target"
+        message = (f"The {listed(promised.names)} {verb} TCP port {promised.port}, but "
                    "nothing in the pod's network namespace listens there: the probe fails and "
                    "the kubelet restarts the container or keeps it out of the Service.")
         yield PROBE_PORT_NOT_LISTENING.finding(
