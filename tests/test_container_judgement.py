@@ -323,3 +323,21 @@ def test_v6only_is_spelled_as_sockets_spells_it(stage: Stage, cgroups: KubepodsC
     rows = [ln.split() for ln in table.splitlines()]
     (in_table,) = [row for row in rows if row[:2] == ["tcp", "[::]:8080"]]
     assert "1" in in_sockets and in_table[2] == "1"
+
+
+def test_metrics_count_findings_per_rule_container_and_subject(
+    stage: Stage, cgroups: KubepodsCgroups
+) -> None:
+    from agent.audit import audit, container_requests, declared_containers
+    from agent.collect.procfs import ProcFS
+    from agent.report.metrics import AgentMetrics, MetricsSink
+
+    pod = prefork(stage, cgroups)
+    report = audit(container_requests(declared_containers([pod.manifest]), ProcFS()))
+    assert len(report.targets) == 4 and len(report.findings) == len(
+        {(f.rule, f.container, f.subject) for f in report.findings})
+    metrics = AgentMetrics()
+    MetricsSink(metrics).publish(report)
+    value = metrics.registry.get_sample_value(
+        "opaudit_findings", {"rule": "RunsAsRoot", "severity": "high"})
+    assert value == 1  # one container, four processes running as root
