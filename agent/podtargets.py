@@ -19,7 +19,6 @@ from agent.kube.client import Api, KubeError
 
 if TYPE_CHECKING:
     from agent.collect.procfs import ProcFS
-    from agent.model import DeclaredContainer
 
 
 class TargetError(ValueError):
@@ -75,14 +74,17 @@ def pod_targets(pods: Sequence[dict[str, Any]], selection: PodSelection,
                 proc: ProcFS) -> PodTargets:
     from agent.kube.procmap import pids_for_containers
 
-    declared = _declared(pods, selection.container)
+    # Every container's processes are mapped, the ones --container leaves out too: their
+    # listeners in the pod's netns are theirs, not nobody's.
+    everything = declared_containers(pods)
+    declared = [c for c in everything if selection.container in (None, c.container_name)]
     # Restarting containers (no process) whose pod's sandbox is on this host.
     stalled = [r for r in sandbox_requests(pods, proc) if r.declared is not None
                and selection.container in (None, r.declared.container_name)]
     if not declared and not stalled:
         raise TargetError(f"no running container{_named(selection.container)} in the "
                           f"{_count(pods, 'selected pod')}")
-    pids = pids_for_containers(declared, proc)
+    pids = pids_for_containers(everything, proc)
     here = {c.pod.uid for c in declared if pids[(c.pod.uid, c.container_name)]}
     here |= {r.declared.pod.uid for r in stalled if r.declared is not None}
     nodes = {uid: _node_of(p) for p in pods if (uid := _uid(p))}
@@ -153,11 +155,6 @@ def _no_ids(pod: dict[str, Any]) -> str:
     if not container_statuses(pod):
         return " (the spec has no status.containerStatuses[].containerID to match)"
     return ""
-
-
-def _declared(pods: Sequence[dict[str, Any]], container: str | None) -> list[DeclaredContainer]:
-    found = declared_containers(pods)
-    return [c for c in found if container is None or c.container_name == container]
 
 
 def _node_of(pod: dict[str, Any]) -> str | None:

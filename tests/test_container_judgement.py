@@ -109,6 +109,12 @@ def test_pid_with_pod_spec_is_judged_as_the_container_its_cgroup_names(
     assert not rules & {"RunAsUserMismatch", "RunAsGroupMismatch", "DeclaredPortNotListening",
                         "UndeclaredListener"}  # the sidecar's settings and port are not its
 
+    # --container app: the sidecar's socket is still the sidecar's, not a stranger's.
+    report = report_of(opaudit("diagnose", "--pod-spec", spec_file(pod, tmp_path),
+                               "--container", "app", "-o", "json"))
+    (target,) = report["targets"]
+    assert "UndeclaredListener" in target["passed"] and target["incomplete"] == []
+
 
 def test_pid_with_a_spec_naming_no_container_id_and_two_containers_is_one_line(
     stage: Stage, cgroups: KubepodsCgroups, tmp_path: Path
