@@ -61,8 +61,11 @@ def combine(group: Sequence[Finding]) -> Finding:
         return dataclasses.replace(lead, pids=tuple(pids), comms=comms)
     templates = {_template(f) for f in group}
     if len(templates) == 1:
+        template = templates.pop()
         who = f"{', '.join(comms)} ({pid_phrase(pids)}" if comms else f"({pid_phrase(pids)}"
-        message = templates.pop().replace(WHO_MARK, who).replace(PID_MARK, pid_phrase(pids))
+        if len(comms) > 1 and template.startswith(WHO_MARK):
+            who = f"Each of {who}"  # "Each of httpd, nc (pids 10, 12) runs ...": one verb
+        message = template.replace(WHO_MARK, who).replace(PID_MARK, pid_phrase(pids))
     else:
         message = " ".join(dict.fromkeys(f.message for f in (lead, *group)))
     return dataclasses.replace(
