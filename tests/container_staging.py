@@ -42,6 +42,9 @@ for child in spec["children"]:
     if pid == 0:
         libc.prctl(15, child["comm"].encode()[:15], 0, 0, 0)
         mine = bind(child["sockets"])
+        if child.get("uid") is not None:  # a worker dropping root, as httpd's do
+            os.setgroups([]); os.setresgid(child["uid"], child["uid"], child["uid"])
+            os.setresuid(child["uid"], child["uid"], child["uid"])
         os.write(ready_w, b"1")
         while True:
             signal.pause()
@@ -58,7 +61,8 @@ class Container:
     name: str
     comm: str
     sockets: list[Sock] = field(default_factory=list)
-    children: list[tuple[str, list[Sock]]] = field(default_factory=list)  # (comm, sockets)
+    # (comm, sockets, uid it switches to after binding: None stays)
+    children: list[tuple[str, list[Sock], int | None]] = field(default_factory=list)
     uid: int | None = None  # None: root
     bounding: list[str] | None = None  # None: every capability
     spec: dict[str, Any] = field(default_factory=dict)  # the manifest's container entry
@@ -67,7 +71,7 @@ class Container:
 
     @property
     def comms(self) -> list[str]:
-        return [self.comm, *(comm for comm, _ in self.children)]
+        return [self.comm, *(comm for comm, _, _ in self.children)]
 
 
 @dataclass
@@ -96,8 +100,8 @@ def stage_family_pod(stage: Stage, cgroups: KubepodsCgroups, name: str,
     uid = str(uuid.uuid4())
     for container in containers:
         spec = {"sockets": [s.as_spec() for s in container.sockets], "comm": container.comm,
-                "children": [{"comm": c, "sockets": [s.as_spec() for s in socks]}
-                             for c, socks in container.children]}
+                "children": [{"comm": c, "sockets": [s.as_spec() for s in socks], "uid": u}
+                             for c, socks, u in container.children]}
         staged = stage.spawn(netns=netns, uid=container.uid, bounding=container.bounding,
                              argv=[STAGE_PYTHON, "-c", FAMILY_CODE, json.dumps(spec)])
         assert staged.popen.stdout is not None
