@@ -69,9 +69,11 @@ def container_requests(
     declared: Sequence[DeclaredContainer], proc: ProcFS,
     pids: Mapping[tuple[str, str], tuple[int, ...]] | None = None,
 ) -> list[AuditRequest]:
-    """One request per process of each declared container on this node (a container with
-    none is logged); `pids` when the caller has mapped them already. Raises CollectError
-    when /proc cannot be listed."""
+    """One request per process of each declared container on this node, each knowing its
+    container's processes and its pod's; a container with none is logged and gets a
+    NO_PROCESS request (a target whose facts are unknown, and why). `pids` when the caller
+    has mapped them already (every container of the pods, for the pods' processes). Raises
+    CollectError when /proc cannot be listed."""
     from agent.kube.procmap import pids_for_containers
 
     if pids is None:
