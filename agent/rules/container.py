@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from agent.model import Finding, Outcome, TargetReport, Verdict, capability_bit
 
 CAPABILITY_ADDED_BUT_INEFFECTIVE = "CapabilityAddedButIneffective"
+PRIVILEGED_PORT_NOT_BINDABLE = "PrivilegedPortNotBindable"
+NET_BIND_SERVICE_BIT = 10
 WHO_MARK, PID_MARK = "\0who\0", "\0pid\0"
 
 
@@ -99,18 +101,27 @@ def _joined(values: Iterable[str | None]) -> str | None:
     return "; ".join(kept) if kept else None
 
 
+def _needed_capability(finding: Finding) -> int | None:
+    """The capability whose absence from every effective set the finding is about."""
+    if finding.rule == CAPABILITY_ADDED_BUT_INEFFECTIVE and finding.subject:
+        return capability_bit(finding.subject)
+    if finding.rule == PRIVILEGED_PORT_NOT_BINDABLE:
+        return NET_BIND_SERVICE_BIT
+    return None
+
+
 def _used_capabilities_kept(targets: Sequence[TargetReport]) -> list[TargetReport]:
-    """Drop CapabilityAddedButIneffective for a capability another process of the container
-    holds effective: the `add` is what gives it that capability."""
+    """Drop what another process of the container disproves by holding the capability
+    effective: an `add` that gives a root parent NET_BIND_SERVICE is not ineffective, and a
+    port below ip_unprivileged_port_start that it can bind is bindable by the container."""
     effective = 0
     for target in targets:
         caps = target.observed.capabilities
         effective |= caps.effective if caps is not None else 0
 
     def used(finding: Finding) -> bool:
-        bit = capability_bit(finding.subject) if finding.subject else None
-        return (finding.rule == CAPABILITY_ADDED_BUT_INEFFECTIVE and bit is not None
-                and bool(effective >> bit & 1))
+        bit = _needed_capability(finding)
+        return bit is not None and bool(effective >> bit & 1)
 
     kept = []
     for target in targets:

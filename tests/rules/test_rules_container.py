@@ -60,3 +60,16 @@ def test_a_capability_another_process_holds_effective_is_not_ineffective() -> No
     # Alone, the child's finding stands, on the first (only) target of its container.
     (alone,) = judge_container([child])
     assert [f.subject for f in alone.findings] == ["NET_BIND_SERVICE"]
+
+
+def test_a_privileged_port_another_process_can_bind_is_bindable_by_the_container() -> None:
+    rule = "PrivilegedPortNotBindable"
+    unbindable = finding(12, "worker", "worker cannot bind", rule=rule, subject="tcp/443")
+    decl = declared()
+    parent = TargetReport(observed(pid=10, capabilities=caps(effective=NBS, bounding=NBS)),
+                          decl, GENERIC_PROFILE, verdicts=(Verdict(rule, Outcome.PASSED),))
+    worker = TargetReport(observed(pid=12, capabilities=caps()), decl, GENERIC_PROFILE,
+                          findings=(unbindable,),
+                          verdicts=(Verdict(rule, Outcome.FIRED, (unbindable,)),))
+    assert [t.findings for t in judge_container([parent, worker])] == [(), ()]
+    assert [f.subject for f in judge_container([worker])[0].findings] == ["tcp/443"]
