@@ -486,6 +486,8 @@ class Report:
 
     @property
     def findings(self) -> tuple[Finding, ...]:
+        """One per rule x container x subject (see TargetReport), most severe first per
+        container: what the table, JSON, Events, reports, log and metrics count."""
         return tuple(f for t in self.targets for f in t.findings)
 
 
