@@ -379,10 +379,18 @@ class DeclaredContainer:
     env: tuple[tuple[str, str], ...] = ()  # literal `value`s only; valueFrom is not resolved
     status_uid: int | None = None  # containerStatuses[].user.linux.uid (Kubernetes >= 1.31)
     host_network: bool = False  # spec.hostNetwork: the node's netns, and its sockets
+    sysctls: tuple[tuple[str, str], ...] = ()  # spec.securityContext.sysctls (name, value)
 
     def label(self, key: str) -> str | None:
         for k, v in self.labels:
             if k == key:
+                return v
+        return None
+
+    def sysctl(self, name: str) -> str | None:
+        """The value the pod sets for `name`; Kubernetes accepts `/` as the separator too."""
+        for k, v in self.sysctls:
+            if k.replace("/", ".") == name:
                 return v
         return None
 
@@ -448,6 +456,7 @@ class Verdict:
     missing: tuple[Gap, ...] = ()  # UNKNOWN: the facts that were missing, and why
     category: str = ""  # identity | privileges | filesystem | network | inspection
     severity: Severity | None = None  # the rule's severity (after --config overrides)
+    reason: str = ""  # WAIVED: the reason the --config waiver gives
 
 
 @dataclass(frozen=True, slots=True)
