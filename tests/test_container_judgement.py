@@ -163,7 +163,8 @@ def test_a_child_listener_is_judged_and_the_parents_port_keeps_net_bind_service(
         assert findings(report, "NetBindServiceUnneeded") == []
         assert findings(report, "CapabilityAddedButIneffective") == []
         (undeclared,) = findings(report, "UndeclaredListener")
-        assert undeclared["subject"] == "tcp/5000" and nc in undeclared["pids"]
+        assert undeclared["subject"] == "tcp/5000"
+        assert undeclared["pids"] == [nc] and undeclared["comms"] == ["nc"]  # its holder
         assert f"nc (pid {nc})" in undeclared["message"]
         assert all("UndeclaredListener" not in t["passed"] for t in report["targets"])
         (root,) = findings(report, "RunsAsRoot")

@@ -81,9 +81,8 @@ def evaluate(observed: ObservedProcess, declared: DeclaredContainer | None, prof
     for rule in rules:
         verdict = run_rule(rule, observed, declared, profile)
         kept = tuple(
-            dataclasses.replace(finding, severity=overrides.get(finding.rule, finding.severity),
-                                pid=pid, pod=pod, container=container,
-                                pids=() if pid is None else (pid,), comms=comms)
+            _stamped(finding, overrides.get(finding.rule, finding.severity), pid, comms, pod,
+                     container)
             for finding in verdict.findings if not waived(finding, declared, config.waivers))
         if verdict.outcome is Outcome.FIRED and not kept:
             waiver = waived(verdict.findings[0], declared, config.waivers)
@@ -93,6 +92,18 @@ def evaluate(observed: ObservedProcess, declared: DeclaredContainer | None, prof
             verdict, findings=kept, category=rule.category,
             severity=overrides.get(rule.id, rule.severity)))
     return tuple(verdicts)
+
+
+def _stamped(finding: Finding, severity: Severity, pid: int | None, comms: tuple[str, ...],
+             pod: str | None, container: str | None) -> Finding:
+    """The finding with where it was seen: the audited process, unless the rule named the
+    processes it is about (a listener's owners, which may be another process of the
+    container)."""
+    if not finding.pids:
+        finding = dataclasses.replace(finding, pids=() if pid is None else (pid,), comms=comms)
+    first = finding.pids[0] if finding.pids else None
+    return dataclasses.replace(finding, severity=severity, pid=first, pod=pod,
+                               container=container)
 
 
 def findings_of(verdicts: tuple[Verdict, ...]) -> tuple[Finding, ...]:

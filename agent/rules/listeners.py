@@ -52,7 +52,7 @@ def ipv6_listener_with_ipv6_disabled(observed: ObservedProcess,
             fix += f"\n# spark-operator: pass {flag}=0.0.0.0:{listener.port}"
         yield IPV6_LISTENER_WITH_IPV6_DISABLED.finding(
             message, fix, observed=f"{describe(listener, network)}; disable_ipv6=1",
-            subject=port_subject(listener.protocol, listener.port))
+            subject=port_subject(listener.protocol, listener.port), holders=listener.owners)
 
 
 IPV6_LISTENER_WITH_IPV6_DISABLED = Rule(
@@ -118,7 +118,8 @@ def undeclared_listener(observed: ObservedProcess, declared: DeclaredContainer |
         yield UNDECLARED_LISTENER.finding(message, port=listener.port,
                                           protocol=listener.protocol.upper(),
                                           observed=describe(listener, network),
-                                          subject=port_subject(listener.protocol, listener.port))
+                                          subject=port_subject(listener.protocol, listener.port),
+                                          holders=listener.owners)
 
 
 UNDECLARED_LISTENER = Rule(
