@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # Connection failures this long in a row (the watch retries within 1, 2, 4, 8 s): not ready.
 UNREACHABLE_GRACE_SECONDS = 10.0
 CYCLE_OUTCOMES = ("ok", "api_error", "error")
-AUDIT_FAULT_STAGES = ("target", "network", "socket_owners")
+AUDIT_FAULT_STAGES = ("target", "container", "network", "socket_owners")
 _SCAN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -83,7 +83,8 @@ class AgentMetrics:
         # Each made some facts unknown (InspectionIncomplete) and the cycle went on.
         self.audit_faults = Counter(
             "opaudit_audit_faults", "Unexpected faults while auditing, by stage: target (one "
-            "target's audit), network (every netns), socket_owners (the fd reader)",
+            "target's audit), container (judging one container as a whole), network (every "
+            "netns), socket_owners (the fd reader)",
             ["stage"], registry=self.registry,
         )
         self.sink_errors = Counter(

@@ -183,7 +183,7 @@ def finding_result(finding: Finding, category: str = "", pod_uid: str = "") -> d
     container = finding.container or ""
     properties = {"resultID": result_id(pod_uid, container, finding.rule, finding.subject),
                   "container": container, "subject": finding.subject,
-                  "pid": str(finding.pid or ""),
+                  "pid": ", ".join(map(str, finding.pids or (finding.pid or "",))),
                   "observed": stable_text(sanitize_text(finding.observed or "")),
                   "declared": stable_text(sanitize_text(finding.declared or "")),
                   "fix": stable_text(sanitize_text(compact_fix(finding.remediation)))}
