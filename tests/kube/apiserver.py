@@ -1,12 +1,13 @@
 """An in-process Kubernetes API server for tests, spoken to by the official client over HTTP.
 
 Serves the REST paths opaudit uses: pods list/get/watch (fieldSelector, labelSelector,
-resourceVersion, timeoutSeconds) and Events create/get/list/patch on both
+resourceVersion, timeoutSeconds, allowWatchBookmarks) and Events create/get/list/patch on both
 `/apis/events.k8s.io/v1` and core `/api/v1` (one store, two views). Every object it
 receives is validated (`apischema`) and an invalid one gets 422 Invalid, as from
 kube-apiserver. Faults are injected per method and path: 500, 429 + Retry-After, 403 with
 kube-apiserver's RBAC message, 410 (an ERROR watch event on a watch), a dropped
-connection, a hung connection.
+connection, a hung connection, a watch answered and then silent (a half-open connection).
+`request_log` keeps every request's method, path, query and arrival time.
 
     with ApiServer() as server:
         api = load_api(configuration=server.configuration())
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 import threading
@@ -68,6 +70,8 @@ class ApiServer:
         # pods/exec runs through this (tests/kube/apiexec.py); None: exec is 404.
         self.exec_handler: ExecHandler | None = None
         self.request_log: list[RequestRecord] = []
+        # Bookmarks on a watch that asks for them, this often (kube-apiserver: about a minute).
+        self.bookmark_seconds = 60.0
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -236,16 +240,20 @@ class ApiServer:
         drop_connection: bool = False,
         hang_seconds: float = 0.0,
         reset_connection: bool = False,
+        silent_seconds: float = 0.0,
     ) -> None:
         """Answer the next `count` requests whose method and URL path match with a fault.
 
         `status` 403 carries kube-apiserver's RBAC message; 410 on a watch is an ERROR
         event; `drop_connection` closes without a response (FIN); `reset_connection`
         aborts it (RST: "connection reset by peer"); `hang_seconds` holds the
-        connection open that long (or until stop) and then closes it without a response.
+        connection open that long (or until stop) and then closes it without a response;
+        `silent_seconds` (watches only) answers 200 as a watch does and then sends nothing
+        that long (or until stop), whatever its timeoutSeconds: a half-open connection as
+        the client sees one (no FIN, no RST, no byte).
         """
         fault = Fault(method.upper(), re.compile(path_regex), status, count, retry_after,
-                      drop_connection, hang_seconds, reset_connection)
+                      drop_connection, hang_seconds, reset_connection, silent_seconds)
         with self._cond:
             self._faults.append(fault)
 
@@ -253,9 +261,12 @@ class ApiServer:
         with self._cond:
             self._faults.clear()
 
-    def take_fault(self, method: str, path: str) -> Fault | None:
+    def take_fault(self, method: str, path: str, watch: bool = False) -> Fault | None:
+        """The fault for this request, if one is armed; a silent one only for a watch."""
         with self._cond:
             for fault in self._faults:
+                if fault.silent_seconds and not watch:
+                    continue
                 if fault.method in ("*", method) and fault.path_regex.search(path):
                     fault.count -= 1
                     if fault.count <= 0:
@@ -282,18 +293,21 @@ class ApiServer:
         return copy.deepcopy(pod)
 
     def watch_pods(self, namespace: str | None, query: dict[str, str]) -> Iterator[dict[str, Any]]:
-        """Watch events (dicts) until timeoutSeconds passes or the server stops.
+        """Watch events (dicts) until timeoutSeconds passes or the server stops; BOOKMARK
+        events too when the query has allowWatchBookmarks=true.
 
         Raises ApiError for a bad selector or version before the stream starts.
         """
         match = _pod_filter(namespace, query)
-        deadline = _monotonic() + float(query.get("timeoutSeconds") or 1800)
+        timeout = float(query.get("timeoutSeconds") or 1800)
         since = query.get("resourceVersion") or "0"
         if not since.isdigit():
             raise ApiError(400, "BadRequest", f"invalid resourceVersion: {since!r}")
-        return self._watch_stream(match, since, deadline)
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        return self._watch_stream(match, since, _monotonic() + timeout, bookmarks)
 
-    def _watch_stream(self, match: Any, since: str, deadline: float) -> Iterator[dict[str, Any]]:
+    def _watch_stream(self, match: Any, since: str, deadline: float,
+                      bookmarks: bool) -> Iterator[dict[str, Any]]:
         with self._cond:
             expired = since != "0" and int(since) < self._compacted_rv
             oldest = self._compacted_rv
@@ -307,17 +321,32 @@ class ApiServer:
             return
         for pod in initial:
             yield {"type": "ADDED", "object": pod}
-        while not self.stopping.is_set() and _monotonic() < deadline:
+        bookmark_at = self._next_bookmark(deadline) if bookmarks else math.inf
+        while not self.stopping.is_set() and (now := _monotonic()) < deadline:
+            if now >= bookmark_at:
+                bookmark_at = self._next_bookmark(deadline)
+                yield {"type": "BOOKMARK", "object": _bookmark(last)}
+                continue
             with self._cond:
                 fresh = [h for h in self._pod_history if h[0] > last]
                 if not fresh:
-                    self._cond.wait(min(0.2, max(0.0, deadline - _monotonic())))
+                    # Nothing this watch has not seen up to the newest version: a bookmark
+                    # may carry that one (kube-apiserver's cacher bookmarks its own).
+                    last = max(last, self._rv)
+                    self._cond.wait(max(0.0, min(1.0, deadline - now, bookmark_at - now)))
                     continue
             for rv, kind, pod in fresh:
                 last = rv
                 shown = self._as_seen(kind, pod, rv, match)
                 if shown is not None:
                     yield {"type": shown, "object": copy.deepcopy(pod)}
+
+    def _next_bookmark(self, deadline: float) -> float:
+        """As kube-apiserver's cacheWatcher.nextBookmarkTime: every `bookmark_seconds`, and
+        2 s before the watch's deadline, so a watch ends with its freshest version."""
+        every = _monotonic() + self.bookmark_seconds
+        before_end = deadline - 2.0
+        return before_end if _monotonic() < before_end < every else every
 
     def _as_seen(self, kind: str, pod: dict[str, Any], rv: int, match: Any) -> str | None:
         """The event a selector-filtered watch sees, as kube-apiserver's cacheWatcher
@@ -451,6 +480,12 @@ def _invalid(name: str, errors: list[str], core_api: bool) -> ApiError:
               for e in errors]
     return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: [{", ".join(errors)}]',
                     {"name": name, "group": _group(core_api), "kind": "Event", "causes": causes})
+
+
+def _bookmark(resource_version: int) -> dict[str, Any]:
+    """A BOOKMARK's object: the kind, and only the version in its metadata."""
+    return {"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"resourceVersion": str(resource_version)}}
 
 
 def _pod_filter(namespace: str | None, query: dict[str, str]) -> Any:
