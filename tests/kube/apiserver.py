@@ -20,6 +20,7 @@ A watch is sent in chunks (one event per chunk), as kube-apiserver does.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import math
@@ -64,6 +65,9 @@ class ApiServer:
         self._rv = 1
         self._compacted_rv = 0
         self._pods: dict[tuple[str, str], dict[str, Any]] = {}
+        # Pods by spec.nodeName, as kube-apiserver's watch cache indexes them: a node's list
+        # does not walk every pod of a fleet.
+        self._pods_on: dict[str, set[tuple[str, str]]] = {}
         self._events: dict[tuple[str, str], dict[str, Any]] = {}  # events.k8s.io/v1 shape
         self._pod_history: list[tuple[int, str, dict[str, Any]]] = []
         self._faults: list[Fault] = []
@@ -72,6 +76,7 @@ class ApiServer:
         self.request_log: list[RequestRecord] = []
         # Bookmarks on a watch that asks for them, this often (kube-apiserver: about a minute).
         self.bookmark_seconds = 60.0
+        self.bookmarks_sent = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -190,10 +195,12 @@ class ApiServer:
             self._rv += 1
             pod["metadata"]["resourceVersion"] = str(self._rv)
             key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
-            if kind == "DELETED":
-                self._pods.pop(key, None)
-            else:
+            old = self._pods.pop(key, None)
+            if old is not None:
+                self._pods_on.get(_node_of(old), set()).discard(key)
+            if kind != "DELETED":
                 self._pods[key] = pod
+                self._pods_on.setdefault(_node_of(pod), set()).add(key)
             self._pod_history.append((self._rv, kind, copy.deepcopy(pod)))
             self._cond.notify_all()
             return copy.deepcopy(pod)
@@ -279,10 +286,17 @@ class ApiServer:
     def list_pods(self, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
         match = _pod_filter(namespace, query)
         with self._cond:
-            items = [copy.deepcopy(p) for p in self._pods.values() if match(p)]
+            items = [copy.deepcopy(p) for p in self._candidates(query) if match(p)]
             rv = str(self._rv)
         return {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": rv},
                 "items": items}
+
+    def _candidates(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        """The pods a selector may match: one node's, when it names exactly one node."""
+        node = re.fullmatch(r"spec\.nodeName=([^,!=]*)", query.get("fieldSelector", ""))
+        if node is None:
+            return list(self._pods.values())
+        return [self._pods[key] for key in self._pods_on.get(node[1], ())]
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
         with self._cond:
@@ -325,10 +339,13 @@ class ApiServer:
         while not self.stopping.is_set() and (now := _monotonic()) < deadline:
             if now >= bookmark_at:
                 bookmark_at = self._next_bookmark(deadline)
+                with self._cond:
+                    self.bookmarks_sent += 1
                 yield {"type": "BOOKMARK", "object": _bookmark(last)}
                 continue
             with self._cond:
-                fresh = [h for h in self._pod_history if h[0] > last]
+                fresh = self._pod_history[bisect.bisect_right(
+                    self._pod_history, last, key=lambda h: h[0]):]
                 if not fresh:
                     # Nothing this watch has not seen up to the newest version: a bookmark
                     # may carry that one (kube-apiserver's cacher bookmarks its own).
@@ -480,6 +497,10 @@ def _invalid(name: str, errors: list[str], core_api: bool) -> ApiError:
               for e in errors]
     return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: [{", ".join(errors)}]',
                     {"name": name, "group": _group(core_api), "kind": "Event", "causes": causes})
+
+
+def _node_of(pod: dict[str, Any]) -> str:
+    return str((pod.get("spec") or {}).get("nodeName") or "")
 
 
 def _bookmark(resource_version: int) -> dict[str, Any]:

@@ -1,0 +1,272 @@
+"""`scripts/bench --fleet N`: N real `opaudit run` agents against one test API server.
+
+Each agent is the real program, with its own NODE_NAME, as the DaemonSet starts it on its
+node. The server (tests/kube/apiserver.py, on loopback) holds N nodes x 110 pods, 20 of them
+selected on each node, sends bookmarks every 60 s as kube-apiserver does, and records every
+request's query and arrival time. What this measures is the agents' traffic to the API
+server: the pods' containers do not run on this host, so each agent finds no process to
+audit (it logs so each cycle) and writes no Event: audit cost and Event writes are the
+`--node` bench's part.
+
+Phases: a simultaneous start without start-up jitter (its first minute, then stopped); a
+simultaneous start with it (its first minute, then a steady window); an API server restart
+(stopped, then started again with its watch history gone and the cluster's resourceVersion
+moved on past the agents' last bookmark, as a restarted kube-apiserver's fresh watch cache
+leaves them: every resumed watch gets 410 Gone and lists again).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from kube.apiserver import ApiServer, RequestRecord
+from pod_staging import pod_manifest
+
+from benchlib.daemon import LABELS, OPAUDIT, SELECTOR
+from benchlib.nodestage import OTHER_LABELS, PODS, SELECTED
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+_NODE = re.compile(r"^spec\.nodeName=(fleet-\d+)$")
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    agents: int
+    jitter: float = 10.0  # --startup-jitter of the second start
+    window: float = 60.0  # "the first minute" after each start
+    steady: float = 180.0  # the steady window, after the jittered start's first minute
+    downtime: float = 5.0  # the API server's restart takes this long
+    after_restart: float = 60.0
+    interval: float = 60.0  # the agents' --interval (the DaemonSet's)
+
+
+@dataclass
+class Phase:
+    """What the server saw from the fleet in [start, end), and the agents' own log lines."""
+
+    name: str
+    agents: int
+    records: list[RequestRecord]
+    start: float
+    end: float
+    failures: int = 0  # the agents' "pod list/watch failed" log lines in the phase
+
+    def of(self, kind: str) -> list[RequestRecord]:
+        return [r for r in self.records if _kind(r) == kind]
+
+    def per_agent(self, kind: str | None = None) -> tuple[float, int]:
+        """(mean, max) requests per agent, of one kind or all."""
+        counts = Counter(_node(r) for r in self.records if kind is None or _kind(r) == kind)
+        values = [counts.get(node_name(i), 0) for i in range(self.agents)]
+        return statistics.fmean(values), max(values)
+
+    def peak_lists_per_second(self) -> int:
+        return peak_per_second([r.at for r in self.of("list")])
+
+
+@dataclass
+class FleetResult:
+    options: FleetOptions
+    setup_seconds: float
+    phases: dict[str, Phase] = field(default_factory=dict)
+    first_list_after_spawn: dict[str, list[float]] = field(default_factory=dict)
+    watch_timeouts: list[int] = field(default_factory=list)
+    bookmarks_in_steady: int = 0
+    rss_mib: float = 0.0
+    load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    records: list[RequestRecord] = field(default_factory=list)
+
+
+def node_name(i: int) -> str:
+    return f"fleet-{i:04d}"
+
+
+def _node(record: RequestRecord) -> str:
+    m = _NODE.match(record.params.get("fieldSelector", ""))
+    return m[1] if m else ""
+
+
+def _kind(record: RequestRecord) -> str:
+    if record.method in WRITES:
+        return "write"
+    if record.path.endswith("/pods"):
+        return "watch" if record.is_watch else "list"
+    return "other"
+
+
+def peak_per_second(times: list[float]) -> int:
+    """The most arrivals within any one-second span."""
+    ordered, best, low = sorted(times), 0, 0
+    for high, at in enumerate(ordered):
+        while at - ordered[low] >= 1.0:
+            low += 1
+        best = max(best, high - low + 1)
+    return best
+
+
+def stage_fleet(server: ApiServer, agents: int) -> None:
+    """N nodes x PODS pods, SELECTED of them matching the agents' selector on each node."""
+    for i in range(agents):
+        for n in range(PODS):
+            labels = LABELS if n < SELECTED else OTHER_LABELS
+            server.add_pod(pod_manifest(f"{node_name(i)}-{n:03d}", str(uuid.uuid4()),
+                                        f"containerd://{os.urandom(32).hex()}", labels,
+                                        node=node_name(i)))
+
+
+class Fleet:
+    """N `opaudit run` processes started together, each logging to its own file."""
+
+    def __init__(self, options: FleetOptions, kubeconfig: str, logs: Path, jitter: float) -> None:
+        self.logs = [open(logs / f"{node_name(i)}-jitter{jitter:g}.log", "w+")  # noqa: SIM115
+                     for i in range(options.agents)]
+        self.spawned = time.monotonic()
+        self.popens = [subprocess.Popen(
+            [OPAUDIT, "run", "-l", SELECTOR, "--interval", f"{options.interval:g}",
+             "--startup-jitter", f"{jitter:g}", "--kubeconfig", kubeconfig],
+            env={**os.environ, "NODE_NAME": node_name(i)},
+            stdout=subprocess.DEVNULL, stderr=log) for i, log in enumerate(self.logs)]
+        self.spawn_seconds = time.monotonic() - self.spawned
+
+    def log_offsets(self) -> list[int]:
+        return [os.fstat(log.fileno()).st_size for log in self.logs]
+
+    def failures_since(self, offsets: list[int]) -> int:
+        count = 0
+        for log, offset in zip(self.logs, offsets, strict=True):
+            count += _read_from(log, offset).count('"msg": "pod list/watch failed"')
+        return count
+
+    def rss_mib(self) -> float:
+        total = 0
+        for popen in self.popens:
+            try:
+                with open(f"/proc/{popen.pid}/status") as status:
+                    total += next(int(line.split()[1]) for line in status
+                                  if line.startswith("VmRSS:"))
+            except (OSError, StopIteration):
+                pass
+        return total / 1024 / len(self.popens)
+
+    def stop(self) -> None:
+        for popen in self.popens:
+            if popen.poll() is None:
+                popen.send_signal(signal.SIGTERM)
+        for popen in self.popens:
+            try:
+                popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait()
+        for log in self.logs:
+            log.close()
+
+    def exited_early(self) -> list[int]:
+        return [p.returncode for p in self.popens if p.poll() is not None]
+
+
+def _read_from(log: IO[str], offset: int) -> str:
+    log.flush()
+    with open(log.name) as again:
+        again.seek(offset)
+        return again.read()
+
+
+def _since(server: ApiServer, start: float, end: float) -> list[RequestRecord]:
+    return [r for r in list(server.request_log) if start <= r.at < end]
+
+
+def _sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
+def _first_lists(records: list[RequestRecord], spawned: float) -> list[float]:
+    first: dict[str, float] = {}
+    for r in records:
+        if _kind(r) == "list":
+            first.setdefault(_node(r), r.at - spawned)
+    return sorted(first.values())
+
+
+def run_fleet(options: FleetOptions, progress: bool = True) -> FleetResult:
+    """Every phase, in order; the agents are stopped and the server closed at the end."""
+    say = print if progress else (lambda *a, **k: None)
+    with ApiServer() as server, tempfile.TemporaryDirectory(prefix="opaudit-fleet-") as tmp:
+        started = time.monotonic()
+        stage_fleet(server, options.agents)
+        result = FleetResult(options, time.monotonic() - started)
+        say(f"bench: fleet of {options.agents} nodes x {PODS} pods staged in "
+            f"{result.setup_seconds:.0f}s")
+        kubeconfig = server.write_kubeconfig(Path(tmp) / "kubeconfig")
+        logs = Path(tmp)
+
+        say(f"bench: {options.agents} agents without start-up jitter, for {options.window:g}s")
+        fleet = Fleet(options, kubeconfig, logs, 0.0)
+        try:
+            _sleep_until(fleet.spawned + options.window)
+            end = fleet.spawned + options.window
+            records = _since(server, fleet.spawned, end)
+            result.phases["cold"] = Phase("cold", options.agents, records, fleet.spawned, end,
+                                          fleet.failures_since([0] * options.agents))
+            result.first_list_after_spawn["cold"] = _first_lists(records, fleet.spawned)
+        finally:
+            fleet.stop()
+        time.sleep(2)  # the stopped agents' connections close
+
+        say(f"bench: {options.agents} agents with --startup-jitter {options.jitter:g}, "
+            f"{options.window:g}s, then {options.steady:g}s of steady state")
+        fleet = Fleet(options, kubeconfig, logs, options.jitter)
+        try:
+            end = fleet.spawned + options.window
+            _sleep_until(end)
+            records = _since(server, fleet.spawned, end)
+            result.phases["jitter"] = Phase("jitter", options.agents, records, fleet.spawned,
+                                            end, fleet.failures_since([0] * options.agents))
+            result.first_list_after_spawn["jitter"] = _first_lists(records, fleet.spawned)
+            bookmarks, offsets = server.bookmarks_sent, fleet.log_offsets()
+            steady_end = end + options.steady
+            _sleep_until(steady_end)
+            result.bookmarks_in_steady = server.bookmarks_sent - bookmarks
+            result.phases["steady"] = Phase("steady", options.agents,
+                                            _since(server, end, steady_end), end, steady_end,
+                                            fleet.failures_since(offsets))
+            result.rss_mib = fleet.rss_mib()
+
+            say(f"bench: API server restart ({options.downtime:g}s down), then "
+                f"{options.after_restart:g}s")
+            offsets = fleet.log_offsets()
+            # The cluster moves on past the agents' last bookmark (any write does that:
+            # a lease renewal, an Event), then the server restarts without its history.
+            server.add_pod(pod_manifest("elsewhere", str(uuid.uuid4()), "", OTHER_LABELS,
+                                        node="not-in-the-fleet"))
+            down = time.monotonic()
+            server.stop()
+            time.sleep(options.downtime)
+            server.compact()
+            server.start()
+            restart_end = time.monotonic() + options.after_restart
+            _sleep_until(restart_end)
+            result.phases["restart"] = Phase("restart", options.agents,
+                                             _since(server, down, restart_end), down,
+                                             restart_end, fleet.failures_since(offsets))
+            early = fleet.exited_early()
+            if early:
+                raise RuntimeError(f"{len(early)} agents exited during the bench: {early}")
+        finally:
+            fleet.stop()
+        result.records = list(server.request_log)
+        result.watch_timeouts = [int(r.params["timeoutSeconds"]) for r in result.records
+                                 if _kind(r) == "watch" and _node(r)]
+        result.load = os.getloadavg()
+    return result
