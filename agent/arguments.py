@@ -20,10 +20,11 @@ INTERVAL_RANGE = (1.0, 86400.0)
 # `run`'s API defaults are agent.kube's (STARTUP_JITTER, DEFAULT_QPS, DEFAULT_BURST; a test
 # checks they agree): this module imports nothing of the agent, so it repeats them.
 RUN_STARTUP_JITTER, RUN_API_QPS, RUN_API_BURST = 10.0, 50.0, 100
-# At most an hour of start-up jitter; a QPS from one request a minute to the API server's
-# own default max-requests-inflight (400): beyond either, a typo rather than a choice.
+# At most an hour of start-up jitter; a QPS up to the API server's own default
+# max-requests-inflight (400): beyond either, a typo rather than a choice. The chart's
+# values.schema.json has the same bounds.
 JITTER_RANGE = (0.0, 3600.0)
-QPS_RANGE = (1 / 60, 400.0)
+QPS_RANGE = (0.01, 400.0)
 # A namespace is an RFC 1123 label, a pod name an RFC 1123 subdomain (k8s apimachinery
 # validation: IsDNS1123Label, IsDNS1123Subdomain).
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
