@@ -50,6 +50,12 @@ from kube.selector_match import field_matcher, label_matcher
 __all__ = ["ApiServer", "RequestRecord", "forbidden_message", "merge_patch", "status_object"]
 
 
+class _HttpServer(ThreadingHTTPServer):
+    # A listen backlog as a Go server's (the kernel's somaxconn), not socketserver's 5: a
+    # fleet connecting at once must not wait out SYN retransmits the real server never causes.
+    request_queue_size = 4096
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -93,7 +99,7 @@ class ApiServer:
     def start(self) -> ApiServer:
         """Listen on 127.0.0.1 (the same port again after a `stop()`)."""
         handler = handler_for(self)
-        httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        httpd = _HttpServer(("127.0.0.1", self.port), handler)
         httpd.daemon_threads = False  # so server_close() joins every handler thread
         self.port = httpd.server_address[1]
         self.stopping.clear()
