@@ -7,7 +7,10 @@ arrival times the test API server records while every answer is 429 with Retry-A
 from __future__ import annotations
 
 import queue
+import subprocess
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from kube.apiserver import ApiServer
@@ -18,6 +21,7 @@ from agent.kube.ratelimit import DEFAULT_BURST, DEFAULT_QPS, RequestLimiter
 from agent.kube.watch import STARTUP_JITTER, PodWatcher
 
 EVERY = 1_000_000
+OPAUDIT = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "opaudit"
 
 
 class Clock:
@@ -117,3 +121,23 @@ def test_run_flags_default_to_the_agents_constants_and_refuse_nonsense(
         (line,) = capsys.readouterr().err.splitlines()
         assert bad[0] in line, line
 
+
+
+def test_the_run_flags_reach_the_agents_client(server: ApiServer, tmp_path: Path) -> None:
+    """`opaudit run --api-qps 0.25 --api-burst 1`: its watch waits 4 s for a token after
+    the list took the only one (a lower bound, with slack for arrival lag)."""
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    agent = subprocess.Popen(
+        [str(OPAUDIT), "run", "--node", "n1", "--startup-jitter", "0", "--api-qps", "0.25",
+         "--api-burst", "1", "--kubeconfig", kubeconfig],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(r.is_watch for r in server.request_log):
+            time.sleep(0.1)
+    finally:
+        agent.terminate()
+        _, err = agent.communicate(timeout=20)
+    listed, watched = server.request_log[:2]
+    assert not listed.is_watch and watched.is_watch, err[-500:]
+    assert watched.at - listed.at >= 3.5  # without the limit: milliseconds
