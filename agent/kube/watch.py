@@ -26,6 +26,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 270
 MAX_BACKOFF = 30.0
 FIRST_BACKOFF = 1.0
+SHORTEST_WATCH_SECONDS = 1.0
 STARTUP_JITTER = 10.0  # `opaudit run --startup-jitter`'s default
 FROM_WATCH_CACHE = "0"  # a list's resourceVersion: any recent state, from the watch cache
 
@@ -175,16 +177,27 @@ class PodWatcher:
                 backoff = self._back_off(backoff, None)
 
     def _watch_once(self) -> bool:
-        """One watch from the version seen; True when the server ended it (its timeout)."""
+        """One watch from the version seen; True when the server ended it (its timeout).
+
+        A watch that ends within a second with no event at all is an error, as in client-go's
+        watchHandler ("very short watch"): a proxy or server that closes every watch at once
+        would otherwise get them back-to-back, bounded only by the request limit."""
         timeout = max(1, round(self._watch_seconds * random.uniform(2 / 3, 1)))
+        started = time.monotonic()
         events = self._api.watch_pods(self._node, self._selector, self._namespace,
                                       self.resource_version, timeout)
         self._on_answer()  # the server accepted the watch
+        seen = 0
         for kind, pod in events:
             if self._stop.is_set():
                 return False
             self._on_answer()
             self.apply(kind, pod)
+            seen += 1
+        lasted = time.monotonic() - started
+        if not seen and lasted < SHORTEST_WATCH_SECONDS:
+            raise KubeError(None, "Unreachable", f"very short watch: it ended after "
+                            f"{lasted:.2f} s without an event (timeoutSeconds={timeout})")
         self._on_answer()
         return True
 

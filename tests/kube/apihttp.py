@@ -251,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._start_stream()
             self.wfile.flush()
             self.api.stopping.wait(fault.silent_seconds)
-            self._drop()
+            self._end_stream()
             return 200
         if fault.hang_seconds:
             self.api.stopping.wait(fault.hang_seconds)

@@ -262,8 +262,9 @@ class ApiServer:
         aborts it (RST: "connection reset by peer"); `hang_seconds` holds the
         connection open that long (or until stop) and then closes it without a response;
         `silent_seconds` (watches only) answers 200 as a watch does and then sends nothing
-        that long (or until stop), whatever its timeoutSeconds: a half-open connection as
-        the client sees one (no FIN, no RST, no byte).
+        that long (or until stop), whatever its timeoutSeconds, then ends the watch: longer
+        than the watch's timeout, a half-open connection as the client sees one (no FIN, no
+        RST, no byte); much shorter, a server ending each watch at once.
         """
         fault = Fault(method.upper(), re.compile(path_regex), status, count, retry_after,
                       drop_connection, hang_seconds, reset_connection, silent_seconds)

@@ -196,3 +196,16 @@ def test_the_first_list_waits_the_start_up_jitter(
     assert running.lists()[0].at - started >= delay
     assert PodWatcher(None, NODE, None, None, triggers=queue.Queue(),  # type: ignore[arg-type]
                       stop=threading.Event()).first_list_delay == 0.0  # no jitter: at once
+
+
+def test_a_watch_ended_at_once_without_an_event_is_an_error_and_backs_off(
+    server: ApiServer, start: Callable[..., Running]
+) -> None:
+    server.add_pod(manifest("mine"))
+    server.inject("GET", PODS, silent_seconds=0.1, count=2)  # 200, then the end, at once
+    running = start(watch_seconds=2)
+    watches = running.wait_for_watches(3)
+    assert running.errors == [None, None]  # "very short watch", counted as a failure
+    gaps = [b.at - a.at for a, b in zip(watches, watches[1:3], strict=False)]
+    assert all(gap >= 1.0 for gap in gaps), gaps  # backed off, not back-to-back
+    assert len(running.lists()) == 1
