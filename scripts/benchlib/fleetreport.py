@@ -31,8 +31,8 @@ def _start_rows(result: FleetResult, key: str, label: str) -> list[Row]:
     phase = result.phases[key]
     window = result.options.window
     rows = [
-        Row(f"{label}: requests per agent in the first {window:g} s (mean / max)",
-            _mean_max(phase)),
+        Row(f"{label}: requests per agent in the first {window:g} s after the fleet's "
+            f"first (mean / max)", _mean_max(phase)),
         Row("  of which LIST / watch / writes (mean per agent)",
             " / ".join(f"{phase.per_agent(k)[0]:.2f}" for k in ("list", "watch", "write"))),
         Row("  spawn -> first LIST (median / max)",
