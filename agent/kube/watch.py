@@ -147,6 +147,8 @@ class PodWatcher:
         resuming each watch where the last one ended; list again only after 410 Gone."""
         list_from: str | None = FROM_WATCH_CACHE  # the next list's version; None: none owed
         delay = self.first_list_delay
+        log.info("pod list and watch starting", extra={
+            "node": self._node, "first_list_in_seconds": round(delay, 3)})
         backoff = FIRST_BACKOFF
         while not self._stop.is_set():
             try:

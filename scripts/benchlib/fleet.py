@@ -8,9 +8,9 @@ server: the pods' containers do not run on this host, so each agent finds no pro
 audit (it logs so each cycle) and writes no Event: audit cost and Event writes are the
 `--node` bench's part.
 
-Phases: a simultaneous start without start-up jitter (its first minute, from the fleet's
-first request, then stopped); a simultaneous start with it (its first minute, then a steady
-window); an API server restart
+Phases: a simultaneous start without start-up jitter (each agent's first minute after its
+own start-up, then stopped); a simultaneous start with it (the same, then a steady window);
+an API server restart
 (stopped, then started again with its watch history gone and the cluster's resourceVersion
 moved on past the agents' last bookmark, as a restarted kube-apiserver's fresh watch cache
 leaves them: every resumed watch gets 410 Gone and lists again).
@@ -18,6 +18,7 @@ leaves them: every resumed watch gets 410 Gone and lists again).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -38,7 +39,7 @@ from benchlib.daemon import LABELS, OPAUDIT, SELECTOR
 from benchlib.nodestage import OTHER_LABELS, PODS, SELECTED
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
-STARTUP_TIMEOUT = 600.0  # for the fleet's first request, however loaded the machine
+STARTUP_TIMEOUT = 900.0  # for every agent's first LIST, however loaded the machine
 _NODE = re.compile(r"^spec\.nodeName=(fleet-\d+)$")
 
 
@@ -55,7 +56,9 @@ class FleetOptions:
 
 @dataclass
 class Phase:
-    """What the server saw from the fleet in [start, end), and the agents' own log lines."""
+    """What the server saw from the fleet in [start, end), and the agents' own log lines.
+    A start phase counts each agent's requests in the `window` after its own start-up
+    (`ready`: when its list-and-watch began, from its log and its first LIST)."""
 
     name: str
     agents: int
@@ -63,18 +66,32 @@ class Phase:
     start: float
     end: float
     failures: int = 0  # the agents' "pod list/watch failed" log lines in the phase
+    ready: dict[str, float] = field(default_factory=dict)  # node -> monotonic
+    window: float = 0.0
+
+    def _counted(self, record: RequestRecord) -> bool:
+        if not self.ready:
+            return True
+        ready = self.ready.get(_node(record))
+        return ready is not None and ready <= record.at < ready + self.window
 
     def of(self, kind: str) -> list[RequestRecord]:
-        return [r for r in self.records if _kind(r) == kind]
+        return [r for r in self.records if _kind(r) == kind and self._counted(r)]
 
     def per_agent(self, kind: str | None = None) -> tuple[float, int]:
         """(mean, max) requests per agent, of one kind or all."""
-        counts = Counter(_node(r) for r in self.records if kind is None or _kind(r) == kind)
+        counts = Counter(_node(r) for r in self.records
+                         if (kind is None or _kind(r) == kind) and self._counted(r))
         values = [counts.get(node_name(i), 0) for i in range(self.agents)]
         return statistics.fmean(values), max(values)
 
     def peak_lists_per_second(self) -> int:
         return peak_per_second([r.at for r in self.of("list")])
+
+    def aligned_peak_lists_per_second(self) -> int:
+        """As if every agent had been up at the same instant (as on nodes of their own):
+        each agent's LIST times less its own start-up."""
+        return peak_per_second([r.at - self.ready[_node(r)] for r in self.of("list")])
 
 
 @dataclass
@@ -82,7 +99,7 @@ class FleetResult:
     options: FleetOptions
     setup_seconds: float
     phases: dict[str, Phase] = field(default_factory=dict)
-    first_list_after_spawn: dict[str, list[float]] = field(default_factory=dict)
+    up_after_spawn: dict[str, list[float]] = field(default_factory=dict)  # per start phase
     watch_timeouts: list[int] = field(default_factory=list)
     bookmarks_in_steady: int = 0
     rss_mib: float = 0.0
@@ -150,6 +167,16 @@ class Fleet:
             count += _read_from(log, offset).count('"msg": "pod list/watch failed"')
         return count
 
+    def first_list_delays(self) -> dict[str, float]:
+        """node -> the start-up jitter each agent drew, from its "starting" log line."""
+        delays = {}
+        for i, log in enumerate(self.logs):
+            for line in _read_from(log, 0).splitlines():
+                if '"pod list and watch starting"' in line:
+                    delays[node_name(i)] = float(json.loads(line)["first_list_in_seconds"])
+                    break
+        return delays
+
     def rss_mib(self) -> float:
         total = 0
         for popen in self.popens:
@@ -193,31 +220,31 @@ def _sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.monotonic()))
 
 
-def _first_minute(server: ApiServer, fleet: Fleet, options: FleetOptions,
-                  name: str) -> Phase:
-    """The `window` after the fleet's first request. N interpreters starting at once on a
-    few shared cores take a while to get there (each agent's spawn -> first LIST is
-    reported); the start-up jitter only begins once an agent is up."""
-    fleet_request = re.compile(r"spec\.nodeName%3Dfleet-")
-    deadline = fleet.spawned + STARTUP_TIMEOUT
-    while time.monotonic() < deadline and not any(
-            r.at >= fleet.spawned and fleet_request.search(r.query)
-            for r in list(server.request_log)):
-        time.sleep(0.05)
-    first = min([r.at for r in list(server.request_log) if r.at >= fleet.spawned
-                 and fleet_request.search(r.query)], default=time.monotonic())
-    end = first + options.window
-    _sleep_until(end)
-    return Phase(name, options.agents, _since(server, fleet.spawned, end), first, end,
-                 fleet.failures_since([0] * options.agents))
-
-
-def _first_lists(records: list[RequestRecord], spawned: float) -> list[float]:
+def _first_lists(server: ApiServer, since: float) -> dict[str, float]:
+    """node -> arrival of its first LIST after `since`."""
     first: dict[str, float] = {}
-    for r in records:
-        if _kind(r) == "list":
-            first.setdefault(_node(r), r.at - spawned)
-    return sorted(first.values())
+    for r in list(server.request_log):
+        if r.at >= since and _kind(r) == "list" and _node(r):
+            first.setdefault(_node(r), r.at)
+    return first
+
+
+def _start_phase(server: ApiServer, fleet: Fleet, options: FleetOptions, name: str) -> Phase:
+    """Every agent's first `window` after its own start-up. N interpreters starting at once
+    on a few shared cores take minutes to get there, and in turn: on nodes of their own they
+    would be up together. So each agent is counted from its own start (its first LIST less
+    the jitter it drew), and the LIST peak is given both as recorded and so aligned."""
+    deadline = fleet.spawned + STARTUP_TIMEOUT
+    while time.monotonic() < deadline and len(_first_lists(server, fleet.spawned)) < len(
+            fleet.popens):
+        time.sleep(0.2)
+    firsts = _first_lists(server, fleet.spawned)
+    end = max(firsts.values(), default=time.monotonic()) + options.window
+    _sleep_until(end)
+    delays = fleet.first_list_delays()
+    ready = {node: at - delays.get(node, 0.0) for node, at in firsts.items()}
+    return Phase(name, options.agents, _since(server, fleet.spawned, end), fleet.spawned, end,
+                 fleet.failures_since([0] * options.agents), ready, options.window)
 
 
 def run_fleet(options: FleetOptions, progress: bool = True) -> FleetResult:
@@ -235,9 +262,7 @@ def run_fleet(options: FleetOptions, progress: bool = True) -> FleetResult:
         say(f"bench: {options.agents} agents without start-up jitter, for {options.window:g}s")
         fleet = Fleet(options, kubeconfig, logs, 0.0)
         try:
-            result.phases["cold"] = _first_minute(server, fleet, options, "cold")
-            result.first_list_after_spawn["cold"] = _first_lists(
-                result.phases["cold"].records, fleet.spawned)
+            result.phases["cold"] = _start_phase(server, fleet, options, "cold")
         finally:
             fleet.stop()
         time.sleep(2)  # the stopped agents' connections close
@@ -246,9 +271,7 @@ def run_fleet(options: FleetOptions, progress: bool = True) -> FleetResult:
             f"{options.window:g}s, then {options.steady:g}s of steady state")
         fleet = Fleet(options, kubeconfig, logs, options.jitter)
         try:
-            result.phases["jitter"] = _first_minute(server, fleet, options, "jitter")
-            result.first_list_after_spawn["jitter"] = _first_lists(
-                result.phases["jitter"].records, fleet.spawned)
+            result.phases["jitter"] = _start_phase(server, fleet, options, "jitter")
             end = result.phases["jitter"].end
             bookmarks, offsets = server.bookmarks_sent, fleet.log_offsets()
             steady_end = end + options.steady
@@ -281,6 +304,9 @@ def run_fleet(options: FleetOptions, progress: bool = True) -> FleetResult:
                 raise RuntimeError(f"{len(early)} agents exited during the bench: {early}")
         finally:
             fleet.stop()
+        for key in ("cold", "jitter"):
+            phase = result.phases[key]
+            result.up_after_spawn[key] = sorted(at - phase.start for at in phase.ready.values())
         result.records = list(server.request_log)
         result.watch_timeouts = [int(r.params["timeoutSeconds"]) for r in result.records
                                  if _kind(r) == "watch" and _node(r)]
