@@ -4,9 +4,9 @@ Each agent is the real program, with its own NODE_NAME, as the DaemonSet starts 
 node. The server (tests/kube/apiserver.py, on loopback) holds N nodes x 110 pods, 20 of them
 selected on each node, sends bookmarks every 60 s as kube-apiserver does, and records every
 request's query and arrival time. What this measures is the agents' traffic to the API
-server: the pods' containers do not run on this host, so each agent finds no process to
-audit (it logs so each cycle) and writes no Event: audit cost and Event writes are the
-`--node` bench's part.
+server: the pods' containers do not run on this host (their pods are Pending), so each
+agent has nothing to audit and writes no Event: audit cost and Event writes are the `--node`
+bench's part.
 
 Phases: a simultaneous start without start-up jitter (each agent's first minute after its
 own start-up, then stopped); a simultaneous start with it (the same, then a steady window);
@@ -30,7 +30,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from kube.apiserver import ApiServer, RequestRecord
 from pod_staging import pod_manifest
@@ -135,13 +135,25 @@ def peak_per_second(times: list[float]) -> int:
 
 
 def stage_fleet(server: ApiServer, agents: int) -> None:
-    """N nodes x PODS pods, SELECTED of them matching the agents' selector on each node."""
+    """N nodes x PODS pods, SELECTED of them matching the agents' selector on each node.
+
+    Scheduled, their containers not started yet (Pending, ContainerCreating): a Running
+    container without a process on this host is an InspectionIncomplete finding, whose
+    Events would be writes that only this one-host bench causes."""
     for i in range(agents):
         for n in range(PODS):
             labels = LABELS if n < SELECTED else OTHER_LABELS
-            server.add_pod(pod_manifest(f"{node_name(i)}-{n:03d}", str(uuid.uuid4()),
-                                        f"containerd://{os.urandom(32).hex()}", labels,
-                                        node=node_name(i)))
+            server.add_pod(_not_started(pod_manifest(
+                f"{node_name(i)}-{n:03d}", str(uuid.uuid4()), "", labels, node=node_name(i))))
+
+
+def _not_started(manifest: dict[str, Any]) -> dict[str, Any]:
+    status = manifest["status"]
+    status["phase"] = "Pending"
+    for container in status["containerStatuses"]:
+        container.pop("containerID", None)
+        container.update(ready=False, state={"waiting": {"reason": "ContainerCreating"}})
+    return manifest
 
 
 class Fleet:

@@ -119,8 +119,8 @@ def fleet_tables(result: FleetResult) -> str:
     title = (f"fleet: {opts.agents} `opaudit run` agents (one NODE_NAME each) against the test "
              f"API server holding {opts.agents} nodes x {PODS} pods ({SELECTED} selected per "
              f"node); load average {load} at the end")
-    note = ("API traffic only: the pods' processes do not run here, so the agents audit "
-            "nothing and write no Event.")
+    note = ("API traffic only: the pods are Pending (their containers cannot run on this "
+            "one host), so the agents audit nothing and write no Event.")
     return (render(title, fleet_rows(result)) + "\n" + note + "\n\n"
             + render(f"fleet: extrapolated to {FLEET_NODES:,} nodes",
                      extrapolation_rows(result)))
