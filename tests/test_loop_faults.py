@@ -77,6 +77,7 @@ def test_a_running_agent_survives_every_injected_fault_and_keeps_posting_events(
         # The reports sink first: on its failure, the Events sink after it must still work.
         agent = subprocess.Popen(
             [str(OPAUDIT), "run", "--node", NODE, "-l", SELECTOR, "--interval", "1",
+             "--startup-jitter", "0",
              "--sink", "reports", "--sink", "events", "--metrics-port", str(port),
              "--kubeconfig", server.write_kubeconfig(tmp_path / "kubeconfig")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
