@@ -75,6 +75,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "{state}/runc"
 """
 
 
@@ -105,6 +106,7 @@ class Containerd:
         self.bridge = f"opab{secrets.token_hex(5)}"  # at most 15 characters: IFNAMSIZ
         self.network = f"{prefix}-{self.name}"
         self.shim_sockets_before = _shim_sockets()
+        self.made_run_dir = not SHIM_SOCKETS.parent.exists()
         self.process: subprocess.Popen[bytes] | None = None
         self.version = ""
         self.app_image = ""
@@ -186,12 +188,19 @@ class Containerd:
                 self.cri.close()
             self._stop_daemon()
             self._kill_shims()
+            kill_cgroup_tree(self.cgroup_top)  # pods a dead shim left: runc's init reparented
             self._unmount()
             subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, timeout=30)
             remove_cgroup_tree(self.cgroup_top)
+            for cached in self.cni_cache():  # libcni's record of an ADD never DELeted
+                cached.unlink(missing_ok=True)
             for sock in _shim_sockets() - self.shim_sockets_before:
                 with contextlib.suppress(OSError):
                     sock.unlink()
+            if self.made_run_dir:  # the shims made /run/containerd/s; empty, it goes too
+                for directory in (SHIM_SOCKETS, SHIM_SOCKETS.parent):
+                    with contextlib.suppress(OSError):
+                        directory.rmdir()
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def _stop_daemon(self) -> None:
@@ -233,8 +242,34 @@ class Containerd:
         found += [str(h / self.cgroup_top) for h in Path("/sys/fs/cgroup").iterdir()
                   if (h / self.cgroup_top).exists()]
         found += [str(p) for p in _shim_sockets() - self.shim_sockets_before]
-        found += [str(p) for p in Path("/var/lib/cni/results").glob(f"{self.network}-*")]
+        found += [str(p) for p in self.cni_cache()]
+        if self.made_run_dir and SHIM_SOCKETS.parent.exists():
+            found.append(str(SHIM_SOCKETS.parent))
         return found
+
+    def cni_cache(self) -> list[Path]:
+        return list(Path("/var/lib/cni/results").glob(f"{self.network}-*"))
+
+
+def kill_cgroup_tree(top: str) -> None:
+    """SIGKILL every process left in the run's cgroups, until none is."""
+    for _ in range(100):
+        pids = {int(pid) for hierarchy in Path("/sys/fs/cgroup").iterdir()
+                for procs in (hierarchy / top).rglob("cgroup.procs")
+                for pid in _read(procs).split()}
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:  # the cgroup went meanwhile
+        return ""
 
 
 def _shim_sockets() -> set[Path]:

@@ -69,6 +69,13 @@ class KubePod:
     def pids(self) -> dict[str, int | None]:
         return {name: c.pid for name, c in self.containers.items()}
 
+    def oci_spec(self, name: str | None = None) -> dict[str, Any]:
+        """The OCI spec containerd generated for a container (default: the first)."""
+        container = self.containers[name] if name else self.app
+        assert self.runtime.cri is not None
+        spec: dict[str, Any] = self.runtime.cri.container_info(container.id)["runtimeSpec"]
+        return spec
+
 
 def as_scheduled(fixture: Mapping[str, Any], node: str | None) -> dict[str, Any]:
     pod = copy.deepcopy(dict(fixture))

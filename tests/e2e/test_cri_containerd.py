@@ -38,9 +38,8 @@ def play(runtime: Containerd, kube_pods: list[KubePod], fixture: Mapping[str, An
     pod = run_pod(runtime, fixture, **options)
     kube_pods.append(pod)
     assert pod.app.pid is not None, pod.app.exit_output
-    spec = runtime.cri.container_info(pod.app.id)["runtimeSpec"]  # type: ignore[union-attr]
     return pod, audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, pod.uid),
-                                spec)
+                                pod.oci_spec())
 
 
 def with_sysctls(fixture: Mapping[str, Any], **sysctls: int) -> dict[str, Any]:
