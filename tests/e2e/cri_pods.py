@@ -178,7 +178,8 @@ def record_status(runtime: Containerd, pod: KubePod,
             entry.update(ready=False, started=False, state={"waiting": {
                 "reason": "CrashLoopBackOff",
                 "message": f"back-off 10s restarting failed container={name}"}})
-        before = (last or {}).get(name) or (container if container.pid is None else None)
+        # lastState: the last death, the current container's when it is dead itself
+        before = container if container.pid is None else (last or {}).get(name)
         if before is not None and before.pid is None:
             entry["lastState"] = {"terminated": {
                 "exitCode": before.exit_code or 0, "reason": "Error",

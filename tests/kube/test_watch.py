@@ -99,6 +99,28 @@ def test_watch_triggers_on_a_new_container_id_not_on_other_updates() -> None:
     assert w.pods() == []
 
 
+def crash_looping(uid: str, restarts: int, cid: str, rv: str = "1") -> dict[str, Any]:
+    """A container that died `restarts` times and waits in CrashLoopBackOff."""
+    looping = pod(uid, ("c", cid), rv=rv)
+    looping["status"]["containerStatuses"][0].update(
+        restartCount=restarts, state={"waiting": {"reason": "CrashLoopBackOff"}},
+        lastState={"terminated": {"exitCode": 1, "containerID": cid}})
+    return looping
+
+
+def test_watch_triggers_on_each_restart_of_a_crash_looping_container() -> None:
+    w, triggers, _ = watcher(FakePodApi([], []))
+    w.apply("ADDED", pod("a", ("c", None)))
+    assert drain(triggers) == []
+    # It never runs long enough to be seen running: each restart is what calls for an audit.
+    w.apply("MODIFIED", crash_looping("a", 1, "containerd://1"))
+    assert drain(triggers) == ["a"]
+    w.apply("MODIFIED", crash_looping("a", 1, "containerd://1", rv="2"))  # nothing new
+    assert drain(triggers) == []
+    w.apply("MODIFIED", crash_looping("a", 2, "containerd://2"))
+    assert drain(triggers) == ["a"]
+
+
 def test_run_relists_after_410_and_keeps_going_after_errors() -> None:
     api = FakePodApi([pod("a", ("c", "containerd://1"))], [
         [("ADDED", pod("b", ("c", "containerd://9"))), WatchExpired(410, "Expired", "too old")],
