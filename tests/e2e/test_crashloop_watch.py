@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.agreement import NODE, OPAUDIT, SELECTOR, webhook_on_443
+from e2e.agreement import NODE, OPAUDIT, SELECTOR, load_fixture, variant, webhook_on_443
 from e2e.containerd import Containerd
 from e2e.cri_pods import KubePod, restart, run_pod
+from e2e.test_run_once import other_app
 from kube.apiserver import ApiServer
 from test_node import events_on, free_port, http_get, wait_for
 
@@ -61,8 +62,12 @@ def test_the_watch_catches_a_real_crash_loop(
 ) -> None:
     runtime: Containerd = request.getfixturevalue(runtime_name)
     pod = run_pod(runtime, webhook_on_443(False), node=NODE)
-    kube_pods.append(pod)
+    # A running pod the selector does not pick, on the same node: never audited.
+    unselected = run_pod(runtime, variant(load_fixture("spark-operator-controller.yaml"),
+                                          other_app), node=NODE)
+    kube_pods += [pod, unselected]
     server.add_pod(pending(pod.manifest))
+    server.add_pod(unselected.manifest)
     port = free_port()
     kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
     agent = subprocess.Popen(
@@ -103,6 +108,7 @@ def test_the_watch_catches_a_real_crash_loop(
             assert {(e["reason"], e["type"]) for e in events_on(server, pod.uid)} == {
                 (RULE, "Warning")}
         assert cycles_total(port) - watch_cycles(port) == 1  # the interval ran only once
+        assert server.regarding_uids() == {pod.uid}  # exactly the selected pod's Events
     finally:
         agent.terminate()
         try:
