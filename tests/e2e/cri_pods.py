@@ -97,8 +97,9 @@ def run_pod(runtime: Containerd, fixture: Mapping[str, Any], *,
     config = sandbox_config(manifest, runtime.dir / "logs", runtime.cgroup_top)
     sandbox_id = cri.call("RunPodSandbox", config=config).pod_sandbox_id
     info = cri.sandbox_info(sandbox_id)
-    netns = next(ns.get("path", "") for ns in info["runtimeSpec"]["linux"]["namespaces"]
-                 if ns["type"] == "network")
+    # hostNetwork: the sandbox joins no network namespace of its own (the node's)
+    netns = next((ns.get("path", "") for ns in info["runtimeSpec"]["linux"]["namespaces"]
+                  if ns["type"] == "network"), f"/proc/{info['pid']}/ns/net")
     pod = KubePod(manifest, sandbox_id, int(info["pid"]), netns, {}, config, runtime)
     volumes = PodVolumes(manifest, runtime.dir / "kubelet")
     for container in manifest["spec"]["containers"]:
