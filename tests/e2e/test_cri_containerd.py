@@ -184,3 +184,15 @@ def test_the_oracle_sees_what_a_spec_with_no_hardening_gives(
         HOME_MEDIUM, ("CapabilitiesNotDropped", "high"), ("PrivilegeEscalationAllowed", "high"),
         ("SeccompUnconfined", "high"), ("NetBindServiceUnneeded", "medium"),
         ("RootFilesystemWritable", "medium")])
+
+
+def test_the_seeds_controller_on_containerd_2x_defaults(
+    containerd_2x: Containerd, kube_pods: list[KubePod], tmp_path: Path
+) -> None:
+    pod, audited = play(containerd_2x, kube_pods,
+                        load_fixture("spark-operator-controller-netbind.yaml"), tmp_path)
+    # containerd 2.x lowers the threshold in every pod: no port needs the capability at all.
+    assert netns_sysctl(pod.netns, "net.ipv4.ip_unprivileged_port_start") == 0
+    assert audited.caps["bounding"] == ["NET_BIND_SERVICE"] and audited.caps["effective"] == []
+    assert audited.findings == sorted([HOME_MEDIUM, ("NetBindServiceUnneeded", "medium"),
+                                       ("CapabilityAddedButIneffective", "low")])
