@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -194,7 +195,7 @@ class Containerd:
             remove_cgroup_tree(self.cgroup_top)
             for cached in self.cni_cache():  # libcni's record of an ADD never DELeted
                 cached.unlink(missing_ok=True)
-            for sock in _shim_sockets() - self.shim_sockets_before:
+            for sock in self.dead_shim_sockets():
                 with contextlib.suppress(OSError):
                     sock.unlink()
             if self.made_run_dir:  # the shims made /run/containerd/s; empty, it goes too
@@ -241,10 +242,23 @@ class Containerd:
             found.append(f"bridge {self.bridge}")
         found += [str(h / self.cgroup_top) for h in Path("/sys/fs/cgroup").iterdir()
                   if (h / self.cgroup_top).exists()]
-        found += [str(p) for p in _shim_sockets() - self.shim_sockets_before]
+        found += [str(p) for p in self.dead_shim_sockets()]
         found += [str(p) for p in self.cni_cache()]
         if self.made_run_dir and SHIM_SOCKETS.parent.exists():
             found.append(str(SHIM_SOCKETS.parent))
+        return found
+
+    def dead_shim_sockets(self) -> list[Path]:
+        """Shim sockets that appeared since we started and that no process answers on: ours,
+        left by a killed shim. A live one belongs to a shim still running, maybe of the
+        machine's own containerd, which shares this directory."""
+        found = []
+        for path in _shim_sockets() - self.shim_sockets_before:
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(str(path))
+                except OSError:
+                    found.append(path)
         return found
 
     def cni_cache(self) -> list[Path]:
