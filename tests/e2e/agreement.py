@@ -52,6 +52,12 @@ def webhook_on_443(with_capability: bool) -> dict[str, Any]:
     return variant(load_fixture("spark-operator-webhook.yaml"), change)
 
 
+def other_app(pod: dict[str, Any]) -> None:
+    """A pod the lane's selector does not pick: it must never be audited."""
+    pod["metadata"]["name"] = "another-app-5d8f7c9b6-k2x4q"
+    pod["metadata"]["labels"]["app.kubernetes.io/name"] = "another-app"
+
+
 def write_manifest(manifest: Mapping[str, Any], directory: Path, name: str) -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(dict(manifest)))

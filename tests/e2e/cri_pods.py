@@ -11,6 +11,7 @@ tests use it too: start a manifest, then compare what `opaudit lint` predicts wi
 from __future__ import annotations
 
 import copy
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -191,6 +192,13 @@ def record_status(runtime: Containerd, pod: KubePod,
     if any(c.pid is None for c in pod.containers.values()):
         status["conditions"] = [c for c in status.get("conditions", [])
                                 if c["type"] not in ("Ready", "ContainersReady")]
+
+
+def netns_sysctl(netns: str, key: str) -> int:
+    """A sysctl of the pod's network namespace, read there with sysctl(8)."""
+    out = subprocess.run(["nsenter", f"--net={netns}", "sysctl", "-n", key],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    return int(out)
 
 
 def stop_pod(pod: KubePod) -> None:

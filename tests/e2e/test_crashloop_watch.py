@@ -21,10 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.agreement import NODE, OPAUDIT, SELECTOR, load_fixture, variant, webhook_on_443
+from e2e.agreement import (
+    NODE,
+    OPAUDIT,
+    SELECTOR,
+    load_fixture,
+    other_app,
+    variant,
+    webhook_on_443,
+)
 from e2e.containerd import Containerd
 from e2e.cri_pods import KubePod, restart, run_pod
-from e2e.test_run_once import other_app
 from kube.apiserver import ApiServer
 from test_node import events_on, free_port, http_get, wait_for
 

@@ -27,7 +27,7 @@ from e2e.agreement import (
     write_manifest,
 )
 from e2e.containerd import POD_SUBNET, Containerd
-from e2e.cri_pods import KubePod, run_pod
+from e2e.cri_pods import KubePod, netns_sysctl, run_pod
 from e2e.image import CERT_DIR
 
 NAIVE = {"OPLISTEN_NAIVE": "1"}  # listens as a JVM or C server would: [::], no V6ONLY choice
@@ -53,12 +53,6 @@ def with_sysctls(fixture: Mapping[str, Any], **sysctls: int) -> dict[str, Any]:
 
 def families(audited: Audited) -> set[tuple[str, int, bool | None]]:
     return {(x.address, x.port, x.v6only) for x in audited.listeners}
-
-
-def netns_sysctl(netns: str, key: str) -> int:
-    out = subprocess.run(["nsenter", f"--net={netns}", "sysctl", "-n", key],
-                         capture_output=True, text=True, timeout=10, check=True).stdout
-    return int(out)
 
 
 def connects(netns: str, address: str, port: int) -> bool:

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 from e2e.agreement import HOME_INFO, NODE, audit_and_check, run_once, webhook_on_443, write_manifest
 from e2e.containerd import Containerd
-from e2e.cri_pods import KubePod, run_pod
-from e2e.test_cri_containerd import netns_sysctl
+from e2e.cri_pods import KubePod, netns_sysctl, run_pod
 from kube.apiserver import ApiServer
 
 RULE = ("PrivilegedPortNotBindable", "high")

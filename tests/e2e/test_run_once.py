@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from e2e.agreement import NODE, load_fixture, run_once, variant
+from e2e.agreement import NODE, load_fixture, other_app, run_once, variant
 from e2e.containerd import Containerd
 from e2e.cri import SYSTEMD
 from e2e.cri_pods import KubePod, run_pod
@@ -20,11 +19,6 @@ from kube.apiserver import ApiServer
 def cgroup_lines(pid: int) -> list[str]:
     with open(f"/proc/{pid}/cgroup") as f:
         return f.read().splitlines()
-
-
-def other_app(pod: dict[str, Any]) -> None:
-    pod["metadata"]["name"] = "another-app-5d8f7c9b6-k2x4q"
-    pod["metadata"]["labels"]["app.kubernetes.io/name"] = "another-app"
 
 
 def events_by_pod(server: ApiServer) -> dict[str, set[tuple[str, str]]]:
