@@ -8,11 +8,12 @@ ends, even when a test failed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
 from e2e.containerd import Containerd, containerd_unavailable
-from e2e.cri_pods import KubePod, stop_pod
+from e2e.cri_pods import KubePod, run_pod, stop_pod
 from e2e.lane import Lane, open_lane, unavailable_reason
 from e2e.pods import CriPod
 from e2e.pods import stop_pod as stop_runc_pod
@@ -61,6 +62,25 @@ def kube_pods() -> Iterator[list[KubePod]]:
     yield started
     for pod in started:
         stop_pod(pod)
+
+
+RUNTIME_MODES = {"1.x": "containerd", "2.x": "containerd_2x"}
+
+
+@pytest.fixture
+def play_pod(request: pytest.FixtureRequest, kube_pods: list[KubePod]
+             ) -> Callable[..., KubePod]:
+    """`play_pod(manifest, mode="1.x", **run_pod options)`: the pod started on containerd
+    with 1.x's defaults ("1.x") or 2.x's enable_unprivileged_ports ("2.x"), as the kubelet
+    starts it; `.pids()` and `.containers[name].id` say where each container runs. Removed
+    when the test ends. For tests that compare a manifest's prediction with what runs."""
+    def play(manifest: Mapping[str, Any], mode: str = "1.x", **options: Any) -> KubePod:
+        runtime: Containerd = request.getfixturevalue(RUNTIME_MODES[mode])
+        pod = run_pod(runtime, manifest, **options)
+        kube_pods.append(pod)
+        return pod
+
+    return play
 
 
 @pytest.fixture

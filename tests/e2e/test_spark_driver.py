@@ -11,12 +11,12 @@ container's mount namespace, and containerd's OCI spec.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from e2e.agreement import assert_verdicts, audit_and_check, load_fixture, variant, write_manifest
-from e2e.containerd import Containerd
-from e2e.cri_pods import KubePod, run_pod
+from e2e.cri_pods import KubePod
 
 LOCAL_DIR = "/var/data/spark-6c1e0a4b-3f1d-4c0e-9a55-3d2f7b1e8c90"  # LocalDirsFeatureStep's
 PACKAGES = ("--packages", "org.apache.spark:spark-avro_2.13:4.0.0")
@@ -57,20 +57,17 @@ def fixed(pod: dict[str, Any]) -> None:
         container["volumeMounts"].append({"name": name, "mountPath": path})
 
 
-def play(runtime: Containerd, kube_pods: list[KubePod], manifest: dict[str, Any],
-         tmp_path: Path) -> Any:
-    pod = run_pod(runtime, manifest)
-    kube_pods.append(pod)
+def audit(pod: KubePod, tmp_path: Path) -> Any:
     assert pod.app.pid is not None, pod.app.exit_output
     return audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, pod.uid),
                            pod.oci_spec())
 
 
 def test_a_driver_with_a_read_only_root_and_no_emptydir(
-    containerd: Containerd, kube_pods: list[KubePod], tmp_path: Path
+    play_pod: Callable[..., KubePod], tmp_path: Path
 ) -> None:
-    audited = play(containerd, kube_pods,
-                   variant(load_fixture("spark-operator-controller.yaml"), driver), tmp_path)
+    pod = play_pod(variant(load_fixture("spark-operator-controller.yaml"), driver))
+    audited = audit(pod, tmp_path)
     assert audited.ports == {7078, 7079, 4040}
     # Every write Spark makes fails: its temp files, its local dir, Ivy's ~/.ivy2.
     assert_verdicts(audited.verdicts, {"/tmp": False, LOCAL_DIR: False, "/nonexistent": False})
@@ -82,10 +79,10 @@ def test_a_driver_with_a_read_only_root_and_no_emptydir(
 
 
 def test_the_driver_fixed_with_emptydirs_and_spark_settings(
-    containerd: Containerd, kube_pods: list[KubePod], tmp_path: Path
+    play_pod: Callable[..., KubePod], tmp_path: Path
 ) -> None:
-    audited = play(containerd, kube_pods,
-                   variant(load_fixture("spark-operator-controller.yaml"), fixed), tmp_path)
+    pod = play_pod(variant(load_fixture("spark-operator-controller.yaml"), fixed))
+    audited = audit(pod, tmp_path)
     assert_verdicts(audited.verdicts, {"/tmp": True, LOCAL_DIR: True, "/tmp/ivy2": True,
                                        "/nonexistent": False})
     # Ivy is served; other writes under HOME would still fail: a low note.
