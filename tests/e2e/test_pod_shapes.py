@@ -189,6 +189,6 @@ def test_the_root_parents_capability_is_needed_and_the_childs_listener_judged(
     # Port 80 needs NET_BIND_SERVICE: dropping it (the per-process advice) breaks the container.
     assert not any(rule == "NetBindServiceUnneeded" for rule, _ in rules)
     # The child's 5000 is judged (undeclared), never silently passed.
-    assert child in rules[("UndeclaredListener", "tcp/5000")]["pids"]
+    assert rules[("UndeclaredListener", "tcp/5000")]["pids"] == [child]  # its holder
     # Root is one finding for the container, naming both processes.
     assert set(next(f for (r, _), f in rules.items() if r == "RunsAsRoot")["pids"]) == pids
