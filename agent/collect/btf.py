@@ -30,6 +30,7 @@ POINTER_SIZE = 8  # x86_64 and aarch64, the only machines fditer runs on
 # struct inode.i_ino and super_block.s_magic are `unsigned long` (64 bits here): the program
 # loads 8 bytes from each, so a kernel that made them narrower must not get that program.
 LOADED_WIDTH = 8
+MAX_LOAD_OFFSET = 0x7FFF  # a BPF instruction's offset is a signed 16-bit field
 _FIXED_WORDS = (0, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0)
 _WORDS_PER_ENTRY = (0, 0, 0, 0, 3, 3, 2, 0, 0, 0, 0, 0, 0, 2, 0, 3, 0, 0, 0, 3)
 
@@ -102,13 +103,20 @@ def _read_layout(fd: int, path: str) -> FdIterLayout:
         if width != LOADED_WIDTH:
             raise ParseError(path, f"{field} is {width} bytes wide, not the {LOADED_WIDTH} "
                                    "the iterator program loads")
-    return FdIterLayout(
+    layout = FdIterLayout(
         attach_btf_id=records[(KIND_FUNC, b"bpf_iter_task_file")][0],
         file_inode=member((KIND_STRUCT, b"file"), b"f_inode")[0],
         inode_ino=ino,
         inode_sb=member((KIND_STRUCT, b"inode"), b"i_sb")[0],
         sb_magic=magic,
     )
+    offsets = {"f_inode": layout.file_inode, "i_ino": ino, "i_sb": layout.inode_sb,
+               "s_magic": magic}
+    for field, offset in offsets.items():
+        if offset > MAX_LOAD_OFFSET:
+            raise ParseError(path, f"{field} is at byte {offset}, past what one BPF load "
+                                   f"reaches ({MAX_LOAD_OFFSET})")
+    return layout
 
 
 def _member(words: tuple[int, ...], name_off: int | None, kind_name: tuple[int, bytes],
