@@ -48,6 +48,12 @@ BPF_MAP_TYPE_HASH, BPF_PROG_TYPE_TRACING, BPF_TRACE_ITER = 1, 26, 28
 HELPER_MAP_LOOKUP_ELEM, HELPER_SEQ_WRITE = 1, 127
 SOCKFS_MAGIC = 0x534F434B  # include/uapi/linux/magic.h
 ATTR_SIZE = 128
+# union bpf_attr, field by field from byte 0, for the commands other than BPF_PROG_LOAD:
+MAP_CREATE_ATTR = struct.Struct("<IIIII")  # map_type, key_size, value_size, max_entries, flags
+MAP_UPDATE_ATTR = struct.Struct("<I4xQQQ")  # map_fd, (u64 alignment), key, value, flags
+LINK_CREATE_ATTR = struct.Struct("<IIIIQI")  # prog_fd, target_fd, attach_type, flags,
+#                                              iter_info, iter_info_len
+ITER_CREATE_ATTR = struct.Struct("<II")  # link_fd, flags
 # union bpf_attr, BPF_PROG_LOAD: byte offsets of the fields set here
 LOAD_LOG_LEVEL, LOAD_LOG_SIZE, LOAD_LOG_BUF = 24, 28, 32
 LOAD_PROG_NAME, LOAD_ATTACH_TYPE, LOAD_ATTACH_BTF_ID = 48, 68, 108
@@ -212,15 +218,16 @@ def _layout() -> FdIterLayout | str:
 
 
 def _wanted_map(inodes: Collection[int]) -> int:
-    attr = struct.pack("<IIIII", BPF_MAP_TYPE_HASH, 8, 1, max(1, len(inodes)), 0)
+    attr = MAP_CREATE_ATTR.pack(BPF_MAP_TYPE_HASH, 8, 1, max(1, len(inodes)), 0)
     map_fd = _bpf(BPF_MAP_CREATE, attr, "BPF map")
     value = ctypes.create_string_buffer(b"\1", 1)
     key = ctypes.create_string_buffer(8)
     try:
         for inode in inodes:
             struct.pack_into("<Q", key, 0, inode)
-            _bpf(BPF_MAP_UPDATE_ELEM, struct.pack("<IIQQQ", map_fd, 0, ctypes.addressof(key),
-                                                  ctypes.addressof(value), 0), "BPF map update")
+            _bpf(BPF_MAP_UPDATE_ELEM, MAP_UPDATE_ATTR.pack(map_fd, ctypes.addressof(key),
+                                                           ctypes.addressof(value), 0),
+                 "BPF map update")
     except BaseException:
         os.close(map_fd)
         raise
@@ -266,11 +273,11 @@ def _read_iterator(prog_fd: int, tgid: int) -> bytes:
     thread's table, and a thread that unshared its fds is not in it, nor in `ss -p`."""
     info = ctypes.create_string_buffer(16)  # union bpf_iter_link_info
     struct.pack_into("<I", info, 0, tgid)  # .task = {tid, pid, pid_fd}
-    link_attr = struct.pack("<IIIIQI", prog_fd, 0, BPF_TRACE_ITER, 0,
-                            ctypes.addressof(info), ctypes.sizeof(info))
+    link_attr = LINK_CREATE_ATTR.pack(prog_fd, 0, BPF_TRACE_ITER, 0, ctypes.addressof(info),
+                                      ctypes.sizeof(info))
     link_fd = _bpf(BPF_LINK_CREATE, link_attr, "BPF iterator link")
     try:
-        iter_fd = _bpf(BPF_ITER_CREATE, struct.pack("<II", link_fd, 0), "BPF iterator")
+        iter_fd = _bpf(BPF_ITER_CREATE, ITER_CREATE_ATTR.pack(link_fd, 0), "BPF iterator")
     finally:
         os.close(link_fd)
     chunks: list[bytes] = []
