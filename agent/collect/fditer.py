@@ -162,8 +162,9 @@ def refusal_hint() -> str:
         return " (needs CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON)"
     causes = [cause for cause in (_seccomp_filter(), _security_file("lsm", "an LSM"),
                                   _security_file("lockdown", "kernel lockdown")) if cause]
-    held = "CAP_SYS_ADMIN" if not lacking_capabilities(("SYS_ADMIN",)) else "CAP_BPF"
-    return (f" ({held} is held: refused by "
+    held = ("CAP_SYS_ADMIN is" if not lacking_capabilities(("SYS_ADMIN",))
+            else "CAP_BPF and CAP_PERFMON are")
+    return (f" ({held} held: refused by "
             + (" or ".join(causes) if causes else "a seccomp filter, an LSM or kernel lockdown")
             + ")")
 
