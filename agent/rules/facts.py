@@ -79,8 +79,12 @@ FACTS: dict[str, Present] = {
 _NO_REASON = {
     POD_SPEC: "no pod spec: audited by pid alone (give --pod, -l or --pod-spec)",
     "paths": "the writability of a path could not be judged",
+}
+# Facts no collector reads, so no gap explains them (not even the sandbox's `process` gap,
+# which says only that the container has no process): the reason is always this.
+_OWN_REASON = {
     DECLARED_UID: "the container has no live process, and its pod names no runAsUser, no "
-                  "runAsNonRoot and no status user: the image's USER decides",
+                  "runAsNonRoot and no status user: the image's USER decides, unread here",
 }
 
 
@@ -90,6 +94,9 @@ def missing_facts(facts: tuple[str, ...], observed: ObservedProcess,
     missing: list[Gap] = []
     for fact in facts:
         if FACTS[fact](observed, declared):
+            continue
+        if fact in _OWN_REASON:
+            missing.append(Gap(fact, _OWN_REASON[fact]))
             continue
         reasons = [g for g in _gaps(observed) if _explains(g.fact, fact)]
         if reasons:
