@@ -150,19 +150,40 @@ SCAN = ("import json, sys; from agent.collect.sockets import scan_socket_owners 
 
 @needs_btf
 @pytest.mark.skipif(SYS_BPF is None, reason="no bpf(2) number for this machine")
+@pytest.mark.parametrize(("bounding", "held"), [
+    ("+all", "CAP_SYS_ADMIN is held"),
+    ("-sys_admin", "CAP_BPF and CAP_PERFMON are held"),
+])
 def test_a_seccomp_refusal_with_the_capability_held_names_the_other_causes(
-        stage: Stage) -> None:
-    """A real seccomp filter says EPERM to bpf(2) while CAP_SYS_ADMIN is held: the reason
-    must not send anyone after the capability."""
+        stage: Stage, bounding: str, held: str) -> None:
+    """A real seccomp filter says EPERM to bpf(2) while the capabilities that allow it are
+    held: the reason must not send anyone after a capability."""
     _, inodes, ns_ino, _ = _stage_owners(stage)
-    out = subprocess.run([STAGE_PYTHON, "-c", DENY_BPF, sys.executable, "-c", SCAN,
-                          json.dumps(inodes), str(ns_ino)],
+    # no_new_privs: without CAP_SYS_ADMIN, only it lets a process install a seccomp filter
+    out = subprocess.run(["setpriv", f"--bounding-set={bounding}", "--no-new-privs", "--",
+                          STAGE_PYTHON, "-c",
+                          DENY_BPF, sys.executable, "-c", SCAN, json.dumps(inodes),
+                          str(ns_ino)],
                          capture_output=True, text=True, timeout=60, cwd=REPO, check=True)
     reader, fallback, error, owners = json.loads(out.stdout)
     assert reader == "proc" and "Operation not permitted" in error
     assert "needs" not in error
-    assert "CAP_SYS_ADMIN is held: refused by this process's seccomp filter" in error
+    assert f"{held}: refused by this process's seccomp filter" in error
     assert fallback == "refused"
+    assert {tuple(o) for o in owners} == _pairs(scan_socket_owners(inodes, ns_ino,
+                                                                   reader="proc"))
+
+
+@needs_btf
+def test_cap_bpf_and_cap_perfmon_run_the_iterator_without_cap_sys_admin(stage: Stage) -> None:
+    """The other way bpf(2) lets a tracing program load (kernel/bpf/syscall.c,
+    bpf_prog_load: bpf_capable() and perfmon_capable()): the hint names it for a reason."""
+    _, inodes, ns_ino, _ = _stage_owners(stage)
+    out = subprocess.run(["setpriv", "--bounding-set=-sys_admin", "--", sys.executable, "-c",
+                          SCAN, json.dumps(inodes), str(ns_ino)],
+                         capture_output=True, text=True, timeout=60, cwd=REPO, check=True)
+    reader, fallback, error, owners = json.loads(out.stdout)
+    assert (reader, fallback, error) == ("bpf", "", None)
     assert {tuple(o) for o in owners} == _pairs(scan_socket_owners(inodes, ns_ino,
                                                                    reader="proc"))
 
