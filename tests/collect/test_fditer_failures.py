@@ -161,9 +161,8 @@ def test_a_seccomp_refusal_with_the_capability_held_names_the_other_causes(
     _, inodes, ns_ino, _ = _stage_owners(stage)
     # no_new_privs: without CAP_SYS_ADMIN, only it lets a process install a seccomp filter
     out = subprocess.run(["setpriv", f"--bounding-set={bounding}", "--no-new-privs", "--",
-                          STAGE_PYTHON, "-c",
-                          DENY_BPF, sys.executable, "-c", SCAN, json.dumps(inodes),
-                          str(ns_ino)],
+                          STAGE_PYTHON, "-c", DENY_BPF,
+                          sys.executable, "-c", SCAN, json.dumps(inodes), str(ns_ino)],
                          capture_output=True, text=True, timeout=60, cwd=REPO, check=True)
     reader, fallback, error, owners = json.loads(out.stdout)
     assert reader == "proc" and "Operation not permitted" in error
