@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cgroup_staging import KubepodsCgroups
 from cli_run import ROOT, opaudit
 from kube.apiserver import ApiServer
@@ -22,6 +23,7 @@ from staging import STAGE_PYTHON, Sock, Stage
 from test_node import OPAUDIT, assert_json_lines, free_port, http_get, wait_for
 
 from agent.collect.btf import VMLINUX_BTF
+from agent.collect.sockets import READER_SETTINGS
 
 needs_bpf = pytest.mark.skipif(SYS_BPF is None or not os.path.exists(VMLINUX_BTF),
                                reason="no bpf(2) number for this machine, or no kernel BTF")
@@ -119,3 +121,12 @@ def test_the_agent_logs_its_first_fallback_once_and_labels_a_metric(
             assert target["network"]["owner_reader"]["fallback"] == "refused"
     (logged,) = [line for line in assert_json_lines(err) if line["msg"] == FALLBACK_LOG]
     assert logged["fallback"] == "refused" and "seccomp filter" in logged["reason"]
+
+
+def test_the_charts_fd_reader_values_are_the_agents() -> None:
+    """The chart's `fdReader` (OPAUDIT_FD_READER in the DaemonSet) accepts exactly what the
+    agent accepts: a value the agent refused would make every agent pod exit 2 at start."""
+    chart = ROOT / "daemonset" / "chart"
+    schema = json.loads((chart / "values.schema.json").read_text())
+    assert schema["properties"]["fdReader"]["enum"] == list(READER_SETTINGS)
+    assert yaml.safe_load((chart / "values.yaml").read_text())["fdReader"] == "auto"
