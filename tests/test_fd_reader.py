@@ -93,8 +93,8 @@ def test_the_agent_logs_its_first_fallback_once_and_labels_a_metric(
     port = free_port()
     agent = subprocess.Popen(
         [STAGE_PYTHON, "-c", DENY_BPF, str(OPAUDIT), "run", "--node", NODE, "-l", SELECTOR,
-         "--interval", "1", "--sink", "stdout", "--metrics-port", str(port),
-         "--kubeconfig", str(kubeconfig)],
+         "--interval", "1", "--startup-jitter", "0", "--sink", "stdout",
+         "--metrics-port", str(port), "--kubeconfig", str(kubeconfig)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with("bpf"))
     label = 'opaudit_fd_reader{fallback="refused",reader="proc"} 1.0'
 
