@@ -1,0 +1,270 @@
+"""The snapshot `collect/` would read from a running container, predicted from its pod spec,
+a runtime model and (optionally) its image, so that the same rules judge it before deploy.
+
+A fact that cannot be known before the container runs is a Gap with its reason, so the
+rules that need it say "unknown", never "pass". Where the answer turns on something about
+the image that was not given (is its USER root? does its entrypoint carry file
+capabilities?) each alternative is predicted, with the condition under which it holds.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from agent.model import (
+    CAPABILITY_NAMES,
+    Capabilities,
+    DeclaredContainer,
+    Filesystem,
+    Gap,
+    IdQuad,
+    Identity,
+    Listener,
+    NetnsFacts,
+    ObservedProcess,
+    Profile,
+    RuntimePrediction,
+    SocketOwner,
+    Sysctls,
+    capability_bit,
+    listener_protocol,
+)
+from agent.predict.imagefacts import ImageFacts
+from agent.predict.paths import READ_ONLY_VOLUMES, predict_paths
+from agent.predict.runtimes import RuntimeModel
+from agent.rules.facts import UNPRIVILEGED_PORT_START
+from agent.rules.paths import required_paths
+from agent.rules.ports import promised_ports
+
+# The kernel's highest capability (CAP_CHECKPOINT_RESTORE, Linux 5.9); a privileged
+# container gets every one the node's kernel knows.
+LAST_CAP = len(CAPABILITY_NAMES) - 1
+ALL_CAPS = (1 << (LAST_CAP + 1)) - 1
+NET_BIND_SERVICE = 1 << 10
+SYSCTL = UNPRIVILEGED_PORT_START
+NOT_ROOT = -1  # the uid is not 0 (runAsNonRoot: true), but which one is not known
+IF_ROOT = "if the image's USER is root (give --image or --image-user to settle it)"
+IF_NOT_ROOT = "if the image's USER is not root (give --image or --image-user to settle it)"
+NO_FILE_CAPS = "unless the entrypoint has file capabilities (give --image to settle it)"
+WITH_FILE_CAPS = "if the entrypoint has file capabilities (setcap {names}+ep)"
+
+
+@dataclass(frozen=True, slots=True)
+class PodFacts:
+    """What a pod spec says beyond `DeclaredContainer`, as the predictor needs it."""
+
+    host_network: bool
+    sysctls: tuple[tuple[str, str], ...]
+    fs_group: int | None
+    supplemental_groups: tuple[int, ...]
+    command: tuple[str, ...]  # the container's command + args
+
+
+def pod_facts(pod: Mapping[str, Any], container: str) -> PodFacts:
+    spec = pod.get("spec") or {}
+    psc = spec.get("securityContext") if isinstance(spec.get("securityContext"), dict) else {}
+    sysctls = tuple((str(s.get("name")), str(s.get("value")))
+                    for s in psc.get("sysctls") or [] if isinstance(s, dict))
+    groups = tuple(g for g in psc.get("supplementalGroups") or [] if isinstance(g, int))
+    fs_group = psc.get("fsGroup") if isinstance(psc.get("fsGroup"), int) else None
+    command: tuple[str, ...] = ()
+    for entry in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if isinstance(entry, dict) and entry.get("name") == container:
+            command = tuple(str(a) for a in [*(entry.get("command") or []),
+                                             *(entry.get("args") or [])])
+    return PodFacts(host_network=spec.get("hostNetwork") is True, sysctls=sysctls,
+                    fs_group=fs_group, supplemental_groups=groups, command=command)
+
+
+def _mask(names: tuple[str, ...]) -> int:
+    bits = (capability_bit(n) for n in names if n.strip().upper() != "ALL")
+    return sum(1 << b for b in set(bits) if b is not None and b <= LAST_CAP)
+
+
+def bounding_set(model: RuntimeModel, declared: DeclaredContainer) -> int:
+    """The CRI's order (containerd internal/cri/opts WithCapabilities, CRI-O alike): add ALL,
+    then drop ALL, then each added, then each dropped; privileged gets every capability."""
+    if declared.privileged:
+        return ALL_CAPS
+    upper_add = {c.strip().upper() for c in declared.capabilities_add}
+    upper_drop = {c.strip().upper() for c in declared.capabilities_drop}
+    caps = ALL_CAPS if "ALL" in upper_add else _mask(model.default_capabilities)
+    if "ALL" in upper_drop:
+        caps = 0
+    caps |= _mask(declared.capabilities_add)
+    return caps & ~_mask(declared.capabilities_drop)
+
+
+def no_new_privs(declared: DeclaredContainer) -> bool:
+    # The kubelet sets no_new_privs only when allowPrivilegeEscalation is explicitly false;
+    # privileged or an added SYS_ADMIN rule it out (the API rejects the combination).
+    sys_admin = any(c.strip().upper() in ("SYS_ADMIN", "CAP_SYS_ADMIN", "ALL")
+                    for c in declared.capabilities_add)
+    return declared.allow_privilege_escalation is False and not declared.privileged \
+        and not sys_admin
+
+
+def seccomp_mode(declared: DeclaredContainer, seccomp_default: bool) -> str:
+    if declared.privileged:
+        return "disabled"  # the CRI gives a privileged container no seccomp filter
+    profile = declared.seccomp_profile
+    if profile in ("RuntimeDefault", "Localhost"):
+        return "filter"
+    if profile == "Unconfined":
+        return "disabled"
+    return "filter" if seccomp_default else "disabled"
+
+
+def _uid_choices(declared: DeclaredContainer, image: ImageFacts | None
+                 ) -> list[tuple[int | None, str | None]]:
+    """(uid, condition): certain when the spec or the image says; else both alternatives.
+    NOT_ROOT: runAsNonRoot alone (the kubelet refuses to start such a container as uid 0)."""
+    if declared.run_as_user is not None:
+        return [(declared.run_as_user, None)]
+    if image is not None and image.uid is not None:
+        return [(image.uid, None)]
+    if declared.run_as_non_root:
+        return [(NOT_ROOT, None)]
+    return [(0, IF_ROOT), (NOT_ROOT, IF_NOT_ROOT)]
+
+
+def _file_caps_choices(uid: int, bounding: int, declared: DeclaredContainer,
+                       image: ImageFacts | None) -> list[tuple[int, bool, str | None]]:
+    """(file permitted, file effective, condition) of the entrypoint. Under no_new_privs the
+    kernel still honours a file capability the process held in its permitted set before
+    execve (security/commoncap.c cap_bprm_creds_from_file), and runc applies the spec's
+    permitted set (= the bounding set here) before it: allowPrivilegeEscalation does not
+    settle this, only the image does (see tests/predict/test_kernel_file_caps.py)."""
+    if uid == 0:
+        return [(0, False, None)]
+    if image is not None and image.layers_read:
+        caps = image.file_caps
+        return [(caps[0], caps[1], None)] if caps else [(0, False, None)]
+    candidate = (_mask(declared.capabilities_add) | NET_BIND_SERVICE) & bounding
+    if not candidate:
+        return [(0, False, None)]
+    names = ",".join(f"cap_{n.lower()}" for n in _names(candidate))
+    return [(0, False, NO_FILE_CAPS), (candidate, True, WITH_FILE_CAPS.format(names=names))]
+
+
+def _names(mask: int) -> list[str]:
+    return [CAPABILITY_NAMES[b] for b in range(LAST_CAP + 1) if mask >> b & 1]
+
+
+def capabilities(uid: int, bounding: int, file_caps: tuple[int, bool]) -> Capabilities:
+    """After execve: root gets its bounding set; a non-root uid only what a file capability
+    brings (no ambient set, empty inheritable: capabilities(7))."""
+    if uid == 0:
+        return Capabilities(bounding, bounding, 0, bounding, 0, LAST_CAP)
+    permitted = file_caps[0] & bounding
+    effective = permitted if file_caps[1] else 0
+    return Capabilities(effective, permitted, 0, bounding, 0, LAST_CAP)
+
+
+def unprivileged_port_start(model: RuntimeModel, facts: PodFacts) -> tuple[int | None, Gap | None]:
+    for name, value in facts.sysctls:
+        if name == SYSCTL and value.strip().isdigit():
+            return int(value), None
+    if facts.host_network:
+        return None, Gap(SYSCTL, "hostNetwork: the pod uses the node's network namespace, "
+                                 "whose value is not known before deploy")
+    return model.unprivileged_port_start, None
+
+
+def predicted_listeners(declared: DeclaredContainer, start: int | None, caps: Capabilities,
+                        comm: str) -> tuple[Listener, ...]:
+    """The declared ports and probe ports the process can bind: below `start` only with an
+    effective NET_BIND_SERVICE (inet_port_requires_bind_service, net/ipv4/af_inet.c)."""
+    if start is None:
+        return ()
+    found = []
+    for promised in promised_ports(declared):
+        if promised.port < start and not caps.effective & NET_BIND_SERVICE:
+            continue
+        found.append(Listener(protocol=promised.protocol, family=4, address="0.0.0.0",
+                              port=promised.port, v6only=None, inode=0,
+                              owners=(SocketOwner(pid=0, comm=comm, fd=0),)))
+    return tuple(found)
+
+
+def _identity(uid: int | None, declared: DeclaredContainer, facts: PodFacts,
+              image: ImageFacts | None, env: dict[str, str]) -> tuple[Identity, list[Gap]]:
+    gaps: list[Gap] = []
+    entry = image.passwd_entry(uid) if image and image.layers_read and uid not in (None, NOT_ROOT) \
+        else None
+    gid = declared.run_as_group
+    if gid is None and entry is not None:
+        gid = entry.gid  # containerd/runc take the primary group from the image's passwd
+    elif gid is None and image is not None and image.gid is not None:
+        gid = image.gid
+    groups = [g for g in (gid, facts.fs_group, *facts.supplemental_groups) if g is not None]
+    if entry is not None and image is not None:
+        groups += image.groups_of(entry.name)
+    if uid in (None, NOT_ROOT):
+        gaps.append(Gap("identity.uid", "runAsNonRoot: true says the uid is not 0, but not "
+                        "which it is: that is the image's USER (give --image or --image-user)"))
+    if gid is None:
+        gaps.append(Gap("identity.gid", "no runAsGroup, and the image's group is not known "
+                        "(give --image or --image-user REF=UID:GID)"))
+    if image is None or not image.layers_read:
+        gaps.append(Gap("identity.home", "the home directory is in the image's /etc/passwd "
+                        "(give --image REF=oci-archive:PATH)"))
+    known_uid = uid is not None and uid != NOT_ROOT
+    # runc sets HOME from the passwd entry, or "/", when the environment has none.
+    env_home = env.get("HOME") or (entry.home if entry else None)
+    if env_home is None and image is not None and image.layers_read and known_uid:
+        env_home = "/"
+    quad = lambda value: IdQuad(value, value, value, value)  # noqa: E731
+    identity = Identity(
+        uid=quad(uid) if known_uid and uid is not None else None,
+        gid=quad(gid) if gid is not None else None,
+        groups=tuple(dict.fromkeys(groups)),
+        user=entry.name if entry else None, home=entry.home if entry else None,
+        env_home=env_home)
+    return identity, gaps
+
+
+def predict(declared: DeclaredContainer, facts: PodFacts, model: RuntimeModel, profile: Profile,
+            *, seccomp_default: bool = False, image: ImageFacts | None = None
+            ) -> tuple[RuntimePrediction, ...]:
+    """The snapshots of `declared` under `model`: one, or one per unsettled alternative."""
+    bounding = bounding_set(model, declared)
+    env = dict(image.env if image else ())
+    env.update(declared.env)
+    cmdline = facts.command or (image.entrypoint if image else ())
+    comm = posixpath.basename(cmdline[0])[:15] if cmdline else declared.container_name[:15]
+    start, port_gap = unprivileged_port_start(model, facts)
+    predictions = []
+    for uid, uid_condition in _uid_choices(declared, image):
+        identity, gaps = _identity(uid, declared, facts, image, env)
+        for file_perm, file_eff, caps_condition in _file_caps_choices(
+                uid if uid is not None else NOT_ROOT, bounding, declared, image):
+            caps = capabilities(uid if uid is not None else NOT_ROOT, bounding,
+                                (file_perm, file_eff))
+            listeners = predicted_listeners(declared, start, caps, comm)
+            network = NetnsFacts(
+                inode=0, sysctls=Sysctls(bindv6only=None, disable_ipv6=None,
+                                         ip_unprivileged_port_start=start),
+                addresses=(), listeners=listeners, host_network=facts.host_network,
+                gaps=(port_gap,) if port_gap else ())
+            writable = tuple(m.mount_path for m in declared.volume_mounts if not m.read_only
+                             and m.volume_type not in READ_ONLY_VOLUMES)
+            observed = ObservedProcess(
+                pid=0, start_time=None, comm=comm, cmdline=cmdline, identity=identity,
+                capabilities=caps, no_new_privs=no_new_privs(declared),
+                seccomp=seccomp_mode(declared, seccomp_default),
+                filesystem=Filesystem(root_readonly=declared.read_only_root_filesystem is True,
+                                      writable_mounts=writable, mounts=()),
+                network=network, environ=tuple(env.items()), incomplete=tuple(gaps),
+                exe=cmdline[0] if cmdline else None)
+            paths = required_paths(observed, declared, profile)
+            accesses, path_gaps = predict_paths(observed, declared, profile, paths, image)
+            observed = replace(observed, paths=accesses,
+                               incomplete=(*observed.incomplete, *path_gaps))
+            condition = "; ".join(c for c in (uid_condition, caps_condition) if c) or None
+            predictions.append(RuntimePrediction(model.name, observed, condition))
+    return tuple(predictions)
+
