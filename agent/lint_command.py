@@ -38,9 +38,13 @@ def run_lint(args: argparse.Namespace, config: AuditConfig, stream: TextIO) -> i
 
 def render(report: LintReport, output: str) -> str:
     if output == "sarif":
-        from agent.report.sarif import render_sarif
+        from agent import __version__
+        from agent.report.sarif import RuleText, render_sarif
+        from agent.rules.catalogue import CATALOGUE
 
-        return render_sarif(report)
+        rules = [RuleText(r.id, r.severity, r.title, r.why, r.fix, r.category)
+                 for r in CATALOGUE]
+        return render_sarif(report, rules, __version__)
     if output == "helm-values":
         from agent.report.helmvalues import render_helm_values
 

@@ -44,7 +44,7 @@ ALLOWED: dict[str, set[str]] = {
     "reporting": {"model", "kube", "report"},  # --sink reports: discovery, then the sink
     "node": {"model", "api_error", "collect", "kube", "report", "logs", "privilege", "audit",
              "config", "reporting"},
-    "lint_command": {"model", "collect", "predict", "report"},
+    "lint_command": {"__init__", "model", "collect", "rules", "predict", "report"},
     "cli": {"__init__", "model", "api_error", "collect", "kube", "report", "logs", "privilege",
             "config", "arguments", "audit", "podtargets", "reporting", "node", "lint_command"},
 }
