@@ -35,13 +35,13 @@ from agent.rules.listeners import (
     IPV6_LISTENER_WITH_IPV6_DISABLED,
     UNDECLARED_LISTENER,
 )
-from agent.rules.profiles import match_profile
 from agent.rules.network import (
     DUAL_STACK_LISTENER_GAP,
     LISTENER_FAMILY_MISMATCH,
     LISTENER_LOOPBACK_ONLY,
     PROBE_PORT_NOT_LISTENING,
 )
+from agent.rules.profiles import match_profile
 
 # Rules about what the process really listens on: nothing before it runs can say.
 LISTENER_RULES = frozenset(r.id for r in (

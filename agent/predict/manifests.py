@@ -134,14 +134,18 @@ def _template(obj: Mapping[str, Any], document: Document, path: str) -> PodTempl
         return None
     keys = TEMPLATE_PATHS[kind]
     template = obj if not keys else _dig(obj, keys)
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    meta: Mapping[str, Any] = obj.get("metadata") or {}
+    if not isinstance(meta, dict):
+        meta = {}
     name = str(meta.get("name") or "")
     line = document.line_of(obj)
     if not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
         raise ManifestError(f"manifest {path}:{line}: {kind} {name!r} has no pod template "
                             f"({'.'.join(keys + ('spec',))})")
     spec = template["spec"]
-    tmeta = template.get("metadata") if isinstance(template.get("metadata"), dict) else {}
+    tmeta: Mapping[str, Any] = template.get("metadata") or {}
+    if not isinstance(tmeta, dict):
+        tmeta = {}
     # The pod carries the template's labels (profiles match on them) and the object's name.
     pod = {"metadata": {"namespace": meta.get("namespace"), "name": name,
                         "labels": tmeta.get("labels") or meta.get("labels") or {}},

@@ -20,8 +20,8 @@ from agent.model import (
     DeclaredContainer,
     Filesystem,
     Gap,
-    IdQuad,
     Identity,
+    IdQuad,
     Listener,
     NetnsFacts,
     ObservedProcess,
@@ -30,7 +30,6 @@ from agent.model import (
     SocketOwner,
     Sysctls,
     capability_bit,
-    listener_protocol,
 )
 from agent.predict.imagefacts import ImageFacts
 from agent.predict.paths import READ_ONLY_VOLUMES, predict_paths
@@ -64,8 +63,10 @@ class PodFacts:
 
 
 def pod_facts(pod: Mapping[str, Any], container: str) -> PodFacts:
-    spec = pod.get("spec") or {}
-    psc = spec.get("securityContext") if isinstance(spec.get("securityContext"), dict) else {}
+    spec: Mapping[str, Any] = pod.get("spec") or {}
+    psc: Mapping[str, Any] = spec.get("securityContext") or {}
+    if not isinstance(psc, dict):
+        psc = {}
     sysctls = tuple((str(s.get("name")), str(s.get("value")))
                     for s in psc.get("sysctls") or [] if isinstance(s, dict))
     groups = tuple(g for g in psc.get("supplementalGroups") or [] if isinstance(g, int))
@@ -132,7 +133,8 @@ def _uid_choices(declared: DeclaredContainer, image: ImageFacts | None
 
 
 def _file_caps_choices(uid: int, bounding: int, declared: DeclaredContainer,
-                       image: ImageFacts | None) -> list[tuple[int, bool, str | None]]:
+                       image: ImageFacts | None, program: str | None, env: dict[str, str]
+                       ) -> list[tuple[int, bool, str | None]]:
     """(file permitted, file effective, condition) of the entrypoint. Under no_new_privs the
     kernel still honours a file capability the process held in its permitted set before
     execve (security/commoncap.c cap_bprm_creds_from_file), and runc applies the spec's
@@ -140,8 +142,8 @@ def _file_caps_choices(uid: int, bounding: int, declared: DeclaredContainer,
     settle this, only the image does (see tests/predict/test_kernel_file_caps.py)."""
     if uid == 0:
         return [(0, False, None)]
-    if image is not None and image.layers_read:
-        caps = image.file_caps
+    if image is not None and image.layers_read and program:
+        caps = image.capabilities_of(program, env)  # the pod's command, else the image's
         return [(caps[0], caps[1], None)] if caps else [(0, False, None)]
     candidate = (_mask(declared.capabilities_add) | NET_BIND_SERVICE) & bounding
     if not candidate:
@@ -217,10 +219,9 @@ def _identity(uid: int | None, declared: DeclaredContainer, facts: PodFacts,
     env_home = env.get("HOME") or (entry.home if entry else None)
     if env_home is None and image is not None and image.layers_read and known_uid:
         env_home = "/"
-    quad = lambda value: IdQuad(value, value, value, value)  # noqa: E731
     identity = Identity(
-        uid=quad(uid) if known_uid and uid is not None else None,
-        gid=quad(gid) if gid is not None else None,
+        uid=IdQuad(uid, uid, uid, uid) if known_uid and uid is not None else None,
+        gid=IdQuad(gid, gid, gid, gid) if gid is not None else None,
         groups=tuple(dict.fromkeys(groups)),
         user=entry.name if entry else None, home=entry.home if entry else None,
         env_home=env_home)
@@ -241,7 +242,8 @@ def predict(declared: DeclaredContainer, facts: PodFacts, model: RuntimeModel, p
     for uid, uid_condition in _uid_choices(declared, image):
         identity, gaps = _identity(uid, declared, facts, image, env)
         for file_perm, file_eff, caps_condition in _file_caps_choices(
-                uid if uid is not None else NOT_ROOT, bounding, declared, image):
+                uid if uid is not None else NOT_ROOT, bounding, declared, image,
+                cmdline[0] if cmdline else None, env):
             caps = capabilities(uid if uid is not None else NOT_ROOT, bounding,
                                 (file_perm, file_eff))
             listeners = predicted_listeners(declared, start, caps, comm)

@@ -45,7 +45,7 @@ def _scalar(loader: Any, event: yaml.ScalarEvent) -> Any:
     tag = event.tag
     if tag is None or tag == "!":
         tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-    node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+    node = yaml.ScalarNode(tag, event.value, style=event.style)
     if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
                "tag:yaml.org,2002:null"):
         return loader.construct_object(node)
@@ -89,16 +89,16 @@ def _documents(loader: Any) -> Iterator[Document]:
         if isinstance(event, yaml.AliasEvent):
             if event.anchor not in anchors:
                 raise ManifestSyntaxError(f"unknown alias *{event.anchor}",
-                                          event.start_mark.line + 1)
+                                          _line(event))
             _place(stack, root, anchors[event.anchor])
             continue
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             if len(stack) >= MAX_DEPTH:
                 raise ManifestSyntaxError(f"nested deeper than {MAX_DEPTH} levels",
-                                          event.start_mark.line + 1)
+                                          _line(event))
             container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
             if isinstance(container, dict):
-                lines[id(container)] = event.start_mark.line + 1
+                lines[id(container)] = _line(event)
             if event.anchor:
                 anchors[event.anchor] = container
             stack.append([container, _NO_KEY])
@@ -110,6 +110,11 @@ def _documents(loader: Any) -> Iterator[Document]:
 
 
 _NO_KEY = object()
+
+
+def _line(event: yaml.Event) -> int:
+    mark = event.start_mark
+    return mark.line + 1 if mark is not None else 0
 
 
 def _place(stack: list[list[Any]], root: list[Any], value: Any) -> None:
