@@ -19,7 +19,7 @@ import posixpath
 import stat
 import struct
 import tarfile
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from agent.model import PasswdEntry
 from agent.predict.imagefacts import ImageFacts, ImageFile
@@ -216,7 +216,7 @@ def _facts(ref: str, archive: tarfile.TarFile) -> ImageFacts:
             raise ImageError("zstd layers are not supported (re-save with gzip)")
         blob = _blob_stream(archive, layer)
         # Count the bytes after decompression: that is what a small bomb inflates.
-        plain: IO[bytes] = gzip.GzipFile(fileobj=blob) if "gzip" in media else blob
+        plain = cast(IO[bytes], gzip.GzipFile(fileobj=blob)) if "gzip" in media else blob
         counted = io.BufferedReader(_Counted(plain, budget))
         with tarfile.open(fileobj=counted, mode="r|") as tar:
             tree.apply(tar)
