@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from e2e.image import Image
 from e2e.oracle import SsListener, can_write, capability_sets, ss_listeners
 from fixture_data import pod_fixture
 
@@ -119,5 +120,14 @@ def assert_verdicts(verdicts: dict[str, bool], expected: dict[str, bool]) -> Non
     assert {path: verdicts.get(path) for path in expected} == expected
 
 
-def audit_and_check(pid: int, pod_spec: Path) -> Audited:
-    return assert_oracle_agrees(diagnose(pid, pod_spec), pid)
+def audit_and_check(pid: int, pod_spec: Path, *, runtime: str | None = None,
+                    image: Image | None = None) -> Audited:
+    """diagnose checked by the oracle; with `runtime` and `image`, also `opaudit lint`'s
+    prediction of the same manifest under that runtime model, fact by fact."""
+    report = diagnose(pid, pod_spec)
+    audited = assert_oracle_agrees(report, pid)
+    if runtime is not None and image is not None:
+        from e2e.prediction import assert_prediction_agrees
+
+        assert_prediction_agrees(report, pid, pod_spec, runtime, image)
+    return audited

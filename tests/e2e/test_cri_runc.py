@@ -36,7 +36,16 @@ def play(lane: Lane, pods: list[CriPod], fixture: Mapping[str, Any], tmp_path: P
     pod = start_pod(lane, fixture, options.pop("layout", CGROUPFS), **options)
     pods.append(pod)
     assert pod.app.pid is not None, pod.app.exit_output
-    return pod, audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, pod.uid))
+    # Every pod is also linted: the prediction must equal what the process shows.
+    return pod, audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, pod.uid),
+                                runtime=runtime_model(options), image=lane.image)
+
+
+def runtime_model(options: Mapping[str, Any]) -> str:
+    """The CRI's netns as containerd 1.x leaves it, or as 2.x sets it (the sysctl at 0)."""
+    sysctls = options.get("sysctls") or {}
+    lowered = sysctls.get("net.ipv4.ip_unprivileged_port_start") == 0
+    return "containerd-2" if lowered else "containerd"
 
 
 def families(audited: Audited) -> set[tuple[str, int, bool | None]]:

@@ -81,7 +81,8 @@ def test_a_live_process_that_cannot_bind_443(
     pod = start_pod(lane, webhook_on_443(False), SYSTEMD, env={"OPLISTEN_KEEP_GOING": "1"})
     pods.append(pod)
     assert pod.app.pid is not None
-    audited = audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, "443"))
+    audited = audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, "443"),
+                              runtime="containerd", image=lane.image)
     # 443 failed, the rest serve; uid 185 has no capability and cannot bind 443.
     assert audited.caps["effective"] == [] and audited.ports == {8080, 8081}
     assert not uid_185_can_bind(pod.netns)
@@ -95,7 +96,9 @@ def test_lowering_the_threshold_lets_uid_185_bind_443(
                     sysctls={"net.ipv4.ip_unprivileged_port_start": 0})
     pods.append(pod)
     assert pod.app.pid is not None
-    audited = audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, "443"))
+    # containerd 2.x's pod netns: the CRI sets the sysctl to 0.
+    audited = audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, "443"),
+                              runtime="containerd-2", image=lane.image)
     # 443 is taken by the webhook itself: the oracle binds another port below 1024.
     assert uid_185_can_bind(pod.netns, 442) and audited.ports == {443, 8080, 8081}
     assert audited.findings == [HOME_INFO]
