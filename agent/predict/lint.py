@@ -18,13 +18,15 @@ from agent.model import (
     LintContainer,
     LintFinding,
     LintReport,
+    ObservedProcess,
     Outcome,
+    Profile,
     RuntimePrediction,
     Verdict,
 )
 from agent.predict.imagefacts import ImageFacts
 from agent.predict.manifests import Inputs
-from agent.predict.predictor import pod_facts, predict
+from agent.predict.predictor import PathMemo, pod_facts, predict
 from agent.predict.runtimes import MODELS
 from agent.rules.catalogue import CATALOGUE
 from agent.rules.evaluate import evaluate
@@ -41,6 +43,7 @@ from agent.rules.network import (
     LISTENER_LOOPBACK_ONLY,
     PROBE_PORT_NOT_LISTENING,
 )
+from agent.rules.ports import promised_ports
 from agent.rules.profiles import match_profile
 
 # Rules about what the process really listens on: nothing before it runs can say.
@@ -54,6 +57,8 @@ LISTENERS_UNKNOWN = Gap("network.listeners", (
     "declared ports and probe ports instead"))
 LINT_RULES = tuple(r for r in CATALOGUE
                    if r.id not in LISTENER_RULES and r.id != INSPECTION_INCOMPLETE.id)
+KERNEL_PORT_START = 1024  # net.ipv4.ip_unprivileged_port_start's default, the highest model
+NET_BIND_SERVICE = 1 << 10
 # The rules' messages name the process by pid; a predicted process has none.
 _PID = re.compile(r" \(pid 0\)|pid 0, ")
 
@@ -106,9 +111,8 @@ def merge_predictions(declared: DeclaredContainer, verdicts: Sequence[tuple[Runt
     return tuple(merged), tuple(unknown)
 
 
-def _judge(prediction: RuntimePrediction, declared: DeclaredContainer,
+def _judge(prediction: RuntimePrediction, declared: DeclaredContainer, profile: Profile,
            options: LintOptions) -> tuple[Verdict, ...]:
-    profile = match_profile(declared, options.config)
     verdicts = evaluate(prediction.observed, declared, profile, options.config, LINT_RULES)
     if declared.run_as_non_root:
         # The kubelet refuses to start a runAsNonRoot container whose uid would be 0
@@ -119,6 +123,34 @@ def _judge(prediction: RuntimePrediction, declared: DeclaredContainer,
     return verdicts
 
 
+def _without_port_start(observed: ObservedProcess) -> ObservedProcess | None:
+    network = observed.network
+    if network is None:
+        return None
+    sysctls = dataclasses.replace(network.sysctls, ip_unprivileged_port_start=None)
+    return dataclasses.replace(observed, network=dataclasses.replace(network, sysctls=sysctls))
+
+
+def _same_verdicts(prediction: RuntimePrediction,
+                   judged: list[tuple[RuntimePrediction, tuple[Verdict, ...]]],
+                   declared: DeclaredContainer) -> tuple[Verdict, ...] | None:
+    """The verdicts of an earlier prediction that differs from this one at most in
+    ip_unprivileged_port_start where that cannot matter: no NET_BIND_SERVICE held (the
+    only rule besides PrivilegedPortNotBindable that reads it) and no promised port below
+    1024 (so the same ports are bindable under every model)."""
+    caps = prediction.observed.capabilities
+    if caps is None or (caps.effective | caps.bounding) & NET_BIND_SERVICE:
+        return None
+    if any(p.port < KERNEL_PORT_START for p in promised_ports(declared)):
+        return None
+    mine = _without_port_start(prediction.observed)
+    for earlier, verdicts in judged:
+        if earlier.condition == prediction.condition and \
+                _without_port_start(earlier.observed) == mine:
+            return verdicts
+    return None
+
+
 def lint(inputs: Inputs, options: LintOptions) -> LintReport:
     containers = []
     for template in inputs.templates:
@@ -127,11 +159,16 @@ def lint(inputs: Inputs, options: LintOptions) -> LintReport:
             profile = match_profile(declared, options.config)
             facts = pod_facts(template.pod, name)
             image = options.images.get(_image_of(template.pod, name) or "")
-            judged = []
+            judged: list[tuple[RuntimePrediction, tuple[Verdict, ...]]] = []
+            paths_memo: PathMemo = {}
             for runtime in options.runtimes:
                 for prediction in predict(declared, facts, MODELS[runtime], profile,
-                                          seccomp_default=options.seccomp_default, image=image):
-                    judged.append((prediction, _judge(prediction, declared, options)))
+                                          seccomp_default=options.seccomp_default, image=image,
+                                          paths_memo=paths_memo):
+                    verdicts = _same_verdicts(prediction, judged, declared)
+                    if verdicts is None:
+                        verdicts = _judge(prediction, declared, profile, options)
+                    judged.append((prediction, verdicts))
             findings, unknown = merge_predictions(declared, judged)
             containers.append(LintContainer(
                 source=template.source(line), declared=declared, profile=profile, init=init,

@@ -9,6 +9,7 @@ capabilities?) each alternative is predicted, with the condition under which it 
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from agent.model import (
     Listener,
     NetnsFacts,
     ObservedProcess,
+    PathAccess,
     Profile,
     RuntimePrediction,
     SocketOwner,
@@ -32,7 +34,7 @@ from agent.model import (
     capability_bit,
 )
 from agent.predict.imagefacts import ImageFacts
-from agent.predict.paths import READ_ONLY_VOLUMES, predict_paths
+from agent.predict.paths import DAC_OVERRIDE, READ_ONLY_VOLUMES, predict_paths
 from agent.predict.runtimes import RuntimeModel
 from agent.rules.facts import UNPRIVILEGED_PORT_START
 from agent.rules.paths import required_paths
@@ -80,6 +82,7 @@ def pod_facts(pod: Mapping[str, Any], container: str) -> PodFacts:
                     fs_group=fs_group, supplemental_groups=groups, command=command)
 
 
+@functools.lru_cache(maxsize=1024)
 def _mask(names: tuple[str, ...]) -> int:
     bits = (capability_bit(n) for n in names if n.strip().upper() != "ALL")
     return sum(1 << b for b in set(bits) if b is not None and b <= LAST_CAP)
@@ -228,10 +231,16 @@ def _identity(uid: int | None, declared: DeclaredContainer, facts: PodFacts,
     return identity, gaps
 
 
+PathMemo = dict[tuple[object, ...], tuple[tuple[PathAccess, ...], tuple[Gap, ...]]]
+
+
 def predict(declared: DeclaredContainer, facts: PodFacts, model: RuntimeModel, profile: Profile,
-            *, seccomp_default: bool = False, image: ImageFacts | None = None
-            ) -> tuple[RuntimePrediction, ...]:
-    """The snapshots of `declared` under `model`: one, or one per unsettled alternative."""
+            *, seccomp_default: bool = False, image: ImageFacts | None = None,
+            paths_memo: PathMemo | None = None) -> tuple[RuntimePrediction, ...]:
+    """The snapshots of `declared` under `model`: one, or one per unsettled alternative.
+    `paths_memo` shares the path predictions of one container between runtime models: they
+    differ only by the uid and whether DAC_OVERRIDE is effective."""
+    memo: PathMemo = {} if paths_memo is None else paths_memo
     bounding = bounding_set(model, declared)
     env = dict(image.env if image else ())
     env.update(declared.env)
@@ -262,8 +271,11 @@ def predict(declared: DeclaredContainer, facts: PodFacts, model: RuntimeModel, p
                                       writable_mounts=writable, mounts=()),
                 network=network, environ=tuple(env.items()), incomplete=tuple(gaps),
                 exe=cmdline[0] if cmdline else None)
-            paths = required_paths(observed, declared, profile)
-            accesses, path_gaps = predict_paths(observed, declared, profile, paths, image)
+            key = (uid, caps.effective & DAC_OVERRIDE)
+            if key not in memo:
+                paths = required_paths(observed, declared, profile)
+                memo[key] = predict_paths(observed, declared, profile, paths, image)
+            accesses, path_gaps = memo[key]
             observed = replace(observed, paths=accesses,
                                incomplete=(*observed.incomplete, *path_gaps))
             condition = "; ".join(c for c in (uid_condition, caps_condition) if c) or None

@@ -17,6 +17,7 @@ import yaml
 # A pod template sits about 12 levels deep (CronJob: spec.jobTemplate.spec.template.spec.
 # containers[].securityContext.capabilities.add[]); 64 leaves room for any real manifest.
 MAX_DEPTH = 64
+KNOWN_SCALARS = 65536  # distinct plain scalars remembered per stream
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -40,16 +41,26 @@ class Document:
         return self.lines.get(id(mapping), default)
 
 
+_TYPED = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
+          "tag:yaml.org,2002:null")
+
+
 def _scalar(loader: Any, event: yaml.ScalarEvent) -> Any:
-    """The scalar as safe_load types it (int, float, bool, null, str); a timestamp stays text."""
-    tag = event.tag
+    """The scalar as safe_load types it (int, float, bool, null, str); a timestamp stays text.
+    The resolver's own table, looked up as yaml.resolver.BaseResolver.resolve does."""
+    tag, value = event.tag, event.value
     if tag is None or tag == "!":
-        tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-    node = yaml.ScalarNode(tag, event.value, style=event.style)
-    if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
-               "tag:yaml.org,2002:null"):
-        return loader.construct_object(node)
-    return event.value
+        if not event.implicit[0]:
+            return value  # quoted: a string
+        for candidate, pattern in loader.yaml_implicit_resolvers.get(value[:1], ()):
+            if pattern.match(value):
+                tag = candidate
+                break
+        else:
+            return value
+    if tag in _TYPED:
+        return loader.construct_object(yaml.ScalarNode(tag, value, style=event.style))
+    return value
 
 
 def iter_documents(text: str) -> Iterator[Document]:
@@ -68,45 +79,67 @@ def iter_documents(text: str) -> Iterator[Document]:
 
 
 def _documents(loader: Any) -> Iterator[Document]:
-    stack: list[list[Any]] = []  # [container, pending key or marker] per open collection
+    # (container, pending key) per open collection; one loop, dispatching on the event class.
+    stack: list[list[Any]] = []
     anchors: dict[str, Any] = {}
     lines: dict[int, int] = {}
     root: list[Any] = []
-    while loader.check_event():
-        event = loader.get_event()
-        if isinstance(event, yaml.DocumentStartEvent):
-            stack, anchors, lines, root = [], {}, {}, []
-            continue
-        if isinstance(event, yaml.DocumentEndEvent):
-            yield Document(root[0] if root else None, lines)
-            continue
-        if isinstance(event, (yaml.StreamStartEvent, yaml.StreamEndEvent)):
-            continue
-        if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            value = stack.pop()[0]
-            _place(stack, root, value)
-            continue
-        if isinstance(event, yaml.AliasEvent):
-            if event.anchor not in anchors:
-                raise ManifestSyntaxError(f"unknown alias *{event.anchor}",
-                                          _line(event))
-            _place(stack, root, anchors[event.anchor])
-            continue
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+    check_event, get_event = loader.check_event, loader.get_event
+    known: dict[str, Any] = {}
+    while check_event():
+        event = get_event()
+        kind = event.__class__
+        if kind is yaml.ScalarEvent:
+            if event.tag is None and event.implicit[0]:
+                # Manifests repeat their plain scalars ("TCP", "true", names): resolve once.
+                plain = event.value
+                value = known.get(plain, _NO_KEY)
+                if value is _NO_KEY:
+                    value = _scalar(loader, event)
+                    if len(known) < KNOWN_SCALARS:
+                        known[plain] = value
+            else:
+                value = _scalar(loader, event)
+            if event.anchor:
+                anchors[event.anchor] = value
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             if len(stack) >= MAX_DEPTH:
                 raise ManifestSyntaxError(f"nested deeper than {MAX_DEPTH} levels",
                                           _line(event))
-            container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
-            if isinstance(container, dict):
+            container: Any = {} if kind is yaml.MappingStartEvent else []
+            if kind is yaml.MappingStartEvent:
                 lines[id(container)] = _line(event)
             if event.anchor:
                 anchors[event.anchor] = container
             stack.append([container, _NO_KEY])
             continue
-        value = _scalar(loader, event)
-        if event.anchor:
-            anchors[event.anchor] = value
-        _place(stack, root, value)
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+            value = stack.pop()[0]
+        elif kind is yaml.AliasEvent:
+            if event.anchor not in anchors:
+                raise ManifestSyntaxError(f"unknown alias *{event.anchor}", _line(event))
+            value = anchors[event.anchor]
+        elif kind is yaml.DocumentStartEvent:
+            stack, anchors, lines, root = [], {}, {}, []
+            continue
+        elif kind is yaml.DocumentEndEvent:
+            yield Document(root[0] if root else None, lines)
+            continue
+        else:
+            continue  # stream start and end
+        if not stack:
+            root.append(value)
+            continue
+        top = stack[-1]
+        parent = top[0]
+        if parent.__class__ is list:
+            parent.append(value)
+        elif top[1] is _NO_KEY:
+            top[1] = value if isinstance(value, (str, int, float, bool)) or value is None \
+                else str(value)
+        else:
+            parent[top[1]] = value
+            top[1] = _NO_KEY
 
 
 _NO_KEY = object()
@@ -115,19 +148,3 @@ _NO_KEY = object()
 def _line(event: yaml.Event) -> int:
     mark = event.start_mark
     return mark.line + 1 if mark is not None else 0
-
-
-def _place(stack: list[list[Any]], root: list[Any], value: Any) -> None:
-    if not stack:
-        root.append(value)
-        return
-    top = stack[-1]
-    container = top[0]
-    if isinstance(container, list):
-        container.append(value)
-    elif top[1] is _NO_KEY:
-        top[1] = value if isinstance(value, (str, int, float, bool)) or value is None \
-            else str(value)
-    else:
-        container[top[1]] = value
-        top[1] = _NO_KEY
