@@ -123,12 +123,18 @@ def _judge(prediction: RuntimePrediction, declared: DeclaredContainer, profile: 
     return verdicts
 
 
-def _without_port_start(observed: ObservedProcess) -> ObservedProcess | None:
-    network = observed.network
-    if network is None:
-        return None
-    sysctls = dataclasses.replace(network.sysctls, ip_unprivileged_port_start=None)
-    return dataclasses.replace(observed, network=dataclasses.replace(network, sysctls=sysctls))
+_FIELDS = tuple(f.name for f in dataclasses.fields(ObservedProcess) if f.name != "network")
+
+
+def _equal_but_port_start(one: ObservedProcess, other: ObservedProcess) -> bool:
+    if any(getattr(one, name) != getattr(other, name) for name in _FIELDS):
+        return False
+    a, b = one.network, other.network
+    if a is None or b is None:
+        return a is b
+    return (a.listeners, a.gaps, a.host_network, a.sysctls.disable_ipv6, a.sysctls.bindv6only
+            ) == (b.listeners, b.gaps, b.host_network, b.sysctls.disable_ipv6,
+                  b.sysctls.bindv6only)
 
 
 def _same_verdicts(prediction: RuntimePrediction,
@@ -143,10 +149,9 @@ def _same_verdicts(prediction: RuntimePrediction,
         return None
     if any(p.port < KERNEL_PORT_START for p in promised_ports(declared)):
         return None
-    mine = _without_port_start(prediction.observed)
     for earlier, verdicts in judged:
         if earlier.condition == prediction.condition and \
-                _without_port_start(earlier.observed) == mine:
+                _equal_but_port_start(earlier.observed, prediction.observed):
             return verdicts
     return None
 
