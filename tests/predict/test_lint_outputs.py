@@ -164,3 +164,21 @@ def test_the_pre_commit_hook_runs_opaudit_lint(bad: Path) -> None:
     assert entry[:2] == ["opaudit", "lint"]
     done = opaudit(*entry[1:], str(bad))  # as pre-commit calls it: the files appended
     assert done.returncode == 1 and "PrivilegedContainer" in done.stdout
+
+
+def test_config_waivers_and_severity_overrides_apply_as_in_diagnose(bad: Path,
+                                                                    tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "waivers": [{"rule": "PrivilegedContainer", "reason": "a reviewed debug sidecar",
+                     "namespace": "shop"}],
+        "severityOverrides": {"PrivilegedPortNotBindable": "medium"}}))
+    document = json.loads(lint(bad, "-o", "json", "--config", str(config)).stdout)
+    rules = {(c["container"], f["rule"]): f["severity"] for c in document["containers"]
+             for f in c["findings"]}
+    assert ("sidecar", "PrivilegedContainer") not in rules
+    assert rules[("web", "PrivilegedPortNotBindable")] == "medium"
+    elsewhere = tmp_path / "other.yaml"
+    elsewhere.write_text(BAD.replace("namespace: shop", "namespace: other"))
+    again = json.loads(lint(elsewhere, "-o", "json", "--config", str(config)).stdout)
+    assert "PrivilegedContainer" in {f["rule"] for f in again["containers"][1]["findings"]}
