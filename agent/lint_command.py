@@ -4,6 +4,7 @@ Helm values overlay. Wired here so that `cli` stays a dispatcher."""
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TextIO
 
 from agent.model import AuditConfig, LintReport, Severity
@@ -31,12 +32,14 @@ def run_lint(args: argparse.Namespace, config: AuditConfig, stream: TextIO) -> i
     options = LintOptions(runtimes=runtimes, seccomp_default=args.seccomp_default,
                           config=config, images=load_images(args))
     report = lint(read_inputs(args.inputs), options)
-    stream.write(render(report, args.output))
+    from agent.report.table import terminal_width
+
+    stream.write(render(report, args.output, terminal_width(os.environ, stream)))
     threshold = Severity.parse(args.fail_on).rank
     return 1 if any(f.severity.rank >= threshold for f in report.findings) else 0
 
 
-def render(report: LintReport, output: str) -> str:
+def render(report: LintReport, output: str, width: int = 100) -> str:
     if output == "sarif":
         from agent import __version__
         from agent.report.sarif import RuleText, render_sarif
@@ -53,4 +56,4 @@ def render(report: LintReport, output: str) -> str:
 
     if output in ("json", "yaml"):
         return render_lint_document(report, output)
-    return render_lint_table(report)
+    return render_lint_table(report, width)

@@ -4,6 +4,7 @@ container; each finding says under which runtimes (and conditions) it holds."""
 from __future__ import annotations
 
 import json
+import textwrap
 from typing import Any
 
 from agent.model import (
@@ -106,7 +107,13 @@ def render_lint_document(report: LintReport, output: str) -> str:
     return str(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
 
 
-def render_lint_table(report: LintReport) -> str:
+def _wrapped(text: str, width: int, indent: str) -> list[str]:
+    return textwrap.wrap(text, width=max(width, len(indent) + 30), initial_indent=indent,
+                         subsequent_indent=indent, break_on_hyphens=False) or [indent]
+
+
+def render_lint_table(report: LintReport, width: int = 100) -> str:
+    """Grouped by object and container; text wrapped to `width` columns."""
     lines: list[str] = []
     previous = None
     for container in report.containers:
@@ -121,18 +128,19 @@ def render_lint_table(report: LintReport) -> str:
             lines.append("    no finding")
         for finding in container.findings:
             f = finding.finding
-            lines.append(f"    {f.severity.value.upper():<8} {f.rule}  "
-                         f"[{where_it_holds(finding, report.runtimes)}]")
-            lines.append(f"             {f.message}")
-            lines.append(f"             fix: {f.fix_line}")
+            lines += _wrapped(f"{f.severity.value.upper():<8} {f.rule}  "
+                              f"[{where_it_holds(finding, report.runtimes)}]", width, "    ")
+            lines += _wrapped(f.message, width, " " * 13)
+            lines += _wrapped(f"fix: {f.fix_line}", width, " " * 13)
         if container.unknown:
             names = ", ".join(v.rule for v in container.unknown)
-            lines.append(f"    unknown: {names}")
+            lines += _wrapped(f"unknown: {names}", width, "    ")
     skipped = ", ".join(f"{kind} {count}" for kind, count in report.skipped) or "none"
     count = len(report.findings)
-    lines.append(f"{report.objects} workloads, {len(report.containers)} containers, {count} "
-                 f"findings; runtimes: {', '.join(report.runtimes)}; skipped kinds: {skipped}")
-    lines.append(LISTENER_NOTE)
+    lines += _wrapped(f"{report.objects} workloads, {len(report.containers)} containers, "
+                      f"{count} findings; runtimes: {', '.join(report.runtimes)}; skipped "
+                      f"kinds: {skipped}", width, "")
+    lines += _wrapped(LISTENER_NOTE, width, "")
     return "\n".join(lines) + "\n"
 
 

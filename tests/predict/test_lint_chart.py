@@ -9,6 +9,7 @@ The README's "lint on the Spark Operator chart" table is this test's EXPECTED, c
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -74,7 +75,8 @@ def render(tmp_path: Path, *value_files: Path) -> Path:
 
 def lint(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "agent.cli", "lint", *args],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "COLUMNS": "200"})
 
 
 def findings(rendered: Path, *extra: str) -> dict[tuple[str, str], tuple[str, tuple[str, ...],

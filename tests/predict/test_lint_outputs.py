@@ -124,7 +124,7 @@ def test_json_and_yaml_group_by_object_and_container_with_runtimes(bad: Path) ->
 
 
 def test_the_table_names_object_container_line_and_runtimes(bad: Path) -> None:
-    done = lint(bad)
+    done = opaudit("lint", str(bad), env={**os.environ, "COLUMNS": "200"})
     assert done.returncode == 1
     lines = done.stdout.splitlines()
     assert lines[0] == f"Deployment shop/web  ({bad})"
@@ -132,6 +132,9 @@ def test_the_table_names_object_container_line_and_runtimes(bad: Path) -> None:
     assert any(line.startswith("    CRITICAL PrivilegedContainer  [on containerd, "
                                "containerd-2, cri-o]") for line in lines)
     assert lines[-1].startswith("Listeners cannot be predicted")
+    narrow = opaudit("lint", str(bad), env={**os.environ, "COLUMNS": "60"}).stdout
+    body = [line for line in narrow.splitlines() if not line.startswith("Deployment ")]
+    assert max(len(line) for line in body) <= 60  # wrapped to the terminal (not the path)
     assert opaudit("lint", str(bad), "--fail-on", "critical", "--runtime",
                    "containerd-2").returncode == 1
     only_high = bad.parent / "high.yaml"
