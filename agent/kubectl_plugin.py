@@ -9,13 +9,16 @@ audit in a `kubectl debug node/NODE --profile=sysadmin` pod instead (hostPID, ro
 pod's manifest (`diagnose --pod-spec`, no API access needed), and deletes that pod after.
 
 Everything goes through the user's own kubectl, so their kubeconfig, context and RBAC apply.
-A plugin error is one line on stderr and exit 2.
+A plugin error is one line on stderr and exit 2: kubectl's own sentence ("The connection to
+the server ... was refused", "Error from server (Forbidden): ..."), never the klog lines
+kubectl writes before it (`E1207 09:06:13.605781 23906 memcache.go:265] "Unhandled Error"`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -28,6 +31,19 @@ AGENT_CONTAINER = "opaudit"
 DEBUG_TIMEOUT_S = 300
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 _DEBUG_POD = re.compile(r"Creating debugging pod (\S+) with container")
+# klog's header (k8s.io/klog/v2): severity letter, mmdd, time, thread id, file:line].
+_KLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [^ \]]+:\d+\] ")
+# How kubectl words the failure it exits with (k8s.io/kubectl/pkg/cmd/util/helpers.go).
+UNREACHABLE = ("The connection to the server", "Unable to connect to the server")
+KUBECTL_SENTENCES = ("Error from server", "error:", "Error in configuration", *UNREACHABLE)
+KUBECTL_TIMEOUT_S = 60
+EXIT_STATUS = """\
+exit status:
+  0  the audit ran and no finding is at or above --fail-on
+  1  a finding is at or above --fail-on
+  2  usage error, or the audit could not run: no kubeconfig, API server unreachable, no
+     such pod, pod not scheduled, no agent on its node, RBAC forbids the read or the exec
+"""
 
 
 class PluginError(Exception):
@@ -42,13 +58,22 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="kubectl opaudit", description=(
-        "Audit a pod through the opaudit agent on its node."))
+        "Audit a pod through the opaudit agent on its node."), epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    diag = sub.add_parser("diagnose", help="audit one pod's processes on its node")
-    diag.add_argument("pod", metavar="POD")
+    diag = sub.add_parser(
+        "diagnose", help="audit one pod's processes on its node", epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Audit one pod's processes through the opaudit agent on the pod's node\n"
+                    "(`opaudit diagnose --pod NS/POD`, run there by `kubectl exec`).")
+    diag.add_argument("pod", metavar="POD", help="the name of the pod to audit")
     diag.add_argument("-n", "--namespace", help="the pod's namespace (default: the context's)")
-    diag.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
-    diag.add_argument("--fail-on", choices=SEVERITIES, default="high")
+    diag.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table",
+                      help="report format (default: table); json and yaml are the "
+                           "opaudit.report/v1 document")
+    diag.add_argument("--fail-on", choices=SEVERITIES, default="high",
+                      help="exit 1 when a finding is at or above this severity "
+                           "(default: high)")
     diag.add_argument("--agent-namespace",
                       help="where the agent runs (default: look in every namespace)")
     diag.add_argument("--agent-selector", default=AGENT_SELECTOR,
@@ -62,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.debug_node and not args.image:  # a usage error: say it before any API call
+        parser.error("--debug-node needs --image (the opaudit image, as the DaemonSet uses)")
     try:
         return diagnose(args)
     except PluginError as exc:
@@ -87,20 +115,72 @@ def kubectl_base(args: argparse.Namespace) -> list[str]:
 def kubectl_json(args: argparse.Namespace, *argv: str) -> dict[str, Any]:
     try:
         result = subprocess.run([*kubectl_base(args), *argv, "-o", "json"],
-                                capture_output=True, text=True, timeout=60)
+                                capture_output=True, text=True, timeout=KUBECTL_TIMEOUT_S)
     except FileNotFoundError:
         raise PluginError("kubectl is not on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise PluginError(f"kubectl {' '.join(argv[:3])} did not finish within "
+                          f"{KUBECTL_TIMEOUT_S} s") from None
     if result.returncode != 0:
-        raise PluginError(kubectl_error(result.stderr))
+        message = kubectl_error(result.stderr)
+        if message.startswith(UNREACHABLE) and not has_cluster(args):
+            raise PluginError(f"no kubeconfig: {kubeconfig_searched(args)}; give --kubeconfig "
+                              f"FILE or set KUBECONFIG ({message})")
+        raise PluginError(message)
     parsed: dict[str, Any] = json.loads(result.stdout)
     return parsed
 
 
+def kubectl_lines(stderr: str) -> list[str]:
+    """kubectl's stderr without klog's lines (client-go logs its retries there first)."""
+    return [ln.strip() for ln in stderr.splitlines() if ln.strip() and not _KLOG.match(ln)]
+
+
 def kubectl_error(stderr: str) -> str:
     """kubectl's own error, on one line ("Error from server (Forbidden): ..." as it is)."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith(("Error from server", "error:"))]
+    lines = kubectl_lines(stderr)
+    errors = [ln for ln in lines if ln.startswith(KUBECTL_SENTENCES)]
     return " ".join((errors or lines or ["kubectl failed"])[0].split())
+
+
+def has_cluster(args: argparse.Namespace) -> bool:
+    """Whether kubectl has any cluster to talk to. With no kubeconfig, kubectl falls back to
+    in-cluster config in a pod, else to http://localhost:8080, and only says the latter
+    refused the connection (k8s.io/client-go/tools/clientcmd: ErrEmptyConfig)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    try:
+        result = subprocess.run([*kubectl_base(args), "config", "view", "-o",
+                                 "jsonpath={.clusters[*].name}"],
+                                capture_output=True, text=True, timeout=KUBECTL_TIMEOUT_S)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return True  # cannot tell: kubectl's own sentence stands
+    return result.returncode != 0 or bool(result.stdout.strip())
+
+
+def kubeconfig_searched(args: argparse.Namespace) -> str:
+    """Where kubectl looked (--kubeconfig, else every file of KUBECONFIG, else
+    ~/.kube/config), and whether that exists at all."""
+    if args.kubeconfig:
+        label, paths = f"--kubeconfig {args.kubeconfig}", [args.kubeconfig]
+    elif os.environ.get("KUBECONFIG"):
+        label = f"KUBECONFIG={os.environ['KUBECONFIG']}"
+        paths = [p for p in os.environ["KUBECONFIG"].split(os.pathsep) if p]
+    else:
+        label, paths = "~/.kube/config", [os.path.expanduser("~/.kube/config")]
+    exists = any(os.path.isfile(p) for p in paths)
+    return f"{label} {'names no cluster' if exists else 'does not exist'}"
+
+
+def context_namespace(args: argparse.Namespace) -> str:
+    """The namespace kubectl uses without -n: the context's, else `default`."""
+    try:
+        result = subprocess.run([*kubectl_base(args), "config", "view", "--minify", "-o",
+                                 "jsonpath={.contexts[0].context.namespace}"],
+                                capture_output=True, text=True, timeout=KUBECTL_TIMEOUT_S)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return "default"
+    return (result.stdout.strip() if result.returncode == 0 else "") or "default"
 
 
 # --- pod -> node -> agent ----------------------------------------------------------------
@@ -112,8 +192,11 @@ def target_pod(args: argparse.Namespace) -> dict[str, Any]:
         return kubectl_json(args, "get", "pod", args.pod, *scope)
     except PluginError as exc:
         if "(NotFound)" in str(exc):
-            where = f"{args.namespace}/{args.pod}" if args.namespace else args.pod
-            raise PluginError(f"no such pod: {where}") from None
+            if args.namespace:
+                raise PluginError(f"no such pod: {args.namespace}/{args.pod}") from None
+            namespace = context_namespace(args)
+            raise PluginError(f"no such pod: {namespace}/{args.pod} (the context's namespace; "
+                              "give -n NAMESPACE for another)") from None
         raise
 
 
@@ -150,8 +233,6 @@ def diagnose(args: argparse.Namespace) -> int:
             f"no opaudit agent runs on node {node} (no Running pod with labels "
             f"{args.agent_selector}); to audit from a one-off debug pod instead: "
             f"kubectl opaudit diagnose {name} -n {namespace} --debug-node --image {image}")
-    if not args.image:
-        raise PluginError("--debug-node needs --image (the opaudit image, as the DaemonSet uses)")
     return debug_node(args, node, pod, remote)
 
 
@@ -163,8 +244,8 @@ def exec_in_agent(args: argparse.Namespace, agent: dict[str, Any], remote: list[
             "-c", AGENT_CONTAINER, "--", *remote]
     result = subprocess.run(argv, stdout=None, stderr=subprocess.PIPE, text=True)
     stderr = [ln for ln in result.stderr.splitlines()
-              if not ln.startswith("command terminated with exit code")]
-    kubectl_said = [ln for ln in stderr if ln.startswith(("Error from server", "error:"))]
+              if not ln.startswith("command terminated with exit code") and not _KLOG.match(ln)]
+    kubectl_said = [ln for ln in stderr if ln.startswith(KUBECTL_SENTENCES)]
     if result.returncode != 0 and kubectl_said:
         message = " ".join(kubectl_said[0].split())
         if "(Forbidden)" in message:

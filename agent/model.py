@@ -370,10 +370,18 @@ class DeclaredContainer:
     pod_ips: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()  # literal `value`s only; valueFrom is not resolved
     status_uid: int | None = None  # containerStatuses[].user.linux.uid (Kubernetes >= 1.31)
+    sysctls: tuple[tuple[str, str], ...] = ()  # spec.securityContext.sysctls (name, value)
 
     def label(self, key: str) -> str | None:
         for k, v in self.labels:
             if k == key:
+                return v
+        return None
+
+    def sysctl(self, name: str) -> str | None:
+        """The value the pod sets for `name`; Kubernetes accepts `/` as the separator too."""
+        for k, v in self.sysctls:
+            if k.replace("/", ".") == name:
                 return v
         return None
 
@@ -435,6 +443,7 @@ class Verdict:
     missing: tuple[Gap, ...] = ()  # UNKNOWN: the facts that were missing, and why
     category: str = ""  # identity | privileges | filesystem | network | inspection
     severity: Severity | None = None  # the rule's severity (after --config overrides)
+    reason: str = ""  # WAIVED: the reason the --config waiver gives
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,3 +172,85 @@ def test_diagnose_pod_spec_alone_audits_that_pods_containers_on_this_node(
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("opaudit: ")]
     assert len(errors) == 1 and "this host's /proc" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def free_loopback_port() -> int:
+    """A loopback port nothing listens on: bound, then closed, so a connect is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_unreachable_api_server_is_kubectls_own_sentence(tmp_path: Path) -> None:
+    need("kubectl")
+    port = free_loopback_port()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "gone", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+        "users": [{"name": "gone", "user": {"token": "t"}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "gone"}}]}))
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig),
+           "PATH": f"{PLUGIN.parent}:{os.environ['PATH']}"}
+    # The oracle: kubectl itself, whose stderr leads with klog lines, then its sentence.
+    direct = subprocess.run(["kubectl", "get", "pod", TARGET, "-o", "json"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert "memcache.go" in direct.stderr.splitlines()[0]
+    sentence = direct.stderr.strip().splitlines()[-1]
+    assert sentence.startswith(f"The connection to the server 127.0.0.1:{port} was refused")
+    line = one_error_line(plugin(env, TARGET, "-n", NAMESPACE))
+    assert line == f"kubectl-opaudit: {sentence}"
+
+
+def test_no_kubeconfig_says_so(tmp_path: Path) -> None:
+    need("kubectl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
+    env.update(HOME=str(tmp_path), KUBECONFIG=str(tmp_path / "absent" / "config"),
+               PATH=f"{PLUGIN.parent}:{os.environ['PATH']}")
+    line = one_error_line(plugin(env, TARGET, "-n", NAMESPACE))
+    assert line.startswith(f"kubectl-opaudit: no kubeconfig: KUBECONFIG={env['KUBECONFIG']} "
+                           "does not exist; give --kubeconfig FILE or set KUBECONFIG")
+    assert "memcache.go" not in line
+    # A kubeconfig file with no cluster in it, and no KUBECONFIG: ~/.kube/config is read.
+    del env["KUBECONFIG"]
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text("apiVersion: v1\nkind: Config\n")
+    line = one_error_line(plugin(env, TARGET, "-n", NAMESPACE))
+    assert line.startswith("kubectl-opaudit: no kubeconfig: ~/.kube/config names no cluster;")
+
+
+def test_debug_node_without_image_is_refused_before_any_api_call(
+    cluster: tuple[ApiServer, dict[str, str]],
+) -> None:
+    server, env = cluster
+    server.add_pod(target_pod())
+    line = one_error_line(plugin(env, TARGET, "-n", NAMESPACE, "--debug-node"))
+    assert "--debug-node needs --image" in line
+    assert server.request_log == []
+
+
+def test_no_such_pod_names_the_namespace_searched(
+    cluster: tuple[ApiServer, dict[str, str]],
+) -> None:
+    server, env = cluster
+    server.add_pod(target_pod())  # in NAMESPACE, not in the context's
+    line = one_error_line(plugin(env, TARGET))
+    assert line == (f"kubectl-opaudit: no such pod: default/{TARGET} (the context's "
+                    "namespace; give -n NAMESPACE for another)")
+    subprocess.run(["kubectl", "config", "set-context", "--current", "--namespace=elsewhere"],
+                   check=True, capture_output=True, timeout=60, env=env)
+    line = one_error_line(plugin(env, TARGET))
+    assert line.startswith(f"kubectl-opaudit: no such pod: elsewhere/{TARGET} ")
+
+
+def test_help_documents_pod_output_fail_on_and_exit_status() -> None:
+    result = subprocess.run([str(PLUGIN), "diagnose", "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "POD the name of the pod to audit" in text
+    assert "-o {table,json,yaml}, --output {table,json,yaml} report format" in text
+    assert "exit 1 when a finding is at or above this severity" in text
+    assert "exit status: 0 the audit ran and no finding is at or above --fail-on" in text
+    assert "1 a finding is at or above --fail-on" in text
+    assert "2 usage error, or the audit could not run" in text

@@ -188,6 +188,12 @@ def _literal_env(container: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(env)
 
 
+def _sysctls(pod_sc: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The pod's sysctls as written (pod level only: a container cannot set one)."""
+    return tuple((str(entry["name"]), str(entry.get("value", "")))
+                 for entry in map(_mapping, _list(pod_sc.get("sysctls"))) if entry.get("name"))
+
+
 def declared_from_pod(pod: Mapping[str, Any], container: str | None = None) -> DeclaredContainer:
     """The effective declared settings of one container (default: the first)."""
     meta, spec, status = (_mapping(pod.get(k)) for k in ("metadata", "spec", "status"))
@@ -222,4 +228,5 @@ def declared_from_pod(pod: Mapping[str, Any], container: str | None = None) -> D
         pod_ips=_pod_ips(status),
         env=_literal_env(chosen),
         status_uid=_status_uid(status, name),
+        sysctls=_sysctls(_mapping(spec.get("securityContext"))),
     )

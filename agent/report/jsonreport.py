@@ -84,13 +84,12 @@ def target_dict(target: TargetReport) -> dict[str, Any]:
 
 
 def verdicts_dict(verdicts: tuple[Verdict, ...]) -> dict[str, Any]:
-    """The rules that ran clean, were waived, and could not be evaluated (with why)."""
-    def rules(outcome: Outcome) -> list[str]:
-        return [v.rule for v in verdicts if v.outcome is outcome]
-
+    """The rules that ran clean, were waived (with the waiver's reason), and could not be
+    evaluated (with why)."""
     return {
-        "passed": rules(Outcome.PASSED),
-        "waived": rules(Outcome.WAIVED),
+        "passed": [v.rule for v in verdicts if v.outcome is Outcome.PASSED],
+        "waived": [{"rule": v.rule, "reason": v.reason}
+                   for v in verdicts if v.outcome is Outcome.WAIVED],
         "unevaluated": [
             {"rule": v.rule, "missing": [{"fact": g.fact, "reason": g.reason} for g in v.missing]}
             for v in verdicts if v.outcome is Outcome.UNKNOWN

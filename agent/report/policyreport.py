@@ -138,9 +138,12 @@ def verdict_result(container: str, verdicts: list[Verdict]) -> dict[str, Any] | 
         return _result(first.rule, "error", first.category, first.severity,
                        sanitize_text(f"{first.rule} could not be evaluated: {facts} unknown"),
                        {"container": container, "missing": sanitize_text("; ".join(missing))})
-    if any(v.outcome is Outcome.WAIVED for v in verdicts):
+    waived = next((v for v in verdicts if v.outcome is Outcome.WAIVED), None)
+    if waived is not None:
+        reason = f": {sanitize_text(waived.reason)}" if waived.reason else ""
         return _result(first.rule, "skip", first.category, first.severity,
-                       f"{first.rule} fired but is waived by --config", {"container": container})
+                       f"{first.rule} fired but is waived by --config{reason}",
+                       {"container": container})
     return _result(first.rule, "pass", first.category, first.severity,
                    f"{first.rule} checked: did not fire",
                    {"container": container})

@@ -1,9 +1,12 @@
 """Terminal report: one block per container (per process without a pod), facts first, then
 the container's findings by severity, merged across its processes.
 
-Lines fit the terminal: `COLUMNS` when set, else the tty's width, else 80. Colour only on a
-terminal, unless NO_COLOR is set to something or TERM is dumb (no-color.org). Every string
-from a process was sanitised in collect.
+Lines fit the terminal: `COLUMNS` when set, else the tty's width, else 80. A tty that reports
+0 columns (`script -qc`, `podman run -t` from a non-tty: `stty size` says `0 0`) has no width,
+so it gets 80 too. Wrapping breaks only between words: a path or any other token longer than
+the line goes on a line of its own, whole, so it still pastes. Colour only on a terminal,
+unless NO_COLOR is set to something or TERM is dumb (no-color.org). Every string from a
+process was sanitised in collect.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TextIO
 
-from agent.model import Report, Severity, TargetReport
+from agent.model import Outcome, Report, Severity, TargetReport
 from agent.report.merge import MergedFinding, container_groups, merge_findings, pid_phrase
 from agent.report.table_facts import Row, endpoint, fact_rows
 
@@ -24,21 +27,24 @@ COLOURS = {
     Severity.LOW: "\033[36m", Severity.INFO: "\033[2m",
 }
 BOLD, RESET = "\033[1m", "\033[0m"
-DEFAULT_WIDTH = 80  # not a terminal, and no COLUMNS
+DEFAULT_WIDTH = 80  # not a terminal (or one that reports 0 columns), and no COLUMNS
 MIN_WIDTH = 40
 LABEL = 14  # "  capabilities" plus two spaces
 FINDING_INDENT = 14  # under the rule name, past "    CRITICAL  "
+WAIVED = "WAIVED"  # in the severity column: a rule that fired but a --config waiver silences
 
 
 def terminal_width(environ: Mapping[str, str], stream: TextIO) -> int:
-    """COLUMNS when it is a number, else the terminal's width, else 80."""
+    """COLUMNS when it is a positive number, else the terminal's width when it is not 0, else
+    80. A pty whose size was never set (TIOCGWINSZ gives 0 x 0) is a terminal of no width."""
     columns = environ.get("COLUMNS", "")
     if columns.isdigit() and int(columns) > 0:
         return max(MIN_WIDTH, int(columns))
     try:
-        return max(MIN_WIDTH, os.get_terminal_size(stream.fileno()).columns)
+        tty_columns = os.get_terminal_size(stream.fileno()).columns
     except (OSError, ValueError, AttributeError):
         return DEFAULT_WIDTH
+    return max(MIN_WIDTH, tty_columns) if tty_columns > 0 else DEFAULT_WIDTH
 
 
 def colour_wanted(environ: Mapping[str, str], stream: TextIO) -> bool:
@@ -78,11 +84,26 @@ def container_block(targets: Sequence[TargetReport], style: Style, width: int) -
         lines += _row(label, text, width)
     lines.append("  findings")
     merged = merge_findings(f for t in targets for f in t.findings)
-    if not merged:
+    waivers = waived_rules(targets)
+    if not merged and not waivers:
         lines.append("    none")
     for entry in sorted(merged, key=lambda m: -m.finding.severity.rank):
         lines += finding_lines(entry, style, width)
+    for rule, reason in waivers.items():
+        text = f"{WAIVED:<8}  {rule}" + (f"  reason: {reason}" if reason else "")
+        lines += _wrap(text, width, 4, FINDING_INDENT - 4)
     return "\n".join(lines)
+
+
+def waived_rules(targets: Sequence[TargetReport]) -> dict[str, str]:
+    """Each rule a --config waiver silenced in the container, once, with the waiver's reason:
+    the finding is hidden, the waiver is not."""
+    found: dict[str, str] = {}
+    for target in targets:
+        for verdict in target.verdicts:
+            if verdict.outcome is Outcome.WAIVED:
+                found.setdefault(verdict.rule, verdict.reason)
+    return found
 
 
 def heading(targets: Sequence[TargetReport]) -> str:
@@ -136,8 +157,7 @@ def fix_lines(remediation: str, width: int, indent: int) -> list[str]:
             stripped = paragraph[0].lstrip()
             prefix = " " * (indent + len(paragraph[0]) - len(stripped)) + "# "
             text = " ".join(line.strip().lstrip("#").strip() for line in paragraph)
-            out.extend(textwrap.wrap(text, max(len(prefix) + 20, width), initial_indent=prefix,
-                                     subsequent_indent=prefix, break_on_hyphens=False))
+            out.extend(_wrap(text, max(len(prefix) + 20, width), prefix=prefix))
         else:
             out.extend(" " * indent + line for line in paragraph)
         paragraph.clear()
@@ -174,18 +194,21 @@ def _row(label: str, text: str, width: int) -> list[str]:
 
 
 def _pack(segments: list[str], width: int) -> list[str]:
-    """Join `a · b · c` greedily; break between segments, inside one only when it is too long."""
+    """Join `a · b · c` greedily; break between segments, and between the words of a segment
+    only when it is too long for a line."""
     lines: list[str] = []
     for segment in segments:
         if lines and len(lines[-1]) + 3 + len(segment) <= width:
             lines[-1] += " · " + segment
         else:
-            lines += textwrap.wrap(segment, width, break_on_hyphens=False,
-                                   subsequent_indent="  ") or [""]
+            lines += _wrap(segment, width, hanging=2)
     return lines
 
 
-def _wrap(text: str, width: int, indent: int, hanging: int = 0) -> list[str]:
-    return textwrap.wrap(text, width, initial_indent=" " * indent,
-                         subsequent_indent=" " * (indent + hanging),
-                         break_on_hyphens=False) or [" " * indent]
+def _wrap(text: str, width: int, indent: int = 0, hanging: int = 0, prefix: str = "") -> list[str]:
+    """Break between words only: never inside a path, a hyphenated name or any other token
+    (a token longer than the line gets a line of its own, whole)."""
+    first = prefix or " " * indent
+    return textwrap.wrap(text, width, initial_indent=first,
+                         subsequent_indent=prefix or " " * (indent + hanging),
+                         break_long_words=False, break_on_hyphens=False) or [first]

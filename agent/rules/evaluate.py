@@ -50,18 +50,19 @@ def run_rule(rule: Rule, observed: ObservedProcess, declared: DeclaredContainer 
 
 
 def waived(finding: Finding, declared: DeclaredContainer | None, waivers: tuple[Waiver, ...]
-           ) -> bool:
-    """A waiver needs the pod's namespace/labels, so without a declared side nothing is waived."""
+           ) -> Waiver | None:
+    """The first waiver that silences the finding. A waiver needs the pod's namespace/labels,
+    so without a declared side nothing is waived."""
     if declared is None:
-        return False
+        return None
     for waiver in waivers:
         if waiver.rule != finding.rule:
             continue
         if waiver.namespace is not None and waiver.namespace != declared.pod.namespace:
             continue
         if selector_matches(waiver.selector, declared.labels):
-            return True
-    return False
+            return waiver
+    return None
 
 
 def evaluate(observed: ObservedProcess, declared: DeclaredContainer | None, profile: Profile,
@@ -79,7 +80,9 @@ def evaluate(observed: ObservedProcess, declared: DeclaredContainer | None, prof
                                 pid=observed.pid, pod=pod, container=container)
             for finding in verdict.findings if not waived(finding, declared, config.waivers))
         if verdict.outcome is Outcome.FIRED and not kept:
-            verdict = dataclasses.replace(verdict, outcome=Outcome.WAIVED)
+            waiver = waived(verdict.findings[0], declared, config.waivers)
+            verdict = dataclasses.replace(verdict, outcome=Outcome.WAIVED,
+                                          reason=waiver.reason if waiver else "")
         verdicts.append(dataclasses.replace(
             verdict, findings=kept, category=rule.category,
             severity=overrides.get(rule.id, rule.severity)))

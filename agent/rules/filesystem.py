@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
 from agent.rules.entry import FixSite, Rule
 from agent.rules.facts import POD_SPEC
-from agent.rules.fixes import empty_dir_fix, volume_name_for
+from agent.rules.fixes import empty_dir_fix, writable_volume_fix
 from agent.rules.paths import judge_writable, writes_needed
 
 
@@ -53,7 +53,7 @@ def writable_path_missing(observed: ObservedProcess, declared: DeclaredContainer
             mounted = " (a volume is declared there, yet the process cannot write it)"
         message = (f"{_who(observed)} cannot write {path}: {verdict.detail}{mounted}. It must, "
                    f"because {need.why}.")
-        fix = empty_dir_fix(profile, volume_name_for(path), path)
+        fix = writable_volume_fix(profile, declared, observed, path)
         yield WRITABLE_PATH_MISSING.finding(message, fix, need.severity, observed=verdict.detail,
                                             declared=f"must write {path}: {need.why}")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.model import Profile
+from agent.model import DeclaredContainer, DeclaredVolumeMount, ObservedProcess, Profile
 
 IVY_SUBMIT_OPTS = "-Divy.cache.dir=/tmp/ivy2/cache -Divy.home=/tmp/ivy2"
 
@@ -58,8 +58,53 @@ def empty_dir_fix(profile: Profile, name: str, mount_path: str, size_limit: str 
     return "\n".join(lines)
 
 
-def volume_name_for(path: str) -> str:
-    """A DNS-1123 volume name derived from a mount path: /etc/k8s-webhook-server/x -> x."""
+def volume_name_for(path: str, declared: DeclaredContainer | None = None) -> str:
+    """A DNS-1123 volume name derived from a mount path (/etc/k8s-webhook-server/x -> x), not
+    one the container already mounts (a second volume of the same name is refused)."""
     tail = path.rstrip("/").rsplit("/", 1)[-1].lower() or "data"
-    cleaned = "".join(c if c.isalnum() else "-" for c in tail).strip("-")
-    return (cleaned or "data")[:63]
+    base = ("".join(c if c.isalnum() else "-" for c in tail).strip("-") or "data")[:60]
+    taken = {m.name for m in declared.volume_mounts} if declared is not None else set()
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def mount_at(declared: DeclaredContainer | None, path: str) -> DeclaredVolumeMount | None:
+    """The container's volumeMount at exactly `path` (mountPaths are unique per container)."""
+    if declared is None:
+        return None
+    return next((m for m in declared.volume_mounts if m.mount_path.rstrip("/") == path), None)
+
+
+# Volume types the kubelet always mounts read-only: secret, configMap, downwardAPI and
+# projected (since Kubernetes 1.9.4, the fix for CVE-2017-1002102).
+READ_ONLY_VOLUME_TYPES = ("secret", "configMap", "downwardAPI", "projected")
+
+
+def writable_volume_fix(profile: Profile, declared: DeclaredContainer | None,
+                        observed: ObservedProcess, path: str) -> str:
+    """Make `path` writable for the process: add an emptyDir there, or fix the volume the pod
+    already mounts there (a second volumeMount at one mountPath is refused by the API server)."""
+    mount = mount_at(declared, path)
+    access = observed.path(path)
+    if mount is None:
+        return empty_dir_fix(profile, volume_name_for(path, declared), path)
+    if mount.volume_type in READ_ONLY_VOLUME_TYPES:
+        return (f"# Volume {mount.name} at {path} is a {mount.volume_type} volume, which the "
+                "kubelet always\n# mounts read-only: mount an emptyDir there instead.\n"
+                + empty_dir_fix(profile, mount.name, path))
+    if mount.read_only:
+        body = f"- name: {mount.name}\n  mountPath: {path}\n  readOnly: false"
+        lines = [f"# Volume {mount.name} is mounted readOnly at {path}: mount it writable.",
+                 "# Pod spec: spec.containers[].volumeMounts", nest("volumeMounts", body),
+                 *_helm(profile, "volumeMounts", body)]
+        return "\n".join(lines)
+    if access is not None and access.on_readonly_mount:
+        return (f"# Volume {mount.name} is declared read-write at {path}, yet the process sees "
+                "a read-only\n# mount there (a container started before the spec changed?): "
+                "recreate the pod, with\n" + empty_dir_fix(profile, mount.name, path))
+    return (f"# Volume {mount.name} at {path} is mounted read-write, but its owner or mode "
+            "keeps the\n# process out: give the pod an fsGroup the volume is made writable "
+            "for.\n" + pod_security_fix(profile, "fsGroup: <the process's gid>"))

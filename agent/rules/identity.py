@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
 from agent.rules.entry import FixSite, Rule
 from agent.rules.facts import POD_SPEC
-from agent.rules.fixes import IVY_SUBMIT_OPTS, env_fix
+from agent.rules.fixes import IVY_SUBMIT_OPTS, env_fix, mount_at, writable_volume_fix
 from agent.rules.paths import home_dirs, home_explicit, ivy_dirs, judge_writable, matters_severity
 
+HOME_DIR = "/tmp"  # where the HOME fix points: IVY_SUBMIT_OPTS puts Ivy under it too
 UID_FIX = "runAsNonRoot: true\nrunAsUser: {uid}\nrunAsGroup: {uid}"
 CONTAINER = FixSite.CONTAINER_SECURITY_CONTEXT
 
@@ -142,18 +143,28 @@ def home_directory_unusable(observed: ObservedProcess, declared: DeclaredContain
                     "was not set explicitly.")
     elif severity is None and ivy_ok:
         severity = Severity.LOW
-    yield HOME_DIRECTORY_UNUSABLE.finding(message, _home_fix(profile, spark), severity,
-                                          observed="; ".join(problems))
+    fix = _home_fix(observed, declared, profile, spark)
+    yield HOME_DIRECTORY_UNUSABLE.finding(message, fix, severity, observed="; ".join(problems))
 
 
-def _home_fix(profile: Profile, spark: bool) -> str:
-    if not spark:
-        return "# Point HOME at a writable emptyDir (here the /tmp one):\n" + env_fix(
-            profile, "HOME", "/tmp")
+def _home_fix(observed: ObservedProcess, declared: DeclaredContainer | None, profile: Profile,
+              spark: bool) -> str:
+    """HOME (and Ivy) go to /tmp: the volume the pod mounts there when it has one, /tmp
+    itself when the process can write it, else an emptyDir the fix adds there."""
+    what = "HOME and Ivy (spark-submit --packages)" if spark else "HOME"
     # One env list: Helm replaces lists wholesale, so both variables go in together.
-    return ("# Point HOME and Ivy (spark-submit --packages) at the writable /tmp emptyDir;\n"
-            "# per application, spark.jars.ivy=/tmp/ivy2 in sparkConf does the Ivy part.\n"
-            + env_fix(profile, "HOME", "/tmp", ("SPARK_SUBMIT_OPTS", IVY_SUBMIT_OPTS)))
+    more = (("SPARK_SUBMIT_OPTS", IVY_SUBMIT_OPTS),) if spark else ()
+    env = env_fix(profile, "HOME", HOME_DIR, *more)
+    end = (";\n# per application, spark.jars.ivy=/tmp/ivy2 in sparkConf does the Ivy part.\n"
+           if spark else ":\n")
+    mount = mount_at(declared, HOME_DIR)
+    writable = judge_writable(observed, HOME_DIR, creatable=False).writable
+    if mount is not None and writable is not False:
+        return f"# Point {what} at the pod's {HOME_DIR} volume ({mount.name}){end}{env}"
+    if writable:
+        return f"# Point {what} at {HOME_DIR}, which the process can write{end}{env}"
+    return (f"# Give the process a writable {HOME_DIR}, then point {what} there{end}"
+            f"{writable_volume_fix(profile, declared, observed, HOME_DIR)}\n{env}")
 
 
 HOME_DIRECTORY_UNUSABLE = Rule(

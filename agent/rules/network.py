@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
+from agent.model import (
+    GENERIC_PROFILE,
+    DeclaredContainer,
+    Finding,
+    Listener,
+    NetnsFacts,
+    ObservedProcess,
+    Profile,
+    Severity,
+)
 from agent.rules.entry import Rule
 from agent.rules.facts import DISABLE_IPV6, POD_SPEC
 from agent.rules.fixes import sysctl_fix
-from agent.rules.ports import promised_ports
+from agent.rules.ports import PROBE_HANDLERS, promised_ports
 from agent.rules.reach import (
     describe,
     families_serving,
@@ -18,9 +27,12 @@ from agent.rules.reach import (
     pod_addresses,
     pod_families,
     primary_family,
+    v6only_of,
 )
 
 FAMILY = {4: "IPv4", 6: "IPv6"}
+BINDV6ONLY_SYSCTL = "net.ipv6.bindv6only"
+DISABLE_IPV6_SYSCTL = "net.ipv6.conf.all.disable_ipv6"
 
 
 def probe_port_not_listening(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -29,7 +41,7 @@ def probe_port_not_listening(observed: ObservedProcess, declared: DeclaredContai
     if network is None or declared is None:
         return
     for probe in declared.probes:
-        if probe.handler in ("httpGet", "tcpSocket", "grpc") and probe.port is None:
+        if probe.handler in PROBE_HANDLERS and probe.port is None:
             message = (f"The {probe.kind} probe ({probe.handler}) names port "
                        f"{probe.port_name!r}, which no containerPort of "
                        f"{declared.container_name} defines; the kubelet cannot probe it.")
@@ -44,8 +56,16 @@ def probe_port_not_listening(observed: ObservedProcess, declared: DeclaredContai
                    "nothing in the pod's network namespace listens there: the probe fails and "
                    "the kubelet restarts the container or keeps it out of the Service.")
         yield PROBE_PORT_NOT_LISTENING.finding(
-            message, port=promised.port, observed=f"no TCP listener on {promised.port}",
-            declared=", ".join(promised.names))
+            message, _probe_fix(declared, promised.port),
+            observed=f"no TCP listener on {promised.port}", declared=", ".join(promised.names))
+
+
+def _probe_fix(declared: DeclaredContainer, port: int) -> str:
+    """The snippet of the probe as declared: its kind and handler (grpc, tcpSocket, httpGet);
+    `grpc.port` must be a number, the others take a name too (core/v1 Probe)."""
+    probe = next(p for p in declared.probes if p.port == port and p.handler in PROBE_HANDLERS)
+    return PROBE_PORT_NOT_LISTENING.render_fix(GENERIC_PROFILE, port=port, kind=probe.kind,
+                                               handler=probe.handler)
 
 
 PROBE_PORT_NOT_LISTENING = Rule(
@@ -55,7 +75,7 @@ PROBE_PORT_NOT_LISTENING = Rule(
     "point the probe at the port the process really listens on", probe_port_not_listening,
     facts=("network.listeners", POD_SPEC),
     remediation="# Point the probe at the port the process serves its health endpoint on,\n"
-                "# or make it listen on {port}:\nlivenessProbe:\n  httpGet:\n"
+                "# or make it listen on {port}:\n{kind}Probe:\n  {handler}:\n"
                 "    port: <port the process listens on>")
 
 
@@ -71,8 +91,22 @@ def listener_loopback_only(observed: ObservedProcess, declared: DeclaredContaine
         bound = ", ".join(describe(s, network) for s in sockets)
         message = (f"{', '.join(promised.names)} is bound only to loopback ({bound}): the "
                    "kubelet's probes and other pods connect to the pod IP and are refused.")
-        yield LISTENER_LOOPBACK_ONLY.finding(message, port=promised.port, observed=bound,
-                                             declared=", ".join(promised.names))
+        yield LISTENER_LOOPBACK_ONLY.finding(
+            message, _loopback_fix(pod_families(declared, network), promised.port),
+            observed=bound, declared=", ".join(promised.names))
+
+
+def _loopback_fix(families: tuple[int, ...], port: int) -> str:
+    """The pod's own families decide which wildcard comes first: 0.0.0.0 serves nothing on
+    an IPv6-only pod, and one [::] socket with IPV6_V6ONLY=0 serves a dual-stack pod."""
+    if families and 4 not in families:
+        return (f"# Bind the listener to all addresses: [::]:{port} (the pod is IPv6-only; "
+                f"Go: \":{port}\")")
+    if 6 in families:
+        return (f"# Bind the listener to all addresses: [::]:{port} with IPV6_V6ONLY=0 serves "
+                f"both of the\n# pod's families (Go: \":{port}\"); 0.0.0.0:{port} serves "
+                "IPv4 only")
+    return LISTENER_LOOPBACK_ONLY.render_fix(GENERIC_PROFILE, port=port)
 
 
 LISTENER_LOOPBACK_ONLY = Rule(
@@ -85,16 +119,43 @@ LISTENER_LOOPBACK_ONLY = Rule(
                 "# with IPV6_V6ONLY=0 for both families (Go: \":{port}\")")
 
 
-def _family_fix(profile: Profile, primary: int, port: int) -> str:
-    if primary == 4:
-        return (f"# Make the socket accept IPv4: bind 0.0.0.0:{port}, or [::]:{port} with the\n"
-                f"# socket option IPV6_V6ONLY=0 (Go's \":{port}\" does this).\n"
-                "# Or restore the kernel default for sockets that do not set it:\n"
-                + sysctl_fix(profile, "net.ipv6.bindv6only", 0,
-                             "net.ipv6.bindv6only is not a safe sysctl: the kubelet must allow "
-                             "it (--allowed-unsafe-sysctls)"))
-    return (f"# Make the socket accept IPv6: bind [::]:{port} (IPV6_V6ONLY=0 keeps IPv4 too),\n"
-            "# and make sure IPv6 is enabled in the pod (net.ipv6.conf.all.disable_ipv6=0).")
+def _family_fix(profile: Profile, declared: DeclaredContainer | None, network: NetnsFacts,
+                sockets: tuple[Listener, ...], primary: int, port: int) -> str:
+    if primary == 6:
+        fix = f"# Make the socket accept IPv6: bind [::]:{port} (IPV6_V6ONLY=0 keeps IPv4 too)."
+        if ipv6_disabled(network):
+            fix += "\n" + _sysctl_advice(profile, declared, DISABLE_IPV6_SYSCTL,
+                                         "IPv6 is disabled in the pod's network namespace")
+        return fix
+    fix = (f"# Make the socket accept IPv4: bind 0.0.0.0:{port}, or [::]:{port} with the\n"
+           f"# socket option IPV6_V6ONLY=0 (Go's \":{port}\" does this).")
+    if not any(s.family == 6 and s.address == "::" and v6only_of(s, network) for s in sockets):
+        return fix  # no v6only wildcard: the sysctl that defaults IPV6_V6ONLY changes nothing
+    if network.sysctls.bindv6only is None:
+        return fix + ("\n# If net.ipv6.bindv6only is 1 in the pod (it could not be read), "
+                      "set it to 0.")
+    if network.sysctls.bindv6only == 0:
+        # The netns default is already off, so the program set IPV6_V6ONLY=1 on its socket
+        # (setsockopt wins over net.ipv6.bindv6only: Documentation/networking/ip-sysctl.rst).
+        return fix + ("\n# The program sets IPV6_V6ONLY=1 on the socket itself "
+                      "(net.ipv6.bindv6only is\n# already 0 here, so no sysctl changes it): "
+                      "make it stop setting the option,\n# or bind 0.0.0.0 as well.")
+    return fix + "\n" + _sysctl_advice(profile, declared, BINDV6ONLY_SYSCTL,
+                                       "sockets that do not set IPV6_V6ONLY get v6only")
+
+
+def _sysctl_advice(profile: Profile, declared: DeclaredContainer | None, name: str,
+                   effect: str) -> str:
+    """Remove the pod's own setting of `name`, or set the kernel default (0) explicitly."""
+    if declared is not None and declared.sysctl(name) not in (None, "0"):
+        where = "spec.securityContext.sysctls"
+        if profile.helm_values_prefix:
+            where += f" (Helm values: {profile.helm_values_prefix}.podSecurityContext.sysctls)"
+        return (f"# The pod itself sets {name}={declared.sysctl(name)} ({effect}): remove that "
+                f"sysctl from\n# {where}.")
+    return (f"# {name} is 1 here ({effect}); restore the kernel default:\n"
+            + sysctl_fix(profile, name, 0, f"{name} is not a safe sysctl: the kubelet must "
+                                           "allow it (--allowed-unsafe-sysctls)"))
 
 
 def listener_family_mismatch(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -118,7 +179,8 @@ def listener_family_mismatch(observed: ObservedProcess, declared: DeclaredContai
                    f"accepts {FAMILY[primary]}, the pod's primary family: connections to the "
                    "pod IP are refused.")
         yield LISTENER_FAMILY_MISMATCH.finding(
-            message, _family_fix(profile, primary, promised.port), observed=bound + disabled,
+            message, _family_fix(profile, declared, network, sockets, primary, promised.port),
+            observed=bound + disabled,
             declared=f"{', '.join(promised.names)} on an {FAMILY[primary]} pod")
 
 
