@@ -554,6 +554,7 @@ class LintReport:
     runtimes: tuple[str, ...]  # the models evaluated
     skipped: tuple[tuple[str, int], ...] = ()  # (kind, count) of objects with no pod template
     objects: int = 0  # workload objects read
+    labels: tuple[tuple[str, str], ...] = ()  # runtime name -> as people say it
 
     @property
     def findings(self) -> tuple[Finding, ...]:

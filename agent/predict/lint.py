@@ -180,6 +180,7 @@ def lint(inputs: Inputs, options: LintOptions) -> LintReport:
                 findings=findings, unknown=unknown,
                 predictions=tuple(p for p, _ in judged)))
     return LintReport(containers=tuple(containers), runtimes=tuple(options.runtimes),
+                      labels=tuple((r, MODELS[r].label) for r in options.runtimes),
                       skipped=inputs.skipped, objects=len(inputs.templates))
 
 

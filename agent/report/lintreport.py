@@ -21,15 +21,16 @@ LISTENER_NOTE = ("Listeners cannot be predicted: the rules about observed listen
                  "unknown here, and the port rules judge the declared ports and probe ports.")
 
 
-def where_it_holds(finding: LintFinding, runtimes: tuple[str, ...]) -> str:
-    """"on containerd, cri-o; not on containerd-2", with each runtime's condition."""
+def where_it_holds(finding: LintFinding, report: LintReport) -> str:
+    """"on containerd 1.x, CRI-O; not on containerd 2.x", with each runtime's condition."""
+    label = dict(report.labels)
     conditions = dict(finding.conditions)
     groups: dict[str, list[str]] = {}
     for runtime in finding.runtimes:
-        groups.setdefault(conditions.get(runtime, ""), []).append(runtime)
+        groups.setdefault(conditions.get(runtime, ""), []).append(label.get(runtime, runtime))
     text = "; ".join(f"on {', '.join(names)}{', ' + cond if cond else ''}"
                      for cond, names in groups.items())
-    missing = [r for r in runtimes if r not in finding.runtimes]
+    missing = [label.get(r, r) for r in report.runtimes if r not in finding.runtimes]
     return f"{text}; not on {', '.join(missing)}" if missing else text
 
 
@@ -129,7 +130,7 @@ def render_lint_table(report: LintReport, width: int = 100) -> str:
         for finding in container.findings:
             f = finding.finding
             lines += _wrapped(f"{f.severity.value.upper():<8} {f.rule}  "
-                              f"[{where_it_holds(finding, report.runtimes)}]", width, "    ")
+                              f"[{where_it_holds(finding, report)}]", width, "    ")
             lines += _wrapped(f.message, width, " " * 13)
             lines += _wrapped(f"fix: {f.fix_line}", width, " " * 13)
         if container.unknown:

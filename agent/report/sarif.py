@@ -79,10 +79,10 @@ def fingerprint(container: LintContainer, finding: LintFinding) -> str:
 
 
 def _result(container: LintContainer, finding: LintFinding, index: dict[str, int],
-            runtimes: tuple[str, ...]) -> dict[str, Any]:
+            report: LintReport) -> dict[str, Any]:
     f, src = finding.finding, container.source
     namespace = f"{src.namespace}/" if src.namespace else ""
-    where = where_it_holds(finding, runtimes)
+    where = where_it_holds(finding, report)
     text = (f"{src.kind} {namespace}{src.name}, container {container.declared.container_name} "
             f"(predicted, {where}): {f.message}")
     return {
@@ -100,7 +100,7 @@ def _result(container: LintContainer, finding: LintFinding, index: dict[str, int
 
 def render_sarif(report: LintReport, rules: Sequence[RuleText], version: str) -> str:
     index = {rule.id: i for i, rule in enumerate(rules)}
-    results = [_result(c, f, index, report.runtimes)
+    results = [_result(c, f, index, report)
                for c in report.containers for f in c.findings if f.finding.rule in index]
     document = {
         "$schema": SARIF_SCHEMA, "version": "2.1.0",
