@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import TextIO
 
 from agent.model import AuditConfig, LintReport, Severity
@@ -28,6 +29,8 @@ def run_lint(args: argparse.Namespace, config: AuditConfig, stream: TextIO) -> i
     from agent.predict.lint import LintOptions, lint
     from agent.predict.manifests import read_inputs
 
+    if not args.inputs and sys.stdin.isatty():
+        raise ValueError("lint needs FILE, DIR or - (stdin is a terminal)")
     runtimes = RUNTIME_NAMES if args.runtime == "all" else (args.runtime,)
     options = LintOptions(runtimes=runtimes, seccomp_default=args.seccomp_default,
                           config=config, images=load_images(args))
