@@ -162,3 +162,21 @@ def test_aliases_and_typed_scalars_read_as_safe_load_reads_them(tmp_path: Path) 
     with pytest.raises(ManifestError, match="unknown alias"):
         path.write_text("kind: Pod\nspec: *nowhere\n")
         read_inputs([str(path)])
+
+
+def test_no_input_on_a_terminal_is_a_usage_error_not_a_wait() -> None:
+    import pty
+    import subprocess
+    import sys
+
+    from cli_run import ROOT
+
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "agent.cli", "lint"], stdin=terminal,
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert done.returncode == 2
+    assert done.stderr == "opaudit: lint needs FILE, DIR or - (stdin is a terminal)\n"
