@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_run import opaudit
+from cli_run import ROOT, opaudit
 
 from agent.predict.manifests import FILE_LIMIT, ManifestError, read_inputs
 from agent.predict.yamldoc import MAX_DEPTH
@@ -165,12 +168,6 @@ def test_aliases_and_typed_scalars_read_as_safe_load_reads_them(tmp_path: Path) 
 
 
 def test_no_input_on_a_terminal_is_a_usage_error_not_a_wait() -> None:
-    import pty
-    import subprocess
-    import sys
-
-    from cli_run import ROOT
-
     controller, terminal = pty.openpty()
     try:
         done = subprocess.run([sys.executable, "-m", "agent.cli", "lint"], stdin=terminal,
