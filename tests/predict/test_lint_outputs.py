@@ -185,3 +185,13 @@ def test_config_waivers_and_severity_overrides_apply_as_in_diagnose(bad: Path,
     elsewhere.write_text(BAD.replace("namespace: shop", "namespace: other"))
     again = json.loads(lint(elsewhere, "-o", "json", "--config", str(config)).stdout)
     assert "PrivilegedContainer" in {f["rule"] for f in again["containers"][1]["findings"]}
+
+
+def test_helm_values_says_what_it_cannot_fix_outside_the_spark_operator_chart(
+        bad: Path) -> None:
+    done = lint(bad, "-o", "helm-values")
+    assert done.returncode == 1
+    comments = [line for line in done.stdout.splitlines() if line.startswith("# NOT fixed")]
+    assert "# NOT fixed here (no chart value for it): Deployment web: PrivilegedContainer" \
+        in comments
+    assert yaml.safe_load(done.stdout) == {}
