@@ -41,9 +41,9 @@ SHARED_SOURCES = (
     # kubernetes/enhancements#2763, is provisional), so execve by a non-root uid leaves
     # permitted and effective empty unless the file has capabilities (capabilities(7)).
     "kubernetes/enhancements#2763 (ambient capabilities: provisional); capabilities(7)",
-    # Inheritable is empty since containerd 1.5.11/1.6.2 and CRI-O 1.24 (CVE-2022-24769,
-    # CVE-2022-27652).
-    "GHSA-c9cp-9c75-9v8c (containerd), CVE-2022-27652 (CRI-O): empty inheritable set",
+    # Inheritable is empty since containerd 1.5.11/1.6.2 (CVE-2022-24769) and CRI-O 1.24
+    # (CVE-2022-27652, cri-o/cri-o#5769).
+    "containerd GHSA-c9cp-9c75-9v8c, cri-o/cri-o#5769: empty inheritable set",
     # The kubelet asks for no_new_privs only when allowPrivilegeEscalation is false
     # (pkg/securitycontext/util.go AddNoNewPrivileges); the API rejects false together with
     # privileged: true or an added SYS_ADMIN (pkg/apis/core/validation).
@@ -64,15 +64,17 @@ MODELS: dict[str, RuntimeModel] = {
     "containerd-2": RuntimeModel(
         name="containerd-2", label="containerd 2.x",
         default_capabilities=CONTAINERD_CAPABILITIES, unprivileged_port_start=0,
-        # containerd 2.0 turned enable_unprivileged_ports on by default: the CRI sets
-        # net.ipv4.ip_unprivileged_port_start=0 in every pod that has its own netns.
+        # containerd 2.0 turned enable_unprivileged_ports on by default (containerd#9348,
+        # release note containerd#11502): the CRI sets net.ipv4.ip_unprivileged_port_start=0
+        # in every pod that has its own netns.
         sources=("containerd oci/spec.go defaultUnixCaps",
-                 "containerd 2.0 CRI config: enable_unprivileged_ports = true "
-                 "(docs/cri/config.md)", *SHARED_SOURCES)),
+                 "containerd#9348: enable_unprivileged_ports = true by default in 2.0",
+                 *SHARED_SOURCES)),
     "cri-o": RuntimeModel(
         name="cri-o", label="CRI-O",
         default_capabilities=CRIO_CAPABILITIES, unprivileged_port_start=1024,
         sources=("cri-o internal/config/capabilities/capabilities.go Default",
-                 "CRI-O sets no ip_unprivileged_port_start of its own", *SHARED_SOURCES)),
+                 "cri-o/cri-o#10050: CRI-O sets no ip_unprivileged_port_start of its own "
+                 "(only through default_sysctls)", *SHARED_SOURCES)),
 }
 RUNTIME_NAMES = tuple(MODELS)
