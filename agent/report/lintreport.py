@@ -108,9 +108,10 @@ def render_lint_document(report: LintReport, output: str) -> str:
     return str(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
 
 
-def _wrapped(text: str, width: int, indent: str) -> list[str]:
+def _wrapped(text: str, width: int, indent: str, hanging: str | None = None) -> list[str]:
     return textwrap.wrap(text, width=max(width, len(indent) + 30), initial_indent=indent,
-                         subsequent_indent=indent, break_on_hyphens=False) or [indent]
+                         subsequent_indent=indent if hanging is None else hanging,
+                         break_on_hyphens=False) or [indent]
 
 
 def render_lint_table(report: LintReport, width: int = 100) -> str:
@@ -130,12 +131,17 @@ def render_lint_table(report: LintReport, width: int = 100) -> str:
         for finding in container.findings:
             f = finding.finding
             lines += _wrapped(f"{f.severity.value.upper():<8} {f.rule}  "
-                              f"[{where_it_holds(finding, report)}]", width, "    ")
+                              f"[{where_it_holds(finding, report)}]", width, "    ", " " * 13)
             lines += _wrapped(f.message, width, " " * 13)
             lines += _wrapped(f"fix: {f.fix_line}", width, " " * 13)
         if container.unknown:
             names = ", ".join(v.rule for v in container.unknown)
-            lines += _wrapped(f"unknown: {names}", width, "    ")
+            lines += _wrapped(f"unknown: {names}", width, "    ", " " * 13)
+            # Why, once per missing fact; the listeners' reason is the closing note.
+            why = {g.fact: g.reason for v in container.unknown for g in v.missing
+                   if g.fact != "network.listeners"}
+            for fact, reason in why.items():
+                lines += _wrapped(f"{fact}: {reason}", width, " " * 13, " " * 15)
     skipped = ", ".join(f"{kind} {count}" for kind, count in report.skipped) or "none"
     count = len(report.findings)
     lines += _wrapped(f"{report.objects} workloads, {len(report.containers)} containers, "
