@@ -188,7 +188,8 @@ def _image_of(pod: Mapping[str, object], container: str) -> str | None:
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         return None
-    for entry in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+    entries = [spec.get("initContainers"), spec.get("containers")]
+    for entry in [e for group in entries if isinstance(group, list) for e in group]:
         if isinstance(entry, dict) and entry.get("name") == container:
             return str(entry.get("image") or "") or None
     return None

@@ -90,18 +90,29 @@ def read_inputs(paths: Sequence[str]) -> Inputs:
         shown = "stdin" if path == STDIN else path
         try:
             text = read_user_file(path, "manifest", FILE_LIMIT)
-            for document in iter_documents(text):
-                for obj in _objects(document.data, document, shown):
-                    template = _template(obj, document, shown)
-                    if template is None:
-                        skipped[str(obj.get("kind") or "(no kind)")] += 1
-                    else:
-                        templates.append(template)
         except InputFileError as exc:
             raise ManifestError(str(exc)) from None
-        except ManifestSyntaxError as exc:
-            where = f"{shown}:{exc.line}" if exc.line else shown
-            raise ManifestError(f"manifest {where}: {exc.problem}") from None
+        found = parse_manifests(text, shown)
+        templates += found.templates
+        skipped.update(dict(found.skipped))
+    return Inputs(tuple(templates), tuple(sorted(skipped.items())))
+
+
+def parse_manifests(text: str, shown: str) -> Inputs:
+    """The pod templates of one file's text (`shown` names it in errors and findings)."""
+    templates: list[PodTemplate] = []
+    skipped: Counter[str] = Counter()
+    try:
+        for document in iter_documents(text):
+            for obj in _objects(document.data, document, shown):
+                template = _template(obj, document, shown)
+                if template is None:
+                    skipped[str(obj.get("kind") or "(no kind)")] += 1
+                else:
+                    templates.append(template)
+    except ManifestSyntaxError as exc:
+        where = f"{shown}:{exc.line}" if exc.line else shown
+        raise ManifestError(f"manifest {where}: {exc.problem}") from None
     return Inputs(tuple(templates), tuple(sorted(skipped.items())))
 
 

@@ -69,8 +69,12 @@ def parse_vfs_cap(raw: bytes) -> tuple[int, bool] | None:
 
 
 def _clean(name: str) -> str | None:
-    path = posixpath.normpath("/" + name.lstrip("./").lstrip("/"))
-    return None if ".." in path.split("/") else path
+    """The entry's path from the image's root; None for a name that climbs with `..` (no
+    real layer has one: it is an attack on extracting tools)."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return None
+    return "/" + "/".join(parts)
 
 
 class _Tree:

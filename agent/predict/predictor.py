@@ -64,22 +64,34 @@ class PodFacts:
     command: tuple[str, ...]  # the container's command + args
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def pod_facts(pod: Mapping[str, Any], container: str) -> PodFacts:
-    spec: Mapping[str, Any] = pod.get("spec") or {}
-    psc: Mapping[str, Any] = spec.get("securityContext") or {}
-    if not isinstance(psc, dict):
-        psc = {}
+    """Read as leniently as `declared_from_pod`: a field of the wrong type counts as unset."""
+    spec = _dict(pod.get("spec"))
+    psc = _dict(spec.get("securityContext"))
     sysctls = tuple((str(s.get("name")), str(s.get("value")))
-                    for s in psc.get("sysctls") or [] if isinstance(s, dict))
-    groups = tuple(g for g in psc.get("supplementalGroups") or [] if isinstance(g, int))
-    fs_group = psc.get("fsGroup") if isinstance(psc.get("fsGroup"), int) else None
+                    for s in _list(psc.get("sysctls")) if isinstance(s, dict))
+    groups = tuple(g for g in map(_number, _list(psc.get("supplementalGroups")))
+                   if g is not None)
     command: tuple[str, ...] = ()
-    for entry in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+    for entry in [*_list(spec.get("initContainers")), *_list(spec.get("containers"))]:
         if isinstance(entry, dict) and entry.get("name") == container:
-            command = tuple(str(a) for a in [*(entry.get("command") or []),
-                                             *(entry.get("args") or [])])
+            command = tuple(str(a) for a in [*_list(entry.get("command")),
+                                             *_list(entry.get("args"))])
     return PodFacts(host_network=spec.get("hostNetwork") is True, sysctls=sysctls,
-                    fs_group=fs_group, supplemental_groups=groups, command=command)
+                    fs_group=_number(psc.get("fsGroup")), supplemental_groups=groups,
+                    command=command)
 
 
 @functools.lru_cache(maxsize=1024)

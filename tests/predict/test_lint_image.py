@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from cli_run import opaudit
-from oci_build import NET_BIND_SERVICE, spark_image, vfs_cap, write_archive
+from oci_build import NET_BIND_SERVICE, Entry, Layer, spark_image, vfs_cap, write_archive
 
 from agent.predict import ociarchive
 from agent.predict.ociarchive import ImageError, parse_vfs_cap, read_image_facts
@@ -164,3 +164,19 @@ def test_a_real_setcap_through_gnu_tar_xattrs(tmp_path: Path) -> None:
     facts = read_image_facts("r", str(archive))
     assert facts.uid == 101
     assert facts.capabilities_of("server", {}) == (NET_BIND_SERVICE, True)
+
+
+def test_hostile_layers_stay_inside_the_image(tmp_path: Path) -> None:
+    layer = Layer([
+        Entry("/etc", "d", mode=0o755),
+        Entry("../../../outside", data=b"x"),  # a path that climbs out: ignored
+        Entry("./.wh.gone", data=b""),  # a whiteout at the top, as `tar -C root .` names it
+        Entry("/loop/a", "l", target="/loop/b"), Entry("/loop/b", "l", target="/loop/a"),
+        Entry("/etc/passwd", "l", target="/../../../../etc/shadow"),
+    ])
+    facts = read_image_facts("r", str(write_archive(tmp_path / "x.tar", {"User": "7"},
+                                                   [layer.tar()])))
+    assert facts.uid == 7 and facts.passwd == ()  # a symlinked passwd is not followed out
+    assert set(facts.files) == {"/etc"}  # the climbing entry is nowhere
+    assert facts.resolve("/loop/a/x") is None  # a loop ends after 40 links
+    assert facts.resolve("/etc/passwd") == "/etc/shadow"  # `..` stops at the image's root
