@@ -105,3 +105,15 @@ def lint_everything(text: str) -> None:
 @given(st.one_of(mutated_text(), retyped_text(), st.text(max_size=200)))
 def test_lint_never_raises_anything_but_its_one_line_error(text: str) -> None:
     lint_everything(text)
+
+
+def test_the_cases_the_fuzz_found() -> None:
+    """Each once crashed: a volume named by a list (the pod-spec reader's lookup), and
+    supplementalGroups / command of the wrong type (the predictor)."""
+    document = yaml.safe_load(WORKLOAD)
+    spec = document["spec"]["template"]["spec"]
+    spec["volumes"][1]["name"] = []
+    spec["securityContext"]["supplementalGroups"] = -1
+    spec["containers"][0]["command"] = -1
+    report = lint(parse_manifests(yaml.safe_dump(document), "found.yaml"), LintOptions())
+    assert [c.declared.container_name for c in report.containers] == ["init", "web"]
