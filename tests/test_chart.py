@@ -50,6 +50,12 @@ def all_keys() -> list[dict[str, Any]]:
     return helm_template("--values", str(ALL_VALUES))
 
 
+def with_pod_monitor() -> list[dict[str, Any]]:
+    """Every key, with the PodMonitor instead of the ServiceMonitor (never both)."""
+    return helm_template("--values", str(ALL_VALUES), "--set", "podMonitor.enabled=true",
+                         "--set", "serviceMonitor.enabled=false")
+
+
 def validate_strictly(rendered: list[dict[str, Any]]) -> None:
     import kubernetes_validate
 
@@ -79,9 +85,10 @@ def test_defaults_render_valid_objects(defaults: list[dict[str, Any]]) -> None:
 
 def test_all_keys_render_valid_objects(all_keys: list[dict[str, Any]]) -> None:
     kinds = {d["kind"] for d in all_keys}
-    assert kinds == {*DRIFT_KINDS, "ConfigMap", "Service", "PodMonitor", "ServiceMonitor",
+    assert kinds == {*DRIFT_KINDS, "ConfigMap", "Service", "ServiceMonitor",
                      "CustomResourceDefinition"}
     validate_strictly(all_keys)
+    assert "PodMonitor" in {d["kind"] for d in with_pod_monitor()}
 
 
 def leaf_keys(values: Any, prefix: str = "") -> set[str]:
@@ -133,8 +140,8 @@ def test_all_keys_reach_the_objects(all_keys: list[dict[str, Any]]) -> None:
     assert mount["mountPath"] == "/etc/opaudit" and mount["readOnly"] is True
     # Monitors and the NetworkPolicy select the agent's pods on the metrics port.
     pod_labels = daemonset["spec"]["template"]["metadata"]["labels"]
-    for kind in ("PodMonitor", "ServiceMonitor"):
-        monitor = by_kind(all_keys, kind)
+    for kind, rendered in (("PodMonitor", with_pod_monitor()), ("ServiceMonitor", all_keys)):
+        monitor = by_kind(rendered, kind)
         assert monitor["metadata"]["labels"]["release"] == "prometheus"
         assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     policy = by_kind(all_keys, "NetworkPolicy")

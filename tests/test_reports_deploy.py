@@ -70,27 +70,54 @@ def test_reports_grant_exactly_the_one_resource_in_kustomize_and_the_chart(
     assert by_kind(kustomized, "ClusterRole")["rules"] == by_kind(charted, "ClusterRole")["rules"]
 
 
+def crds(*settings: str) -> list[dict[str, Any]]:
+    args = [arg for setting in settings for arg in ("--set", setting)]
+    return [d for d in helm_template(*args) if d["kind"] == "CustomResourceDefinition"]
+
+
 @pytest.mark.parametrize("api", sorted(APIS))
 def test_the_chart_installs_the_crd_of_its_api_only_when_asked(api: str) -> None:
-    assert not [d for d in helm_template("--set", "reports.enabled=true")
-                if d["kind"] == "CustomResourceDefinition"]
-    rendered = helm_template("--set", "reports.enabled=true", "--set", f"reports.api={api}",
-                             "--set", "reports.installCRDs=true")
-    (crd,) = [d for d in rendered if d["kind"] == "CustomResourceDefinition"]
+    assert not crds("reports.enabled=true", f"reports.api={api}")
+    # Reports off: no CRD, whatever installCRDs says (and a CRD a release installed stays:
+    # keep, below).
+    assert not crds(f"reports.api={api}", "reports.installCRDs=true")
+    (crd,) = crds("reports.enabled=true", f"reports.api={api}", "reports.installCRDs=true")
     group, resource, filename = APIS[api]
-    assert crd == yaml.safe_load((CHART_DIR / "files" / "crds" / filename).read_text())
     assert crd["metadata"]["name"] == f"{resource}.{group}"
+    shipped = yaml.safe_load((CHART_DIR / "files" / "crds" / filename).read_text())
+    metadata = crd["metadata"]
+    assert {k: v for k, v in crd.items() if k != "metadata"} == {
+        k: v for k, v in shipped.items() if k != "metadata"}
+    assert metadata == {**shipped["metadata"], "labels": metadata["labels"],
+                        "annotations": {"helm.sh/resource-policy": "keep"}}
+
+
+def test_helm_uninstall_never_deletes_the_crd() -> None:
+    """Deleting a CRD deletes every object of its kind, other tools' Reports included. Helm
+    skips a rendered object annotated `helm.sh/resource-policy: keep` when an uninstall,
+    upgrade or rollback would delete it; crds/ would install both CRDs on every install."""
+    assert not (CHART_DIR / "crds").exists()
+    for api in APIS:
+        (crd,) = crds("reports.enabled=true", f"reports.api={api}", "reports.installCRDs=true")
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        # Helm's object, labelled as Helm labels it: not the agent's (opaudit labels the
+        # reports it writes, never the CRD).
+        labels = crd["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels == by_kind(helm_template(), "ServiceAccount")["metadata"]["labels"]
+    for filename in {f for _, _, f in APIS.values()}:
+        shipped = yaml.safe_load((CHART_DIR / "files" / "crds" / filename).read_text())
+        assert "labels" not in shipped["metadata"], filename  # `kubectl apply -f` it: yours
 
 
 def test_the_chart_ships_the_dashboard_and_monitors_when_asked() -> None:
     assert not [d for d in helm_template() if d["kind"] in ("ConfigMap", "PodMonitor")]
-    rendered = helm_template("--set", "grafana.dashboard.enabled=true",
-                             "--set", "podMonitor.enabled=true",
-                             "--set", "serviceMonitor.enabled=true")
-    (configmap,) = [d for d in rendered if d["kind"] == "ConfigMap"]
-    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert json.loads(configmap["data"]["opaudit.json"]) == json.loads(DASHBOARD.read_text())
-    pod_labels = by_kind(rendered, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
-    for kind in ("PodMonitor", "ServiceMonitor"):
+    for monitor, kind in (("podMonitor", "PodMonitor"), ("serviceMonitor", "ServiceMonitor")):
+        rendered = helm_template("--set", "grafana.dashboard.enabled=true",
+                                 "--set", f"{monitor}.enabled=true")
+        (configmap,) = [d for d in rendered if d["kind"] == "ConfigMap"]
+        assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert json.loads(configmap["data"]["opaudit.json"]) == json.loads(DASHBOARD.read_text())
+        pod_labels = by_kind(rendered, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
         selector = by_kind(rendered, kind)["spec"]["selector"]["matchLabels"]
         assert selector.items() <= pod_labels.items()

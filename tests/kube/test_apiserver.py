@@ -128,14 +128,25 @@ def test_merge_patch_follows_rfc_7386() -> None:
     ("tier notin (a,b)", {"tier": "a"}, False),
     ("!canary", {"canary": "1"}, False),
     ("", {"x": "y"}, True),
+    ("tier notin (a)", {}, True),
+    ("tier in ()", {"tier": ""}, True),  # apimachinery reads `()` as the empty value
+    ("x in (foo,,baz),y", {"x": "", "y": "1"}, True),
+    ("release>5,release<10", {"release": "7"}, True),
+    ("release>5", {"release": "x"}, False),
+    ("in in (in)", {"in": "in"}, True),  # a keyword is a key or value where one is expected
 ])
 def test_label_selectors(selector: str, labels: dict[str, str], expected: bool) -> None:
     assert label_matcher(selector)(labels) is expected
 
 
-def test_bad_selectors_raise() -> None:
+@pytest.mark.parametrize("selector", [
+    "a in (b", "a in (b,,)", "a=b,", "!a=b", "a=-b", "a>x", "-a", "a/b/c", "x" * 64])
+def test_bad_label_selectors_raise(selector: str) -> None:
     with pytest.raises(ValueError):
-        label_matcher("a in (b")
+        label_matcher(selector)
+
+
+def test_bad_selectors_raise() -> None:
     with pytest.raises(ValueError, match="not supported"):
         field_matcher("spec.hostname=x")
     assert field_matcher("spec.nodeName!=a")({"spec": {"nodeName": "b"}})

@@ -30,12 +30,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 
+{{/* serviceAccount.name, or the full name for the account the chart creates; the schema
+requires a name when it creates none. */}}
 {{- define "opaudit.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create }}
 {{- default (include "opaudit.fullname" .) .Values.serviceAccount.name }}
-{{- else }}
-{{- default "default" .Values.serviceAccount.name }}
-{{- end }}
 {{- end }}
 
 {{/* repository:tag, or repository[:tag]@digest when a digest is set. */}}
