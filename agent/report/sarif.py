@@ -21,7 +21,8 @@ from agent.model import LintContainer, LintFinding, LintReport, Severity
 from agent.report.lintreport import where_it_holds
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-INFORMATION_URI = "https://github.com/opaudit/opaudit"
+# A placeholder until a release says where opaudit is published (as the krew manifest's).
+INFORMATION_URI = "https://example.com/opaudit"
 LEVEL = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning",
          Severity.LOW: "note", Severity.INFO: "note"}
 # GitHub maps security-severity to critical (>= 9.0), high (7.0-8.9), medium (4.0-6.9), low.
