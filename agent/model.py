@@ -555,6 +555,7 @@ class LintReport:
     skipped: tuple[tuple[str, int], ...] = ()  # (kind, count) of objects with no pod template
     objects: int = 0  # workload objects read
     labels: tuple[tuple[str, str], ...] = ()  # runtime name -> as people say it
+    sources: tuple[tuple[str, tuple[str, ...]], ...] = ()  # runtime name -> its model's sources
 
     @property
     def findings(self) -> tuple[Finding, ...]:

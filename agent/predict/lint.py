@@ -181,6 +181,7 @@ def lint(inputs: Inputs, options: LintOptions) -> LintReport:
                 predictions=tuple(p for p, _ in judged)))
     return LintReport(containers=tuple(containers), runtimes=tuple(options.runtimes),
                       labels=tuple((r, MODELS[r].label) for r in options.runtimes),
+                      sources=tuple((r, MODELS[r].sources) for r in options.runtimes),
                       skipped=inputs.skipped, objects=len(inputs.templates))
 
 

@@ -94,7 +94,11 @@ def container_dict(container: LintContainer, runtimes: tuple[str, ...]) -> dict[
 
 
 def lint_dict(report: LintReport) -> dict[str, Any]:
-    return {"schema": SCHEMA, "runtimes": list(report.runtimes), "objects": report.objects,
+    labels, sources = dict(report.labels), dict(report.sources)
+    models = [{"name": r, "label": labels.get(r, r), "sources": list(sources.get(r, ()))}
+              for r in report.runtimes]
+    return {"schema": SCHEMA, "runtimes": list(report.runtimes), "models": models,
+            "objects": report.objects,
             "skipped": dict(report.skipped), "note": LISTENER_NOTE,
             "containers": [container_dict(c, report.runtimes) for c in report.containers]}
 

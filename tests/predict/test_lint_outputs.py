@@ -100,6 +100,9 @@ def test_fingerprints_survive_a_moved_container_and_differ_between_findings(
 def test_json_and_yaml_group_by_object_and_container_with_runtimes(bad: Path) -> None:
     document: dict[str, Any] = json.loads(lint(bad, "-o", "json").stdout)
     assert document["schema"] == "opaudit.lint/v1"
+    models = {m["name"]: m for m in document["models"]}
+    assert models["containerd-2"]["label"] == "containerd 2.x"
+    assert any("containerd#9348" in source for source in models["containerd-2"]["sources"])
     assert yaml.safe_load(lint(bad, "-o", "yaml").stdout) == document
     web, sidecar = document["containers"]
     assert (web["kind"], web["namespace"], web["name"], web["container"], web["line"]) == (
