@@ -1,4 +1,4 @@
-"""`scripts/bench --only lint` and the lint curve of `--curves` (SPEC §7): `opaudit lint` of
+"""`scripts/bench --only lint` and the lint curve of `--curves` (README, Performance): `opaudit lint` of
 the Spark Operator chart as `helm template` renders it, and of one file holding N workloads
 (the chart's controller Deployment, renamed N times), as whole processes.
 
