@@ -1,6 +1,7 @@
-"""`scripts/bench --only lint` and the lint curve of `--curves` (README, Performance): `opaudit lint` of
-the Spark Operator chart as `helm template` renders it, and of one file holding N workloads
-(the chart's controller Deployment, renamed N times), as whole processes.
+"""`scripts/bench --only lint` and the lint curve of `--curves` (README: "Speed" under "Before
+deploy"): `opaudit lint` of the Spark Operator chart as `helm template` renders it, and of one
+file holding N workloads (the chart's controller Deployment, renamed N times), as whole
+processes.
 
 Needs no root and stages nothing in the kernel: only files in a temporary directory.
 """
