@@ -32,7 +32,8 @@ class ImageFacts:
     uid: int | None
     gid: int | None
     env: tuple[tuple[str, str], ...] = ()
-    entrypoint: tuple[str, ...] = ()  # Entrypoint + Cmd of the config
+    entrypoint: tuple[str, ...] = ()  # the config's Entrypoint
+    cmd: tuple[str, ...] = ()  # the config's Cmd
     passwd: tuple[PasswdEntry, ...] = ()
     group_members: tuple[tuple[int, tuple[str, ...]], ...] = ()  # /etc/group: gid, users
     files: Mapping[str, ImageFile] = field(default_factory=dict)  # dirs and regular files

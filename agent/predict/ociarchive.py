@@ -228,14 +228,14 @@ def _facts(ref: str, archive: tarfile.TarFile) -> ImageFacts:
     groups = _groups(tree.texts.get("/etc/group", b""))
     uid, gid = _user(str(config.get("User") or ""), passwd, groups)
     env = tuple(tuple(e.split("=", 1)) for e in config.get("Env") or [] if "=" in e)
-    entrypoint = tuple(str(a) for a in [*(config.get("Entrypoint") or []),
-                                        *(config.get("Cmd") or [])])
+    entrypoint = tuple(str(a) for a in config.get("Entrypoint") or [])
+    cmd = tuple(str(a) for a in config.get("Cmd") or [])
     files = {path: ImageFile(path, fuid, fgid, fmode, kind == "d")
              for path, (fuid, fgid, fmode, kind, _) in tree.entries.items() if kind in "df"}
     symlinks = {path: entry[4] for path, entry in tree.entries.items() if entry[3] == "l"}
     return ImageFacts(
         ref=ref, uid=uid, gid=gid, env=tuple((k, v) for k, v in env), entrypoint=entrypoint,
-        passwd=passwd, group_members=groups, files=files, symlinks=symlinks,
+        cmd=cmd, passwd=passwd, group_members=groups, files=files, symlinks=symlinks,
         file_caps=dict(tree.caps), layers_read=True)
 
 

@@ -61,7 +61,8 @@ class PodFacts:
     sysctls: tuple[tuple[str, str], ...]
     fs_group: int | None
     supplemental_groups: tuple[int, ...]
-    command: tuple[str, ...]  # the container's command + args
+    command: tuple[str, ...] | None  # the container's command (replaces ENTRYPOINT), if set
+    args: tuple[str, ...] | None  # its args (replace CMD), if set
 
 
 def _list(value: Any) -> list[Any]:
@@ -84,14 +85,27 @@ def pod_facts(pod: Mapping[str, Any], container: str) -> PodFacts:
                     for s in _list(psc.get("sysctls")) if isinstance(s, dict))
     groups = tuple(g for g in map(_number, _list(psc.get("supplementalGroups")))
                    if g is not None)
-    command: tuple[str, ...] = ()
+    command = args = None
     for entry in [*_list(spec.get("initContainers")), *_list(spec.get("containers"))]:
         if isinstance(entry, dict) and entry.get("name") == container:
-            command = tuple(str(a) for a in [*_list(entry.get("command")),
-                                             *_list(entry.get("args"))])
+            if isinstance(entry.get("command"), list) and entry["command"]:
+                command = tuple(str(a) for a in entry["command"])
+            if isinstance(entry.get("args"), list) and entry["args"]:
+                args = tuple(str(a) for a in entry["args"])
     return PodFacts(host_network=spec.get("hostNetwork") is True, sysctls=sysctls,
                     fs_group=_number(psc.get("fsGroup")), supplemental_groups=groups,
-                    command=command)
+                    command=command, args=args)
+
+
+def command_line(facts: PodFacts, image: ImageFacts | None) -> tuple[str, ...]:
+    """What the container runs, as Kubernetes composes it: `command` replaces the image's
+    ENTRYPOINT and `args` its CMD (a `command` alone drops the CMD too). Empty when the
+    executable is the image's and the image was not given."""
+    if facts.command is not None:
+        return facts.command + (facts.args or ())
+    if image is None or not image.entrypoint and not image.cmd:
+        return ()
+    return image.entrypoint + (facts.args if facts.args is not None else image.cmd)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -256,7 +270,7 @@ def predict(declared: DeclaredContainer, facts: PodFacts, model: RuntimeModel, p
     bounding = bounding_set(model, declared)
     env = dict(image.env if image else ())
     env.update(declared.env)
-    cmdline = facts.command or (image.entrypoint if image else ())
+    cmdline = command_line(facts, image)
     comm = posixpath.basename(cmdline[0])[:15] if cmdline else declared.container_name[:15]
     start, port_gap = unprivileged_port_start(model, facts)
     predictions = []

@@ -148,8 +148,9 @@ def render_lint_table(report: LintReport, width: int = 100) -> str:
                 lines += _wrapped(f"{fact}: {reason}", width, " " * 13, " " * 15)
     skipped = ", ".join(f"{kind} {count}" for kind, count in report.skipped) or "none"
     count = len(report.findings)
+    noun = "finding" if count == 1 else "findings"
     lines += _wrapped(f"{report.objects} workloads, {len(report.containers)} containers, "
-                      f"{count} findings; runtimes: {', '.join(report.runtimes)}; skipped "
+                      f"{count} {noun}; runtimes: {', '.join(report.runtimes)}; skipped "
                       f"kinds: {skipped}", width, "")
     lines += _wrapped(LISTENER_NOTE, width, "")
     return "\n".join(lines) + "\n"

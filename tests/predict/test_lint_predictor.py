@@ -14,6 +14,7 @@ from agent.predict.predictor import (
     IF_NOT_ROOT,
     IF_ROOT,
     NO_FILE_CAPS,
+    command_line,
     pod_facts,
     predict,
 )
@@ -182,3 +183,17 @@ def test_listener_rules_are_unknown_with_the_reason_never_passed() -> None:
         assert unknown[rule].outcome is Outcome.UNKNOWN
         assert "known only once it runs" in unknown[rule].missing[0].reason
     assert "RunsAsRoot" not in unknown  # runAsUser 185 settles it
+
+
+def test_the_command_line_as_kubernetes_composes_it() -> None:
+    image = ImageFacts(ref="r", uid=1, gid=1, entrypoint=("/entry",), cmd=("serve", "--x"))
+
+    def line(container: dict[str, Any], given: ImageFacts | None = image) -> tuple[str, ...]:
+        manifest = {"spec": {"containers": [{"name": "app", **container}]}}
+        return command_line(pod_facts(manifest, "app"), given)
+
+    assert line({}) == ("/entry", "serve", "--x")
+    assert line({"args": ["webhook", "start"]}) == ("/entry", "webhook", "start")
+    assert line({"command": ["/bin/sh"]}) == ("/bin/sh",)  # a command drops the CMD too
+    assert line({"command": ["/bin/sh"], "args": ["-c", "x"]}) == ("/bin/sh", "-c", "x")
+    assert line({"args": ["webhook"]}, None) == ()  # the executable is the image's: unknown
