@@ -271,7 +271,9 @@ def predict(declared: DeclaredContainer, facts: PodFacts, model: RuntimeModel, p
     env = dict(image.env if image else ())
     env.update(declared.env)
     cmdline = command_line(facts, image)
-    comm = posixpath.basename(cmdline[0])[:15] if cmdline else declared.container_name[:15]
+    # The kernel's comm is the executable's name cut to 15 bytes; with no known executable,
+    # the messages name the container.
+    comm = posixpath.basename(cmdline[0])[:15] if cmdline else declared.container_name
     start, port_gap = unprivileged_port_start(model, facts)
     predictions = []
     for uid, uid_condition in _uid_choices(declared, image):

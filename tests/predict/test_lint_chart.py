@@ -194,3 +194,16 @@ def readme_table() -> str:
 
 if __name__ == "__main__":
     print(readme_table())
+
+
+def test_the_readme_example_is_what_lint_prints(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    shown = readme.split("<!-- lint-example:begin -->\n```text\n")[1].split("```")[0]
+    rendered = render(tmp_path, flags=("--set", "webhook.port=443"))
+    done = subprocess.run([sys.executable, "-m", "agent.cli", "lint", "-"],
+                          input=rendered.read_text(), capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, "COLUMNS": "100"})
+    printed = done.stdout.splitlines()
+    start = printed.index("Deployment spark-operator-webhook  (stdin)")
+    end = next(i for i in range(start, len(printed)) if "securityContext.sysctls" in printed[i])
+    assert "\n".join(printed[start:end + 1]) + "\n" == shown
