@@ -18,6 +18,7 @@ from agent.kube.containers import Pod, pod_uid, running_containers
 from agent.kube.podspec import declared_from_pod
 from agent.model import (
     DEFAULT_CONFIG,
+    NO_PROCESS,
     AuditConfig,
     DeclaredContainer,
     Gap,
@@ -28,19 +29,27 @@ from agent.model import (
     TargetReport,
 )
 from agent.rules.catalogue import WITHOUT_PROCESS
+from agent.rules.container import judge_container
 from agent.rules.evaluate import evaluate, findings_of
 from agent.rules.paths import required_paths
 from agent.rules.profiles import match_profile
+from agent.rules.reach import describe, owners_phrase
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class AuditRequest:
-    pid: int
+    pid: int  # NO_PROCESS: a running container whose process this host's /proc lacks
     declared: DeclaredContainer | None = None
     # `pid` is the pod's sandbox, standing in for a container with no live process.
     via_sandbox: bool = False
+    # Every process of the container (`pid` among them), when the audit knows the container.
+    container_pids: tuple[int, ...] = ()
+    # Every process of any container of the pod: a listener of the pod's netns held by none
+    # of them cannot be placed in a container, so its rules cannot judge it.
+    pod_pids: frozenset[int] = frozenset()
+    absent: str = ""  # why a NO_PROCESS request has no process
 
 
 def declared_containers(pods: Sequence[Pod]) -> list[DeclaredContainer]:
@@ -60,23 +69,35 @@ def container_requests(
     declared: Sequence[DeclaredContainer], proc: ProcFS,
     pids: Mapping[tuple[str, str], tuple[int, ...]] | None = None,
 ) -> list[AuditRequest]:
-    """One request per process of each declared container on this node (a container with
-    none is logged); `pids` when the caller has mapped them already. Raises CollectError
-    when /proc cannot be listed."""
+    """One request per process of each declared container on this node, each knowing its
+    container's processes and its pod's; a container with none is logged and gets a
+    NO_PROCESS request (a target whose facts are unknown, and why). `pids` when the caller
+    has mapped them already (every container of the pods, for the pods' processes). Raises
+    CollectError when /proc cannot be listed."""
     from agent.kube.procmap import pids_for_containers
 
     if pids is None:
         pids = pids_for_containers(declared, proc)
+    by_pod: dict[str, set[int]] = {}
+    for (uid, _name), found in pids.items():
+        by_pod.setdefault(uid, set()).update(found)
     requests: list[AuditRequest] = []
     for container in declared:
         container_pids = pids.get((container.pod.uid, container.container_name), ())
+        pod_pids = frozenset(by_pod.get(container.pod.uid, ()))
         if not container_pids:
+            why = (f"status says container {container.container_name} is running "
+                   f"({container.container_id or 'no containerID'}), but no process in this "
+                   "host's /proc is in its cgroup: it has exited since, or opaudit does not "
+                   "see the host's PID namespace (hostPID)")
             log.warning("no process of this container found on this node", extra={
                 "pod": f"{container.pod.namespace}/{container.pod.name}",
                 "container": container.container_name,
                 "container_id": container.container_id,
             })
-        requests.extend(AuditRequest(pid=pid, declared=container) for pid in container_pids)
+            requests.append(AuditRequest(pid=NO_PROCESS, declared=container, absent=why))
+        requests.extend(AuditRequest(pid=pid, declared=container, container_pids=container_pids,
+                                     pod_pids=pod_pids) for pid in container_pids)
     return requests
 
 
@@ -119,11 +140,23 @@ def audit(
 ) -> Report:
     procfs = proc or ProcFS()
     with procfs.cycle():  # one handle per pid, one pass over /proc, for the whole audit
-        networks = read_many_netns([r.pid for r in requests], procfs)
-        targets = tuple(
+        networks = read_many_netns([r.pid for r in requests if r.pid != NO_PROCESS], procfs)
+        targets = [
             audit_one(r, networks.get(r.pid), config=config, proc=procfs) for r in requests
-        )
-    return Report(node=node, targets=targets)
+        ]
+    return Report(node=node, targets=tuple(by_container(targets)))
+
+
+def by_container(targets: Sequence[TargetReport]) -> list[TargetReport]:
+    """The targets, each container's together, its findings judged as the container's
+    (`agent.rules.container`); a process with no declared container is its own group."""
+    groups: dict[tuple[str, ...], list[TargetReport]] = {}
+    for index, target in enumerate(targets):
+        declared = target.declared
+        key = ((declared.pod.uid, declared.pod.namespace, declared.pod.name,
+                declared.container_name) if declared is not None else ("pid", str(index)))
+        groups.setdefault(key, []).append(target)
+    return [t for group in groups.values() for t in judge_container(group)]
 
 
 def audit_one(
@@ -135,6 +168,11 @@ def audit_one(
 ) -> TargetReport:
     procfs = proc or ProcFS()
     profile = match_profile(request.declared, config)
+    if request.pid == NO_PROCESS:
+        observed = vanished_process(NO_PROCESS, CollectError(request.absent or "no process"))
+        verdicts = evaluate(observed, request.declared, profile, config)
+        return TargetReport(observed=observed, declared=request.declared, profile=profile,
+                            findings=findings_of(verdicts), verdicts=verdicts)
     if request.via_sandbox:
         observed = sandbox_stand_in(request, network, procfs)
         verdicts = evaluate(observed, request.declared, profile, config, WITHOUT_PROCESS)
@@ -150,12 +188,36 @@ def audit_one(
         if isinstance(network, CollectError):
             reason = describe_unreadable(request.pid, procfs) or str(network)
             observed = _with_gap(observed, Gap("network", reason))
+        observed = replace(observed, container_pids=request.container_pids)
+        stray = unplaced_listeners(observed, request)
+        if stray is not None:
+            observed = _with_gap(observed, stray)
         paths = required_paths(observed, request.declared, profile)
         if paths and observed.start_time is not None:
             observed = with_paths(observed, request.pid, paths, procfs)
     verdicts = evaluate(observed, request.declared, profile, config)
     return TargetReport(observed=observed, declared=request.declared, profile=profile,
                         findings=findings_of(verdicts), verdicts=verdicts)
+
+
+def unplaced_listeners(observed: ObservedProcess, request: AuditRequest) -> Gap | None:
+    """The pod's listeners that no process of its containers holds: no container's rules can
+    judge them (whose port is it?), so the rules about listener owners are unknown, never a
+    silent pass. A hostNetwork pod shares the host's netns, whose other sockets are the
+    host's, not the pod's."""
+    network = observed.network
+    host = network is not None and network.host_network or (
+        request.declared is not None and request.declared.host_network)
+    if network is None or host or not request.pod_pids:
+        return None
+    stray = [s for s in network.listeners if s.owners and not request.pod_pids & set(s.pids)]
+    if not stray:
+        return None
+    pod = request.declared.pod if request.declared is not None else None
+    where = f"pod {pod.namespace}/{pod.name}" if pod is not None else "the pod"
+    held = "; ".join(f"{describe(s, network)} held by {owners_phrase(s)}" for s in stray)
+    return Gap("network.listeners.owners",
+               f"{held}: a process in no container of {where}, so no container's rules judge it")
 
 
 def sandbox_stand_in(request: AuditRequest, network: NetnsFacts | CollectError | None,

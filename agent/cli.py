@@ -122,14 +122,15 @@ def pid_requests(args: argparse.Namespace,
     from agent.audit import AuditRequest
 
     pids = list(dict.fromkeys([*args.pid, *([os.getpid()] if args.audit_self else [])]))
-    declared = None
-    if args.pod_spec and pids:
-        from agent.kube.podspec import declared_from_pod, load_pod_manifest
-
-        declared = declared_from_pod(load_pod_manifest(args.pod_spec), args.container)
     missing = [pid for pid in pids if not proc.exists(pid)]
-    return [AuditRequest(pid=pid, declared=declared) for pid in pids if pid not in missing], \
-        missing
+    present = [pid for pid in pids if pid not in missing]
+    if args.pod_spec and present:
+        from agent.kube.podspec import load_pod_manifest
+        from agent.podtargets import pid_spec_requests
+
+        pod = load_pod_manifest(args.pod_spec)
+        return pid_spec_requests(pod, present, args.container, proc), missing
+    return [AuditRequest(pid=pid) for pid in present], missing
 
 
 def pod_requests(args: argparse.Namespace, node: str | None, proc: ProcFS) -> PodTargets:

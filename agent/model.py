@@ -272,6 +272,9 @@ class Identity:
     env_home: str | None  # HOME from /proc/PID/environ
 
 
+NO_PROCESS = 0  # no process has pid 0 in /proc: the target of a container with no process
+
+
 @dataclass(frozen=True, slots=True)
 class ObservedProcess:
     """Everything opaudit read about one process. A None fact is named in `incomplete`."""
@@ -293,6 +296,11 @@ class ObservedProcess:
     # The container has no live process (a crash loop): `network` is its pod's netns, read
     # through the pod's sandbox process `pid`; no other fact is the container's own.
     via_sandbox: bool = False
+    # Every process of the container this process belongs to, itself included, when the
+    # audit knows the container (`diagnose --pod/-l/--pod-spec`, `run`): capabilities, the
+    # securityContext and listeners are the container's, so its rules judge their union
+    # (a root parent binding :80 needs NET_BIND_SERVICE for a child listening on 5000).
+    container_pids: tuple[int, ...] = ()
 
     def env(self, name: str) -> str | None:
         for key, value in self.environ:
@@ -370,6 +378,7 @@ class DeclaredContainer:
     pod_ips: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()  # literal `value`s only; valueFrom is not resolved
     status_uid: int | None = None  # containerStatuses[].user.linux.uid (Kubernetes >= 1.31)
+    host_network: bool = False  # spec.hostNetwork: the node's netns, and its sockets
     sysctls: tuple[tuple[str, str], ...] = ()  # spec.securityContext.sysctls (name, value)
 
     def label(self, key: str) -> str | None:
@@ -424,6 +433,10 @@ class Finding:
     # "NET_BIND_SERVICE"; "" for the container as a whole): with rule and container it names
     # one finding (a policy report result's resultID, the Event's series).
     subject: str = ""
+    # Every process of the container it was seen in (`pid` is the first), with their comms:
+    # a rule fires once per container and subject, however many processes it holds.
+    pids: tuple[int, ...] = ()
+    comms: tuple[str, ...] = ()
 
 
 class Outcome(enum.Enum):
@@ -449,7 +462,12 @@ class Verdict:
 @dataclass(frozen=True, slots=True)
 class TargetReport:
     """One audited process with its declared side (when known), its findings (most severe
-    first) and every rule's verdict (catalogue order)."""
+    first) and every rule's verdict (catalogue order), on this process.
+
+    A container is judged as a whole: its findings, one per rule and subject naming every
+    pid (`Finding.pids`), sit on the target of its first process; its other processes'
+    targets carry their facts and verdicts, and no findings. `Report.findings` is thus
+    one entry per rule x container x subject."""
 
     observed: ObservedProcess
     declared: DeclaredContainer | None
@@ -477,6 +495,8 @@ class Report:
 
     @property
     def findings(self) -> tuple[Finding, ...]:
+        """One per rule x container x subject (see TargetReport), most severe first per
+        container: what the table, JSON, Events, reports, log and metrics count."""
         return tuple(f for t in self.targets for f in t.findings)
 
 

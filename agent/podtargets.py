@@ -9,6 +9,7 @@ often differ from hostnames: `ip-10-0-0-1.ec2.internal` for host `ip-10-0-0-1`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,6 @@ from agent.kube.client import Api, KubeError
 
 if TYPE_CHECKING:
     from agent.collect.procfs import ProcFS
-    from agent.model import DeclaredContainer
 
 
 class TargetError(ValueError):
@@ -74,14 +74,17 @@ def pod_targets(pods: Sequence[dict[str, Any]], selection: PodSelection,
                 proc: ProcFS) -> PodTargets:
     from agent.kube.procmap import pids_for_containers
 
-    declared = _declared(pods, selection.container)
+    # Every container's processes are mapped, the ones --container leaves out too: their
+    # listeners in the pod's netns are theirs, not nobody's.
+    everything = declared_containers(pods)
+    declared = [c for c in everything if selection.container in (None, c.container_name)]
     # Restarting containers (no process) whose pod's sandbox is on this host.
     stalled = [r for r in sandbox_requests(pods, proc) if r.declared is not None
                and selection.container in (None, r.declared.container_name)]
     if not declared and not stalled:
         raise TargetError(f"no running container{_named(selection.container)} in the "
                           f"{_count(pods, 'selected pod')}")
-    pids = pids_for_containers(declared, proc)
+    pids = pids_for_containers(everything, proc)
     here = {c.pod.uid for c in declared if pids[(c.pod.uid, c.container_name)]}
     here |= {r.declared.pod.uid for r in stalled if r.declared is not None}
     nodes = {uid: _node_of(p) for p in pods if (uid := _uid(p))}
@@ -90,7 +93,7 @@ def pod_targets(pods: Sequence[dict[str, Any]], selection: PodSelection,
             pod = next(p for p in pods if _ref(p) == (namespace, name))
             if _uid(pod) not in here:
                 raise TargetError(f"pod {namespace}/{name} has no process in this host's "
-                                  f"/proc{_runs_on(nodes.get(_uid(pod)))}")
+                                  f"/proc{_why_not_here(pod)}")
     if not here:  # said once here, not as a warning per container first
         where = sorted({n for n in nodes.values() if n})
         raise TargetError(
@@ -105,9 +108,53 @@ def pod_targets(pods: Sequence[dict[str, Any]], selection: PodSelection,
     return PodTargets(requests=tuple(requests), node=node)
 
 
-def _declared(pods: Sequence[dict[str, Any]], container: str | None) -> list[DeclaredContainer]:
-    found = declared_containers(pods)
-    return [c for c in found if container is None or c.container_name == container]
+def pid_spec_requests(pod: dict[str, Any], pids: Sequence[int], container: str | None,
+                      proc: ProcFS) -> list[AuditRequest]:
+    """`--pid P --pod-spec F`: each pid judged as the container of F it runs in, found by
+    the containerID (status.containerStatuses) in /proc/P/cgroup, with every process of
+    that container; failing that the only container, or the one `--container` names. A
+    sidecar listed first must not be taken for the app (TargetError otherwise)."""
+    from agent.kube.podspec import declared_from_pod
+    from agent.kube.procmap import pids_for_containers
+
+    names = _container_names(pod)
+    running = declared_containers([pod])
+    placed = pids_for_containers(running, proc) if running else {}
+    requests: dict[int, AuditRequest] = {}
+    for pid in pids:
+        home = next((name for (_uid, name), found in placed.items() if pid in found), None)
+        if container is not None and home is not None and home != container:
+            raise TargetError(f"pid {pid} runs in container {home!r} of the pod, not in "
+                              f"{container!r}: drop --container, or give a pid of {container}")
+        name = container or home or (names[0] if len(names) == 1 else None)
+        if name is None:
+            raise TargetError(
+                f"pid {pid} is in no container of pod {_ref(pod)[0]}/{_ref(pod)[1]} by its "
+                f"cgroup{_no_ids(pod)}, and the pod has {len(names)} containers "
+                f"({', '.join(names)}): give --container NAME")
+        if home is None:
+            requests.setdefault(pid, AuditRequest(pid=pid, declared=declared_from_pod(pod, name)))
+            continue
+        declared = next(c for c in running if c.container_name == home)
+        own = placed[(declared.pod.uid, home)]
+        everyone = frozenset(p for found in placed.values() for p in found)
+        for member in own:
+            requests.setdefault(member, AuditRequest(pid=member, declared=declared,
+                                                     container_pids=own, pod_pids=everyone))
+    return list(requests.values())
+
+
+def _container_names(pod: dict[str, Any]) -> list[str]:
+    containers = (pod.get("spec") or {}).get("containers") or []
+    return [str(c.get("name")) for c in containers if isinstance(c, dict)]
+
+
+def _no_ids(pod: dict[str, Any]) -> str:
+    from agent.kube.containers import container_statuses
+
+    if not container_statuses(pod):
+        return " (the spec has no status.containerStatuses[].containerID to match)"
+    return ""
 
 
 def _node_of(pod: dict[str, Any]) -> str | None:
@@ -124,10 +171,28 @@ def _ref(pod: dict[str, Any]) -> tuple[str, str]:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
-def _runs_on(node: str | None) -> str:
+def _why_not_here(pod: dict[str, Any]) -> str:
+    """Why none of the pod's containers has a process here, as far as this host can tell:
+    another node, or this one (its hostname is the node's name) and the IDs match nothing."""
+    from agent.kube.containers import container_statuses
+
+    node = _node_of(pod)
     if node is None:
         return ": it is not scheduled on a node yet"
-    return f": it runs on node {node}; run opaudit there (with hostPID in a pod)"
+    host = os.uname().nodename
+    if node.split(".")[0] != host.split(".")[0]:
+        return (f": it runs on node {node} (this host is {host}); run opaudit there (with "
+                "hostPID in a pod)")
+    ids = [s.container_id for s in container_statuses(pod)]
+    if not ids:
+        return (f": it runs on this node ({node}), but its status has no containerStatuses"
+                "[].containerID to find its processes by (a spec from `kubectl get pod -o "
+                "yaml` of a running pod has them; or give --pid)")
+    shown = ", ".join(i.rpartition("://")[2][:12] for i in ids)
+    return (f": it runs on this node ({node}), but no process here is in a cgroup of its "
+            f"containers ({shown}): they have exited or restarted since this status was "
+            "read (read the pod again), or opaudit does not see the host's PID namespace "
+            "(hostPID)")
 
 
 def _scope(selection: PodSelection) -> str:

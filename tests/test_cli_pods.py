@@ -134,7 +134,13 @@ def test_warnings_name_the_pod(stage: Stage, cgroups: KubepodsCgroups, server: A
     assert warning.startswith("opaudit: warning: no process of this container found")
     assert f"pod={NAMESPACE}/so-gone" in warning
     assert "container=spark-operator-controller" in warning
-    assert [t["pod"]["name"] for t in targets(result)] == ["so-here"]
+    # The container the status says is running is a target still, its facts unknown and why.
+    assert [t["pod"]["name"] for t in targets(result)] == ["so-here", "so-gone"]
+    gone_target = targets(result)[1]
+    assert gone_target["pid"] is None
+    assert gone_target["passed"] == ["EmptyDirWithoutSizeLimit"]  # the spec's alone
+    (gap,) = gone_target["incomplete"]
+    assert gap["fact"] == "process" and "no process in this host's /proc" in gap["reason"]
 
 
 def test_container_picks_one_container_of_the_pods(

@@ -26,6 +26,7 @@ from agent.model import (
     NetnsFacts,
     ObservedProcess,
     PasswdEntry,
+    ProcStat,
     Status,
 )
 
@@ -127,8 +128,13 @@ def _status_gaps(reader: _Reader, status: Status) -> None:
         reader.gaps.append(Gap("seccomp", "this kernel shows no Seccomp (no CONFIG_SECCOMP)"))
 
 
-def _filesystem(reader: _Reader) -> Filesystem | None:
+def _filesystem(reader: _Reader, stat: ProcStat | None) -> Filesystem | None:
     process = reader.process
+    if stat is not None and stat.kernel_thread:
+        # A kernel thread's /proc/PID/mountinfo is the initial mount namespace's: the host's
+        # mounts, not a root of its own to judge.
+        reader.gaps.append(Gap("filesystem", process_kind(process) or "a kernel thread"))
+        return None
     return reader.attempt(
         ["filesystem"], lambda: filesystem_from_mounts(parse_mountinfo(process.mountinfo()))
     )
@@ -176,7 +182,7 @@ def _observe(
         capabilities=status.capabilities if status is not None else None,
         no_new_privs=status.no_new_privs if status is not None else None,
         seccomp=status.seccomp if status is not None else None,
-        filesystem=_filesystem(reader),
+        filesystem=_filesystem(reader, stat),
         network=network,
         environ=environ or (),
         exe=exe,

@@ -229,5 +229,6 @@ def declared_from_pod(pod: Mapping[str, Any], container: str | None = None) -> D
         pod_ips=_pod_ips(status),
         env=_literal_env(chosen),
         status_uid=_status_uid(status, name),
+        host_network=spec.get("hostNetwork") is True,
         sysctls=_sysctls(_mapping(spec.get("securityContext"))),
     )

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from agent.model import (
+    NO_PROCESS,
     Capabilities,
     Finding,
     Gap,
@@ -53,7 +54,7 @@ def target_dict(target: TargetReport) -> dict[str, Any]:
     obs = target.observed
     declared = target.declared
     return {
-        "pid": obs.pid,
+        "pid": None if obs.pid == NO_PROCESS else obs.pid,  # a container with no process
         "comm": obs.comm,
         "cmdline": list(obs.cmdline),
         "pod": None if declared is None else {
@@ -164,8 +165,10 @@ def finding_dict(finding: Finding, pids: tuple[int, ...] = ()) -> dict[str, Any]
         "severity": finding.severity.value,
         "pid": finding.pid,
         "pids": list(pids) if pids else ([finding.pid] if finding.pid is not None else []),
-        "pod": finding.pod,
+        "comms": list(finding.comms),
+        "pod": finding.pod,  # targets[].pod as "namespace/name" (as Events and kubectl say it)
         "container": finding.container,
+        "subject": finding.subject,
         "message": finding.message,
         "remediation": finding.remediation,
         "observed": finding.observed,

@@ -1,25 +1,19 @@
-"""Findings merged per container: a parent and its forked child report one finding, naming
-both pids, in every output (table, JSON/YAML, Events).
-
-Rules speak of one process (`java (pid 4242) runs ...`). Two findings of one container
-merge when they say the same thing about different pids: same rule, severity, fix, and a
-message that differs only in the pid. A process with no declared container is its own group.
+"""Findings as the outputs show them (table, JSON/YAML, Events): the engine has already made
+them one per rule, container and subject, each naming every pid it was seen in
+(`agent.rules.container`); this pairs each with its pids and groups targets by container.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from agent.model import Finding, Report, TargetReport
-
-PIDS_MARK = "\0pids\0"
 
 
 @dataclass(frozen=True, slots=True)
 class MergedFinding:
-    finding: Finding  # the first one; its message names every pid
+    finding: Finding  # its message names every pid
     pids: tuple[int, ...]
 
 
@@ -27,34 +21,10 @@ def pid_phrase(pids: tuple[int, ...]) -> str:
     return f"pid {pids[0]}" if len(pids) == 1 else f"pids {', '.join(map(str, pids))}"
 
 
-def _template(finding: Finding) -> str:
-    if finding.pid is None:
-        return finding.message
-    return re.sub(rf"\bpid {finding.pid}\b", PIDS_MARK, finding.message)
-
-
 def merge_findings(findings: Iterable[Finding]) -> list[MergedFinding]:
-    """One entry per (container, rule, what was said), in first-seen order."""
-    groups: dict[tuple[object, ...], list[Finding]] = {}
-    for finding in findings:
-        owner: tuple[object, ...] = (
-            (finding.pod, finding.container) if finding.container is not None
-            else ("pid", finding.pid))
-        key = (*owner, finding.rule, finding.severity, finding.remediation, _template(finding))
-        groups.setdefault(key, []).append(finding)
-    merged: list[MergedFinding] = []
-    for group in groups.values():
-        first = group[0]
-        pids = tuple(sorted({f.pid for f in group if f.pid is not None}))
-        message = first.message
-        if len(pids) > 1:
-            message = _template(first).replace(PIDS_MARK, pid_phrase(pids))
-        merged.append(MergedFinding(_with_message(first, message), pids))
-    return merged
-
-
-def _with_message(finding: Finding, message: str) -> Finding:
-    return finding if message == finding.message else replace(finding, message=message)
+    """Each finding with its pids (`Finding.pids`, else its one `pid`), in order."""
+    return [MergedFinding(f, f.pids or ((f.pid,) if f.pid is not None else ()))
+            for f in findings]
 
 
 def container_groups(report: Report) -> list[list[TargetReport]]:

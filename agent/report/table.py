@@ -16,7 +16,7 @@ import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TextIO
 
-from agent.model import Outcome, Report, Severity, TargetReport
+from agent.model import NO_PROCESS, Outcome, Report, Severity, TargetReport
 from agent.report.merge import MergedFinding, container_groups, merge_findings, pid_phrase
 from agent.report.table_facts import Row, endpoint, fact_rows
 
@@ -107,9 +107,10 @@ def waived_rules(targets: Sequence[TargetReport]) -> dict[str, str]:
 
 
 def heading(targets: Sequence[TargetReport]) -> str:
-    pids = tuple(t.observed.pid for t in targets)
+    pids = tuple(t.observed.pid for t in targets if t.observed.pid != NO_PROCESS)
     comms = list(dict.fromkeys(t.observed.comm for t in targets if t.observed.comm))
-    procs = pid_phrase(pids) + (f" ({', '.join(comms)})" if comms else "")
+    procs = (pid_phrase(pids) if pids else "no process") + (
+        f" ({', '.join(comms)})" if comms else "")
     first = targets[0]
     if first.declared is None:
         return f"{procs} · profile {first.profile.name}"

@@ -126,7 +126,8 @@ def listener_lines(listeners: Sequence[Listener]) -> list[str]:
     """An aligned table: proto, local address:port, v6only (`-` for IPv4), owning pids."""
     cells = [("proto", "local address:port", "v6only", "pids")]
     for listener in listeners:
-        v6only = "-" if listener.v6only is None else ("yes" if listener.v6only else "no")
+        # 1/0 as `sockets`, ss (`v6only:1`) and the bindv6only sysctl spell it.
+        v6only = "-" if listener.v6only is None else ("1" if listener.v6only else "0")
         cells.append((listener.protocol, endpoint(listener), v6only,
                       ",".join(map(str, listener.pids)) or "?"))
     widths = [max(len(row[i]) for row in cells) for i in range(3)]

@@ -13,6 +13,7 @@ from agent.model import (
     ObservedProcess,
     Profile,
     Severity,
+    SocketOwner,
 )
 from agent.rules.fixes import container_security_fix, pod_security_fix
 
@@ -50,14 +51,19 @@ class Rule:
     def finding(self, message: str, remediation: str | None = None,
                 severity: Severity | None = None, *, profile: Profile = GENERIC_PROFILE,
                 observed: str | None = None, declared: str | None = None,
+                subject: str = "", holders: tuple[SocketOwner, ...] = (),
                 **params: object) -> Finding:
         """A finding of this rule; without `remediation`, the template filled with `params`.
-        `observed` and `declared` are the values compared, in a few words each."""
+        `observed` and `declared` are the values compared, in a few words each; `subject`
+        what it is about ("tcp/8081", "/tmp", "NET_BIND_SERVICE"; "" for the container);
+        `holders` the processes it is about when not the audited one (a socket's owners)."""
         if remediation is None:
             remediation = self.render_fix(profile, **params)
         return Finding(rule=self.id, severity=severity or self.severity, message=message,
                        remediation=remediation, observed=observed, declared=declared,
-                       fix_line=self.fix)
+                       fix_line=self.fix, subject=subject,
+                       pids=tuple(sorted({o.pid for o in holders})),
+                       comms=tuple(dict.fromkeys(o.comm for o in holders if o.comm)))
 
     def render_fix(self, profile: Profile, **params: object) -> str:
         body = self.remediation.format(**params)

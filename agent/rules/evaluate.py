@@ -12,6 +12,7 @@ import dataclasses
 
 from agent.model import (
     DEFAULT_CONFIG,
+    NO_PROCESS,
     AuditConfig,
     DeclaredContainer,
     Finding,
@@ -40,7 +41,8 @@ def run_rule(rule: Rule, observed: ObservedProcess, declared: DeclaredContainer 
         why = f"{type(exc).__name__}: {exc}"
         message = (f"Rule {rule.id} failed on {observed.comm} (pid {observed.pid}): "
                    f"{why}. Its verdict is unknown.")
-        error = INSPECTION_INCOMPLETE.finding(message, "# Report this as an opaudit bug.")
+        error = INSPECTION_INCOMPLETE.finding(message, "# Report this as an opaudit bug.",
+                                              subject=f"rule {rule.id}")
         return Verdict(rule.id, Outcome.UNKNOWN, (error,), (Gap(f"rule {rule.id}", why),))
     if findings:
         return Verdict(rule.id, Outcome.FIRED, findings)
@@ -68,16 +70,19 @@ def waived(finding: Finding, declared: DeclaredContainer | None, waivers: tuple[
 def evaluate(observed: ObservedProcess, declared: DeclaredContainer | None, profile: Profile,
              config: AuditConfig = DEFAULT_CONFIG,
              rules: tuple[Rule, ...] = CATALOGUE) -> tuple[Verdict, ...]:
-    """One verdict per rule, in catalogue order; findings stamped with pid, pod, container."""
+    """One verdict per rule, in catalogue order; findings stamped with pid, comm, pod and
+    container (`agent.rules.container` then makes them the container's)."""
     overrides: dict[str, Severity] = dict(config.severity_overrides)
     pod = f"{declared.pod.namespace}/{declared.pod.name}" if declared else None
     container = declared.container_name if declared else None
+    pid = None if observed.pid == NO_PROCESS else observed.pid
+    comms = (observed.comm,) if observed.comm else ()
     verdicts: list[Verdict] = []
     for rule in rules:
         verdict = run_rule(rule, observed, declared, profile)
         kept = tuple(
-            dataclasses.replace(finding, severity=overrides.get(finding.rule, finding.severity),
-                                pid=observed.pid, pod=pod, container=container)
+            _stamped(finding, overrides.get(finding.rule, finding.severity), pid, comms, pod,
+                     container)
             for finding in verdict.findings if not waived(finding, declared, config.waivers))
         if verdict.outcome is Outcome.FIRED and not kept:
             waiver = waived(verdict.findings[0], declared, config.waivers)
@@ -87,6 +92,18 @@ def evaluate(observed: ObservedProcess, declared: DeclaredContainer | None, prof
             verdict, findings=kept, category=rule.category,
             severity=overrides.get(rule.id, rule.severity)))
     return tuple(verdicts)
+
+
+def _stamped(finding: Finding, severity: Severity, pid: int | None, comms: tuple[str, ...],
+             pod: str | None, container: str | None) -> Finding:
+    """The finding with where it was seen: the audited process, unless the rule named the
+    processes it is about (a listener's owners, which may be another process of the
+    container)."""
+    if not finding.pids:
+        finding = dataclasses.replace(finding, pids=() if pid is None else (pid,), comms=comms)
+    first = finding.pids[0] if finding.pids else None
+    return dataclasses.replace(finding, severity=severity, pid=first, pod=pod,
+                               container=container)
 
 
 def findings_of(verdicts: tuple[Verdict, ...]) -> tuple[Finding, ...]:

@@ -45,8 +45,10 @@ FACTS: dict[str, Present] = {
     "seccomp": lambda o, d: o.seccomp is not None,
     "filesystem": lambda o, d: o.filesystem is not None and o.filesystem.root_readonly is not None,
     # Writability of the paths the workload must write, probed through the process's root:
-    # the collector names each path it could not judge as a `paths.<path>` gap.
-    "paths": lambda o, d: not any(g.fact.startswith("paths.") for g in o.incomplete),
+    # the collector names each path it could not judge as a `paths.<path>` gap. A process
+    # that could not be read at all (no start time) had no path probed.
+    "paths": lambda o, d: o.start_time is not None and not any(
+        g.fact.startswith("paths.") for g in o.incomplete),
     "network.addresses": lambda o, d: _network_read(o, "network.addresses"),
     "network.listeners": lambda o, d: _network_read(o, "network.listeners"),
     "network.listeners.owners": lambda o, d: _network_read(o, "network.listeners.owners"),

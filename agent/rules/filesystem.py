@@ -55,7 +55,8 @@ def writable_path_missing(observed: ObservedProcess, declared: DeclaredContainer
                    f"because {need.why}.")
         fix = writable_volume_fix(profile, declared, observed, path)
         yield WRITABLE_PATH_MISSING.finding(message, fix, need.severity, observed=verdict.detail,
-                                            declared=f"must write {path}: {need.why}")
+                                            declared=f"must write {path}: {need.why}",
+                                            subject=path)
 
 
 WRITABLE_PATH_MISSING = Rule(
@@ -82,7 +83,8 @@ def empty_dir_without_size_limit(observed: ObservedProcess, declared: DeclaredCo
                    f"sizeLimit: a runaway writer can fill {backing} and get pods evicted.")
         fix = empty_dir_fix(profile, mount.name, mount.mount_path)
         yield EMPTY_DIR_WITHOUT_SIZE_LIMIT.finding(
-            message, fix, declared=f"emptyDir {mount.name} at {mount.mount_path}, no sizeLimit")
+            message, fix, declared=f"emptyDir {mount.name} at {mount.mount_path}, no sizeLimit",
+            subject=mount.mount_path)
 
 
 EMPTY_DIR_WITHOUT_SIZE_LIMIT = Rule(

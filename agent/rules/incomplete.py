@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agent.model import DeclaredContainer, Finding, Gap, ObservedProcess, Profile, Severity
+from agent.model import (
+    NO_PROCESS,
+    DeclaredContainer,
+    Finding,
+    Gap,
+    ObservedProcess,
+    Profile,
+    Severity,
+)
 from agent.rules.entry import Rule
 
 
@@ -23,7 +31,9 @@ def inspection_incomplete(observed: ObservedProcess, declared: DeclaredContainer
         facts_by_reason.setdefault(gap.reason, []).append(gap.fact)
     listed = "; ".join(f"{', '.join(facts)} ({reason})"
                        for reason, facts in facts_by_reason.items())
-    message = (f"Some facts about {observed.comm} (pid {observed.pid}) could not be read: "
+    about = ("the container (it has no process here)" if observed.pid == NO_PROCESS
+             else f"{observed.comm} (pid {observed.pid})")
+    message = (f"Some facts about {about} could not be read: "
                f"{listed}. Rules that need them report nothing, which is not a pass.")
     fix = ("# Run opaudit as the DaemonSet ships it (hostPID; SYS_PTRACE, DAC_READ_SEARCH,\n"
            "# SYS_ADMIN), or re-run while the process is alive.")

@@ -15,13 +15,14 @@ from agent.model import (
 )
 from agent.rules.entry import Rule
 from agent.rules.facts import DISABLE_IPV6, POD_SPEC
-from agent.rules.ports import declared_port_keys, probe_ports
+from agent.rules.ports import declared_port_keys, port_subject, probe_ports
 from agent.rules.reach import (
     describe,
     ipv6_disabled,
     is_loopback,
     listeners_on,
     own_listeners,
+    owners_phrase,
     v6only_of,
 )
 
@@ -50,7 +51,8 @@ def ipv6_listener_with_ipv6_disabled(observed: ObservedProcess,
         if profile.helm_values_prefix and flag:
             fix += f"\n# spark-operator: pass {flag}=0.0.0.0:{listener.port}"
         yield IPV6_LISTENER_WITH_IPV6_DISABLED.finding(
-            message, fix, observed=f"{describe(listener, network)}; disable_ipv6=1")
+            message, fix, observed=f"{describe(listener, network)}; disable_ipv6=1",
+            subject=port_subject(listener.protocol, listener.port), holders=listener.owners)
 
 
 IPV6_LISTENER_WITH_IPV6_DISABLED = Rule(
@@ -81,7 +83,8 @@ def declared_port_not_listening(observed: ObservedProcess, declared: DeclaredCon
         yield DECLARED_PORT_NOT_LISTENING.finding(
             message, name=port.name or "<name>", protocol=port.protocol,
             observed=f"no {proto.upper()} listener on {port.port}",
-            declared=f"containerPort{name} {port.port}/{port.protocol}")
+            declared=f"containerPort{name} {port.port}/{port.protocol}",
+            subject=port_subject(proto, port.port))
 
 
 DECLARED_PORT_NOT_LISTENING = Rule(
@@ -109,12 +112,14 @@ def undeclared_listener(observed: ObservedProcess, declared: DeclaredContainer |
                 or listener.port in profile.ports):
             continue
         seen.add(key)
-        message = (f"{observed.comm} (pid {observed.pid}) listens on {describe(listener, network)}"
+        message = (f"{owners_phrase(listener)} listens on {describe(listener, network)}"
                    " on a non-loopback address, but no containerPort or probe names it: "
                    "reviews and NetworkPolicies miss what the pod really exposes.")
         yield UNDECLARED_LISTENER.finding(message, port=listener.port,
                                           protocol=listener.protocol.upper(),
-                                          observed=describe(listener, network))
+                                          observed=describe(listener, network),
+                                          subject=port_subject(listener.protocol, listener.port),
+                                          holders=listener.owners)
 
 
 UNDECLARED_LISTENER = Rule(

@@ -17,7 +17,7 @@ from agent.model import (
 from agent.rules.entry import Rule
 from agent.rules.facts import DISABLE_IPV6, POD_SPEC
 from agent.rules.fixes import sysctl_fix
-from agent.rules.ports import PROBE_HANDLERS, promised_ports
+from agent.rules.ports import PROBE_HANDLERS, listed, port_subject, promised_ports
 from agent.rules.reach import (
     describe,
     families_serving,
@@ -48,16 +48,19 @@ def probe_port_not_listening(observed: ObservedProcess, declared: DeclaredContai
             fix = f"ports:\n- name: {probe.port_name}\n  containerPort: <port>\n  protocol: TCP"
             yield PROBE_PORT_NOT_LISTENING.finding(
                 message, "# Pod spec: containers[]\n" + fix,
-                declared=f"{probe.kind} probe port {probe.port_name}")
+                declared=f"{probe.kind} probe port {probe.port_name}",
+                subject=f"tcp/{probe.port_name}")
     for promised in promised_ports(declared):
         if not promised.probe or listeners_on(network, promised.port, "tcp"):
             continue
-        message = (f"The {', '.join(promised.names)} targets TCP port {promised.port}, but "
+        verb = "targets" if len(promised.names) == 1 else "target"
+        message = (f"The {listed(promised.names)} {verb} TCP port {promised.port}, but "
                    "nothing in the pod's network namespace listens there: the probe fails and "
                    "the kubelet restarts the container or keeps it out of the Service.")
         yield PROBE_PORT_NOT_LISTENING.finding(
             message, _probe_fix(declared, promised.port),
-            observed=f"no TCP listener on {promised.port}", declared=", ".join(promised.names))
+            observed=f"no TCP listener on {promised.port}", declared=", ".join(promised.names),
+            subject=port_subject("tcp", promised.port))
 
 
 def _probe_fix(declared: DeclaredContainer, port: int) -> str:
@@ -93,7 +96,8 @@ def listener_loopback_only(observed: ObservedProcess, declared: DeclaredContaine
                    "kubelet's probes and other pods connect to the pod IP and are refused.")
         yield LISTENER_LOOPBACK_ONLY.finding(
             message, _loopback_fix(pod_families(declared, network), promised.port),
-            observed=bound, declared=", ".join(promised.names))
+            observed=bound, declared=", ".join(promised.names),
+            subject=port_subject(promised.protocol, promised.port))
 
 
 def _loopback_fix(families: tuple[int, ...], port: int) -> str:
@@ -181,7 +185,8 @@ def listener_family_mismatch(observed: ObservedProcess, declared: DeclaredContai
         yield LISTENER_FAMILY_MISMATCH.finding(
             message, _family_fix(profile, declared, network, sockets, primary, promised.port),
             observed=bound + disabled,
-            declared=f"{', '.join(promised.names)} on an {FAMILY[primary]} pod")
+            declared=f"{', '.join(promised.names)} on an {FAMILY[primary]} pod",
+            subject=port_subject(promised.protocol, promised.port))
 
 
 LISTENER_FAMILY_MISMATCH = Rule(
@@ -217,7 +222,9 @@ def dual_stack_listener_gap(observed: ObservedProcess, declared: DeclaredContain
                    "refused.")
         yield DUAL_STACK_LISTENER_GAP.finding(message, port=promised.port,
                                               family=FAMILY[missing], observed=bound,
-                                              declared=", ".join(promised.names))
+                                              declared=", ".join(promised.names),
+                                              subject=port_subject(promised.protocol,
+                                                                   promised.port))
 
 
 DUAL_STACK_LISTENER_GAP = Rule(

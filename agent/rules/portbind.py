@@ -14,7 +14,7 @@ from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Se
 from agent.rules.entry import Rule
 from agent.rules.facts import POD_SPEC, UNPRIVILEGED_PORT_START
 from agent.rules.fixes import sysctl_fix
-from agent.rules.ports import PromisedPort, promised_ports
+from agent.rules.ports import PromisedPort, port_subject, promised_ports
 from agent.rules.reach import listeners_on
 
 NET_BIND_SERVICE_BIT = 10
@@ -111,7 +111,8 @@ def privileged_port_not_bindable(observed: ObservedProcess, declared: DeclaredCo
                         "cap_net_bind_service+ep) would allow it.")
         yield PRIVILEGED_PORT_NOT_BINDABLE.finding(
             message, _fix(profile, promised, start), declared=", ".join(promised.names),
-            observed=f"{SYSCTL}={start}; no effective NET_BIND_SERVICE")
+            observed=f"{SYSCTL}={start}; no effective NET_BIND_SERVICE",
+            subject=port_subject(promised.protocol, promised.port))
 
 
 PRIVILEGED_PORT_NOT_BINDABLE = Rule(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.model import DeclaredContainer, ListenerProtocol, listener_protocol
@@ -15,6 +16,17 @@ class PromisedPort:
     protocol: ListenerProtocol
     names: tuple[str, ...]  # "readiness probe httpGet", "containerPort metrics/TCP"
     probe: bool
+
+
+def port_subject(protocol: ListenerProtocol, port: int | str) -> str:
+    """A finding's subject for a port: `tcp/8081`, `udp/53` (a probe's unresolved port
+    name stands in for its number)."""
+    return f"{protocol}/{port}"
+
+
+def listed(names: Sequence[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def probe_ports(declared: DeclaredContainer | None) -> dict[int, list[str]]:

@@ -18,7 +18,7 @@ from agent.model import (
 from agent.rules.entry import FixSite, Rule
 from agent.rules.facts import POD_SPEC, UNPRIVILEGED_PORT_START
 from agent.rules.fixes import sysctl_fix
-from agent.rules.reach import own_listeners
+from agent.rules.reach import own_listeners, owner_pids
 
 NET_BIND_SERVICE_BIT = 10
 DROP_ALL = "capabilities:\n  drop: [ALL]"
@@ -121,24 +121,25 @@ def capability_added_but_ineffective(observed: ObservedProcess,
         bit = capability_bit(name)
         if bit is not None and caps.bounding >> bit & 1 and not caps.effective >> bit & 1:
             idle.append(mask_names(1 << bit)[0])
-    if not idle:
-        return
-    names = ", ".join(sorted(set(idle)))
     uid = observed.identity.uid
     who = f"{observed.comm} (pid {observed.pid}, uid {uid.effective if uid else 'unknown'})"
-    message = (f"capabilities.add declares {names}, but {who} holds it only in its bounding set, "
-               "not as effective: Kubernetes sets no ambient capabilities, so a non-root process "
-               "gets no capability from `add` without ambient or file capabilities, and adding "
-               "it does nothing.")
-    kept = [c for c in declared.capabilities_add if c not in idle and c != "ALL"]
-    fix = CAPABILITY_ADDED_BUT_INEFFECTIVE.render_fix(profile, add=_add_back(kept))
-    if NET_BIND_SERVICE_BIT in {capability_bit(n) for n in idle}:
-        fix += ("\n# If a port below 1024 is really needed, lower the netns threshold instead:\n"
-                + sysctl_fix(profile, "net.ipv4.ip_unprivileged_port_start", 0))
     effective = ", ".join(mask_names(caps.effective)) or "none"
-    yield CAPABILITY_ADDED_BUT_INEFFECTIVE.finding(
-        message, fix, observed=f"effective: {effective}",
-        declared=f"add: [{', '.join(declared.capabilities_add)}]")
+    # One finding per capability: the engine drops one that another process of the
+    # container holds effective (a root parent binding :80 for its non-root workers).
+    for name in sorted(set(idle)):
+        message = (f"capabilities.add declares {name}, but {who} holds it only in its bounding "
+                   "set, not as effective: Kubernetes sets no ambient capabilities, so a "
+                   "non-root process gets no capability from `add` without ambient or file "
+                   "capabilities, and adding it does nothing.")
+        kept = [c for c in declared.capabilities_add
+                if capability_bit(c) != capability_bit(name) and c != "ALL"]
+        fix = CAPABILITY_ADDED_BUT_INEFFECTIVE.render_fix(profile, add=_add_back(kept))
+        if capability_bit(name) == NET_BIND_SERVICE_BIT:
+            fix += ("\n# If a port below 1024 is really needed, lower the netns threshold "
+                    "instead:\n" + sysctl_fix(profile, "net.ipv4.ip_unprivileged_port_start", 0))
+        yield CAPABILITY_ADDED_BUT_INEFFECTIVE.finding(
+            message, fix, observed=f"effective: {effective}",
+            declared=f"add: [{', '.join(declared.capabilities_add)}]", subject=name)
 
 
 CAPABILITY_ADDED_BUT_INEFFECTIVE = Rule(
@@ -168,29 +169,35 @@ def net_bind_service_unneeded(observed: ObservedProcess, declared: DeclaredConta
     if any(p < start for p in ports):
         return
     where = "as effective" if caps.effective >> NET_BIND_SERVICE_BIT & 1 else "in its bounding set"
-    if declared is not None and NET_BIND_SERVICE_BIT in {
-            capability_bit(c) for c in declared.capabilities_add}:
+    added = declared is not None and NET_BIND_SERVICE_BIT in {
+        capability_bit(c) for c in declared.capabilities_add}
+    if added:
         where += " (declared in capabilities.add)"
     message = (f"{_who(observed)} holds NET_BIND_SERVICE {where}, yet "
                f"{_ports_it_listens_on(observed, network, ports, start)}.")
     keep = [c for c in (declared.capabilities_add if declared else ())
             if capability_bit(c) != NET_BIND_SERVICE_BIT and c != "ALL"]
     yield NET_BIND_SERVICE_UNNEEDED.finding(
-        message, profile=profile, add=_add_back(keep),
+        message, profile=profile, add=_add_back(keep), subject="NET_BIND_SERVICE",
         observed=f"NET_BIND_SERVICE {where}; ports {', '.join(map(str, ports)) or 'none'}; "
-                 f"ip_unprivileged_port_start={start}")
+                 f"ip_unprivileged_port_start={start}",
+        declared=(f"capabilities.add: [{', '.join(declared.capabilities_add)}]"
+                  if added and declared is not None else None))
 
 
 def _ports_it_listens_on(observed: ObservedProcess, network: NetnsFacts, ports: list[int],
                          start: int) -> str:
-    """Only sockets the target holds are its ports; an unowned one may be anybody's."""
-    held = sorted({s.port for s in network.listeners if observed.pid in s.pids})
+    """Only sockets its container holds are its ports (the capability and its fix are the
+    container's); an unowned one may be anybody's."""
+    mine = owner_pids(observed)
+    held = sorted({s.port for s in network.listeners if mine.intersection(s.pids)})
     unowned = sorted(set(ports) - set(held))
     threshold = f"net.ipv4.ip_unprivileged_port_start={start} in its network namespace"
+    it = "its container" if observed.container_pids else "it"
     if not held and not unowned:
-        return f"it listens on no port ({threshold}), so the capability is not used"
+        return f"{it} listens on no port ({threshold}), so the capability is not used"
     if held:
-        text = f"every port it listens on ({', '.join(map(str, held))})"
+        text = f"every port {it} listens on ({', '.join(map(str, held))})"
         if unowned:
             text += f" and every port of unknown owner ({', '.join(map(str, unowned))})"
     else:

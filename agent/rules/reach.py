@@ -112,13 +112,28 @@ def primary_family(declared: DeclaredContainer | None, network: NetnsFacts) -> i
     return families[0] if families else None
 
 
+def owner_pids(observed: ObservedProcess) -> frozenset[int]:
+    """The processes whose sockets are the target's: its container's when the audit knows
+    the container (a listener belongs to the container, whichever process opened it)."""
+    return frozenset(observed.container_pids or (observed.pid,))
+
+
 def own_listeners(observed: ObservedProcess, network: NetnsFacts,
                   include_unowned: bool = True) -> tuple[Listener, ...]:
-    """Sockets held by the target; with `include_unowned`, also those whose owner is unknown."""
+    """Sockets held by the target's container (the target alone when its container is not
+    known); with `include_unowned`, also those whose owner is unknown."""
+    mine = owner_pids(observed)
     return tuple(
         s for s in network.listeners
-        if observed.pid in s.pids or (include_unowned and not s.owners)
+        if mine.intersection(s.pids) or (include_unowned and not s.owners)
     )
+
+
+def owners_phrase(listener: Listener) -> str:
+    """`nc (pid 4243)`, `httpd, httpd (pids 10, 11)`: who holds the socket."""
+    comms = ", ".join(dict.fromkeys(o.comm for o in listener.owners if o.comm)) or "?"
+    pids = listener.pids
+    return f"{comms} (pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))})"
 
 
 def describe(listener: Listener, network: NetnsFacts) -> str:

@@ -57,7 +57,7 @@ signal.pause()
 
 
 STABLE_NETNS = 4026530000
-PID_FIELDS = ("pid", "ppid")
+PID_FIELDS = ("pid", "ppid", "pids", "container_pids")
 
 
 @dataclass

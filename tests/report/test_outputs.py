@@ -96,7 +96,9 @@ def test_listener_columns_line_up_for_ipv4_and_ipv6(stage: Stage) -> None:
     rows = [line for line in text.splitlines() if ":8080 " in line or ":9000 " in line
             or "local address:port" in line]
     assert len(rows) == 3, text
-    starts = {row.index(word) for row, word in zip(rows, ("v6only", "no", "-"), strict=True)}
+    cells = [row.split()[-2] for row in rows]  # v6only, then 0 ([::] with V6ONLY 0) and -
+    assert cells == ["v6only", "0", "-"], rows
+    starts = {row.rindex(f" {cell} ") + 1 for row, cell in zip(rows, cells, strict=True)}
     assert len(starts) == 1, rows  # v6only in one column, `-` for IPv4
     pids = {row.rindex(str(parent)) for row in rows[1:]} | {rows[0].index("pids")}
     assert len(pids) == 1, rows

@@ -26,7 +26,8 @@ def test_probe_port_not_listening() -> None:
     snap = observed(network=network(listener(8080)))
     [f] = probe_port_not_listening(snap, declared(CONTROLLER), GENERIC_PROFILE)
     assert f.severity is Severity.HIGH and "TCP port 8081" in f.message
-    assert "liveness probe (httpGet), readiness probe (httpGet)" in f.message
+    assert "The liveness probe (httpGet) and readiness probe (httpGet) target TCP" in f.message
+    assert f.subject == "tcp/8081"
 
 
 def test_probe_port_listening_is_a_near_miss_even_when_not_declared() -> None:
