@@ -73,7 +73,7 @@ class LintOptions:
 
 def _without_pid(finding: Finding, declared: DeclaredContainer) -> Finding:
     return dataclasses.replace(
-        finding, pid=None, message=_PID.sub("", finding.message),
+        finding, pid=None, pids=(), comms=(), message=_PID.sub("", finding.message),
         pod=f"{declared.pod.namespace}/{declared.pod.name}", container=declared.container_name)
 
 

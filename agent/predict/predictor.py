@@ -57,8 +57,6 @@ WITH_FILE_CAPS = "if the entrypoint has file capabilities (setcap {names}+ep)"
 class PodFacts:
     """What a pod spec says beyond `DeclaredContainer`, as the predictor needs it."""
 
-    host_network: bool
-    sysctls: tuple[tuple[str, str], ...]
     fs_group: int | None
     supplemental_groups: tuple[int, ...]
     command: tuple[str, ...] | None  # the container's command (replaces ENTRYPOINT), if set
@@ -81,8 +79,6 @@ def pod_facts(pod: Mapping[str, Any], container: str) -> PodFacts:
     """Read as leniently as `declared_from_pod`: a field of the wrong type counts as unset."""
     spec = _dict(pod.get("spec"))
     psc = _dict(spec.get("securityContext"))
-    sysctls = tuple((str(s.get("name")), str(s.get("value")))
-                    for s in _list(psc.get("sysctls")) if isinstance(s, dict))
     groups = tuple(g for g in map(_number, _list(psc.get("supplementalGroups")))
                    if g is not None)
     command = args = None
@@ -92,8 +88,7 @@ def pod_facts(pod: Mapping[str, Any], container: str) -> PodFacts:
                 command = tuple(str(a) for a in entry["command"])
             if isinstance(entry.get("args"), list) and entry["args"]:
                 args = tuple(str(a) for a in entry["args"])
-    return PodFacts(host_network=spec.get("hostNetwork") is True, sysctls=sysctls,
-                    fs_group=_number(psc.get("fsGroup")), supplemental_groups=groups,
+    return PodFacts(fs_group=_number(psc.get("fsGroup")), supplemental_groups=groups,
                     command=command, args=args)
 
 
@@ -195,11 +190,12 @@ def capabilities(uid: int, bounding: int, file_caps: tuple[int, bool]) -> Capabi
     return Capabilities(effective, permitted, 0, bounding, 0, LAST_CAP)
 
 
-def unprivileged_port_start(model: RuntimeModel, facts: PodFacts) -> tuple[int | None, Gap | None]:
-    for name, value in facts.sysctls:
+def unprivileged_port_start(model: RuntimeModel, declared: DeclaredContainer
+                            ) -> tuple[int | None, Gap | None]:
+    for name, value in declared.sysctls:
         if name == SYSCTL and value.strip().isdigit():
             return int(value), None
-    if facts.host_network:
+    if declared.host_network:
         return None, Gap(SYSCTL, "hostNetwork: the pod uses the node's network namespace, "
                                  "whose value is not known before deploy")
     return model.unprivileged_port_start, None
@@ -274,7 +270,7 @@ def predict(declared: DeclaredContainer, facts: PodFacts, model: RuntimeModel, p
     # The kernel's comm is the executable's name cut to 15 bytes; with no known executable,
     # the messages name the container.
     comm = posixpath.basename(cmdline[0])[:15] if cmdline else declared.container_name
-    start, port_gap = unprivileged_port_start(model, facts)
+    start, port_gap = unprivileged_port_start(model, declared)
     predictions = []
     for uid, uid_condition in _uid_choices(declared, image):
         identity, gaps = _identity(uid, declared, facts, image, env)
@@ -287,7 +283,7 @@ def predict(declared: DeclaredContainer, facts: PodFacts, model: RuntimeModel, p
             network = NetnsFacts(
                 inode=0, sysctls=Sysctls(bindv6only=None, disable_ipv6=None,
                                          ip_unprivileged_port_start=start),
-                addresses=(), listeners=listeners, host_network=facts.host_network,
+                addresses=(), listeners=listeners, host_network=declared.host_network,
                 gaps=(port_gap,) if port_gap else ())
             writable = tuple(m.mount_path for m in declared.volume_mounts if not m.read_only
                              and m.volume_type not in READ_ONLY_VOLUMES)
