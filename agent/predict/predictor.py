@@ -124,12 +124,12 @@ def bounding_set(model: RuntimeModel, declared: DeclaredContainer) -> int:
 
 
 def no_new_privs(declared: DeclaredContainer) -> bool:
-    # The kubelet sets no_new_privs only when allowPrivilegeEscalation is explicitly false;
-    # privileged or an added SYS_ADMIN rule it out (the API rejects the combination).
-    sys_admin = any(c.strip().upper() in ("SYS_ADMIN", "CAP_SYS_ADMIN", "ALL")
-                    for c in declared.capabilities_add)
-    return declared.allow_privilege_escalation is False and not declared.privileged \
-        and not sys_admin
+    # The kubelet asks for no_new_privs exactly when allowPrivilegeEscalation is false
+    # (pkg/securitycontext/util.go AddNoNewPrivileges). The API rejects false together with
+    # privileged: true or an added "CAP_SYS_ADMIN", spelled so (core/v1 validation; the docs:
+    # escalation is "always true" then); "SYS_ADMIN" passes and gets no_new_privs.
+    rejected = declared.privileged is True or "CAP_SYS_ADMIN" in declared.capabilities_add
+    return declared.allow_privilege_escalation is False and not rejected
 
 
 def seccomp_mode(declared: DeclaredContainer, seccomp_default: bool) -> str:

@@ -44,9 +44,9 @@ SHARED_SOURCES = (
     # Inheritable is empty since containerd 1.5.11/1.6.2 (CVE-2022-24769) and CRI-O 1.24
     # (CVE-2022-27652, cri-o/cri-o#5769).
     "containerd GHSA-c9cp-9c75-9v8c, cri-o/cri-o#5769: empty inheritable set",
-    # The kubelet asks for no_new_privs only when allowPrivilegeEscalation is false
+    # The kubelet asks for no_new_privs exactly when allowPrivilegeEscalation is false
     # (pkg/securitycontext/util.go AddNoNewPrivileges); the API rejects false together with
-    # privileged: true or an added SYS_ADMIN (pkg/apis/core/validation).
+    # privileged: true or an added "CAP_SYS_ADMIN" (pkg/apis/core/validation).
     "kubernetes pkg/securitycontext/util.go AddNoNewPrivileges",
     # A container without seccompProfile is Unconfined unless the kubelet runs with
     # --seccomp-default (RuntimeDefault); a privileged container never gets a filter
