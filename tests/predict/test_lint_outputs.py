@@ -198,3 +198,14 @@ def test_helm_values_says_what_it_cannot_fix_outside_the_spark_operator_chart(
     assert "# NOT fixed here (no chart value for it): Deployment web: PrivilegedContainer" \
         in comments
     assert yaml.safe_load(done.stdout) == {}
+
+
+def test_the_readme_names_every_key_of_the_json_document(bad: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("`-o json` (`schema`: `opaudit.lint/v1`")
+    described = readme[start:readme.index("Runtime models (", start)]
+    document = json.loads(lint(bad, "-o", "json").stdout)
+    container = document["containers"][0]
+    keys = {*document, *container, *container["findings"][0], *container["predicted"][0]}
+    missing = sorted(k for k in keys if f"`{k}`" not in described and k != "predicted")
+    assert missing == []
