@@ -118,18 +118,20 @@ def parse_manifests(text: str, shown: str) -> Inputs:
 
 def _objects(data: Any, document: Document, path: str) -> Iterator[Mapping[str, Any]]:
     """The objects of a document: itself, or the items of a `List` kind (v1 List,
-    PodList, ...), recursively."""
-    if data is None:
-        return  # an empty document (helm prints `---` between templates)
-    if not isinstance(data, dict):
-        raise ManifestError(f"manifest {path}: a document is a {type(data).__name__}, "
-                            "not a Kubernetes object")
-    kind = str(data.get("kind") or "")
-    if kind.endswith("List") and isinstance(data.get("items"), list):
-        for item in data["items"]:
-            yield from _objects(item, document, path)
-        return
-    yield data
+    PodList, ...), nested Lists included, in order (a loop: no recursion per level)."""
+    pending: list[Any] = [data]
+    while pending:
+        item = pending.pop()
+        if item is None:
+            continue  # an empty document (helm prints `---` between templates)
+        if not isinstance(item, dict):
+            raise ManifestError(f"manifest {path}: a document is a {type(item).__name__}, "
+                                "not a Kubernetes object")
+        kind = str(item.get("kind") or "")
+        if kind.endswith("List") and isinstance(item.get("items"), list):
+            pending.extend(reversed(item["items"]))
+            continue
+        yield item
 
 
 def _dig(obj: Mapping[str, Any], keys: tuple[str, ...]) -> Any:

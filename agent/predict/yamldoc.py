@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 
 # A pod template sits about 12 levels deep (CronJob: spec.jobTemplate.spec.template.spec.
-# containers[].securityContext.capabilities.add[]); 64 leaves room for any real manifest.
-MAX_DEPTH = 64
+# containers[].securityContext.capabilities.add[]), a CRD's schema 20 to 50; the loop below
+# costs no stack per level, so the bound is only against absurd input.
+MAX_DEPTH = 512
 KNOWN_SCALARS = 65536  # distinct plain scalars remembered per stream
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
