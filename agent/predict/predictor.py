@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.model import (
     CAPABILITY_NAMES,
+    NO_PROCESS,
     Capabilities,
     DeclaredContainer,
     Filesystem,
@@ -144,7 +145,7 @@ def seccomp_mode(declared: DeclaredContainer, seccomp_default: bool) -> str:
 
 
 def _uid_choices(declared: DeclaredContainer, image: ImageFacts | None
-                 ) -> list[tuple[int | None, str | None]]:
+                 ) -> list[tuple[int, str | None]]:
     """(uid, condition): certain when the spec or the image says; else both alternatives.
     NOT_ROOT: runAsNonRoot alone (the kubelet refuses to start such a container as uid 0)."""
     if declared.run_as_user is not None:
@@ -213,7 +214,7 @@ def predicted_listeners(declared: DeclaredContainer, start: int | None, caps: Ca
             continue
         found.append(Listener(protocol=promised.protocol, family=4, address="0.0.0.0",
                               port=promised.port, v6only=None, inode=0,
-                              owners=(SocketOwner(pid=0, comm=comm, fd=0),)))
+                              owners=(SocketOwner(pid=NO_PROCESS, comm=comm, fd=0),)))
     return tuple(found)
 
 
@@ -275,10 +276,8 @@ def predict(declared: DeclaredContainer, facts: PodFacts, model: RuntimeModel, p
     for uid, uid_condition in _uid_choices(declared, image):
         identity, gaps = _identity(uid, declared, facts, image, env)
         for file_perm, file_eff, caps_condition in _file_caps_choices(
-                uid if uid is not None else NOT_ROOT, bounding, declared, image,
-                cmdline[0] if cmdline else None, env):
-            caps = capabilities(uid if uid is not None else NOT_ROOT, bounding,
-                                (file_perm, file_eff))
+                uid, bounding, declared, image, cmdline[0] if cmdline else None, env):
+            caps = capabilities(uid, bounding, (file_perm, file_eff))
             listeners = predicted_listeners(declared, start, caps, comm)
             network = NetnsFacts(
                 inode=0, sysctls=Sysctls(bindv6only=None, disable_ipv6=None,
@@ -288,7 +287,7 @@ def predict(declared: DeclaredContainer, facts: PodFacts, model: RuntimeModel, p
             writable = tuple(m.mount_path for m in declared.volume_mounts if not m.read_only
                              and m.volume_type not in READ_ONLY_VOLUMES)
             observed = ObservedProcess(
-                pid=0, start_time=None, comm=comm, cmdline=cmdline, identity=identity,
+                pid=NO_PROCESS, start_time=None, comm=comm, cmdline=cmdline, identity=identity,
                 capabilities=caps, no_new_privs=no_new_privs(declared),
                 seccomp=seccomp_mode(declared, seccomp_default),
                 filesystem=Filesystem(root_readonly=declared.read_only_root_filesystem is True,
