@@ -124,7 +124,8 @@ def render_helm_values(report: LintReport) -> str:
 
     values, fixed, open_findings = overlay(report)
     lines = ["# opaudit lint: Helm values overlay for the Spark Operator chart (kubeflow/",
-             "# spark-operator). Give it last: helm upgrade ... -f <your values> -f this.yaml"]
+             "# spark-operator). Give it last: helm upgrade ... -f <your values> -f this.yaml",
+             "# (a --set flag wins over every -f file: move such values into a file first)"]
     lines += [f"# fixes {item}" for item in fixed]
     lines += [f"# NOT fixed here (no chart value for it): {item}" for item in open_findings]
     if not fixed and not open_findings:
