@@ -17,6 +17,14 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 CAPS_HEX = re.compile(r"(0[xX])?[0-9a-fA-F]{1,16}")
 # One cycle a second at most (the watch wakes a cycle sooner for a new pod); a day at most.
 INTERVAL_RANGE = (1.0, 86400.0)
+# `run`'s API defaults are agent.kube's (STARTUP_JITTER, DEFAULT_QPS, DEFAULT_BURST; a test
+# checks they agree): this module imports nothing of the agent, so it repeats them.
+RUN_STARTUP_JITTER, RUN_API_QPS, RUN_API_BURST = 10.0, 50.0, 100
+# At most an hour of start-up jitter; a QPS up to the API server's own default
+# max-requests-inflight (400): beyond either, a typo rather than a choice. The chart's
+# values.schema.json has the same bounds.
+JITTER_RANGE = (0.0, 3600.0)
+QPS_RANGE = (0.01, 400.0)
 # A namespace is an RFC 1123 label, a pod name an RFC 1123 subdomain (k8s apimachinery
 # validation: IsDNS1123Label, IsDNS1123Subdomain).
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
@@ -56,15 +64,26 @@ def caps_hex(text: str) -> str:
 
 
 def interval_seconds(text: str) -> float:
-    low, high = INTERVAL_RANGE
+    return _bounded_float(text, INTERVAL_RANGE, "seconds between cycles")
+
+
+def _bounded_float(text: str, bounds: tuple[float, float], what: str) -> float:
+    low, high = bounds
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not low <= value <= high:  # also false for nan
-        raise argparse.ArgumentTypeError(
-            f"seconds between cycles, from {low:g} to {high:g}, not {text!r}")
+        raise argparse.ArgumentTypeError(f"{what}, from {low:g} to {high:g}, not {text!r}")
     return value
+
+
+def jitter_seconds(text: str) -> float:
+    return _bounded_float(text, JITTER_RANGE, "seconds")
+
+
+def qps_value(text: str) -> float:
+    return _bounded_float(text, QPS_RANGE, "requests per second")
 
 
 def port_number(text: str) -> int:
@@ -186,6 +205,16 @@ def add_run(sub: argparse._SubParsersAction[Parser]) -> None:
         "DaemonSet uses 9090)"))
     run.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
     run.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    run.add_argument("--startup-jitter", type=jitter_seconds, default=RUN_STARTUP_JITTER,
+                     metavar="SECONDS", help=(
+                         "wait a random delay up to this long before the first pod list, so "
+                         "a fleet started together does not list at once; --once lists at "
+                         "once (default: 10)"))
+    run.add_argument("--api-qps", type=qps_value, default=RUN_API_QPS, metavar="QPS", help=(
+        "client-side limit on Kubernetes API requests per second, after --api-burst "
+        "(default: 50, as the kubelet's)"))
+    run.add_argument("--api-burst", type=positive_count, default=RUN_API_BURST, metavar="N",
+                     help=("requests that may go at once before --api-qps applies (default: 100)"))
     run.set_defaults(func="run")
 
 

@@ -214,6 +214,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report_max_results=args.report_max_results,
         metrics_port=args.metrics_port, kubeconfig=args.kubeconfig,
         config=load_config_option(args.config),
+        startup_jitter=args.startup_jitter, api_qps=args.api_qps, api_burst=args.api_burst,
     )
     # main() restricted us already when run as a program; not again, and not at all
     # for a caller of main([...]) that keeps its own capabilities.

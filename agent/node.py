@@ -27,6 +27,7 @@ from typing import Any
 from agent.audit import audit, container_requests, declared_containers, sandbox_requests
 from agent.collect.procfs import ProcFS
 from agent.kube.containers import pod_uid
+from agent.kube.ratelimit import DEFAULT_BURST, DEFAULT_QPS
 from agent.kube.watch import WATCH_SECONDS, PodApi, PodWatcher
 from agent.logs import setup_json_logging
 from agent.model import DEFAULT_CONFIG, AuditConfig, AuditCycle, Report
@@ -61,6 +62,11 @@ class RunOptions:
     metrics_port: int | None = None
     kubeconfig: str | None = None
     config: AuditConfig = DEFAULT_CONFIG
+    # The API server at fleet scale (README): the CLI's defaults are STARTUP_JITTER and the
+    # kubelet's QPS; an embedding caller (tests, the bench) lists at once unless it asks.
+    startup_jitter: float = 0.0
+    api_qps: float = DEFAULT_QPS
+    api_burst: int = DEFAULT_BURST
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +113,8 @@ def run_agent(
     from agent.kube.client import load_api
 
     try:
-        api = load_api(options.kubeconfig, configuration=context.configuration)
+        api = load_api(options.kubeconfig, configuration=context.configuration,
+                       qps=options.api_qps, burst=options.api_burst)
     except Exception as exc:  # noqa: BLE001 - bad kubeconfig, no in-cluster env: one line
         log.error("cannot configure the Kubernetes API client", extra={"error": str(exc)})
         return 2
@@ -171,6 +178,7 @@ class NodeAgent:
             api, node, options.selector, options.namespace,
             triggers=self.triggers, stop=self.stop, on_api_error=metrics.pods_api_error,
             on_listed=metrics.pods_listed, on_answer=metrics.api_answered,
+            startup_jitter=options.startup_jitter,
         )
 
     # --- --once ----------------------------------------------------------------------
@@ -193,7 +201,8 @@ class NodeAgent:
     def run_forever(self) -> int:
         self._install_signal_handlers()
         self.watcher.start()
-        self._await_first_list(min(self.options.interval, FIRST_LIST_SECONDS))
+        self._await_first_list(min(self.options.interval, FIRST_LIST_SECONDS)
+                               + self.watcher.first_list_delay)
         release_free_memory()  # what start-up (imports, the first pod list) left behind
         next_cycle = 0.0  # the first cycle runs as soon as the pods are listed
         while not self.stop.is_set():

@@ -58,6 +58,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="stage the sockets netns, print the commands, wait for Ctrl-C")
     parser.add_argument("--node", action="store_true",
                         help="a full node instead: 110 pods, 5,000 processes, 500k fds")
+    parser.add_argument("--fleet", type=int, metavar="N", help=(
+        "instead: N real `opaudit run` agents (one NODE_NAME each, at least 2) against the "
+        "test API server holding N nodes x 110 pods; their API traffic"))
+    parser.add_argument("--fleet-jitter", type=float, default=10.0, metavar="SECONDS",
+                        help="--startup-jitter of the fleet's second start (default 10)")
+    parser.add_argument("--fleet-window", type=float, default=60.0, metavar="SECONDS",
+                        help="how long after each start is counted as its first minute "
+                        "(default 60)")
+    parser.add_argument("--fleet-steady", type=float, default=180.0, metavar="SECONDS",
+                        help="the steady window after the jittered start (default 180)")
+    parser.add_argument("--fleet-downtime", type=float, default=5.0, metavar="SECONDS",
+                        help="the API server's restart is down this long (default 5)")
+    parser.add_argument("--fleet-after-restart", type=float, default=60.0, metavar="SECONDS",
+                        help="counted after the restart (default 60)")
     parser.add_argument("--curves", action="store_true",
                         help="cost against sockets and targets instead: writes CSV and PNG")
     parser.add_argument("--out", type=Path, default=ROOT / "docs",
@@ -65,8 +79,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.connections = args.connections or (10_000 if args.quick else 100_000)
     args.targets = args.targets or (20 if args.quick else 100)
-    args.only = [] if args.node or args.curves else (args.only or ["sockets", "diagnose",
-                                                                    "daemon", "lint"])
+    if args.fleet is not None and args.fleet < 2:
+        parser.error("--fleet takes at least 2 agents")
+    everything = ["sockets", "diagnose", "daemon", "lint"]
+    args.only = [] if args.node or args.curves or args.fleet else (args.only or everything)
     return args
 
 
@@ -85,6 +101,14 @@ def main(argv: list[str]) -> int:
             from benchlib.node import node_bench
 
             print(node_bench())
+        if args.fleet:
+            from benchlib.fleet import FleetOptions, run_fleet
+            from benchlib.fleetreport import fleet_tables
+
+            print(fleet_tables(run_fleet(FleetOptions(
+                args.fleet, jitter=args.fleet_jitter, window=args.fleet_window,
+                steady=args.fleet_steady, downtime=args.fleet_downtime,
+                after_restart=args.fleet_after_restart))))
         if args.curves:
             print(curves_bench(args))
         if "sockets" in args.only:

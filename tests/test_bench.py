@@ -39,3 +39,24 @@ def test_staged_netns_holds_the_connections_and_listeners(stage: Stage) -> None:
     assert len(owned) == LISTENERS == len(listening)  # the holders closed their own
     stage.close()
     assert all(h.popen.poll() is not None for h in staged.holders)
+
+
+def test_a_tiny_fleet_runs_every_phase_and_each_agent_lists_from_the_watch_cache() -> None:
+    """Keeps `scripts/bench --fleet` working: two real agents, short phases. It asserts
+    what the agents asked for, never how fast (the full-size figures are in the README)."""
+    from benchlib.fleet import FleetOptions, node_name, run_fleet
+    from benchlib.fleetreport import fleet_tables
+
+    result = run_fleet(FleetOptions(2, jitter=1, window=12, steady=2, downtime=1,
+                                    after_restart=12), progress=False)
+    pods = [r for r in result.records if r.path == "/api/v1/pods"]
+    for i in range(2):
+        mine = [r for r in pods if r.params.get("fieldSelector") == f"spec.nodeName={node_name(i)}"]
+        assert mine and not mine[0].is_watch and mine[0].params["resourceVersion"] == "0"
+        assert mine[0].params["labelSelector"] == "app.kubernetes.io/name=spark-operator"
+        assert all(r.params["allowWatchBookmarks"] == "true" for r in mine if r.is_watch)
+    assert not [r for r in result.records if r.method != "GET"]  # nothing audited, no write
+    tables = fleet_tables(result)
+    for phase in ("start, no jitter", "start, --startup-jitter 1", "steady:", "restart (1 s down",
+                  "extrapolated to 5,000 nodes", "the kubelets' own pod watches"):
+        assert phase in tables, phase

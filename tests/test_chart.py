@@ -128,6 +128,7 @@ def test_all_keys_reach_the_objects(all_keys: list[dict[str, Any]]) -> None:
     assert container["resources"] == every["resources"]
     args = container["args"]
     assert args[:1] == ["run"] and "--metrics-port=9191" in args and "--interval=30" in args
+    assert {"--startup-jitter=20", "--api-qps=5", "--api-burst=10"} <= set(args)
     assert args[args.index("-l") + 1] == every["selector"]
     assert "--namespace=spark-operator" in args and "--config=/etc/opaudit/config.yaml" in args
     assert {"name": "TZ", "value": "UTC"} in container["env"]
@@ -152,6 +153,9 @@ def test_all_keys_reach_the_objects(all_keys: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize(("setting", "message"), [
     ("interval=-1", "/interval"),
+    ("startupJitter=-1", "/startupJitter"),
+    ("apiQPS=0", "/apiQPS"),
+    ("apiBurst=0.5", "/apiBurst"),
     ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
     ("metrics.port=70000", "/metrics/port"),
     ("imagee.tag=0.1.0", "'imagee' not allowed"),

@@ -190,7 +190,7 @@ def test_the_loop_audits_a_new_pod_at_once_and_stops_cleanly_on_sigterm(
     port = free_port()
     agent = subprocess.Popen(
         [str(OPAUDIT), "run", "--node", NODE, "-l", SELECTOR, "--interval", "300",
-         "--metrics-port", str(port), "--kubeconfig", str(kubeconfig)],
+         "--startup-jitter", "0", "--metrics-port", str(port), "--kubeconfig", str(kubeconfig)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -36,7 +36,7 @@ def test_readyz_follows_the_api_and_sigterm_counts_what_it_drops(
     port = free_port()
     agent = subprocess.Popen(
         [str(OPAUDIT), "run", "--node", NODE, "-l", SELECTOR, "--interval", "300",
-         "--metrics-port", str(port), "--kubeconfig", str(kubeconfig)],
+         "--startup-jitter", "0", "--metrics-port", str(port), "--kubeconfig", str(kubeconfig)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 30), "never ready"

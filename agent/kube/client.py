@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from agent.api_error import ApiError
+from agent.kube.ratelimit import DEFAULT_BURST, DEFAULT_QPS, RequestLimiter
+from agent.kube.watchstream import watch_deadline, watch_events
 
 # Seconds to wait for a TCP connect and for each read; a hung server must not block forever.
 CONNECT_TIMEOUT = 5.0
@@ -46,13 +49,16 @@ def load_api(
     configuration: Any = None,
     connect_timeout: float = CONNECT_TIMEOUT,
     read_timeout: float = READ_TIMEOUT,
+    qps: float = DEFAULT_QPS,
+    burst: int = DEFAULT_BURST,
 ) -> Api:
     """An `Api` from `configuration`, else `--kubeconfig`, else in-cluster, else KUBECONFIG.
 
     An explicit kubeconfig wins; inside a pod (KUBERNETES_SERVICE_HOST set) the
     ServiceAccount is used; otherwise KUBECONFIG or ~/.kube/config. The official loaders of
     `kubernetes.config` fill the configuration (exec plugins, OIDC, inline certificates,
-    the ServiceAccount token's rotation). Raises `KubeError`.
+    the ServiceAccount token's rotation). Every request waits on one client-side limit of
+    `qps` per second after a `burst` (`agent.kube.ratelimit`). Raises `KubeError`.
     """
     from kubernetes import client
 
@@ -65,6 +71,7 @@ def load_api(
         client.ApiClient(configuration),
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
+        limiter=RequestLimiter(qps, burst),
     )
 
 
@@ -120,10 +127,12 @@ class Api:
         *,
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
+        limiter: RequestLimiter | None = None,
     ) -> None:
         self.api_client = api_client
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.limiter = limiter if limiter is not None else RequestLimiter()
 
     @property
     def host(self) -> str:
@@ -141,11 +150,18 @@ class Api:
         namespace: str | None = None,
         *,
         timeout: float | None = None,
+        resource_version: str | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
-        """Pods on `node` matching the label `selector`, and the list's resourceVersion."""
+        """Pods on `node` matching the label `selector`, and the list's resourceVersion.
+
+        `resource_version` "0" lets the API server answer from its watch cache (any recent
+        state); another version, a state at least that new (also from the cache); None, a
+        consistent read from etcd (the Kubernetes API concepts: "Resource versions").
+        """
         answer = self._get_json(
             _pods_path(namespace),
-            [("fieldSelector", _node_selector(node)), ("labelSelector", selector or None)],
+            [("fieldSelector", _node_selector(node)), ("labelSelector", selector or None),
+             ("resourceVersion", resource_version)],
             timeout,
         )
         metadata = answer.get("metadata") or {}
@@ -159,25 +175,29 @@ class Api:
         resource_version: str | None,
         timeout_seconds: int = 300,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(type, pod) for ADDED/MODIFIED/DELETED/BOOKMARK until the server ends the watch.
+        """Open a watch; returns once the server answered, then (type, pod) for ADDED,
+        MODIFIED, DELETED and BOOKMARK until the server ends it after `timeout_seconds`.
 
-        Track `pod["metadata"]["resourceVersion"]` to resume. Raises `WatchExpired` when
-        the version is too old (410, as an HTTP status or an ERROR event), else `KubeError`.
+        Bookmarks are asked for: a BOOKMARK carries only a newer resourceVersion, so a watch
+        resumed from the last version seen starts where this one ended. Track
+        `pod["metadata"]["resourceVersion"]` to resume. Raises `WatchExpired` when the
+        version is too old (410, as an HTTP status or an ERROR event), else `KubeError`,
+        also when the watch is still open `watch_deadline(timeout_seconds)` after the request
+        (a half-open connection: `agent.kube.watchstream`).
         """
         query = [
+            ("allowWatchBookmarks", "true"),
             ("fieldSelector", _node_selector(node)),
             ("labelSelector", selector or None),
             ("resourceVersion", resource_version or None),
             ("timeoutSeconds", str(timeout_seconds)),
             ("watch", "true"),
         ]
-        # The server closes the stream after timeoutSeconds; allow some slack beyond it.
+        deadline = time.monotonic() + watch_deadline(timeout_seconds)
+        # The answer's headers, like every later read, must come before the deadline.
         response = self._send("GET", _pods_path(namespace), query=query,
-                              timeout=(self.connect_timeout, timeout_seconds + self.read_timeout))
-        try:
-            yield from _watch_lines(response)
-        finally:
-            response.release_conn()
+                              timeout=(self.connect_timeout, watch_deadline(timeout_seconds)))
+        return _released(response, watch_events(response, deadline, timeout_seconds))
 
     def get_pod(self, namespace: str, name: str, *, timeout: float | None = None) -> dict[str, Any]:
         path = f"/api/v1/namespaces/{_quote(namespace)}/pods/{_quote(name)}"
@@ -281,6 +301,7 @@ class Api:
         response, its body unread. Not the generated `CoreV1Api`/`EventsV1Api`: importing
         them imports some 250 pydantic model modules (about 20 MiB of a 64 MiB budget),
         and we only want the JSON."""
+        self.limiter.acquire()
         headers = {"Accept": "application/json"}
         if content_type is not None:
             headers["Content-Type"] = content_type
@@ -333,10 +354,10 @@ def _guarded(call: Any) -> Any:
             raise KubeError(None, "ClientError", str(exc.reason or exc)) from None
         raise _error_from(exc.status, exc.reason, exc.body, exc.headers) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise KubeError(None, "Unreachable", _connection_message(exc)) from None
+        raise KubeError(None, "Unreachable", connection_message(exc)) from None
 
 
-def _connection_message(exc: BaseException) -> str:
+def connection_message(exc: BaseException) -> str:
     import urllib3
 
     if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
@@ -383,34 +404,16 @@ def _json_body(response: Any) -> dict[str, Any]:
     return answer
 
 
-def _watch_lines(response: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-    import urllib3
-
-    buffer = b""
+def _released(response: Any, events: Iterator[tuple[str, dict[str, Any]]]
+              ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`events`, then the connection back to the pool; closed instead when the stream did
+    not end (an error, the deadline, or the caller stopped): its unread rest must never
+    reach the next request on that connection."""
+    ended = False
     try:
-        for chunk in response.stream(64 * 1024, decode_content=True):
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                if line.strip():
-                    yield _watch_event(line)
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise KubeError(None, "Unreachable", _connection_message(exc)) from None
-    if buffer.strip():
-        yield _watch_event(buffer)
-
-
-def _watch_event(line: bytes) -> tuple[str, dict[str, Any]]:
-    try:
-        event = json.loads(line)
-        kind, obj = str(event["type"]), event["object"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KubeError(None, "BadResponse", f"unreadable watch event: {exc}") from None
-    if kind == "ERROR":
-        # The API server ends a watch on a compacted resourceVersion with a 410 Status event.
-        code = obj.get("code") if isinstance(obj, dict) else None
-        reason = str(obj.get("reason") or "Error") if isinstance(obj, dict) else "Error"
-        message = str(obj.get("message") or "") if isinstance(obj, dict) else str(obj)
-        error_class = WatchExpired if code == 410 else KubeError
-        raise error_class(code if isinstance(code, int) else None, reason, message)
-    return kind, obj
+        yield from events
+        ended = True
+    finally:
+        if not ended:
+            response.close()
+        response.release_conn()

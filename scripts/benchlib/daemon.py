@@ -99,7 +99,7 @@ class Agent:
         self.server = server
         self.popen = subprocess.Popen(
             [OPAUDIT, "run", "--node", NODE, "-l", SELECTOR, "--interval", str(interval),
-             "--kubeconfig", kubeconfig],
+             "--startup-jitter", "0", "--kubeconfig", kubeconfig],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.cycles: queue.Queue[CycleSample] = queue.Queue()
         self.errors: list[str] = []

@@ -12,7 +12,8 @@ import json
 import re
 import socket
 import struct
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -43,6 +44,7 @@ class Fault:
     drop_connection: bool
     hang_seconds: float
     reset_connection: bool = False
+    silent_seconds: float = 0.0
 
 
 @dataclass
@@ -53,6 +55,16 @@ class RequestRecord:
     path: str
     query: str
     status: int | None = None  # None: no response (dropped, hung, or still running)
+    at: float = field(default_factory=time.monotonic)  # arrival
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query's parameters (the last value of a repeated one)."""
+        return {k: v[-1] for k, v in parse_qs(self.query, keep_blank_values=True).items()}
+
+    @property
+    def is_watch(self) -> bool:
+        return self.method == "GET" and self.params.get("watch") in ("true", "1")
 
 
 class ApiError(Exception):
@@ -130,7 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
         record = self._record = RequestRecord(method, url.path, url.query)
         self.api.request_log.append(record)
         body = self._read_body()
-        fault = self.api.take_fault(method, url.path)
+        fault = self.api.take_fault(method, url.path, record.is_watch)
         status: int | None
         try:
             if fault is not None:
@@ -235,6 +247,12 @@ class _Handler(BaseHTTPRequestHandler):
         return 200
 
     def _fault(self, fault: Fault, method: str, path: str, query: dict[str, str]) -> int | None:
+        if fault.silent_seconds:
+            self._start_stream()
+            self.wfile.flush()
+            self.api.stopping.wait(fault.silent_seconds)
+            self._end_stream()
+            return 200
         if fault.hang_seconds:
             self.api.stopping.wait(fault.hang_seconds)
         if fault.reset_connection:

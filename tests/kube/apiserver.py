@@ -1,12 +1,13 @@
 """An in-process Kubernetes API server for tests, spoken to by the official client over HTTP.
 
 Serves the REST paths opaudit uses: pods list/get/watch (fieldSelector, labelSelector,
-resourceVersion, timeoutSeconds) and Events create/get/list/patch on both
+resourceVersion, timeoutSeconds, allowWatchBookmarks) and Events create/get/list/patch on both
 `/apis/events.k8s.io/v1` and core `/api/v1` (one store, two views). Every object it
 receives is validated (`apischema`) and an invalid one gets 422 Invalid, as from
 kube-apiserver. Faults are injected per method and path: 500, 429 + Retry-After, 403 with
 kube-apiserver's RBAC message, 410 (an ERROR watch event on a watch), a dropped
-connection, a hung connection.
+connection, a hung connection, a watch answered and then silent (a half-open connection).
+`request_log` keeps every request's method, path, query and arrival time.
 
     with ApiServer() as server:
         api = load_api(configuration=server.configuration())
@@ -19,8 +20,10 @@ A watch is sent in chunks (one event per chunk), as kube-apiserver does.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
+import math
 import os
 import re
 import threading
@@ -47,6 +50,12 @@ from kube.selector_match import field_matcher, label_matcher
 __all__ = ["ApiServer", "RequestRecord", "forbidden_message", "merge_patch", "status_object"]
 
 
+class _HttpServer(ThreadingHTTPServer):
+    # A listen backlog as a Go server's (the kernel's somaxconn), not socketserver's 5: a
+    # fleet connecting at once must not wait out SYN retransmits the real server never causes.
+    request_queue_size = 4096
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -62,12 +71,18 @@ class ApiServer:
         self._rv = 1
         self._compacted_rv = 0
         self._pods: dict[tuple[str, str], dict[str, Any]] = {}
+        # Pods by spec.nodeName, as kube-apiserver's watch cache indexes them: a node's list
+        # does not walk every pod of a fleet.
+        self._pods_on: dict[str, set[tuple[str, str]]] = {}
         self._events: dict[tuple[str, str], dict[str, Any]] = {}  # events.k8s.io/v1 shape
         self._pod_history: list[tuple[int, str, dict[str, Any]]] = []
         self._faults: list[Fault] = []
         # pods/exec runs through this (tests/kube/apiexec.py); None: exec is 404.
         self.exec_handler: ExecHandler | None = None
         self.request_log: list[RequestRecord] = []
+        # Bookmarks on a watch that asks for them, this often (kube-apiserver: about a minute).
+        self.bookmark_seconds = 60.0
+        self.bookmarks_sent = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -84,7 +99,7 @@ class ApiServer:
     def start(self) -> ApiServer:
         """Listen on 127.0.0.1 (the same port again after a `stop()`)."""
         handler = handler_for(self)
-        httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        httpd = _HttpServer(("127.0.0.1", self.port), handler)
         httpd.daemon_threads = False  # so server_close() joins every handler thread
         self.port = httpd.server_address[1]
         self.stopping.clear()
@@ -186,10 +201,12 @@ class ApiServer:
             self._rv += 1
             pod["metadata"]["resourceVersion"] = str(self._rv)
             key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
-            if kind == "DELETED":
-                self._pods.pop(key, None)
-            else:
+            old = self._pods.pop(key, None)
+            if old is not None:
+                self._pods_on.get(_node_of(old), set()).discard(key)
+            if kind != "DELETED":
                 self._pods[key] = pod
+                self._pods_on.setdefault(_node_of(pod), set()).add(key)
             self._pod_history.append((self._rv, kind, copy.deepcopy(pod)))
             self._cond.notify_all()
             return copy.deepcopy(pod)
@@ -236,16 +253,21 @@ class ApiServer:
         drop_connection: bool = False,
         hang_seconds: float = 0.0,
         reset_connection: bool = False,
+        silent_seconds: float = 0.0,
     ) -> None:
         """Answer the next `count` requests whose method and URL path match with a fault.
 
         `status` 403 carries kube-apiserver's RBAC message; 410 on a watch is an ERROR
         event; `drop_connection` closes without a response (FIN); `reset_connection`
         aborts it (RST: "connection reset by peer"); `hang_seconds` holds the
-        connection open that long (or until stop) and then closes it without a response.
+        connection open that long (or until stop) and then closes it without a response;
+        `silent_seconds` (watches only) answers 200 as a watch does and then sends nothing
+        that long (or until stop), whatever its timeoutSeconds, then ends the watch: longer
+        than the watch's timeout, a half-open connection as the client sees one (no FIN, no
+        RST, no byte); much shorter, a server ending each watch at once.
         """
         fault = Fault(method.upper(), re.compile(path_regex), status, count, retry_after,
-                      drop_connection, hang_seconds, reset_connection)
+                      drop_connection, hang_seconds, reset_connection, silent_seconds)
         with self._cond:
             self._faults.append(fault)
 
@@ -253,9 +275,12 @@ class ApiServer:
         with self._cond:
             self._faults.clear()
 
-    def take_fault(self, method: str, path: str) -> Fault | None:
+    def take_fault(self, method: str, path: str, watch: bool = False) -> Fault | None:
+        """The fault for this request, if one is armed; a silent one only for a watch."""
         with self._cond:
             for fault in self._faults:
+                if fault.silent_seconds and not watch:
+                    continue
                 if fault.method in ("*", method) and fault.path_regex.search(path):
                     fault.count -= 1
                     if fault.count <= 0:
@@ -268,10 +293,17 @@ class ApiServer:
     def list_pods(self, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
         match = _pod_filter(namespace, query)
         with self._cond:
-            items = [copy.deepcopy(p) for p in self._pods.values() if match(p)]
+            items = [copy.deepcopy(p) for p in self._candidates(query) if match(p)]
             rv = str(self._rv)
         return {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": rv},
                 "items": items}
+
+    def _candidates(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        """The pods a selector may match: one node's, when it names exactly one node."""
+        node = re.fullmatch(r"spec\.nodeName=([^,!=]*)", query.get("fieldSelector", ""))
+        if node is None:
+            return list(self._pods.values())
+        return [self._pods[key] for key in self._pods_on.get(node[1], ())]
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
         with self._cond:
@@ -282,18 +314,21 @@ class ApiServer:
         return copy.deepcopy(pod)
 
     def watch_pods(self, namespace: str | None, query: dict[str, str]) -> Iterator[dict[str, Any]]:
-        """Watch events (dicts) until timeoutSeconds passes or the server stops.
+        """Watch events (dicts) until timeoutSeconds passes or the server stops; BOOKMARK
+        events too when the query has allowWatchBookmarks=true.
 
         Raises ApiError for a bad selector or version before the stream starts.
         """
         match = _pod_filter(namespace, query)
-        deadline = _monotonic() + float(query.get("timeoutSeconds") or 1800)
+        timeout = float(query.get("timeoutSeconds") or 1800)
         since = query.get("resourceVersion") or "0"
         if not since.isdigit():
             raise ApiError(400, "BadRequest", f"invalid resourceVersion: {since!r}")
-        return self._watch_stream(match, since, deadline)
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        return self._watch_stream(match, since, _monotonic() + timeout, bookmarks)
 
-    def _watch_stream(self, match: Any, since: str, deadline: float) -> Iterator[dict[str, Any]]:
+    def _watch_stream(self, match: Any, since: str, deadline: float,
+                      bookmarks: bool) -> Iterator[dict[str, Any]]:
         with self._cond:
             expired = since != "0" and int(since) < self._compacted_rv
             oldest = self._compacted_rv
@@ -307,17 +342,35 @@ class ApiServer:
             return
         for pod in initial:
             yield {"type": "ADDED", "object": pod}
-        while not self.stopping.is_set() and _monotonic() < deadline:
+        bookmark_at = self._next_bookmark(deadline) if bookmarks else math.inf
+        while not self.stopping.is_set() and (now := _monotonic()) < deadline:
+            if now >= bookmark_at:
+                bookmark_at = self._next_bookmark(deadline)
+                with self._cond:
+                    self.bookmarks_sent += 1
+                yield {"type": "BOOKMARK", "object": _bookmark(last)}
+                continue
             with self._cond:
-                fresh = [h for h in self._pod_history if h[0] > last]
+                fresh = self._pod_history[bisect.bisect_right(
+                    self._pod_history, last, key=lambda h: h[0]):]
                 if not fresh:
-                    self._cond.wait(min(0.2, max(0.0, deadline - _monotonic())))
+                    # Nothing this watch has not seen up to the newest version: a bookmark
+                    # may carry that one (kube-apiserver's cacher bookmarks its own).
+                    last = max(last, self._rv)
+                    self._cond.wait(max(0.0, min(1.0, deadline - now, bookmark_at - now)))
                     continue
             for rv, kind, pod in fresh:
                 last = rv
                 shown = self._as_seen(kind, pod, rv, match)
                 if shown is not None:
                     yield {"type": shown, "object": copy.deepcopy(pod)}
+
+    def _next_bookmark(self, deadline: float) -> float:
+        """As kube-apiserver's cacheWatcher.nextBookmarkTime: every `bookmark_seconds`, and
+        2 s before the watch's deadline, so a watch ends with its freshest version."""
+        every = _monotonic() + self.bookmark_seconds
+        before_end = deadline - 2.0
+        return before_end if _monotonic() < before_end < every else every
 
     def _as_seen(self, kind: str, pod: dict[str, Any], rv: int, match: Any) -> str | None:
         """The event a selector-filtered watch sees, as kube-apiserver's cacheWatcher
@@ -451,6 +504,16 @@ def _invalid(name: str, errors: list[str], core_api: bool) -> ApiError:
               for e in errors]
     return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: [{", ".join(errors)}]',
                     {"name": name, "group": _group(core_api), "kind": "Event", "causes": causes})
+
+
+def _node_of(pod: dict[str, Any]) -> str:
+    return str((pod.get("spec") or {}).get("nodeName") or "")
+
+
+def _bookmark(resource_version: int) -> dict[str, Any]:
+    """A BOOKMARK's object: the kind, and only the version in its metadata."""
+    return {"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"resourceVersion": str(resource_version)}}
 
 
 def _pod_filter(namespace: str | None, query: dict[str, str]) -> Any:

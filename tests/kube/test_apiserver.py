@@ -206,3 +206,34 @@ def test_a_selector_watch_sees_a_pod_leave_and_enter_as_kube_apiserver_shows_it(
     server.delete_pod("ns", "p")
     seen = [kind for kind, _ in api.watch_pods(None, "app=a", None, version, 1)]
     assert seen == ["DELETED", "ADDED", "MODIFIED", "DELETED"]
+
+
+def test_a_watch_gets_bookmarks_only_when_it_asks_and_the_query_is_recorded(
+    api: Api, server: ApiServer
+) -> None:
+    pod = {"metadata": {"name": "p", "namespace": "ns"},
+           "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}}
+    server.add_pod(pod)
+    _, version = api.list_pods("n1", None, None, resource_version="0")
+    server.add_pod({**pod, "metadata": {"name": "q", "namespace": "other"},
+                    "spec": {**pod["spec"], "nodeName": "n2"}})  # not this watch's
+    server.bookmark_seconds = 0.4
+    seen = list(api.watch_pods("n1", None, None, version, 3))  # asks for bookmarks
+    assert seen and {kind for kind, _ in seen} == {"BOOKMARK"}
+    # As kube-apiserver: the object is the kind with only the newest version in its metadata.
+    assert seen[-1][1] == {"kind": "Pod", "apiVersion": "v1",
+                           "metadata": {"resourceVersion": str(server.resource_version)}}
+    path = "/api/v1/pods"
+    query = [("fieldSelector", "spec.nodeName=n1"), ("resourceVersion", version),
+             ("timeoutSeconds", "1"), ("watch", "true")]  # without allowWatchBookmarks
+    raw = api.api_client.call_api(*api.api_client.param_serialize(
+        method="GET", resource_path=path, query_params=query), _request_timeout=10)
+    assert raw.read() == b""  # nothing for a watch that did not ask
+
+    listed, watched, plain = [r for r in server.request_log if r.path == path]
+    assert listed.params == {"fieldSelector": "spec.nodeName=n1", "resourceVersion": "0"}
+    assert not listed.is_watch and watched.is_watch and plain.is_watch
+    assert watched.params["allowWatchBookmarks"] == "true"
+    assert watched.params["resourceVersion"] == version
+    assert "allowWatchBookmarks" not in plain.params
+    assert listed.at <= watched.at <= plain.at  # arrival, monotonic

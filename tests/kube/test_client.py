@@ -223,3 +223,33 @@ def test_importing_the_client_does_not_import_kubernetes() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_silent_watch_is_given_up_within_twice_its_timeout(server: ApiServer, api: Api) -> None:
+    """A half-open connection: the server answered, then nothing, and no FIN. Before, each
+    read waited timeoutSeconds + 30 s after the last byte: 31 s here, ~5 min on a node."""
+    server.inject("GET", r"/pods$", silent_seconds=120)
+    outcome: list[BaseException] = []
+
+    def watch() -> None:
+        try:
+            list(api.watch_pods("worker-1", None, None, "1", timeout_seconds=1))
+        except KubeError as exc:
+            outcome.append(exc)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    watcher.join(20)  # given up at 2 s; the bound only tells 2 s from 31 s
+    assert not watcher.is_alive() and len(outcome) == 1
+    (error,) = outcome
+    assert isinstance(error, KubeError) and error.status is None and error.code == "connection"
+    assert "did not end within 2 s of its request (timeoutSeconds=1)" in str(error)
+    assert server.request_log[-1].status == 200  # it was answered, then went quiet
+    assert api.list_pods("worker-1", None, None)[0] == []  # the client works on
+
+
+def test_list_pods_asks_for_the_version_given(server: ApiServer, api: Api) -> None:
+    api.list_pods("worker-1", None, None, resource_version="0")
+    api.list_pods("worker-1", None, None, resource_version="12")
+    api.list_pods("worker-1", None, None)  # a consistent read: no version at all
+    assert [r.params.get("resourceVersion") for r in server.request_log] == ["0", "12", None]
