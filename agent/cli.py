@@ -226,8 +226,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_agent(options, context)
 
 
+def cmd_lint(args: argparse.Namespace) -> int:
+    from agent.lint_command import run_lint
+
+    return run_lint(args, load_config_option(args.config), sys.stdout)
+
+
 COMMANDS = {"diagnose": cmd_diagnose, "sockets": cmd_sockets, "caps_decode": cmd_caps_decode,
-            "run": cmd_run}
+            "run": cmd_run, "lint": cmd_lint}
 
 if __name__ == "__main__":
     sys.exit(main())

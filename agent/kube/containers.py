@@ -32,6 +32,10 @@ def bare_container_id(status_id: str | None) -> str | None:
     return bare.strip().lower() or None
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _entries(value: Any) -> list[Mapping[str, Any]]:
     return [e for e in value if isinstance(e, Mapping)] if isinstance(value, list) else []
 
@@ -64,6 +68,28 @@ def running_containers(pod: Pod) -> Fingerprint:
         return ()
     found = [(c.name, c.container_id) for c in container_statuses(pod)
              if c.running and not c.init]
+    return tuple(sorted(found))
+
+
+def restart_marks(pod: Pod) -> Fingerprint:
+    """(container name, "restart <restartCount> <last containerID>") of each app container
+    that is not running and has died (waiting in CrashLoopBackOff, or terminated), sorted.
+
+    A crash-looping container has no running containerID to notice: each restart raises
+    its restartCount (kubelet kuberuntime_manager.go) and names the dead container in
+    lastState, so a new mark means a restart the `run` loop has not audited yet.
+    """
+    status = pod.get("status")
+    if not isinstance(status, Mapping) or status.get("phase") not in ("Running", "Pending"):
+        return ()
+    found = []
+    for entry in _entries(status.get("containerStatuses")):
+        state, last = (_mapping(entry.get(key)) for key in ("state", "lastState"))
+        dead = state.get("terminated") or last.get("terminated")
+        if state.get("running") is not None or not isinstance(dead, Mapping):
+            continue
+        found.append((str(entry.get("name")),
+                      f"restart {entry.get('restartCount', 0)} {dead.get('containerID', '')}"))
     return tuple(sorted(found))
 
 

@@ -2,8 +2,8 @@
 
 A daemon thread keeps `PodWatcher.pods()` current and puts a pod's uid on the trigger
 queue when it has a running container the loop has not audited yet: a pod that appeared,
-or a container that restarted (a new containerID). It never dies: API errors are logged,
-counted and retried with backoff.
+or a container that restarted (a new containerID, or, crash-looping, a higher
+restartCount). It never dies: API errors are logged, counted and retried with backoff.
 
 Gentle with the API server at fleet scale, as the kubelet's own pod reflector (client-go's
 `tools/cache/reflector.go`) is; the README's "The API server at fleet scale" has the figures:
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from agent.kube.client import KubeError, WatchExpired
-from agent.kube.containers import Fingerprint, Pod, pod_uid, running_containers
+from agent.kube.containers import Fingerprint, Pod, pod_uid, restart_marks, running_containers
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,9 @@ class PodWatcher:
             self._triggers.put(uid)
 
     def _remember(self, uid: str, pod: Pod) -> bool:
-        """Record the pod's running containers; True when one is new since last time."""
-        current = running_containers(pod)
+        """Record the pod's running containers and restarts; True when one is new since last
+        time (a crash loop has no running container, only restarts)."""
+        current = running_containers(pod) + restart_marks(pod)
         previous = self._seen.get(uid, ())
         self._seen[uid] = current
         return bool(set(current) - set(previous))

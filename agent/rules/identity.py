@@ -8,7 +8,14 @@ from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Se
 from agent.rules.entry import FixSite, Rule
 from agent.rules.facts import POD_SPEC
 from agent.rules.fixes import IVY_SUBMIT_OPTS, env_fix, mount_at, writable_volume_fix
-from agent.rules.paths import home_dirs, home_explicit, ivy_dirs, judge_writable, matters_severity
+from agent.rules.paths import (
+    home_dirs,
+    home_explicit,
+    ivy_dirs,
+    judge_writable,
+    matters_severity,
+    uses_packages,
+)
 
 HOME_DIR = "/tmp"  # where the HOME fix points: IVY_SUBMIT_OPTS puts Ivy under it too
 UID_FIX = "runAsNonRoot: true\nrunAsUser: {uid}\nrunAsGroup: {uid}"
@@ -118,7 +125,9 @@ def home_directory_unusable(observed: ObservedProcess, declared: DeclaredContain
     problems, _ = _home_problems(observed)
     if not problems:
         return
-    severity = matters_severity(profile.home_matters, observed, home_explicit(observed, declared))
+    # Ivy resolves spark.jars.packages under HOME, whatever the profile says of the rest.
+    matters = True if uses_packages(observed, declared) else profile.home_matters
+    severity = matters_severity(matters, observed, home_explicit(observed, declared))
     spark = _is_spark(observed, profile) and severity is not Severity.INFO
     ivy_ok = [d for d in ivy_dirs(observed, declared) if judge_writable(observed, d).writable]
     identity = observed.identity

@@ -15,6 +15,8 @@ JVM_OPTION_VARIABLES = (
     "SPARK_SUBMIT_OPTS", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS")
 # ivy.home and spark.jars.ivy are Ivy's home; ivy.cache.dir its cache; all are written.
 IVY_KEYS = ("spark.jars.ivy=", "-Dspark.jars.ivy=", "-Divy.home=", "-Divy.cache.dir=")
+PACKAGES_KEYS = ("spark.jars.packages=", "-Dspark.jars.packages=")
+LOCAL_DIR_KEYS = ("spark.local.dir=", "-Dspark.local.dir=")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,8 @@ class Verdict:
 
 
 def _tokens(text: str) -> list[str]:
+    if not text:
+        return []  # shlex.split("") costs as much as a short command line
     try:
         return shlex.split(text)
     except ValueError:
@@ -58,6 +62,33 @@ def ivy_dirs(observed: ObservedProcess, declared: DeclaredContainer | None) -> t
             if token.startswith(key) and token[len(key):].startswith("/"):
                 found.append(posixpath.normpath(token[len(key):]))
     return tuple(dict.fromkeys(found))
+
+
+def uses_packages(observed: ObservedProcess, declared: DeclaredContainer | None) -> bool:
+    """spark-submit resolves Maven packages with Ivy (under HOME unless spark.jars.ivy says
+    otherwise): `--packages`, or spark.jars.packages on the cmdline or in a JVM option
+    variable."""
+    tokens = list(observed.cmdline)
+    for name in JVM_OPTION_VARIABLES:
+        tokens += _tokens(_env(observed, declared, name) or "")
+    return any(t == "--packages" or t.startswith(("--packages=", *PACKAGES_KEYS))
+               for t in tokens)
+
+
+def spark_local_dirs(observed: ObservedProcess, declared: DeclaredContainer | None
+                     ) -> tuple[str, ...]:
+    """spark.local.dir: $SPARK_LOCAL_DIRS (comma-separated; Spark on Kubernetes sets it) or
+    -Dspark.local.dir= / spark.local.dir= on the cmdline or in a JVM option variable."""
+    found = [d for d in (_env(observed, declared, "SPARK_LOCAL_DIRS") or "").split(",")]
+    tokens = list(observed.cmdline)
+    for name in JVM_OPTION_VARIABLES:
+        tokens += _tokens(_env(observed, declared, name) or "")
+    for token in tokens:
+        for key in LOCAL_DIR_KEYS:
+            if token.startswith(key):
+                found += token[len(key):].split(",")
+    return tuple(dict.fromkeys(posixpath.normpath(d.strip()) for d in found
+                               if d.strip().startswith("/")))
 
 
 def tmp_dir(observed: ObservedProcess, declared: DeclaredContainer | None) -> str:
@@ -135,6 +166,9 @@ def writes_needed(observed: ObservedProcess, declared: DeclaredContainer | None,
     for path in ivy_dirs(observed, declared):
         needed.setdefault(path, Need("Ivy is configured there (spark.jars.ivy / -Divy.*) and "
                                      "spark-submit --packages writes its cache there"))
+    for path in spark_local_dirs(observed, declared):
+        needed.setdefault(path, Need("it is spark.local.dir ($SPARK_LOCAL_DIRS): Spark writes "
+                                     "shuffle files, spilled blocks and its scratch space there"))
     return {p: need for p, need in needed.items() if p.startswith("/")}
 
 

@@ -36,7 +36,35 @@ SPARK_OPERATOR_WEBHOOK = Profile(
     home_matters=False,
 )
 
-BUILTIN_PROFILES = (SPARK_OPERATOR_CONTROLLER, SPARK_OPERATOR_WEBHOOK)
+# The pods of a Spark application on Kubernetes (apache/spark resource-managers/kubernetes:
+# Constants.scala SPARK_ROLE_LABEL `spark-role`, launched by spark-submit or the operator),
+# JVMs running as the image's uid 185. Both write spark.local.dir (default /tmp; on
+# Kubernetes $SPARK_LOCAL_DIRS, LocalDirsFeatureStep), which writes_needed adds.
+SPARK_DRIVER = Profile(
+    name="spark-driver",
+    selector=(("spark-role", "driver"),),
+    writable_paths=("/tmp",),
+    # spark.driver.port and spark.driver.blockManager.port as the operator sets them
+    # (DEFAULT_DRIVER_PORT 7078, DEFAULT_BLOCKMANAGER_PORT 7079), spark.ui.port 4040.
+    ports=(7078, 7079, 4040),
+    expected_uid=SPARK_OPERATOR_UID,
+    temp_matters=True,
+    # Only Ivy writes under HOME, for spark.jars.packages / --packages (identity.py checks
+    # the process for them): otherwise an unusable HOME is a note.
+    home_matters=False,
+)
+
+SPARK_EXECUTOR = Profile(
+    name="spark-executor",
+    selector=(("spark-role", "executor"),),
+    writable_paths=("/tmp",),
+    expected_uid=SPARK_OPERATOR_UID,
+    temp_matters=True,
+    home_matters=False,  # executors fetch the jars the driver resolved: no Ivy of their own
+)
+
+BUILTIN_PROFILES = (SPARK_OPERATOR_CONTROLLER, SPARK_OPERATOR_WEBHOOK, SPARK_DRIVER,
+                    SPARK_EXECUTOR)
 
 
 def selector_matches(selector: tuple[tuple[str, str], ...],

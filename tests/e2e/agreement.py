@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from e2e.image import Image
 from e2e.oracle import SsListener, can_write, capability_sets, ss_listeners
 from fixture_data import pod_fixture
 
@@ -50,6 +51,12 @@ def webhook_on_443(with_capability: bool) -> dict[str, Any]:
             container["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
 
     return variant(load_fixture("spark-operator-webhook.yaml"), change)
+
+
+def other_app(pod: dict[str, Any]) -> None:
+    """A pod the lane's selector does not pick: it must never be audited."""
+    pod["metadata"]["name"] = "another-app-5d8f7c9b6-k2x4q"
+    pod["metadata"]["labels"]["app.kubernetes.io/name"] = "another-app"
 
 
 def write_manifest(manifest: Mapping[str, Any], directory: Path, name: str) -> Path:
@@ -113,11 +120,46 @@ def assert_oracle_agrees(report: Mapping[str, Any], pid: int) -> Audited:
     return Audited(findings(report), verdicts, caps, listeners)
 
 
+def assert_spec_agrees(report: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """The second witness: the OCI spec containerd generated for the container (its
+    ContainerStatus verbose info), for what runc sets before exec: the bounding set (the
+    process's other sets then follow the kernel's execve rules, which capsh checked),
+    no_new_privs, a seccomp filter or none, a read-only root, and which mounts are writable."""
+    (target,) = report["targets"]
+    process, linux = spec["process"], spec.get("linux", {})
+    caps = process.get("capabilities", {})  # containerd leaves out an empty set
+    bounding = sorted(c.removeprefix("CAP_") for c in caps.get("bounding", []))
+    assert target["capabilities"]["bounding"] == bounding
+    assert target["no_new_privs"] is bool(process.get("noNewPrivileges"))
+    assert (target["seccomp"] == "filter") is ("seccomp" in linux)
+    assert target["filesystem"]["root_readonly"] is bool(spec["root"].get("readonly"))
+    # The writable places opaudit lists: the root when it is not read-only, and every
+    # read-write bind mount but the runtime's /dev ones (containerd binds the sandbox's /dev/shm).
+    rw = {m["destination"] for m in spec["mounts"]
+          if m["type"] == "bind" and "ro" not in m.get("options", [])
+          and not m["destination"].startswith("/dev/")}
+    root = set() if spec["root"].get("readonly") else {"/"}
+    assert set(target["filesystem"]["writable_mounts"]) == rw | root
+
+
 def assert_verdicts(verdicts: dict[str, bool], expected: dict[str, bool]) -> None:
     """The oracle's verdicts on the paths that decide the findings (opaudit also reports
     their ancestors, which the oracle checked too)."""
     assert {path: verdicts.get(path) for path in expected} == expected
 
 
-def audit_and_check(pid: int, pod_spec: Path) -> Audited:
-    return assert_oracle_agrees(diagnose(pid, pod_spec), pid)
+def audit_and_check(pid: int, pod_spec: Path,
+                    oci_spec: Mapping[str, Any] | None = None, *,
+                    runtime: str | None = None, image: Image | None = None) -> Audited:
+    """diagnose checked by the oracle (and by the OCI spec the runtime generated, when given);
+    with `runtime` and `image`, also `opaudit lint`'s prediction of the same manifest under
+    that runtime model, fact by fact."""
+    report = diagnose(pid, pod_spec)
+    if oci_spec is not None:
+        assert_spec_agrees(report, oci_spec)
+    audited = assert_oracle_agrees(report, pid)
+    if runtime is not None and image is not None:
+        from e2e.prediction import assert_prediction_agrees
+
+        assert_prediction_agrees(report, pid, pod_spec, runtime, image)
+    return audited

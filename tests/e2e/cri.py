@@ -1,4 +1,6 @@
-"""Kubernetes semantics on a real runtime: runc with OCI specs as containerd's CRI writes them.
+"""runc with OCI specs as containerd's CRI writes them: only for the systemd cgroup driver's
+layout, which containerd cannot give on a machine without systemd (its `SystemdCgroup` asks
+systemd for each scope). Every other CRI case runs on containerd itself (e2e/containerd.py).
 
 What containerd's CRI plugin (internal/cri/opts/spec_linux*.go, pkg/oci/spec.go) puts into the
 spec for a container's securityContext, and what this module reproduces:
@@ -17,9 +19,8 @@ spec for a container's securityContext, and what this module reproduces:
 - emptyDir: a directory the kubelet creates with mode 0777, and with fsGroup set it chowns it
   to the group and adds the setgid bit (pkg/volume/volume_linux.go); a subPath is a directory
   inside it.
-- cgroups: kubepods as the kubelet names them, below a directory unique to the run:
-  cgroupfs `kubepods/besteffort/pod<uid>/<id>`, systemd
-  `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid_>.slice/
+- cgroups: kubepods as the kubelet's systemd driver names them, below a directory unique to
+  the run: `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid_>.slice/
   cri-containerd-<id>.scope` (created by runc's cgroupfs manager: this machine runs no systemd).
 """
 
@@ -75,14 +76,11 @@ class Layout:
     name: str
 
     def container_path(self, top: str, pod_uid: str, container_id: str) -> str:
-        if self.name == "cgroupfs":
-            return f"/{top}/kubepods/besteffort/pod{pod_uid}/{container_id}"
         pod_slice = f"kubepods-besteffort-pod{pod_uid.replace('-', '_')}.slice"
         return (f"/{top}/kubepods.slice/kubepods-besteffort.slice/{pod_slice}/"
                 f"cri-containerd-{container_id}.scope")
 
 
-CGROUPFS = Layout("cgroupfs")
 SYSTEMD = Layout("systemd")
 
 

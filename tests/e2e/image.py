@@ -26,12 +26,20 @@ MOUNT_POINTS = ("proc", "sys", "dev", "tmp", "run", "etc/hosts", "etc/hostname",
                 "etc/resolv.conf")
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nspark:x:185:185::/nonexistent:/bin/sh\n"
 GROUP = "root:x:0:\nspark:x:185:\n"
+# The pod sandbox's image for containerd's CRI (its `sandbox_image`): catatonit in pause mode
+# (`-P`: sleeps, reaps, exits on SIGTERM/SIGINT), as podman's pods use it, statically linked,
+# as the pause user 65535 of registry.k8s.io/pause.
+SANDBOX_IMAGE_NAME = "localhost/opaudit-pause:e2e"
+SANDBOX_ENTRYPOINT = ("/pause", "-P")
+SANDBOX_USER = "65535:65535"
+CATATONIT = shutil.which("catatonit") or "/usr/bin/catatonit"
 
 
 @dataclass(frozen=True)
 class Image:
     rootfs: Path  # a directory runc can use as root.path (read-only by the spec)
     tar: Path  # the same tree, for `podman import`
+    sandbox_tar: Path  # the pause image's tree, for `podman import`
     user: str = f"{SPARK_UID}:{SPARK_UID}"
 
 
@@ -66,4 +74,16 @@ def build_image(workdir: Path) -> Image:
     tar = workdir / "rootfs.tar"
     with tarfile.open(tar, "w") as archive:
         archive.add(root, arcname=".")
-    return Image(rootfs=root, tar=tar)
+    return Image(rootfs=root, tar=tar, sandbox_tar=build_sandbox_tar(workdir))
+
+
+def build_sandbox_tar(workdir: Path) -> Path:
+    root = workdir / "pause-rootfs"
+    for d in ("dev", "proc", "sys", "etc"):
+        (root / d).mkdir(parents=True)
+    shutil.copy2(CATATONIT, root / SANDBOX_ENTRYPOINT[0].lstrip("/"))
+    tar = workdir / "pause.tar"
+    with tarfile.open(tar, "w") as archive:
+        archive.add(root, arcname=".")
+    shutil.rmtree(root)
+    return tar

@@ -1,4 +1,5 @@
-"""The real-runtime lane: one locally built image, podman and runc owned by the test run.
+"""The real-runtime lane: one locally built image, podman and runc owned by the test run
+(containerd, started on demand from the same image, is in e2e/containerd.py).
 
 Everything is named with a prefix unique to this run (`opa<pid>e<hex>`), so parallel runs
 from other worktrees never collide and the "nothing left behind" checks look only at ours.
@@ -65,8 +66,8 @@ def traces(prefix: str) -> list[str]:
     """Anything on the machine named with `prefix`: temp dirs, mounts, cgroup trees, and
     processes (conmon, runc, containers) whose command line names the lane's directory."""
     found = [str(p) for p in Path(tempfile.gettempdir()).glob(f"{prefix}-*")]
-    found += [str(h / f"{prefix}-kubepods") for h in Path("/sys/fs/cgroup").iterdir()
-              if (h / f"{prefix}-kubepods").exists()]
+    found += [str(top) for h in Path("/sys/fs/cgroup").iterdir()
+              for top in h.glob(f"{prefix}-*kubepods")]  # runc's and each containerd's
     with open("/proc/self/mountinfo") as mounts:
         found += [line.split()[4] for line in mounts if prefix in line]
     return found + [f"pid {pid}" for pid in processes_naming(prefix.encode())]

@@ -7,13 +7,18 @@
  * net.ipv6.bindv6only. A failed bind exits 1 with Go's message, e.g. for port 443 as uid 185:
  * `listen tcp :443: bind: permission denied` (kubeflow/spark-operator#2331); with
  * OPLISTEN_KEEP_GOING=1 it logs that and serves the other ports, as a server that does not
- * treat a failed listener as fatal would. */
+ * treat a failed listener as fatal would.
+ * Process shapes of real servers: OPLISTEN_WORKERS=N forks N prefork workers that share the
+ * listening sockets, each renamed `worker-<i>`; OPLISTEN_CHILD_PORT=P forks one child, renamed
+ * `child-listener`, that listens on P itself (a root parent below 1024, a child above). The
+ * parent reaches pause() only once every child is serving (each writes a byte on a pipe). */
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,7 +46,7 @@ static int has(int argc, char **argv, const char *arg) {
     return 0;
 }
 
-static int keep_going;
+static int keep_going, opened[8], n_opened;
 
 static void listen_on(int port, int six, int naive) {
     int s = socket(six ? AF_INET6 : AF_INET, SOCK_STREAM, 0), zero = 0, one = 1, r;
@@ -50,6 +55,7 @@ static void listen_on(int port, int six, int naive) {
     setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (six && !naive) setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
     r = six ? bind(s, (struct sockaddr *)&a6, sizeof a6) : bind(s, (struct sockaddr *)&a4, sizeof a4);
+    if (n_opened < 8) opened[n_opened++] = s;
     if (r != 0 || listen(s, 64) != 0) {
         char reason[128];
         snprintf(reason, sizeof reason, "%s", strerror(errno));
@@ -69,5 +75,28 @@ int main(int argc, char **argv) {
     if (has(argc, argv, "--enable-metrics=true"))
         listen_on(flag_port(argc, argv, "--metrics-bind-address", 8080), six, naive);
     listen_on(flag_port(argc, argv, "--health-probe-bind-address", 8081), six, naive);
+    const char *workers_env = getenv("OPLISTEN_WORKERS"), *child_env = getenv("OPLISTEN_CHILD_PORT");
+    int workers = workers_env ? atoi(workers_env) : 0, child_port = child_env ? atoi(child_env) : 0;
+    int ready[2];
+    if (pipe(ready) != 0) return 2;
+    for (int i = 0; i <= workers; i++) {
+        if (i == workers && !child_port) break;
+        if (fork() == 0) {
+            char name[32];
+            if (i < workers) snprintf(name, sizeof name, "worker-%d", i + 1);
+            else {  /* a child of its own: the parent's sockets are not its own */
+                snprintf(name, sizeof name, "child-listener");
+                for (int k = 0; k < n_opened; k++) close(opened[k]);
+                listen_on(child_port, six, naive);
+            }
+            prctl(PR_SET_NAME, name, 0, 0, 0);
+            if (write(ready[1], "x", 1) != 1) return 2;
+            for (;;) pause();
+        }
+    }
+    for (int i = 0; i < workers + (child_port ? 1 : 0); i++) {
+        char byte;
+        if (read(ready[0], &byte, 1) != 1) return 2;
+    }
     for (;;) pause();
 }

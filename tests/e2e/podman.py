@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from e2e.image import ENTRYPOINT, WORKDIR, Image
+from e2e.image import (
+    ENTRYPOINT,
+    SANDBOX_ENTRYPOINT,
+    SANDBOX_IMAGE_NAME,
+    SANDBOX_USER,
+    WORKDIR,
+    Image,
+)
 
 CONTAINERS_CONF = """[containers]
 default_ulimits = []
@@ -103,6 +110,19 @@ class Podman:
         self.cmd("import", "--change", f"USER={image.user}",
                  "--change", f'ENTRYPOINT=["{ENTRYPOINT}"]', "--change", f"WORKDIR={WORKDIR}",
                  str(image.tar), self.image)
+
+    def oci_archives(self, image: Image, directory: Path) -> list[Path]:
+        """The app image and the pause image as OCI archives, for `ctr images import`."""
+        if not self.cmd("images", "--quiet", SANDBOX_IMAGE_NAME, check=False).strip():
+            entrypoint = json.dumps(list(SANDBOX_ENTRYPOINT), separators=(",", ":"))
+            self.cmd("import", "--change", f"USER={SANDBOX_USER}", "--change",
+                     f"ENTRYPOINT={entrypoint}", str(image.sandbox_tar), SANDBOX_IMAGE_NAME)
+        archives = []
+        for name in (self.image, SANDBOX_IMAGE_NAME):
+            path = directory / f"{len(archives)}.oci.tar"
+            self.cmd("save", "--format", "oci-archive", "--output", str(path), name)
+            archives.append(path)
+        return archives
 
     def play(self, manifest: Mapping[str, Any], env: Mapping[str, str] | None = None) -> PlayedPod:
         self._count += 1

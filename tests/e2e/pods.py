@@ -20,7 +20,6 @@ from e2e.lane import Lane
 from staging import run
 
 DUAL_STACK = (("192.0.2.10/24",), ("2001:db8::10/64",))
-IPV4_ONLY: tuple[tuple[str, ...], tuple[str, ...]] = (("192.0.2.10/24",), ())
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,16 @@
-"""`opaudit run --once` against the API test server, on containers runc started with
-CRI-like specs in both kubepods cgroup layouts, each pod with its pause container."""
+"""`opaudit run --once` against the API test server, on pods containerd's CRI started (each
+with its pause sandbox), and on one pod in the systemd driver's layout, which only runc with
+a hand-built spec can give here (see test_cri_runc.py for why)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from e2e.agreement import NODE, load_fixture, run_once, variant
-from e2e.cri import CGROUPFS, SYSTEMD
+from e2e.agreement import NODE, load_fixture, other_app, run_once, variant
+from e2e.containerd import Containerd
+from e2e.cri import SYSTEMD
+from e2e.cri_pods import KubePod, run_pod
 from e2e.lane import Lane
 from e2e.pods import CriPod, start_pod
 from kube.apiserver import ApiServer
@@ -19,43 +21,40 @@ def cgroup_lines(pid: int) -> list[str]:
         return f.read().splitlines()
 
 
-def other_app(pod: dict[str, Any]) -> None:
-    pod["metadata"]["name"] = "another-app-5d8f7c9b6-k2x4q"
-    pod["metadata"]["labels"]["app.kubernetes.io/name"] = "another-app"
+def events_by_pod(server: ApiServer) -> dict[str, set[tuple[str, str]]]:
+    by_pod: dict[str, set[tuple[str, str]]] = {}
+    for event in server.events():  # each was validated against the events.k8s.io/v1 schema
+        by_pod.setdefault(event["regarding"]["uid"], set()).add((event["reason"], event["type"]))
+        assert event["reportingInstance"] == NODE
+    return by_pod
 
 
-def test_run_once_maps_both_layouts_and_posts_events_for_exactly_those_containers(
-    lane: Lane, pods: list[CriPod], server: ApiServer, tmp_path: Path
+def test_run_once_maps_containerd_pods_and_posts_events_for_exactly_those_containers(
+    containerd: Containerd, kube_pods: list[KubePod], server: ApiServer, tmp_path: Path
 ) -> None:
-    controller = start_pod(lane, load_fixture("spark-operator-controller.yaml"), CGROUPFS,
-                           node=NODE)
-    netbind = start_pod(lane, load_fixture("spark-operator-controller-netbind.yaml"), SYSTEMD,
-                        node=NODE)
-    unselected = start_pod(lane, variant(load_fixture("spark-operator-controller.yaml"),
-                                         other_app), SYSTEMD, node=NODE)
-    pods += [controller, netbind, unselected]
-    for pod in pods:
-        assert pod.app.pid is not None and pod.sandbox.pid is not None, pod.app.exit_output
+    controller = run_pod(containerd, load_fixture("spark-operator-controller.yaml"), node=NODE)
+    netbind = run_pod(containerd, load_fixture("spark-operator-controller-netbind.yaml"),
+                      node=NODE)
+    unselected = run_pod(containerd, variant(load_fixture("spark-operator-controller.yaml"),
+                                             other_app), node=NODE)
+    kube_pods += [controller, netbind, unselected]
+    for pod in kube_pods:
+        assert pod.app.pid is not None, pod.app.exit_output
         server.add_pod(pod.manifest)
+        # containerd's own cgroups, as the kubelet's cgroupfs driver names them (below this
+        # run's --cgroup-root): the app and the pause process each in its own, by real ID.
+        parent = f"/{containerd.cgroup_top}/kubepods/besteffort/pod{pod.uid}"
+        assert f"pids:{parent}/{pod.app.id}" in [ln.split(":", 1)[1] for ln in
+                                                 cgroup_lines(pod.app.pid)]
+        assert f"pids:{parent}/{pod.sandbox_id}" in [ln.split(":", 1)[1] for ln in
+                                                     cgroup_lines(pod.sandbox_pid)]
     assert controller.app.pid and netbind.app.pid
-    # The layouts as the kubelet names them (below this run's own top directory).
-    assert any(line.endswith(f"/kubepods/besteffort/pod{controller.uid}/{controller.app.id}")
-               for line in cgroup_lines(controller.app.pid))
-    scope = (f"/kubepods-besteffort-pod{netbind.uid.replace('-', '_')}.slice/"
-             f"cri-containerd-{netbind.app.id}.scope")
-    assert any(line.endswith(scope) for line in cgroup_lines(netbind.app.pid))
 
     kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
     run_once(kubeconfig, "events")
-
-    events = server.events()  # each was validated against the events.k8s.io/v1 schema
-    by_pod: dict[str, set[tuple[str, str]]] = {}
-    for event in events:
-        by_pod.setdefault(event["regarding"]["uid"], set()).add((event["reason"], event["type"]))
-        assert event["reportingInstance"] == NODE
-    # The same sets diagnose gives for these pods (test_cri_runc.py), as Warning Events;
-    # nothing for the unselected pod, nothing for a pause container.
-    assert by_pod == {
+    # The same sets diagnose gives for these pods (test_cri_containerd.py), as Warning
+    # Events; nothing for the unselected pod, nothing for a pause container.
+    assert events_by_pod(server) == {
         controller.uid: {("HomeDirectoryUnusable", "Warning")},
         netbind.uid: {("HomeDirectoryUnusable", "Warning"),
                       ("NetBindServiceUnneeded", "Warning"),
@@ -64,5 +63,26 @@ def test_run_once_maps_both_layouts_and_posts_events_for_exactly_those_container
     # The same cycle printed: the targets are the two app processes, no pause, no other pod.
     printed = run_once(kubeconfig, "stdout")
     (report,) = [json.loads(line) for line in printed.splitlines() if line.strip()]
-    audited = {(t["pod"]["uid"], t["pid"]) for t in report["targets"]}
-    assert audited == {(controller.uid, controller.app.pid), (netbind.uid, netbind.app.pid)}
+    audited = {(t["pod"]["uid"], t["pid"], t["container"]["id"]) for t in report["targets"]}
+    assert audited == {
+        (controller.uid, controller.app.pid, f"containerd://{controller.app.id}"),
+        (netbind.uid, netbind.app.pid, f"containerd://{netbind.app.id}")}
+
+
+def test_run_once_maps_the_systemd_drivers_layout(
+    lane: Lane, pods: list[CriPod], server: ApiServer, tmp_path: Path
+) -> None:
+    netbind = start_pod(lane, load_fixture("spark-operator-controller-netbind.yaml"), SYSTEMD,
+                        node=NODE)
+    pods.append(netbind)
+    assert netbind.app.pid is not None and netbind.sandbox.pid is not None
+    server.add_pod(netbind.manifest)
+    scope = (f"/kubepods-besteffort-pod{netbind.uid.replace('-', '_')}.slice/"
+             f"cri-containerd-{netbind.app.id}.scope")
+    assert any(line.endswith(scope) for line in cgroup_lines(netbind.app.pid))
+
+    run_once(server.write_kubeconfig(tmp_path / "kubeconfig"), "events")
+    assert events_by_pod(server) == {
+        netbind.uid: {("HomeDirectoryUnusable", "Warning"),
+                      ("NetBindServiceUnneeded", "Warning"),
+                      ("CapabilityAddedButIneffective", "Warning")}}

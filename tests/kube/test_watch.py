@@ -90,6 +90,28 @@ def test_watch_triggers_on_a_new_container_id_not_on_other_updates() -> None:
     assert w.pods() == []
 
 
+def crash_looping(uid: str, restarts: int, cid: str, rv: str = "1") -> dict[str, Any]:
+    """A container that died `restarts` times and waits in CrashLoopBackOff."""
+    looping = pod(uid, ("c", cid), rv=rv)
+    looping["status"]["containerStatuses"][0].update(
+        restartCount=restarts, state={"waiting": {"reason": "CrashLoopBackOff"}},
+        lastState={"terminated": {"exitCode": 1, "containerID": cid}})
+    return looping
+
+
+def test_watch_triggers_on_each_restart_of_a_crash_looping_container() -> None:
+    w, triggers, _ = watcher_without_api()
+    w.apply("ADDED", pod("a", ("c", None)))
+    assert drain(triggers) == []
+    # It never runs long enough to be seen running: each restart is what calls for an audit.
+    w.apply("MODIFIED", crash_looping("a", 1, "containerd://1"))
+    assert drain(triggers) == ["a"]
+    w.apply("MODIFIED", crash_looping("a", 1, "containerd://1", rv="2"))  # nothing new
+    assert drain(triggers) == []
+    w.apply("MODIFIED", crash_looping("a", 2, "containerd://2"))
+    assert drain(triggers) == ["a"]
+
+
 def test_a_bookmark_moves_the_version_only() -> None:
     w, triggers, _ = watcher_without_api()
     w.apply("ADDED", pod("a", ("c", "containerd://1"), rv="7"))

@@ -79,12 +79,19 @@ def renumbered(value: Any, pids: dict[int, int], field_name: str = "") -> Any:
     if isinstance(value, tuple):
         return tuple(renumbered(item, pids, field_name) for item in value)
     if isinstance(value, str):
-        for old, new in pids.items():
-            value = re.sub(rf"(?<![\w.:-]){old}(?![\w.])", str(new), value)
-        return value
+        return PID_TEXT.sub(lambda m: _renumber_words(m.group(0), pids), value)
     if isinstance(value, int) and not isinstance(value, bool) and field_name in PID_FIELDS:
         return pids.get(value, value)
     return value
+
+
+# Where text names pids: "pid 4242", "pids 4242, 4243 and 4244", "process 4243", ss's "pid=4242",
+# "/proc/4242". Only there: a staged pid may equal a port or a sysctl's value (1024).
+PID_TEXT = re.compile(r"\b(?:pids?|process) \d+(?:(?:, | and )\d+)*|\bpid=\d+|/proc/\d+")
+
+
+def _renumber_words(text: str, pids: dict[int, int]) -> str:
+    return re.sub(r"\d+", lambda m: str(pids.get(int(m.group(0)), m.group(0))), text)
 
 
 def stable(text: str, names: dict[str, str]) -> str:

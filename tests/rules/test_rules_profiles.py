@@ -132,3 +132,28 @@ def test_no_profile_an_explicit_tmpdir_or_home_raises_its_rule() -> None:
 def test_a_writable_root_needs_no_tmp_without_a_profile() -> None:
     snap = default_webhook(filesystem=Filesystem(False, ("/",), ()))
     assert severities(run(snap, None), "WritablePathMissing") == []
+
+
+# --- the Spark application's pods ----------------------------------------------------------
+
+
+def test_spark_roles_pick_the_driver_and_executor_profiles() -> None:
+    from agent.rules.profiles import SPARK_DRIVER, SPARK_EXECUTOR, match_profile
+
+    for role, profile in (("driver", SPARK_DRIVER), ("executor", SPARK_EXECUTOR)):
+        decl = dataclasses.replace(declared(), labels=(("spark-role", role),))
+        assert match_profile(decl, DEFAULT_CONFIG) is profile
+    assert SPARK_DRIVER.ports == (7078, 7079, 4040) and SPARK_DRIVER.expected_uid == 185
+
+
+def test_packages_and_spark_local_dirs_are_read_from_cmdline_and_environment() -> None:
+    from agent.rules.paths import spark_local_dirs, uses_packages
+
+    plain = observed(cmdline=("java", "-cp", "x", "org.apache.spark.deploy.SparkSubmit"))
+    assert not uses_packages(plain, None) and spark_local_dirs(plain, None) == ()
+    for cmdline in (("spark-submit", "--packages", "a:b:1"), ("spark-submit", "--conf",
+                                                             "spark.jars.packages=a:b:1")):
+        assert uses_packages(observed(cmdline=cmdline), None)
+    snap = observed(cmdline=("java", "-Dspark.local.dir=/scratch/a,/scratch/b"),
+                    environ=(("SPARK_LOCAL_DIRS", "/var/data/spark-1"),))
+    assert spark_local_dirs(snap, None) == ("/var/data/spark-1", "/scratch/a", "/scratch/b")
