@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sockets(sub)
     add_caps(sub)
     add_run(sub)
+    add_lint(sub)
     return parser
 
 
@@ -224,3 +225,56 @@ def add_run(sub: argparse._SubParsersAction[Parser]) -> None:
     run.add_argument("--api-burst", type=positive_count, default=RUN_API_BURST, metavar="N",
                      help=("requests that may go at once before --api-qps applies (default: 100)"))
     run.set_defaults(func="run")
+
+
+LINT_EXIT = """exit status:
+  0  no predicted finding at or above --fail-on
+  1  a predicted finding at or above --fail-on
+  2  a usage error, or input that could not be read (one line on stderr)"""
+RUNTIME_CHOICES = ("containerd", "containerd-2", "cri-o", "all")
+LINT_OUTPUTS = ("table", "json", "yaml", "sarif", "helm-values")
+
+
+def image_archive(text: str) -> tuple[str, str]:
+    ref, sep, archive = text.partition("=")
+    if not sep or not ref or not archive.startswith("oci-archive:") or \
+            len(archive) == len("oci-archive:"):
+        raise argparse.ArgumentTypeError(f"takes REF=oci-archive:PATH, not {text!r}")
+    return ref, archive.removeprefix("oci-archive:")
+
+
+def image_user(text: str) -> tuple[str, int, int | None]:
+    ref, sep, user = text.rpartition("=")
+    uid, _, gid = user.partition(":")
+    if not sep or not ref or not uid.isascii() or not uid.isdigit() or \
+            (gid and not (gid.isascii() and gid.isdigit())):
+        raise argparse.ArgumentTypeError(f"takes REF=UID[:GID], not {text!r}")
+    return ref, int(uid), int(gid) if gid else None
+
+
+def add_lint(sub: argparse._SubParsersAction[Parser]) -> None:
+    lint = _command(sub, "lint", "predict, from manifests, what the kernel will enforce on "
+                    "each container under each runtime, and judge it with the same rules",
+                    LINT_EXIT)
+    lint.add_argument("inputs", nargs="*", metavar="FILE|DIR|-", help=(
+        "manifests as `helm template` or `kubectl kustomize` print them; a directory is read "
+        "recursively (*.yaml, *.yml, *.json); - or nothing reads stdin"))
+    lint.add_argument("--runtime", choices=RUNTIME_CHOICES, default="all", help=(
+        "the runtime model: containerd (1.x), containerd-2, cri-o, or all of them, each "
+        "finding saying under which it holds (default: all)"))
+    lint.add_argument("--seccomp-default", action="store_true", help=(
+        "the kubelet runs with --seccomp-default: a container without seccompProfile gets "
+        "RuntimeDefault instead of Unconfined"))
+    lint.add_argument("--image", type=image_archive, action="append", default=[],
+                      metavar="REF=oci-archive:PATH", help=(
+                          "read the image's user, /etc/passwd, file owners and the "
+                          "entrypoint's file capabilities from an OCI archive; repeatable"))
+    lint.add_argument("--image-user", type=image_user, action="append", default=[],
+                      metavar="REF=UID[:GID]", help="the user an image runs as; repeatable")
+    lint.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    lint.add_argument("-o", "--output", choices=LINT_OUTPUTS, default="table", help=(
+        "table, json, yaml, sarif (GitHub code scanning), or helm-values (a values overlay "
+        "fixing the Spark Operator chart's findings) (default: table)"))
+    lint.add_argument("--fail-on", choices=SEVERITIES, default="high", help=(
+        "exit 1 when a predicted finding is at or above this severity (default: high)"))
+    lint.set_defaults(func="lint")

@@ -39,6 +39,10 @@ def main(argv: Sequence[str] | None = None, *, restrict: bool | None = None) -> 
 
         args.privileges = restrict_self()
     try:
+        if args.command in RESTRICTED_COMMANDS:
+            from agent.collect.sockets import fd_reader_setting
+
+            fd_reader_setting()  # an unknown OPAUDIT_FD_READER is a usage error, not `auto`
         code: int = COMMANDS[args.func](args)
         return code
     except KeyboardInterrupt:
@@ -222,8 +226,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_agent(options, context)
 
 
+def cmd_lint(args: argparse.Namespace) -> int:
+    from agent.lint_command import run_lint
+
+    return run_lint(args, load_config_option(args.config), sys.stdout)
+
+
 COMMANDS = {"diagnose": cmd_diagnose, "sockets": cmd_sockets, "caps_decode": cmd_caps_decode,
-            "run": cmd_run}
+            "run": cmd_run, "lint": cmd_lint}
 
 if __name__ == "__main__":
     sys.exit(main())

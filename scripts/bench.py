@@ -51,7 +51,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--targets", type=int, help="netns/targets for diagnose (default 100)")
     parser.add_argument("--runs", type=int, default=5, help="timed rounds for sockets")
     parser.add_argument("--cycles", type=int, default=10, help="daemon cycles to sample")
-    parser.add_argument("--only", action="append", choices=("sockets", "diagnose", "daemon"),
+    parser.add_argument("--only", action="append",
+                        choices=("sockets", "diagnose", "daemon", "lint"),
                         help="run only these parts (repeatable)")
     parser.add_argument("--stage-only", action="store_true",
                         help="stage the sockets netns, print the commands, wait for Ctrl-C")
@@ -80,7 +81,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.targets = args.targets or (20 if args.quick else 100)
     if args.fleet is not None and args.fleet < 2:
         parser.error("--fleet takes at least 2 agents")
-    everything = ["sockets", "diagnose", "daemon"]
+    everything = ["sockets", "diagnose", "daemon", "lint"]
     args.only = [] if args.node or args.curves or args.fleet else (args.only or everything)
     return args
 
@@ -118,6 +119,10 @@ def main(argv: list[str]) -> int:
             from benchlib.daemon import daemon_bench
 
             print(daemon_bench(args.targets, cycles=args.cycles))
+        if "lint" in args.only:
+            from benchlib.lintbench import lint_bench
+
+            print(lint_bench(OPAUDIT, args.runs))
     except KeyboardInterrupt:
         print("scripts/bench: interrupted; staged namespaces and processes removed",
               file=sys.stderr)
@@ -194,6 +199,9 @@ def curves_bench(args: argparse.Namespace) -> str:
 
     points = curves.socket_points(OPAUDIT, VENV_PYTHON, args.runs)
     points += curves.target_points(OPAUDIT, args.runs, check_diagnose_output)
+    from benchlib.lintbench import lint_points
+
+    points += lint_points(OPAUDIT, args.runs)
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = args.out / "bench-curves.csv", args.out / "bench-curves.png"
     curves.write_csv(points, csv_path)

@@ -39,12 +39,14 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"model", "collect", "rules"},
     "arguments": {"__init__"},
     "audit": {"model", "collect", "kube", "rules"},
+    "predict": {"model", "collect", "kube", "rules"},  # lint: facts predicted from manifests
     "podtargets": {"model", "collect", "kube", "audit"},
     "reporting": {"model", "kube", "report"},  # --sink reports: discovery, then the sink
     "node": {"model", "api_error", "collect", "kube", "report", "logs", "privilege", "audit",
              "config", "reporting"},
+    "lint_command": {"__init__", "model", "collect", "rules", "predict", "report"},
     "cli": {"__init__", "model", "api_error", "collect", "kube", "report", "logs", "privilege",
-            "config", "arguments", "audit", "podtargets", "reporting", "node"},
+            "config", "arguments", "audit", "podtargets", "reporting", "node", "lint_command"},
 }
 KUBERNETES_LAYERS = {"kube"}
 

@@ -37,6 +37,7 @@ from agent.model import (
     IpVersion,
     Listener,
     NetnsFacts,
+    OwnerReader,
     SocketOwner,
     Sysctls,
 )
@@ -292,7 +293,8 @@ def _assemble(inside: Mapping[int, _NetnsReading | CollectError], host_ino: int 
     read = {inode: part for inode, part in inside.items() if isinstance(part, _NetnsReading)}
     wanted = {ns: [s.inode for s in part.listeners] for ns, part in read.items()
               if part.listeners}
-    owner_map, owner_errors = _owners(wanted, proc, on_fault) if owners and wanted else ({}, {})
+    owner_map, owner_errors, readers = (_owners(wanted, proc, on_fault) if owners and wanted
+                                        else ({}, {}, {}))
     facts: dict[int, NetnsFacts | CollectError] = {}
     for inode, part in inside.items():
         if not isinstance(part, _NetnsReading):
@@ -305,17 +307,20 @@ def _assemble(inside: Mapping[int, _NetnsReading | CollectError], host_ino: int 
         gaps = [g for g in (host_gap, owner_gap) if g is not None]
         facts[inode] = NetnsFacts(inode=inode, sysctls=part.sysctls, addresses=part.addresses,
                                   listeners=listeners, host_network=inode == host_ino,
-                                  gaps=(*part.gaps, *gaps))
+                                  gaps=(*part.gaps, *gaps),
+                                  owner_reader=readers.get(inode) if part.listeners else None)
     return facts
 
 
 OwnerMap = Mapping[int, tuple[SocketOwner, ...]]  # socket inode -> its holders
+# The holders; per netns inode, why some could not be looked for, and the reader used.
+OwnerScans = tuple[OwnerMap, dict[int, str], dict[int, OwnerReader]]
 
 
 def _owners(wanted: Mapping[int, list[int]], proc: ProcFS,
-            on_fault: Callable[[Exception], None]) -> tuple[OwnerMap, dict[int, str]]:
+            on_fault: Callable[[Exception], None]) -> OwnerScans:
     """The holders of the listeners' sockets (`wanted`: netns inode -> socket inodes), in one
-    scan, and per netns why some could not be looked for.
+    scan; per netns, why some could not be looked for, and which reader looked.
 
     An unexpected failure of that scan (an OSError the fd reader did not wrap, a reader bug)
     costs the owners of the netns that causes it, not the others': each netns is then
@@ -328,28 +333,28 @@ def _owners(wanted: Mapping[int, list[int]], proc: ProcFS,
         on_fault(exc)
     owners: dict[int, tuple[SocketOwner, ...]] = {}
     errors: dict[int, str] = {}
+    readers: dict[int, OwnerReader] = {}
     for netns, inodes in wanted.items():
         try:
-            found, why = _scan_owners({netns: inodes}, proc)
+            found, why, reader = _scan_owners({netns: inodes}, proc)
         except Exception as exc:  # noqa: BLE001 - this netns's owners are unknown, and why
             errors[netns] = f"socket owners: {error_line(exc)}"
             continue
         owners.update(found)
         errors.update(why)
-    return owners, errors
+        readers.update(reader)
+    return owners, errors, readers
 
 
-def _scan_owners(wanted: Mapping[int, list[int]], proc: ProcFS
-                 ) -> tuple[OwnerMap, dict[int, str]]:
+def _scan_owners(wanted: Mapping[int, list[int]], proc: ProcFS) -> OwnerScans:
     try:
         scan = scan_socket_owners([i for inodes in wanted.values() for i in inodes],
                                   wanted.keys(), proc)
     except CollectError as exc:
-        return {}, dict.fromkeys(wanted, str(exc))
-    if scan.processes_denied:
-        return scan.owners, dict.fromkeys(wanted, unreadable_processes(scan.processes_denied))
-    return scan.owners, {}
-
+        return {}, dict.fromkeys(wanted, str(exc)), {}
+    why = (dict.fromkeys(wanted, unreadable_processes(scan.processes_denied))
+           if scan.processes_denied else {})
+    return scan.owners, why, dict.fromkeys(wanted, scan.reader)
 
 
 def _owner_gap(listeners: tuple[Listener, ...], error: str | None) -> Gap | None:

@@ -139,10 +139,11 @@ def _probes(container: Mapping[str, Any], ports: tuple[DeclaredPort, ...]
 
 def _volume_mounts(spec: Mapping[str, Any], container: Mapping[str, Any]
                    ) -> tuple[DeclaredVolumeMount, ...]:
-    volumes = {v.get("name"): v for v in map(_mapping, _list(spec.get("volumes")))}
+    # Names as text: a hostile manifest's list or mapping name must not crash the lookup.
+    volumes = {str(v.get("name")): v for v in map(_mapping, _list(spec.get("volumes")))}
     mounts = []
     for mount in map(_mapping, _list(container.get("volumeMounts"))):
-        volume = _mapping(volumes.get(mount.get("name")))
+        volume = _mapping(volumes.get(str(mount.get("name"))))
         volume_type = next((k for k in volume if k != "name"), None)
         empty_dir = _mapping(volume.get("emptyDir")) if volume_type == "emptyDir" else {}
         size, medium = empty_dir.get("sizeLimit"), empty_dir.get("medium")

@@ -36,6 +36,8 @@ class Verdict:
 
 
 def _tokens(text: str) -> list[str]:
+    if not text:
+        return []  # shlex.split("") costs as much as a short command line
     try:
         return shlex.split(text)
     except ValueError:

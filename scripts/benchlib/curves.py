@@ -96,7 +96,9 @@ def plot(points: Sequence[Point], path: Path, note: str) -> None:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    lint = [p for p in points if p.curve == "lint"]
+    fig, axes = plt.subplots(1, 3 if lint else 2, figsize=(16 if lint else 11, 4.2))
+    left, right = axes[0], axes[1]
     for command in dict.fromkeys(p.command for p in points if p.curve == "sockets"):
         mine = [p for p in points if p.curve == "sockets" and p.command == command]
         left.plot([p.size for p in mine], [p.median_s * 1000 for p in mine], "o-",
@@ -110,7 +112,13 @@ def plot(points: Sequence[Point], path: Path, note: str) -> None:
     right.set(xscale="log", yscale="log", xlabel="targets, each in its own netns",
               ylabel="wall time, median (ms)", title="one diagnose over many targets")
     right.legend()
-    for axis in (left, right):
+    if lint:  # one `opaudit lint` over N workloads in one file
+        axes[2].plot([p.size for p in lint], [p.median_s * 1000 for p in lint], "o-",
+                     label="opaudit lint", color="C3")
+        axes[2].set(xscale="log", yscale="log", xlabel="workloads in one file",
+                    ylabel="wall time, median (ms)", title="lint of N workloads")
+        axes[2].legend()
+    for axis in axes:
         axis.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"scripts/bench --curves ({note})", fontsize=9)
     fig.tight_layout()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from e2e.image import Image
 from e2e.oracle import SsListener, can_write, capability_sets, ss_listeners
 from fixture_data import pod_fixture
 
@@ -148,8 +149,17 @@ def assert_verdicts(verdicts: dict[str, bool], expected: dict[str, bool]) -> Non
 
 
 def audit_and_check(pid: int, pod_spec: Path,
-                    oci_spec: Mapping[str, Any] | None = None) -> Audited:
+                    oci_spec: Mapping[str, Any] | None = None, *,
+                    runtime: str | None = None, image: Image | None = None) -> Audited:
+    """diagnose checked by the oracle (and by the OCI spec the runtime generated, when given);
+    with `runtime` and `image`, also `opaudit lint`'s prediction of the same manifest under
+    that runtime model, fact by fact."""
     report = diagnose(pid, pod_spec)
     if oci_spec is not None:
         assert_spec_agrees(report, oci_spec)
-    return assert_oracle_agrees(report, pid)
+    audited = assert_oracle_agrees(report, pid)
+    if runtime is not None and image is not None:
+        from e2e.prediction import assert_prediction_agrees
+
+        assert_prediction_agrees(report, pid, pod_spec, runtime, image)
+    return audited

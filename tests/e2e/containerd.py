@@ -111,6 +111,7 @@ class Containerd:
         self.process: subprocess.Popen[bytes] | None = None
         self.version = ""
         self.app_image = ""
+        self.image: Image | None = None
         self.cri: CriClient | None = None
 
     # --- start ------------------------------------------------------------------------
@@ -155,6 +156,7 @@ class Containerd:
                 time.sleep(0.1)
         self.version = str(version.runtime_version)
         self.app_image = podman.image
+        self.image = image  # its tree, for `opaudit lint --image` (e2e/prediction.py)
         for archive in podman.oci_archives(image, self.dir):
             self.ctr("images", "import", str(archive))
             archive.unlink()
@@ -288,3 +290,9 @@ def _read(path: Path) -> str:
 
 def _shim_sockets() -> set[Path]:
     return set(SHIM_SOCKETS.iterdir()) if SHIM_SOCKETS.is_dir() else set()
+
+
+def lint_model(runtime: Containerd) -> str:
+    """The `opaudit lint --runtime` model of this containerd: 1.x's defaults, or 2.x's
+    enable_unprivileged_ports (ip_unprivileged_port_start=0 in every pod's netns)."""
+    return "containerd-2" if runtime.unprivileged_ports else "containerd"

@@ -26,7 +26,7 @@ from e2e.agreement import (
     variant,
     write_manifest,
 )
-from e2e.containerd import POD_SUBNET, Containerd
+from e2e.containerd import POD_SUBNET, Containerd, lint_model
 from e2e.cri_pods import KubePod, netns_sysctl, run_pod
 from e2e.image import CERT_DIR
 
@@ -38,8 +38,11 @@ def play(runtime: Containerd, kube_pods: list[KubePod], fixture: Mapping[str, An
     pod = run_pod(runtime, fixture, **options)
     kube_pods.append(pod)
     assert pod.app.pid is not None, pod.app.exit_output
+    # Every pod is also linted: the prediction under this containerd's model, with its
+    # image as --image, must equal what the process shows, fact by fact.
     return pod, audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, pod.uid),
-                                pod.oci_spec())
+                                pod.oci_spec(), runtime=lint_model(runtime),
+                                image=runtime.image)
 
 
 def with_sysctls(fixture: Mapping[str, Any], **sysctls: int) -> dict[str, Any]:

@@ -24,7 +24,9 @@ def test_default_webhook_in_the_systemd_drivers_layout(
     pod = start_pod(lane, load_fixture("spark-operator-webhook.yaml"), SYSTEMD)
     pods.append(pod)
     assert pod.app.pid is not None, pod.app.exit_output
-    audited = audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, pod.uid))
+    # Also linted: the prediction (containerd 1.x model) must equal what the process shows.
+    audited = audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, pod.uid),
+                              runtime="containerd", image=lane.image)
     assert {(x.address, x.port, x.v6only) for x in audited.listeners} == {
         ("::", 9443, False), ("::", 8080, False), ("::", 8081, False)}  # as Go listens
     assert_verdicts(audited.verdicts, {CERT_DIR: True, "/nonexistent": False})

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from e2e.agreement import HOME_INFO, NODE, audit_and_check, run_once, webhook_on_443, write_manifest
-from e2e.containerd import Containerd
+from e2e.containerd import Containerd, lint_model
 from e2e.cri_pods import KubePod, netns_sysctl, run_pod
 from kube.apiserver import ApiServer
 
@@ -66,7 +66,8 @@ def test_a_live_process_that_cannot_bind_443(
     kube_pods.append(pod)
     assert pod.app.pid is not None
     audited = audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, "443"),
-                              pod.oci_spec())
+                              pod.oci_spec(), runtime=lint_model(containerd),
+                              image=containerd.image)
     # 443 failed, the rest serve; uid 185 has no capability and cannot bind 443.
     assert audited.caps["effective"] == [] and audited.ports == {8080, 8081}
     assert not uid_185_can_bind(pod.netns)
@@ -83,7 +84,8 @@ def test_containerd_2x_lets_uid_185_bind_443(
     assert netns_sysctl(pod.netns, "net.ipv4.ip_unprivileged_port_start") == 0
     assert pod.app.pid is not None, pod.app.exit_output
     audited = audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, "443"),
-                              pod.oci_spec())
+                              pod.oci_spec(), runtime=lint_model(containerd_2x),
+                              image=containerd_2x.image)
     # 443 is taken by the webhook itself: the oracle binds another port below 1024.
     assert uid_185_can_bind(pod.netns, 442) and audited.ports == {443, 8080, 8081}
     assert audited.caps["effective"] == []  # no capability needed

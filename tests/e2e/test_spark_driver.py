@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e.agreement import assert_verdicts, audit_and_check, load_fixture, variant, write_manifest
+from e2e.containerd import lint_model
 from e2e.cri_pods import KubePod
 
 LOCAL_DIR = "/var/data/spark-6c1e0a4b-3f1d-4c0e-9a55-3d2f7b1e8c90"  # LocalDirsFeatureStep's
@@ -60,7 +61,8 @@ def fixed(pod: dict[str, Any]) -> None:
 def audit(pod: KubePod, tmp_path: Path) -> Any:
     assert pod.app.pid is not None, pod.app.exit_output
     return audit_and_check(pod.app.pid, write_manifest(pod.manifest, tmp_path, pod.uid),
-                           pod.oci_spec())
+                           pod.oci_spec(), runtime=lint_model(pod.runtime),
+                           image=pod.runtime.image)
 
 
 def test_a_driver_with_a_read_only_root_and_no_emptydir(
