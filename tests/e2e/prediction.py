@@ -25,9 +25,11 @@ from e2e.cri_pods import Container, KubePod
 from e2e.image import ENTRYPOINT, Image
 from oci_build import write_archive
 
+SYSCTL = "net.ipv4.ip_unprivileged_port_start"
 CAP_SETS = ("effective", "permitted", "inheritable", "bounding", "ambient")
-# Facts lint may leave unknown (null in its JSON): a path's writability, hostNetwork's threshold.
-UNPREDICTED = ("writable ", "ip_unprivileged_port_start")
+# Facts lint may leave unknown: a path's writability (null in its JSON), and a hostNetwork
+# pod's threshold and so which of its ports bind (a gap it states).
+UNPREDICTED = ("writable ", "ip_unprivileged_port_start", "port ")
 ARCHIVES: dict[Path, Path] = {}  # the lane image's tar -> its OCI archive
 BIND_AS = ("import os, socket, sys\nuid = int(sys.argv[2])\nif uid:\n"
            "    os.setgroups([uid]); os.setgid(uid); os.setuid(uid)\n"
@@ -63,7 +65,11 @@ def lint_prediction(pod_spec: Path, container: str, runtime: str, image: Image
     (found,) = [c for c in json.loads(done.stdout)["containers"] if c["container"] == container]
     predictions = [p for p in found["predicted"] if p["condition"] is None]
     assert len(predictions) == 1, f"{runtime}: the image left alternatives open: {found}"
-    prediction: dict[str, Any] = predictions[0]
+    prediction: dict[str, Any] = dict(predictions[0])
+    # The facts lint says it cannot know: the prediction's own gaps, and the ones it gives
+    # for each rule it leaves unknown.
+    prediction["stated_unknown"] = {g["fact"] for g in prediction["incomplete"]} | {
+        m["fact"] for rule in found["unknown"] for m in rule["missing"]}
     return prediction
 
 
@@ -97,14 +103,17 @@ def predicted_facts(prediction: Mapping[str, Any], ports: set[int]) -> dict[str,
         "no_new_privs": prediction["no_new_privs"], "seccomp": prediction["seccomp"],
         "root_readonly": prediction["root_readonly"],
     }
-    if prediction["ip_unprivileged_port_start"] is not None:
-        # None only for hostNetwork: the node's sysctl, which a manifest cannot tell.
-        facts["ip_unprivileged_port_start"] = prediction["ip_unprivileged_port_start"]
     for name in CAP_SETS:
         facts[f"capabilities.{name}"] = prediction["capabilities"][name]
     for path, writable in prediction["paths"].items():
         if writable is not None:  # unknown: a gap lint states, nothing to compare
             facts[f"writable {path}"] = writable
+    if prediction["ip_unprivileged_port_start"] is None:
+        # hostNetwork: the node's sysctl, which a manifest cannot tell, so neither which
+        # ports bind; lint must say so (a gap), not leave them out silently.
+        assert SYSCTL in prediction["stated_unknown"], prediction["stated_unknown"]
+        return facts
+    facts["ip_unprivileged_port_start"] = prediction["ip_unprivileged_port_start"]
     bindable = {int(p.split("/")[1]) for p in prediction["bindable_ports"]}
     for port in ports:
         facts[f"port {port} bindable"] = port in bindable
@@ -120,7 +129,7 @@ def process_facts(target: Mapping[str, Any], ports: set[int], bound: set[int]
         "no_new_privs": target["no_new_privs"], "seccomp": target["seccomp"],
         "root_readonly": target["filesystem"]["root_readonly"],
         "ip_unprivileged_port_start":
-            target["network"]["sysctls"]["net.ipv4.ip_unprivileged_port_start"],
+            target["network"]["sysctls"][SYSCTL],
     }
     for name in CAP_SETS:
         facts[f"capabilities.{name}"] = target["capabilities"][name]
@@ -138,8 +147,7 @@ def exited_facts(pod: KubePod, container: Container, ports: set[int]) -> dict[st
     Go's `listen tcp :443: bind: permission denied`) or takes a real bind there as the uid
     containerd's OCI spec gives the process."""
     threshold = subprocess.run(
-        ["nsenter", "-t", str(pod.sandbox_pid), "-n", "sysctl", "-n",
-         "net.ipv4.ip_unprivileged_port_start"],
+        ["nsenter", "-t", str(pod.sandbox_pid), "-n", "sysctl", "-n", SYSCTL],
         capture_output=True, text=True, timeout=10, check=True).stdout
     facts: dict[str, Any] = {"ip_unprivileged_port_start": int(threshold)}
     uid = int(pod.oci_spec(container.name)["process"]["user"]["uid"])
@@ -155,7 +163,8 @@ def disagreements(predicted: Mapping[str, Any], observed: Mapping[str, Any], run
     """Each observed fact the prediction gets wrong, as `fact (runtime, where): ...`; a
     fact lint predicts that this observation cannot see (an exited container's
     capabilities) is not compared; an observed fact lint leaves unknown is not compared only
-    when lint says so (a path whose owner it cannot know, a hostNetwork pod's sysctl)."""
+    when lint says so (a path whose owner it cannot know, a hostNetwork pod's sysctl and
+    ports)."""
     return [f"{fact} ({runtime}, {where}): predicted {predicted.get(fact, 'nothing')!r}, "
             f"observed {seen!r}" for fact, seen in sorted(observed.items())
             if predicted.get(fact, "nothing") != seen
