@@ -39,6 +39,10 @@ def main(argv: Sequence[str] | None = None, *, restrict: bool | None = None) -> 
 
         args.privileges = restrict_self()
     try:
+        if args.command in RESTRICTED_COMMANDS:
+            from agent.collect.sockets import fd_reader_setting
+
+            fd_reader_setting()  # an unknown OPAUDIT_FD_READER is a usage error, not `auto`
         code: int = COMMANDS[args.func](args)
         return code
     except KeyboardInterrupt:

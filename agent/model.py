@@ -249,6 +249,20 @@ class Listener:
         return tuple(sorted({o.pid for o in self.owners}))
 
 
+FdReader = Literal["proc", "bpf"]  # what read the fd tables for socket owners
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerReader:
+    """Which reader found the listeners' owners (`agent.collect.sockets`) and why not the
+    other, in one line. `fallback` is set when the BPF iterator was wanted but could not
+    run: a fixed word for what refused (`fditer.Cause`, or "pid_namespace")."""
+
+    reader: FdReader
+    why: str
+    fallback: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class NetnsFacts:
     inode: int
@@ -257,6 +271,7 @@ class NetnsFacts:
     listeners: tuple[Listener, ...]
     host_network: bool = False
     gaps: tuple[Gap, ...] = ()
+    owner_reader: OwnerReader | None = None  # None: no listener, so no owner looked for
 
 
 # --- one observed process ------------------------------------------------------------

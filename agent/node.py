@@ -104,6 +104,13 @@ def run_agent(
         log.error("no node name: pass --node or set NODE_NAME (the DaemonSet sets it "
                   "from the downward API spec.nodeName)")
         return 2
+    from agent.collect.sockets import fd_reader_setting
+
+    try:
+        fd_reader_setting()  # read once; an unknown value is a mistake, not a silent `auto`
+    except ValueError as exc:
+        log.error("bad environment", extra={"error": str(exc)})
+        return 2
     privileges = context.privileges
     if privileges is None and context.restrict_privileges:
         privileges = restrict_self()  # before any thread: capabilities are per thread

@@ -132,6 +132,7 @@ def test_all_keys_reach_the_objects(all_keys: list[dict[str, Any]]) -> None:
     assert args[args.index("-l") + 1] == every["selector"]
     assert "--namespace=spark-operator" in args and "--config=/etc/opaudit/config.yaml" in args
     assert {"name": "TZ", "value": "UTC"} in container["env"]
+    assert {"name": "OPAUDIT_FD_READER", "value": "proc"} in container["env"]
     # The ConfigMap holds a config the agent itself accepts, mounted where --config points.
     (configmap,) = [d for d in all_keys if d["kind"] == "ConfigMap"
                     and "config.yaml" in d["data"]]  # the other one: the Grafana dashboard
@@ -153,6 +154,7 @@ def test_all_keys_reach_the_objects(all_keys: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize(("setting", "message"), [
     ("interval=-1", "/interval"),
+    ("fdReader=ebpf", "/fdReader"),
     ("startupJitter=-1", "/startupJitter"),
     ("apiQPS=0", "/apiQPS"),
     ("apiBurst=0.5", "/apiBurst"),

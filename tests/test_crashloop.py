@@ -125,3 +125,32 @@ def test_diagnose_pod_reports_it_through_the_sandbox(
     [finding] = report["findings"]
     assert finding["rule"] == RULE and finding["severity"] == "high"
     assert "webhook:\n  port: 9443" in finding["remediation"]
+
+
+def test_a_crash_looping_container_whose_uid_nothing_names_is_unknown(
+        stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path) -> None:
+    """No runAsUser, no runAsNonRoot, and a status without `user` (a runtime that does not
+    report it): the image's USER decides whether it can bind 443, and no process is there
+    to read. The verdict is unknown, naming why, not passed; and no Event is written."""
+    pod = crash_looping_webhook("so-webhook-443-no-uid", random_container_id())
+    [container] = pod["spec"]["containers"]
+    container["securityContext"].pop("runAsNonRoot")
+    for security in (pod["spec"].get("securityContext") or {}, container["securityContext"]):
+        assert not {"runAsUser", "runAsNonRoot"} & security.keys()
+    pod["status"]["containerStatuses"][0].pop("user")
+    stage_sandbox(stage, cgroups, pod)
+    server.add_pod(pod)
+    ref = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+    result = subprocess.run(
+        [str(OPAUDIT), "diagnose", "--pod", ref, "--node", NODE, "--kubeconfig", str(kubeconfig),
+         "-o", "json"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "NODE_NAME": NODE})
+    assert result.returncode == 0, result.stderr
+    [target] = json.loads(result.stdout)["targets"]
+    assert RULE not in target["passed"]
+    [unknown] = [u for u in target["unevaluated"] if u["rule"] == RULE]
+    [missing] = unknown["missing"]
+    assert missing["fact"] == "identity.uid.declared"
+    assert "no runAsUser, no runAsNonRoot and no status user" in missing["reason"]
+    assert run_once(kubeconfig).returncode == 0
+    assert events_on(server, pod["metadata"]["uid"]) == []

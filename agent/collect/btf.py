@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from agent.collect.errors import CollectError, Missing, ParseError
@@ -21,7 +22,15 @@ _HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type/str
 
 # include/uapi/linux/btf.h: kinds, and the u32 words that follow each record's 3-word head:
 # a fixed part, and a part per vlen entry.
-KIND_STRUCT, KIND_FUNC = 4, 12
+KIND_INT, KIND_PTR, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_FUNC = 1, 2, 4, 5, 6, 12
+KIND_FLOAT, KIND_ENUM64 = 16, 19
+SIZED_KINDS = (KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_FLOAT, KIND_ENUM64)
+ALIAS_KINDS = (8, 9, 10, 11, 18)  # typedef, volatile, const, restrict, type_tag: see through
+POINTER_SIZE = 8  # x86_64 and aarch64, the only machines fditer runs on
+# struct inode.i_ino and super_block.s_magic are `unsigned long` (64 bits here): the program
+# loads 8 bytes from each, so a kernel that made them narrower must not get that program.
+LOADED_WIDTH = 8
+MAX_LOAD_OFFSET = 0x7FFF  # a BPF instruction's offset is a signed 16-bit field
 _FIXED_WORDS = (0, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0)
 _WORDS_PER_ENTRY = (0, 0, 0, 0, 3, 3, 2, 0, 0, 0, 0, 0, 0, 2, 0, 3, 0, 0, 0, 3)
 
@@ -79,34 +88,77 @@ def _read_layout(fd: int, path: str) -> FdIterLayout:
     names = {strings[name]: (kind, name) for kind, name in _WANTED if name in strings}
     records = _find_records(fd, hdr_len + type_off, type_len, names, path)
 
-    def member(kind_name: tuple[int, bytes], field: bytes) -> int:
+    def member(kind_name: tuple[int, bytes], field: bytes) -> tuple[int, int]:
         if kind_name not in records:
             raise ParseError(path, f"no {kind_name[1].decode()} in the kernel's BTF")
-        return _member_offset(records[kind_name][1], strings.get(field), kind_name, field, path)
+        return _member(records[kind_name][1], strings.get(field), kind_name, field, path)
 
     if (KIND_FUNC, b"bpf_iter_task_file") not in records:
         raise ParseError(path, "no bpf_iter_task_file (kernel older than 5.8)")
-    return FdIterLayout(
+    ino, ino_type = member((KIND_STRUCT, b"inode"), b"i_ino")
+    magic, magic_type = member((KIND_STRUCT, b"super_block"), b"s_magic")
+    widths = _widths(fd, hdr_len + type_off, type_len, {"i_ino": ino_type,
+                                                         "s_magic": magic_type}, path)
+    for field, width in widths.items():
+        if width != LOADED_WIDTH:
+            raise ParseError(path, f"{field} is {width} bytes wide, not the {LOADED_WIDTH} "
+                                   "the iterator program loads")
+    layout = FdIterLayout(
         attach_btf_id=records[(KIND_FUNC, b"bpf_iter_task_file")][0],
-        file_inode=member((KIND_STRUCT, b"file"), b"f_inode"),
-        inode_ino=member((KIND_STRUCT, b"inode"), b"i_ino"),
-        inode_sb=member((KIND_STRUCT, b"inode"), b"i_sb"),
-        sb_magic=member((KIND_STRUCT, b"super_block"), b"s_magic"),
+        file_inode=member((KIND_STRUCT, b"file"), b"f_inode")[0],
+        inode_ino=ino,
+        inode_sb=member((KIND_STRUCT, b"inode"), b"i_sb")[0],
+        sb_magic=magic,
     )
+    offsets = {"f_inode": layout.file_inode, "i_ino": ino, "i_sb": layout.inode_sb,
+               "s_magic": magic}
+    for field, offset in offsets.items():
+        if offset > MAX_LOAD_OFFSET:
+            raise ParseError(path, f"{field} is at byte {offset}, past what one BPF load "
+                                   f"reaches ({MAX_LOAD_OFFSET})")
+    return layout
 
 
-def _member_offset(words: tuple[int, ...], name_off: int | None, kind_name: tuple[int, bytes],
-                   field: bytes, path: str) -> int:
+def _member(words: tuple[int, ...], name_off: int | None, kind_name: tuple[int, bytes],
+            field: bytes, path: str) -> tuple[int, int]:
+    """(byte offset, type id) of a struct member."""
     info = words[1]
     bitfields = info >> 31  # kind_flag: the offset word holds a bitfield size in its top byte
     for entry in range(info & 0xFFFF):
-        m_name, _, m_offset = words[3 + 3 * entry: 6 + 3 * entry]
+        m_name, m_type, m_offset = words[3 + 3 * entry: 6 + 3 * entry]
         if m_name == name_off:
             bits = m_offset & 0xFFFFFF if bitfields else m_offset
-            if bits % 8:
+            if bits % 8 or (bitfields and m_offset >> 24):
                 raise ParseError(path, f"{field.decode()} is a bitfield")
-            return bits // 8
+            return bits // 8, m_type
     raise ParseError(path, f"struct {kind_name[1].decode()} has no {field.decode()}")
+
+
+def _widths(fd: int, start: int, length: int, types: dict[str, int],
+            path: str) -> dict[str, int]:
+    """Byte size of each field's type, through typedefs and qualifiers (`unsigned long`,
+    `u64`, `const ino_t`): one walk per level of aliasing, each stopping at the ids asked
+    for (the integer types come first in vmlinux BTF, so these walks are short)."""
+    sizes: dict[str, int] = {}
+    pending = dict(types)
+    for _ in range(8):  # an alias chain this long is not a kernel's
+        found = _find_records(fd, start, length, {}, path, set(pending.values()))
+        for field, type_id in list(pending.items()):
+            if type_id not in found:
+                raise ParseError(path, f"{field} has type {type_id}, not in the type section")
+            words = found[type_id][1]
+            kind = (words[1] >> 24) & 0x1F
+            if kind in ALIAS_KINDS:
+                pending[field] = words[2]
+                continue
+            if kind in SIZED_KINDS or kind == KIND_PTR:
+                sizes[field] = words[2] if kind in SIZED_KINDS else POINTER_SIZE
+            else:
+                raise ParseError(path, f"{field} has type kind {kind}, which has no size")
+            del pending[field]
+        if not pending:
+            return sizes
+    raise ParseError(path, f"the types of {', '.join(pending)} alias too deep")
 
 
 def _string_offsets(fd: int, start: int, length: int, names: set[bytes]) -> dict[bytes, int]:
@@ -130,12 +182,14 @@ def _string_offsets(fd: int, start: int, length: int, names: set[bytes]) -> dict
 
 
 def _find_records(fd: int, start: int, length: int, names: dict[int, tuple[int, bytes]],
-                  path: str) -> dict[tuple[int, bytes], tuple[int, tuple[int, ...]]]:
-    """(type id, u32 words) of the first record of each wanted (kind, name), walking the type
-    section a chunk at a time; the walk stops once all are found."""
-    records: dict[tuple[int, bytes], tuple[int, tuple[int, ...]]] = {}
+                  path: str, ids: Collection[int] = (),
+                  ) -> dict[tuple[int, bytes] | int, tuple[int, tuple[int, ...]]]:
+    """(type id, u32 words) of the first record of each wanted (kind, name), and of each
+    type id of `ids`, walking the type section a chunk at a time; the walk stops once all
+    are found."""
+    records: dict[tuple[int, bytes] | int, tuple[int, tuple[int, ...]]] = {}
     type_id, position = 1, 0
-    while position < length and len(records) < len(names):
+    while position < length and len(records) < len(names) + len(ids):
         raw = os.pread(fd, min(CHUNK, length - position), start + position)
         raw = raw[: len(raw) - len(raw) % 4]
         if not raw:
@@ -153,6 +207,8 @@ def _find_records(fd: int, start: int, length: int, names: dict[int, tuple[int, 
             wanted = names.get(words[at])
             if wanted is not None and wanted[0] == kind and wanted not in records:
                 records[wanted] = (type_id, tuple(words[at: at + size]))
+            if type_id in ids:
+                records[type_id] = (type_id, tuple(words[at: at + size]))
             type_id += 1
             at += size
         if at == 0 or (at < count and position + 4 * count >= length):

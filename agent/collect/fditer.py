@@ -2,9 +2,20 @@
 
 Reading `/proc/PID/fd/N` costs ~3 µs of kernel time per fd (a proc dentry, two fd-table
 lookups, d_path), so a netns with 100,000 connections costs ~0.3 s however the reads are
-ordered or threaded. A `task_file` iterator (Linux 5.8; per process since 6.1) visits the
-same fd table inside the kernel: the program below keeps the fds whose file is a sockfs
-inode in a hash of wanted inodes and writes (fd, inode) for each, ~0.1 µs per fd.
+ordered or threaded. A `task_file` iterator visits the same fd table inside the kernel: the
+program below keeps the fds whose file is a sockfs inode in a hash of wanted inodes and
+writes (fd, inode) for each, ~0.1 µs per fd.
+
+What the kernel does with the per-process iterator this module asks for (include/uapi/linux/
+bpf.h, kernel/bpf/task_iter.c):
+
+    5.8        task_file iterators exist, but a link takes no iter_info: the link is refused
+    5.9 - 6.0  bpf_iter_link_info has only `.map`: the tid is accepted and ignored, and the
+               iterator walks every task of the host (each match would be put on each pid)
+    6.1        `.task.tid` picks one task ("bpf: Parameterize task iterators")
+    6.2        /proc/PID/fd reports the fd count as its size (`sockets._fd_count`)
+
+so below 6.1 it refuses to run (`FdIterUnavailable`), and /proc is read instead.
 
 Loading it needs bpf(2) for a tracing program: CAP_SYS_ADMIN (which the agent holds for
 setns) or CAP_BPF + CAP_PERFMON, and a seccomp profile that allows bpf (the runtime default
@@ -17,15 +28,19 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import struct
 from collections.abc import Collection, Iterable
 from functools import lru_cache
+from typing import Literal
 
 from agent.collect.btf import FdIterLayout, read_fd_iter_layout
-from agent.collect.errors import CollectError
+from agent.collect.errors import CollectError, lacking_capabilities
+from agent.collect.procfs import read_own
 
 SYS_BPF = {"x86_64": 321, "aarch64": 280}
-MACHINE = os.uname().machine
+MACHINE, RELEASE = os.uname().machine, os.uname().release
+FIRST_KERNEL = (6, 1)  # the first whose iterator visits one task only (table above)
 # include/uapi/linux/bpf.h
 BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD = 0, 2, 5
 BPF_LINK_CREATE, BPF_ITER_CREATE = 28, 33
@@ -33,13 +48,38 @@ BPF_MAP_TYPE_HASH, BPF_PROG_TYPE_TRACING, BPF_TRACE_ITER = 1, 26, 28
 HELPER_MAP_LOOKUP_ELEM, HELPER_SEQ_WRITE = 1, 127
 SOCKFS_MAGIC = 0x534F434B  # include/uapi/linux/magic.h
 ATTR_SIZE = 128
+# union bpf_attr, field by field from byte 0, for the commands other than BPF_PROG_LOAD:
+MAP_CREATE_ATTR = struct.Struct("<IIIII")  # map_type, key_size, value_size, max_entries, flags
+MAP_UPDATE_ATTR = struct.Struct("<I4xQQQ")  # map_fd, (u64 alignment), key, value, flags
+LINK_CREATE_ATTR = struct.Struct("<IIIIQI")  # prog_fd, target_fd, attach_type, flags,
+#                                              iter_info, iter_info_len
+ITER_CREATE_ATTR = struct.Struct("<II")  # link_fd, flags
+# union bpf_attr, BPF_PROG_LOAD: byte offsets of the fields set here
+LOAD_LOG_LEVEL, LOAD_LOG_SIZE, LOAD_LOG_BUF = 24, 28, 32
+LOAD_PROG_NAME, LOAD_ATTACH_TYPE, LOAD_ATTACH_BTF_ID = 48, 68, 108
+VERIFIER_LOG_SIZE = 1 << 18  # a rejection's reason is the log's last lines
+# struct bpf_iter__task_file (kernel/bpf/task_iter.c): the program's ctx, 8 bytes a field
+CTX_META, CTX_FD, CTX_FILE = 0, 16, 24  # (8: the task)
+META_SEQ = 0  # struct bpf_iter_meta: the seq_file comes first
 RECORD = struct.Struct("<QQ")  # fd, inode: what the program writes per match
+READ_SIZE = 1 << 16
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+# long syscall(long number, int cmd, union bpf_attr *attr, unsigned int size)
+_syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint)
+_syscall.restype = ctypes.c_long
+
+# What refused, for the agent's metric label: a few fixed words, never the message.
+Cause = Literal["kernel", "btf", "refused", "error"]
 
 
 class FdIterUnavailable(CollectError):
-    """The iterator cannot run here; str() says why, in one line."""
+    """The iterator cannot run here; str() says why, in one line, and `cause` in one word."""
+
+    def __init__(self, reason: str, cause: Cause = "error") -> None:
+        super().__init__(reason)
+        self.cause: Cause = cause
 
 
 def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
@@ -55,7 +95,7 @@ PSEUDO_MAP_FD = 1
 
 
 def iterator_program(layout: FdIterLayout, map_fd: int) -> bytes:
-    """The program, for ctx = struct bpf_iter__task_file {meta, task, fd, file} (8 bytes each):
+    """The program, for ctx = struct bpf_iter__task_file {meta, task, fd, file}:
 
         if file && file->f_inode->i_sb->s_magic == SOCKFS_MAGIC
            && wanted[file->f_inode->i_ino]:
@@ -63,7 +103,7 @@ def iterator_program(layout: FdIterLayout, map_fd: int) -> bytes:
     """
     body: list[bytes | tuple[int, int, int]] = [  # (jump opcode, register, imm): to the exit
         _insn(MOV_X, R6, R1),
-        _insn(LDX_DW, R2, R6, 24),  # ctx->file
+        _insn(LDX_DW, R2, R6, CTX_FILE),
         (JEQ_K, R2, 0),
         _insn(LDX_DW, R3, R2, layout.file_inode),
         (JEQ_K, R3, 0),
@@ -78,10 +118,10 @@ def iterator_program(layout: FdIterLayout, map_fd: int) -> bytes:
         _insn(ADD_K, R2, 0, 0, -8),
         _insn(CALL, imm=HELPER_MAP_LOOKUP_ELEM),
         (JEQ_K, R0, 0),
-        _insn(LDX_W, R7, R6, 16),  # ctx->fd, zero-extended: the record has no padding
+        _insn(LDX_W, R7, R6, CTX_FD),  # u32, zero-extended: the record has no padding
         _insn(STX_DW, FP, R7, -16),
-        _insn(LDX_DW, R1, R6, 0),  # ctx->meta
-        _insn(LDX_DW, R1, R1, 0),  # meta->seq
+        _insn(LDX_DW, R1, R6, CTX_META),
+        _insn(LDX_DW, R1, R1, META_SEQ),
         _insn(MOV_X, R2, FP),
         _insn(ADD_K, R2, 0, 0, -16),
         _insn(MOV_K, R3, 0, 0, RECORD.size),
@@ -103,36 +143,92 @@ def iterator_program(layout: FdIterLayout, map_fd: int) -> bytes:
 def _bpf(command: int, attr: bytes | bytearray, what: str) -> int:
     number = SYS_BPF.get(MACHINE)
     if number is None:
-        raise FdIterUnavailable(f"bpf(2) number unknown on {MACHINE}")
+        raise FdIterUnavailable(f"bpf(2) number unknown on {MACHINE}", "kernel")
     buffer = ctypes.create_string_buffer(bytes(attr), max(len(attr), ATTR_SIZE))
-    result = int(_libc.syscall(number, command, buffer, len(attr)))
+    result = int(_syscall(number, command, buffer, len(attr)))
     if result < 0:
         code = ctypes.get_errno()
-        raise FdIterUnavailable(f"{what}: {os.strerror(code)}"
-                                + (" (needs CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON)"
-                                   if code == errno.EPERM else ""))
+        if code == errno.EPERM:
+            raise FdIterUnavailable(f"{what}: {os.strerror(code)}{refusal_hint()}", "refused")
+        raise FdIterUnavailable(f"{what}: {os.strerror(code)}")
     return result
 
 
+def refusal_hint() -> str:
+    """Why bpf(2) said EPERM: the capabilities this thread lacks, else (it holds them) what
+    else refuses a holder: a seccomp filter (the runtime default allows bpf only with
+    CAP_SYS_ADMIN), an LSM's bpf hook (SELinux bpf/prog_load, AppArmor), or lockdown."""
+    if lacking_capabilities(("SYS_ADMIN",)) and lacking_capabilities(("BPF", "PERFMON")):
+        return " (needs CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON)"
+    causes = [cause for cause in (_seccomp_filter(), _security_file("lsm", "an LSM"),
+                                  _security_file("lockdown", "kernel lockdown")) if cause]
+    held = ("CAP_SYS_ADMIN is" if not lacking_capabilities(("SYS_ADMIN",))
+            else "CAP_BPF and CAP_PERFMON are")
+    return (f" ({held} held: refused by "
+            + (" or ".join(causes) if causes else "a seccomp filter, an LSM or kernel lockdown")
+            + ")")
+
+
+def _seccomp_filter() -> str:
+    try:
+        status = read_own("thread-self/status")
+    except CollectError:
+        return ""
+    return "this process's seccomp filter" if re.search(rb"^Seccomp:\s+2$", status, re.M) else ""
+
+
+def _security_file(name: str, what: str) -> str:
+    """`an LSM (selinux,bpf)` or `kernel lockdown (integrity)` from securityfs, when mounted
+    and not saying none; "" when it cannot tell."""
+    try:
+        with open(f"/sys/kernel/security/{name}", encoding="ascii", errors="replace") as file:
+            text = file.read(256).strip()
+    except OSError:
+        return ""
+    if name == "lockdown":  # "none [integrity] confidentiality": the bracketed one is on
+        found = re.search(r"\[(\w+)\]", text)
+        text = found.group(1) if found and found.group(1) != "none" else ""
+    else:  # the capability module refuses nothing a holder asks
+        text = ",".join(m for m in text.split(",") if m not in ("capability", ""))
+    return f"{what} ({text})" if text else ""
+
+
+def kernel_refusal(release: str) -> str | None:
+    """Why a kernel of `release` cannot run the per-process iterator (the table above)."""
+    found = re.match(r"(\d+)\.(\d+)", release)
+    if found is None:
+        return f"kernel release {release!r} not understood"
+    version = (int(found.group(1)), int(found.group(2)))
+    if version >= FIRST_KERNEL:
+        return None
+    if version >= (5, 9):
+        return (f"kernel {release}: before 6.1 the iterator ignores the task it is given "
+                "and walks every process")
+    return f"kernel {release}: before 6.1 the iterator cannot be given one process"
+
+
 @lru_cache(maxsize=1)
-def _layout() -> FdIterLayout | FdIterUnavailable:
-    """Read once per process: the kernel's BTF does not change while it runs."""
+def _layout() -> FdIterLayout | str:
+    """Read once per process: the kernel's BTF does not change while it runs. A failure is
+    kept as its reason, and each caller raises its own exception: a kept exception would
+    keep, in its growing traceback, every frame that ever raised it."""
     try:
         return read_fd_iter_layout()
     except CollectError as exc:
-        return FdIterUnavailable(f"kernel BTF: {exc}")
+        return f"kernel BTF: {exc}"
 
 
 def _wanted_map(inodes: Collection[int]) -> int:
-    attr = struct.pack("<IIIII", BPF_MAP_TYPE_HASH, 8, 1, max(1, len(inodes)), 0)
+    attr = MAP_CREATE_ATTR.pack(BPF_MAP_TYPE_HASH, 8, 1, max(1, len(inodes)), 0)
     map_fd = _bpf(BPF_MAP_CREATE, attr, "BPF map")
     value = ctypes.create_string_buffer(b"\1", 1)
     key = ctypes.create_string_buffer(8)
     try:
         for inode in inodes:
             struct.pack_into("<Q", key, 0, inode)
-            _bpf(BPF_MAP_UPDATE_ELEM, struct.pack("<IIQQQ", map_fd, 0, ctypes.addressof(key),
-                                                  ctypes.addressof(value), 0), "BPF map update")
+            _bpf(BPF_MAP_UPDATE_ELEM, MAP_UPDATE_ATTR.pack(map_fd, ctypes.addressof(key),
+                                                           ctypes.addressof(value), 0),
+                 "BPF map update")
     except BaseException:
         os.close(map_fd)
         raise
@@ -140,16 +236,35 @@ def _wanted_map(inodes: Collection[int]) -> int:
 
 
 def _load(layout: FdIterLayout, map_fd: int) -> int:
+    """The program's fd. A rejection other than EPERM is loaded again with the verifier's
+    log, whose last line says why (a kernel whose struct layout or rules changed)."""
     code = iterator_program(layout, map_fd)
     insns = ctypes.create_string_buffer(code, len(code))
     license_ = ctypes.create_string_buffer(b"GPL")  # bpf_seq_write is GPL-only
     attr = bytearray(ATTR_SIZE)
     struct.pack_into("<IIQQ", attr, 0, BPF_PROG_TYPE_TRACING, len(code) // 8,
                      ctypes.addressof(insns), ctypes.addressof(license_))
-    struct.pack_into("<16s", attr, 48, b"opaudit_fds")
-    struct.pack_into("<I", attr, 68, BPF_TRACE_ITER)
-    struct.pack_into("<I", attr, 108, layout.attach_btf_id)
-    return _bpf(BPF_PROG_LOAD, attr, "BPF program load")
+    struct.pack_into("<16s", attr, LOAD_PROG_NAME, b"opaudit_fds")
+    struct.pack_into("<I", attr, LOAD_ATTACH_TYPE, BPF_TRACE_ITER)
+    struct.pack_into("<I", attr, LOAD_ATTACH_BTF_ID, layout.attach_btf_id)
+    try:
+        return _bpf(BPF_PROG_LOAD, attr, "BPF program load")
+    except FdIterUnavailable as exc:
+        if exc.cause == "refused":
+            raise
+    log = ctypes.create_string_buffer(VERIFIER_LOG_SIZE)
+    struct.pack_into("<IIQ", attr, LOAD_LOG_LEVEL, 1, VERIFIER_LOG_SIZE, ctypes.addressof(log))
+    try:
+        return _bpf(BPF_PROG_LOAD, attr, "BPF program load")
+    except FdIterUnavailable as exc:
+        raise FdIterUnavailable(f"{exc}{verifier_says(log.value)}", exc.cause) from None
+
+
+def verifier_says(log: bytes) -> str:
+    """`; verifier: <its last line>`, the reason of a rejection, or "" without a log."""
+    lines = [line for line in log.decode("utf-8", "replace").splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("processed ", "verification "))]
+    return f"; verifier: {' '.join(reasons[-1].split())}" if reasons else ""
 
 
 def _read_iterator(prog_fd: int, tgid: int) -> bytes:
@@ -159,17 +274,20 @@ def _read_iterator(prog_fd: int, tgid: int) -> bytes:
     thread's table, and a thread that unshared its fds is not in it, nor in `ss -p`."""
     info = ctypes.create_string_buffer(16)  # union bpf_iter_link_info
     struct.pack_into("<I", info, 0, tgid)  # .task = {tid, pid, pid_fd}
-    link_attr = struct.pack("<IIIIQI", prog_fd, 0, BPF_TRACE_ITER, 0,
-                            ctypes.addressof(info), ctypes.sizeof(info))
+    link_attr = LINK_CREATE_ATTR.pack(prog_fd, 0, BPF_TRACE_ITER, 0, ctypes.addressof(info),
+                                      ctypes.sizeof(info))
     link_fd = _bpf(BPF_LINK_CREATE, link_attr, "BPF iterator link")
     try:
-        iter_fd = _bpf(BPF_ITER_CREATE, struct.pack("<II", link_fd, 0), "BPF iterator")
+        iter_fd = _bpf(BPF_ITER_CREATE, ITER_CREATE_ATTR.pack(link_fd, 0), "BPF iterator")
     finally:
         os.close(link_fd)
     chunks: list[bytes] = []
     try:
-        while chunk := os.read(iter_fd, 1 << 16):
+        while chunk := os.read(iter_fd, READ_SIZE):
             chunks.append(chunk)
+    except OSError as exc:  # EAGAIN, ENOMEM, EFAULT from the program's run: not a crash
+        raise FdIterUnavailable(f"reading the BPF iterator of pid {tgid}: "
+                                f"{exc.strerror or exc}") from None
     finally:
         os.close(iter_fd)
     return b"".join(chunks)
@@ -181,9 +299,12 @@ def socket_fds(tgids: Iterable[int], inodes: Collection[int]) -> dict[int, list[
     A process that exited is simply absent (as an empty fd table would be). Raises
     FdIterUnavailable when the iterator cannot be loaded or run; then nothing was read.
     """
+    refusal = kernel_refusal(RELEASE)
+    if refusal is not None:
+        raise FdIterUnavailable(refusal, "kernel")
     layout = _layout()
-    if isinstance(layout, FdIterUnavailable):
-        raise layout
+    if isinstance(layout, str):
+        raise FdIterUnavailable(layout, "btf")
     held: dict[int, list[tuple[int, int]]] = {}
     map_fd = _wanted_map(inodes)
     try:
@@ -198,4 +319,3 @@ def socket_fds(tgids: Iterable[int], inodes: Collection[int]) -> dict[int, list[
     finally:
         os.close(prog_fd)
     return held
-

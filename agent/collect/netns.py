@@ -29,6 +29,7 @@ from agent.model import (
     IpVersion,
     Listener,
     NetnsFacts,
+    OwnerReader,
     SocketOwner,
     Sysctls,
 )
@@ -280,11 +281,12 @@ def _assemble(inside: Mapping[int, _NetnsReading | CollectError], host_ino: int 
     read = {inode: part for inode, part in inside.items() if isinstance(part, _NetnsReading)}
     owner_map: Mapping[int, tuple[SocketOwner, ...]] = {}
     owner_error: str | None = None
+    reader: OwnerReader | None = None
     inodes = [s.inode for part in read.values() for s in part.listeners]
     if owners and inodes:
         try:
             scan = scan_socket_owners(inodes, read.keys(), proc)
-            owner_map = scan.owners
+            owner_map, reader = scan.owners, scan.reader
             if scan.processes_denied:
                 owner_error = unreadable_processes(scan.processes_denied)
         except CollectError as exc:
@@ -300,7 +302,8 @@ def _assemble(inside: Mapping[int, _NetnsReading | CollectError], host_ino: int 
         gaps = [g for g in (host_gap, _owner_gap(listeners, owner_error)) if g is not None]
         facts[inode] = NetnsFacts(inode=inode, sysctls=part.sysctls, addresses=part.addresses,
                                   listeners=listeners, host_network=inode == host_ino,
-                                  gaps=(*part.gaps, *gaps))
+                                  gaps=(*part.gaps, *gaps),
+                                  owner_reader=reader if part.listeners else None)
     return facts
 
 

@@ -13,13 +13,22 @@ import socket
 import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from agent.collect import fditer, netlink
 from agent.collect.errors import CollectError, ParseError, ProcessGone
 from agent.collect.fditer import FdIterUnavailable
 from agent.collect.procfs import ProcessHandle, ProcFS, map_oserror
-from agent.model import Gap, IpVersion, Listener, ListenerProtocol, SocketOwner
+from agent.model import (
+    FdReader,
+    Gap,
+    IpVersion,
+    Listener,
+    ListenerProtocol,
+    OwnerReader,
+    SocketOwner,
+)
 
 # include/uapi/linux/sock_diag.h, inet_diag.h, net/tcp_states.h
 NETLINK_SOCK_DIAG = 4
@@ -47,8 +56,9 @@ MAX_FD_GAP = 256  # fd numbers tried in vain before listing /proc/PID/fd instead
 # Fewer fds than this in the target netns's processes: readlink (~3-4.5 µs each) costs less
 # than the BPF iterator's one-time read of the kernel's BTF (~40 ms).
 ITERATOR_MIN_FDS = 10_000
-FdReader = Literal["proc", "bpf"]
 ReaderSetting = Literal["auto", "proc", "bpf"]
+READER_SETTINGS: tuple[ReaderSetting, ...] = ("auto", "proc", "bpf")
+READER_VARIABLE = "OPAUDIT_FD_READER"
 
 
 def diag_request(address_family: int, protocol: int, states: int) -> bytes:
@@ -135,14 +145,28 @@ class OwnerScan:
     owners: Mapping[int, tuple[SocketOwner, ...]]  # socket inode -> holders
     processes_gone: int  # exited during the scan: normal, not a gap
     processes_denied: int  # EACCES on ns/net, fd/ or stat: a gap (needs CAP_SYS_PTRACE)
-    fd_reader: FdReader = "proc"  # what read the fd tables
-    iterator_error: str | None = None  # why the BPF iterator was not used, when it was tried
+    reader: OwnerReader = OwnerReader("proc", "no socket to look for")
+
+    @property
+    def fd_reader(self) -> FdReader:
+        return self.reader.reader
+
+    @property
+    def iterator_error(self) -> str | None:
+        """Why the BPF iterator was not used, when it was wanted."""
+        return self.reader.why if self.reader.fallback else None
 
 
+@lru_cache(maxsize=1)
 def fd_reader_setting() -> ReaderSetting:
-    """OPAUDIT_FD_READER: auto (default), proc (never BPF) or bpf (whatever the fd count)."""
-    settings: dict[str, ReaderSetting] = {"auto": "auto", "proc": "proc", "bpf": "bpf"}
-    return settings.get(os.environ.get("OPAUDIT_FD_READER", "auto"), "auto")
+    """OPAUDIT_FD_READER, read once per process: auto (default; also when empty), proc
+    (never BPF) or bpf (whatever the fd count). ValueError for anything else: the command
+    line says so in one line (exit 2) rather than guess."""
+    value = os.environ.get(READER_VARIABLE) or "auto"
+    for setting in READER_SETTINGS:
+        if value == setting:
+            return setting
+    raise ValueError(f"{READER_VARIABLE}={value!r} is not one of {', '.join(READER_SETTINGS)}")
 
 
 def scan_socket_owners(inodes: Collection[int], netns_inodes: int | Collection[int],
@@ -176,8 +200,7 @@ def scan_socket_owners(inodes: Collection[int], netns_inodes: int | Collection[i
                 gone += 1
             except CollectError:
                 denied += 1
-        by_iterator, iterator_error = _read_by_iterator(fd_counts, wanted.values(), proc,
-                                                        setting)
+        by_iterator, used = _read_by_iterator(fd_counts, wanted.values(), proc, setting)
         for pid in fd_counts:
             try:
                 process = proc.process(pid)
@@ -195,28 +218,39 @@ def scan_socket_owners(inodes: Collection[int], netns_inodes: int | Collection[i
                                     start_time=stat.start_time if stat else None)
                 found.setdefault(inode, []).append(owner)
     owners = {inode: tuple(sorted(h, key=lambda o: (o.pid, o.fd))) for inode, h in found.items()}
-    return OwnerScan(owners, gone, denied, "bpf" if by_iterator is not None else "proc",
-                     iterator_error)
+    return OwnerScan(owners, gone, denied, used)
 
 
 def _read_by_iterator(fd_counts: Mapping[int, int], inodes: Collection[int], proc: ProcFS,
                       setting: ReaderSetting,
-                      ) -> tuple[dict[int, list[tuple[int, int]]] | None, str | None]:
-    """The iterator's answer, or None (and why) when the fd tables are read from /proc.
+                      ) -> tuple[dict[int, list[tuple[int, int]]] | None, OwnerReader]:
+    """The iterator's answer, or None when the fd tables are read from /proc; and which
+    reader it is, and why.
 
     Below ITERATOR_MIN_FDS, /proc is cheaper than reading the kernel's BTF (~40 ms once per
     process). Kernels before 6.2 report no fd count (0), so they are read from /proc unless
     forced. The iterator's pids are those of our pid namespace: only when /proc is ours."""
-    if setting == "proc" or not fd_counts:
-        return None, None
-    if setting == "auto" and sum(fd_counts.values()) < ITERATOR_MIN_FDS:
-        return None, None
+    if setting == "proc":
+        return None, OwnerReader("proc", f"{READER_VARIABLE}=proc")
+    if not fd_counts:
+        return None, OwnerReader("proc", "no readable process in these network namespaces")
+    total = sum(fd_counts.values())
+    if setting == "auto" and total == 0:
+        return None, OwnerReader("proc", "the kernel gives no fd count (before Linux 6.2): "
+                                         f"the BPF iterator only with {READER_VARIABLE}=bpf")
+    if setting == "auto" and total < ITERATOR_MIN_FDS:
+        return None, OwnerReader("proc", f"fewer than {ITERATOR_MIN_FDS:,} fds in these "
+                                         "processes: cheaper than loading the BPF iterator")
     if not proc.is_own_pid_namespace():
-        return None, f"{proc.root} is not this process's pid namespace"
+        return None, OwnerReader("proc", f"BPF iterator not used: {proc.root} is not this "
+                                         "process's pid namespace", "pid_namespace")
     try:
-        return fditer.socket_fds(fd_counts, inodes), None
+        held = fditer.socket_fds(fd_counts, inodes)
     except FdIterUnavailable as exc:
-        return None, str(exc)
+        return None, OwnerReader("proc", f"BPF iterator unavailable: {exc}", exc.cause)
+    why = (f"{READER_VARIABLE}=bpf" if setting == "bpf"
+           else f"{ITERATOR_MIN_FDS:,} fds or more in these processes")
+    return held, OwnerReader("bpf", why)
 
 
 def _fd_count(process: ProcessHandle) -> int:

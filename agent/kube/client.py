@@ -96,10 +96,11 @@ def _load_configuration(configuration: Any, kubeconfig: str | None) -> None:
 
 
 def _kubeconfig_paths(kubeconfig: str | None) -> list[str]:
-    """The kubeconfig files to load, each read here first, bounded, so the official loader
-    never meets a missing, binary, huge or non-regular file (its message would name none)."""
+    """The kubeconfig files to load, each read here first, bounded, with the credential
+    files they name, so the official loader (and ssl after it) never meets a missing,
+    binary, huge or non-regular file (its message would name none)."""
     from agent.collect.userfile import InputFileError
-    from agent.kube.apiconfig import kubeconfig_files, read_kubeconfig
+    from agent.kube.apiconfig import kubeconfig_files, read_kubeconfigs
 
     paths = kubeconfig_files(kubeconfig)
     if kubeconfig is None:
@@ -111,8 +112,7 @@ def _kubeconfig_paths(kubeconfig: str | None) -> list[str]:
                                   f"(KUBERNETES_SERVICE_HOST is unset), no --kubeconfig, and "
                                   f"{missing}")
     try:
-        for path in paths:
-            read_kubeconfig(path)
+        read_kubeconfigs(paths)  # and the certificate, key and token files they name
     except InputFileError as exc:
         raise KubeConfigError(str(exc)) from None
     return paths

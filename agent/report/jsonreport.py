@@ -15,6 +15,7 @@ from agent.model import (
     NetnsFacts,
     ObservedProcess,
     Outcome,
+    OwnerReader,
     Report,
     TargetReport,
     Verdict,
@@ -143,7 +144,16 @@ def network_dict(net: NetnsFacts | None) -> dict[str, Any] | None:
         "sysctls": {key: getattr(net.sysctls, attr) for key, attr in SYSCTL_KEYS},
         "addresses": [a.address for a in net.addresses],
         "listeners": [listener_dict(x) for x in net.listeners],
+        "owner_reader": owner_reader_dict(net.owner_reader),
     }
+
+
+def owner_reader_dict(reader: OwnerReader | None) -> dict[str, Any] | None:
+    """Which reader found the listeners' owners ("proc" or "bpf") and why not the other;
+    `fallback` names what refused the BPF iterator when it was wanted (README, Performance)."""
+    if reader is None:
+        return None
+    return {"reader": reader.reader, "why": reader.why, "fallback": reader.fallback or None}
 
 
 def listener_dict(listener: Listener) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from agent.model import AuditCycle, Report
+from agent.model import AuditCycle, OwnerReader, Report
 from agent.report.sink import WrittenSink
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,14 @@ class AgentMetrics:
             "opaudit_reports_dropped", "Policy report writes given up on, by reason",
             ["reason"], registry=self.registry,
         )
+        self.fd_reader = Gauge(
+            "opaudit_fd_reader", "1 for the reader that found socket owners in the last "
+            "audit that looked for some (proc or bpf); `fallback` says what refused the BPF "
+            "iterator when it was wanted (kernel, btf, refused, error, pid_namespace)",
+            ["reader", "fallback"], registry=self.registry,
+        )
+        self._fd_reader_labels: tuple[str, str] | None = None
+        self._fallback_logged = False
         # Every drop reason reads 0 from the start, so a dashboard shows 0 rather than nothing.
         for reason in ("queue_full", "rate_limited", "rejected", "shutdown"):
             self.events_dropped.labels(reason=reason)
@@ -141,6 +149,21 @@ class AgentMetrics:
             if label == "connection" and self._unreachable_since is None:
                 self._unreachable_since = self._clock()
         return label
+
+    def fd_reader_used(self, used: OwnerReader) -> None:
+        """The reader of the last owner scan is the gauge's one series; the first time the
+        BPF iterator could not run, one log line says why (later cycles say it only here)."""
+        labels = (used.reader, used.fallback)
+        with self._lock:
+            previous, self._fd_reader_labels = self._fd_reader_labels, labels
+            first_fallback = bool(used.fallback) and not self._fallback_logged
+            self._fallback_logged |= bool(used.fallback)
+        if previous is not None and previous != labels:
+            self.fd_reader.remove(*previous)
+        self.fd_reader.labels(*labels).set(1)
+        if first_fallback:
+            log.warning("the BPF fd iterator cannot run: socket owners are read from /proc",
+                        extra={"fallback": used.fallback, "reason": used.why})
 
     # --- readiness: can the agent do its job? -----------------------------------------
 
@@ -236,6 +259,10 @@ class MetricsSink(WrittenSink):
         for uid in cycle.pod_uids:
             self.findings_by_pod[uid] = {}
             self.targets_by_pod[uid] = 0
+        readers = [t.observed.network.owner_reader for t in report.targets
+                   if t.observed.network is not None and t.observed.network.owner_reader]
+        if readers:  # one scan per cycle; a fallback, if any, is what the gauge must show
+            self.metrics.fd_reader_used(max(readers, key=lambda r: bool(r.fallback)))
         for target in report.targets:
             uid = target.declared.pod.uid if target.declared is not None else ""
             counts = self.findings_by_pod.setdefault(uid, {})

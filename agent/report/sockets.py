@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from agent.model import Listener, NetnsFacts
-from agent.report.jsonreport import listener_dict
+from agent.report.jsonreport import listener_dict, owner_reader_dict
 from agent.report.table import endpoint
 
 HEADER = ("Netid", "State", "Local Address:Port", "V6Only", "Process")
@@ -37,5 +37,6 @@ def render_sockets_json(pid: int, facts: NetnsFacts) -> str:
     # `incomplete` as in the report: an empty `pids` must not read as "no owner".
     doc = {"pid": pid, "netns": facts.inode,
            "listeners": [listener_dict(x) for x in facts.listeners],
+           "owner_reader": owner_reader_dict(facts.owner_reader),
            "incomplete": [{"fact": g.fact, "reason": g.reason} for g in facts.gaps]}
     return json.dumps(doc, indent=2) + "\n"

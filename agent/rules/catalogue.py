@@ -18,7 +18,7 @@ from agent.rules import (
     privileges,
 )
 from agent.rules.entry import Rule
-from agent.rules.facts import POD_SPEC, UNPRIVILEGED_PORT_START
+from agent.rules.facts import DECLARED_UID, POD_SPEC, UNPRIVILEGED_PORT_START
 
 
 def _in(category: str, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
@@ -35,9 +35,11 @@ CATALOGUE: tuple[Rule, ...] = (
 RULE_IDS: frozenset[str] = frozenset(rule.id for rule in CATALOGUE)
 # A container with no live process (a crash loop) has only its pod's netns, read through the
 # sandbox, and its declared side: these rules judge it from those alone (uid and
-# capabilities from the pod spec, as the runtime will start it).
+# capabilities from the pod spec, as the runtime will start it; without a declared uid,
+# unknown).
 WITHOUT_PROCESS: tuple[Rule, ...] = tuple(
-    dataclasses.replace(rule, facts=(POD_SPEC, UNPRIVILEGED_PORT_START, "network.listeners"))
+    dataclasses.replace(rule, facts=(POD_SPEC, UNPRIVILEGED_PORT_START, "network.listeners",
+                                     DECLARED_UID))
     for rule in CATALOGUE if rule.id == portbind.PRIVILEGED_PORT_NOT_BINDABLE.id)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agent.model import DeclaredContainer, Gap, ObservedProcess
+from agent.rules.ports import promised_ports
+from agent.rules.reach import listeners_on
 
 Present = Callable[[ObservedProcess, DeclaredContainer | None], bool]
 
@@ -19,6 +21,7 @@ POD_SPEC = "pod.spec"
 UNPRIVILEGED_PORT_START = "net.ipv4.ip_unprivileged_port_start"
 DISABLE_IPV6 = "net.ipv6.conf.all.disable_ipv6"
 BINDV6ONLY = "net.ipv6.bindv6only"
+DECLARED_UID = "identity.uid.declared"
 
 
 def _gaps(observed: ObservedProcess) -> tuple[Gap, ...]:
@@ -34,10 +37,27 @@ def _network_read(observed: ObservedProcess, fact: str) -> bool:
     return not any(g.fact == fact for g in _gaps(observed))
 
 
+def _declared_uid(observed: ObservedProcess, declared: DeclaredContainer | None) -> bool:
+    """For a container with no live process: whether its pod says which uid it starts as
+    (runAsUser, the status's user, or runAsNonRoot), where that matters: a promised port
+    below ip_unprivileged_port_start that nothing holds. Otherwise the image's USER decides,
+    which nothing here can read."""
+    if not observed.via_sandbox or declared is None or observed.network is None:
+        return True
+    if (declared.run_as_user is not None or declared.status_uid is not None
+            or declared.run_as_non_root):
+        return True
+    start = observed.network.sysctls.ip_unprivileged_port_start
+    return start is None or not any(
+        p.port < start and not listeners_on(observed.network, p.port, p.protocol)
+        for p in promised_ports(declared))
+
+
 FACTS: dict[str, Present] = {
     POD_SPEC: lambda o, d: d is not None,
     "identity.uid": lambda o, d: o.identity.uid is not None,
     "identity.gid": lambda o, d: o.identity.gid is not None,
+    DECLARED_UID: _declared_uid,
     # The passwd entry: absent from a readable /etc/passwd is a fact; unreadable is a gap.
     "identity.home": lambda o, d: not any(g.fact == "identity.home" for g in o.incomplete),
     "capabilities": lambda o, d: o.capabilities is not None,
@@ -62,6 +82,12 @@ _NO_REASON = {
     POD_SPEC: "no pod spec: audited by pid alone (give --pod, -l or --pod-spec)",
     "paths": "the writability of a path could not be judged",
 }
+# Facts no collector reads, so no gap explains them (not even the sandbox's `process` gap,
+# which says only that the container has no process): the reason is always this.
+_OWN_REASON = {
+    DECLARED_UID: "the container has no live process, and its pod names no runAsUser, no "
+                  "runAsNonRoot and no status user: the image's USER decides, unread here",
+}
 
 
 def missing_facts(facts: tuple[str, ...], observed: ObservedProcess,
@@ -70,6 +96,9 @@ def missing_facts(facts: tuple[str, ...], observed: ObservedProcess,
     missing: list[Gap] = []
     for fact in facts:
         if FACTS[fact](observed, declared):
+            continue
+        if fact in _OWN_REASON:
+            missing.append(Gap(fact, _OWN_REASON[fact]))
             continue
         reasons = [g for g in _gaps(observed) if _explains(g.fact, fact)]
         if reasons:

@@ -126,6 +126,43 @@ def test_malformed_btf_is_one_line(tmp_path: Path, blob: bytes, message: str) ->
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+# More types, after bpf_iter_task_file (id 6): a 4-byte int (7), `typedef long u64` (8),
+# `const u64` (9).
+ALIASES = [("int", 1, 0, 4, []), ("u64", 8, 0, 1, []), ("", 10, 0, 8, [])]
+
+
+def _with_members(inode_ino_type: int, magic_type: int, magic_bits: int = 768) -> bytes:
+    return _btf([SYNTHETIC[0], SYNTHETIC[1],
+                 ("inode", 4, 2, 600, [("i_sb", 1, 320), ("i_ino", inode_ino_type, 512)]),
+                 SYNTHETIC[3], ("super_block", 4, 1, 900, [("s_magic", magic_type, magic_bits)]),
+                 SYNTHETIC[5], *ALIASES])
+
+
+def test_field_widths_are_read_through_typedefs_and_qualifiers(tmp_path: Path) -> None:
+    path = tmp_path / "vmlinux"
+    path.write_bytes(_with_members(inode_ino_type=8, magic_type=9))
+    assert read_fd_iter_layout(str(path)) == FdIterLayout(
+        attach_btf_id=6, file_inode=32, inode_ino=64, inode_sb=40, sb_magic=96)
+
+
+@pytest.mark.parametrize(("blob", "message"), [
+    (_with_members(inode_ino_type=7, magic_type=1), "i_ino is 4 bytes wide, not the 8"),
+    (_with_members(inode_ino_type=1, magic_type=7), "s_magic is 4 bytes wide, not the 8"),
+    (_with_members(inode_ino_type=1, magic_type=40), "s_magic has type 40, not in the type"),
+    (_with_members(inode_ino_type=1, magic_type=6), "s_magic has type kind 12, which has no"),
+    (_with_members(inode_ino_type=1, magic_type=1, magic_bits=8 * 40_000),
+     "s_magic is at byte 40000, past what one BPF load reaches (32767)"),
+])
+def test_a_field_the_program_cannot_load_is_refused(tmp_path: Path, blob: bytes,
+                                                    message: str) -> None:
+    """The program loads 8 bytes of i_ino and s_magic, at a 16-bit offset: a kernel whose
+    BTF says otherwise gets no program (/proc is read)."""
+    path = tmp_path / "vmlinux"
+    path.write_bytes(blob)
+    with pytest.raises(ParseError, match=re.escape(message)):
+        read_fd_iter_layout(str(path))
+
+
 def test_missing_btf(tmp_path: Path) -> None:
     with pytest.raises(Missing, match="CONFIG_DEBUG_INFO_BTF"):
         read_fd_iter_layout(str(tmp_path / "absent"))
@@ -240,7 +277,7 @@ def test_iterator_refused_falls_back_to_proc(stage: Stage) -> None:
         capture_output=True, text=True, timeout=60, cwd=REPO, check=True)
     reader, error, owners = json.loads(out.stdout)
     assert reader == "proc"
-    assert "Operation not permitted" in error and "CAP_SYS_ADMIN" in error
+    assert "Operation not permitted (needs CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON)" in error
     expected = scan_socket_owners(inodes, ns_ino, reader="proc")
     assert {tuple(o) for o in owners} == _pairs(expected)
 
@@ -273,13 +310,25 @@ def test_every_jump_of_the_program_lands_on_its_exit() -> None:
 
 
 @pytest.mark.parametrize("value, setting", [
-    (None, "auto"), ("auto", "auto"), ("proc", "proc"), ("bpf", "bpf"), ("BPF", "auto"),
-    ("yes", "auto"),
+    (None, "auto"), ("", "auto"), ("auto", "auto"), ("proc", "proc"), ("bpf", "bpf"),
+    ("BPF", None), ("yes", None), ("ebpf", None),
 ])
 def test_fd_reader_setting(monkeypatch: pytest.MonkeyPatch, value: str | None,
-                           setting: str) -> None:
+                           setting: str | None) -> None:
+    """Read once (cached), and an unknown value is an error, never a silent `auto`."""
     if value is None:
         monkeypatch.delenv("OPAUDIT_FD_READER", raising=False)
     else:
         monkeypatch.setenv("OPAUDIT_FD_READER", value)
-    assert fd_reader_setting() == setting
+    fd_reader_setting.cache_clear()
+    try:
+        if setting is None:
+            with pytest.raises(ValueError, match=f"OPAUDIT_FD_READER='{value}' is not one of "
+                                                 "auto, proc, bpf"):
+                fd_reader_setting()
+        else:
+            assert fd_reader_setting() == setting
+            monkeypatch.setenv("OPAUDIT_FD_READER", "neither")  # read once: no effect now
+            assert fd_reader_setting() == setting
+    finally:
+        fd_reader_setting.cache_clear()

@@ -3,13 +3,16 @@ read bounded first (agent/kube/apiconfig.py)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import stat
 import sys
 from pathlib import Path
 
 import pytest
 
+from agent.kube.apiconfig import CREDENTIAL_FILE_LIMIT
 from agent.kube.client import KubeConfigError, load_api
 
 
@@ -74,3 +77,69 @@ def test_in_a_pod_without_the_service_account_is_one_line(monkeypatch: pytest.Mo
     message = str(info.value)
     assert message.startswith("cannot load the API config from the in-cluster ServiceAccount")
     assert "\n" not in message
+
+
+# --- the certificate, key and token files a kubeconfig names: read bounded first ---------
+
+
+def _refused(kubeconfig: Path) -> str:
+    with pytest.raises(KubeConfigError) as info:
+        load_api(str(kubeconfig))
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(("field", "what", "section"), [
+    ("certificate-authority", "certificate authority", "cluster"),
+    ("client-certificate", "client certificate", "user"),
+    ("client-key", "client key", "user"),
+])
+def test_a_credential_file_that_is_a_fifo_is_one_line(tmp_path: Path, field: str, what: str,
+                                                      section: str) -> None:
+    """Opened for reading without a writer, a FIFO would block the loader (or ssl at the
+    first connection) for ever; relative to the kubeconfig's directory, as the loader has it."""
+    os.mkfifo(tmp_path / "pipe")
+    cluster: dict[str, object] = {"server": "https://192.0.2.1:6443"}
+    user: dict[str, object] = {"token": "abc"}
+    (cluster if section == "cluster" else user)[field] = "pipe"
+    path = write_kubeconfig(tmp_path / "kc", user, cluster)
+    assert _refused(path) == f"{what} {tmp_path / 'pipe'}: not a regular file (a pipe)"
+
+
+def test_a_device_or_a_huge_certificate_is_refused_at_once(tmp_path: Path) -> None:
+    path = write_kubeconfig(tmp_path / "kc", {"token": "abc"},
+                            {"server": "https://192.0.2.1:6443",
+                             "certificate-authority": "/dev/zero"})
+    assert _refused(path).endswith("/dev/zero: not a regular file (a character device)")
+    with open(tmp_path / "ca.crt", "wb") as big:
+        big.truncate(CREDENTIAL_FILE_LIMIT + 1)
+    write_kubeconfig(path, {"token": "abc"}, {"server": "https://192.0.2.1:6443",
+                                              "certificate-authority": "ca.crt"})
+    assert _refused(path).endswith(f"ca.crt: larger than {CREDENTIAL_FILE_LIMIT >> 20} MiB")
+    # The loader reads a token file whole at once (a FIFO would block it for ever).
+    (tmp_path / "token").write_text("from-file")
+    write_kubeconfig(path, {"tokenFile": "token"}, {"server": "https://192.0.2.1:6443"})
+    assert bearer(str(path))[2] == "Bearer from-file"
+    with open(tmp_path / "token", "wb") as big:
+        big.truncate(CREDENTIAL_FILE_LIMIT + 1)
+    write_kubeconfig(path, {"tokenFile": "token"}, {"server": "https://192.0.2.1:6443"})
+    assert _refused(path) == (f"token file {tmp_path / 'token'}: larger than "
+                              f"{CREDENTIAL_FILE_LIMIT >> 20} MiB")
+
+
+def test_only_the_files_the_loader_reads_are_read(tmp_path: Path) -> None:
+    """Inline data wins over a file (FileOrData), and another context's files are not the
+    current one's: neither is opened, so a FIFO there changes nothing."""
+    os.mkfifo(tmp_path / "pipe")
+    inline = base64.b64encode(b"-----BEGIN CERTIFICATE-----\n").decode()
+    path = write_kubeconfig(tmp_path / "kc", {"token": "abc"},
+                            {"server": "https://192.0.2.1:6443", "certificate-authority": "pipe",
+                             "certificate-authority-data": inline})
+    doc = json.loads(path.read_text())
+    doc["contexts"].append({"name": "other", "context": {"cluster": "k2", "user": "u2"}})
+    doc["clusters"].append({"name": "k2", "cluster": {"server": "https://192.0.2.2:6443",
+                                                      "certificate-authority": "pipe"}})
+    doc["users"].append({"name": "u2", "user": {"client-key": "pipe"}})
+    path.write_text(json.dumps(doc))
+    assert bearer(str(path))[0] == "https://192.0.2.1:6443"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,10 +16,13 @@ from agent.model import (
     DeclaredContainer,
     Finding,
     Identity,
+    NetnsFacts,
     ObservedProcess,
+    OwnerReader,
     PodRef,
     Report,
     Severity,
+    Sysctls,
     TargetReport,
 )
 from agent.report.metrics import AgentMetrics, MetricsSink
@@ -199,3 +203,30 @@ def test_metrics_endpoint_serves_prometheus_text(
     assert 'opaudit_events_dropped_total{reason="api_down"} 1.0' in body
     assert "opaudit_scan_duration_seconds_bucket" in body
     assert get(server, "/nope")[0] == 404
+
+
+def report_read_by(reader: OwnerReader | None) -> Report:
+    target = report_with().targets[0]
+    network = NetnsFacts(inode=1, sysctls=Sysctls(0, 0, 1024), addresses=(), listeners=(),
+                         owner_reader=reader)
+    observed = dataclasses.replace(target.observed, network=network)
+    return dataclasses.replace(report_with(), targets=(dataclasses.replace(
+        target, observed=observed),))
+
+
+def test_the_fd_reader_gauge_has_one_series_and_the_first_fallback_is_logged_once(
+        metrics: AgentMetrics, caplog: pytest.LogCaptureFixture) -> None:
+    sink = MetricsSink(metrics)
+    refused = OwnerReader("proc", "BPF iterator unavailable: BPF map: Operation not "
+                                  "permitted (CAP_SYS_ADMIN is held: refused by ...)", "refused")
+    with caplog.at_level(logging.WARNING, logger="agent.report.metrics"):
+        sink.publish(report_read_by(OwnerReader("bpf", "OPAUDIT_FD_READER=bpf")))
+        assert sample(metrics, "opaudit_fd_reader", reader="bpf", fallback="") == 1
+        for _ in range(3):
+            sink.publish(report_read_by(refused))
+        sink.publish(report_read_by(None))  # no listener, no scan: the last one stands
+    assert sample(metrics, "opaudit_fd_reader", reader="proc", fallback="refused") == 1
+    assert sample(metrics, "opaudit_fd_reader", reader="bpf", fallback="") is None
+    [logged] = [r for r in caplog.records if "fd iterator" in r.getMessage()]
+    assert vars(logged)["fallback"] == "refused"
+    assert vars(logged)["reason"] == refused.why

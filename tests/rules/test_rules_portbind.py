@@ -13,6 +13,7 @@ from agent.model import (
     Finding,
     Identity,
     ObservedProcess,
+    Verdict,
 )
 from agent.rules.catalogue import CATALOGUE, WITHOUT_PROCESS
 from agent.rules.entry import Rule
@@ -99,6 +100,28 @@ def test_crash_loop_uid_from_run_as_user_or_the_status() -> None:
     assert "uid 185 (containerStatuses[].user)" in f.message
     [f] = mine(sandbox(), dataclasses.replace(unknown, run_as_user=1000), WITHOUT_PROCESS)
     assert "uid 1000 (runAsUser)" in f.message
+
+
+def test_crash_loop_with_an_unknown_uid_is_unknown_not_passed() -> None:
+    """No runAsUser, no runAsNonRoot, no status user: the image's USER decides, which
+    nothing here reads, so the verdict says unknown and why."""
+    unknown = webhook_on(443, run_as_non_root=None, status_uid=None)
+
+    def verdict(snap: ObservedProcess, decl: DeclaredContainer) -> Verdict:
+        [only] = evaluate(snap, decl, profile_for(decl), DEFAULT_CONFIG, WITHOUT_PROCESS)
+        return only
+
+    found = verdict(sandbox(), unknown)
+    assert found.outcome.value == "unknown" and not found.findings
+    [missing] = found.missing
+    assert missing.fact == "identity.uid.declared" and "USER" in missing.reason
+    # Where the uid does not matter, a miss is a pass: no port below the sysctl, or the
+    # port is held already (by another container of the pod).
+    assert verdict(sandbox(port_start=443), unknown).outcome.value == "passed"
+    held = dataclasses.replace(sandbox(), network=network(listener(443, "::", v6only=False)))
+    assert verdict(held, unknown).outcome.value == "passed"
+    root = dataclasses.replace(unknown, run_as_user=0, capabilities_drop=())
+    assert verdict(sandbox(), root).outcome.value == "passed"
 
 
 def test_crash_loop_root_binds_unless_net_bind_service_is_dropped() -> None:
