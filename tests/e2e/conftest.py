@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
-from e2e.containerd import Containerd, containerd_unavailable
+from e2e.containerd import RUNTIME_MODES, Containerd, containerd_unavailable
 from e2e.cri_pods import KubePod, run_pod, stop_pod
 from e2e.lane import Lane, open_lane, unavailable_reason
 from e2e.pods import CriPod
@@ -62,9 +62,6 @@ def kube_pods() -> Iterator[list[KubePod]]:
     yield started
     for pod in started:
         stop_pod(pod)
-
-
-RUNTIME_MODES = {"1.x": "containerd", "2.x": "containerd_2x"}
 
 
 @pytest.fixture

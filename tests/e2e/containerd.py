@@ -292,6 +292,11 @@ def _shim_sockets() -> set[Path]:
     return set(SHIM_SOCKETS.iterdir()) if SHIM_SOCKETS.is_dir() else set()
 
 
+# The lane's two containerd modes -> their fixture: 1.x's defaults, 2.x's
+# enable_unprivileged_ports.
+RUNTIME_MODES = {"1.x": "containerd", "2.x": "containerd_2x"}
+
+
 def lint_model(runtime: Containerd) -> str:
     """The `opaudit lint --runtime` model of this containerd: 1.x's defaults, or 2.x's
     enable_unprivileged_ports (ip_unprivileged_port_start=0 in every pod's netns)."""

@@ -8,7 +8,9 @@ lastState with the dead `containerd://<id>`). `opaudit run --interval 3600` must
 PrivilegedPortNotBindable from the watch event: the interval cannot have run (its first cycle
 ran before the pod had any container, the next is an hour away), and /metrics counts the
 cycle as `trigger="watch"`. On containerd 2.x's default (`enable_unprivileged_ports`) the
-same pod binds 443 and runs, and the watch-triggered audit finds nothing to post.
+same pod binds 443 and runs, and the watch-triggered audit finds nothing to post. In both
+modes `opaudit lint`'s prediction of each pod must match what runs, or what the crash left
+(e2e/prediction.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from e2e.agreement import (
 )
 from e2e.containerd import Containerd
 from e2e.cri_pods import KubePod, restart, run_pod
+from e2e.prediction import assert_pod_agrees
 from kube.apiserver import ApiServer
 from test_node import events_on, free_port, http_get, wait_for
 
@@ -116,6 +119,10 @@ def test_the_watch_catches_a_real_crash_loop(
                 (RULE, "Warning")}
         assert cycles_total(port) - watch_cycles(port) == 1  # the interval ran only once
         assert server.regarding_uids() == {pod.uid}  # exactly the selected pod's Events
+        # lint saw it coming: 443 not bindable under 1.x (the restarted container's bind
+        # error), bindable under 2.x (it listens); the unselected pod as it runs.
+        assert_pod_agrees(pod, tmp_path)
+        assert_pod_agrees(unselected, tmp_path)
     finally:
         agent.terminate()
         try:

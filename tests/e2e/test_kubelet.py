@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 from typing import Any
 
 from e2e.agreement import load_fixture, variant
 from e2e.containerd import Containerd
 from e2e.cri_pods import KubePod, run_pod
+from e2e.prediction import assert_pod_agrees
 
 
 def cgroup_of(pid: int, controller: str = "pids") -> str:
@@ -28,7 +30,7 @@ def resources(requests: dict[str, str], limits: dict[str, str]) -> Any:
 
 
 def test_the_cgroup_parent_follows_the_qos_class(
-    containerd: Containerd, kube_pods: list[KubePod]
+    containerd: Containerd, kube_pods: list[KubePod], tmp_path: Path
 ) -> None:
     cases = {"BestEffort": resources({}, {}),
              "Burstable": resources({"cpu": "100m"}, {}),
@@ -45,10 +47,11 @@ def test_the_cgroup_parent_follows_the_qos_class(
         assert cgroup_of(pod.app.pid) == f"{parent}/{pod.app.id}"
         assert cgroup_of(pod.sandbox_pid) == f"{parent}/{pod.sandbox_id}"
         assert pod.manifest["status"]["qosClass"] == qos_class
+        assert_pod_agrees(pod, tmp_path)  # resources change nothing lint predicts
 
 
 def test_dns_hostname_labels_and_the_emptydir_as_the_kubelet_sets_them(
-    containerd: Containerd, kube_pods: list[KubePod]
+    containerd: Containerd, kube_pods: list[KubePod], tmp_path: Path
 ) -> None:
     pod = run_pod(containerd, load_fixture("spark-operator-controller.yaml"))
     kube_pods.append(pod)
@@ -68,10 +71,11 @@ def test_dns_hostname_labels_and_the_emptydir_as_the_kubelet_sets_them(
     # The emptyDir at /tmp: 0777 plus setgid, group fsGroup 185 (SetVolumeOwnership).
     tmp = os.stat(f"{root}/tmp")
     assert stat.S_IMODE(tmp.st_mode) == 0o2777 and tmp.st_gid == 185
+    assert_pod_agrees(pod, tmp_path)
 
 
 def test_a_host_network_pod_shares_the_nodes_netns(
-    containerd: Containerd, kube_pods: list[KubePod]
+    containerd: Containerd, kube_pods: list[KubePod], tmp_path: Path
 ) -> None:
     def host_network(pod: dict[str, Any]) -> None:
         pod["spec"]["hostNetwork"] = True
@@ -84,3 +88,5 @@ def test_a_host_network_pod_shares_the_nodes_netns(
     assert pod.app.pid is not None
     node_netns = os.stat("/proc/self/ns/net").st_ino  # the test runs in the node's
     assert os.stat(f"/proc/{pod.app.pid}/ns/net").st_ino == node_netns
+    # lint leaves the node's ip_unprivileged_port_start unknown; the rest must hold.
+    assert_pod_agrees(pod, tmp_path)

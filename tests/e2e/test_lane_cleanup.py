@@ -16,10 +16,11 @@ from e2e.cri_pods import run_pod
 from e2e.lane import new_prefix, open_lane, traces, unavailable_reason
 from e2e.podman import holders_of_netns, processes_naming
 from e2e.pods import start_pod
+from e2e.prediction import assert_pod_agrees
 from staging import leftover_netns
 
 
-def test_a_full_cycle_leaves_nothing_behind() -> None:
+def test_a_full_cycle_leaves_nothing_behind(tmp_path: Path) -> None:
     reason = unavailable_reason() or containerd_unavailable()
     if reason is not None:
         pytest.skip(reason)
@@ -35,6 +36,8 @@ def test_a_full_cycle_leaves_nothing_behind() -> None:
         serving = run_pod(runtime, load_fixture("spark-operator-controller.yaml"))
         crashed = run_pod(runtime, webhook_on_443(False))
         assert serving.app.pid is not None and crashed.app.pid is None
+        assert_pod_agrees(serving, tmp_path)  # lint's prediction, as everywhere in the lane
+        assert_pod_agrees(crashed, tmp_path)
         # The checks below can see what a cycle makes: they are not vacuous.
         made = traces(prefix)
         assert any("kubepods" in t for t in made) and any(lane.podman.store.name in t or
@@ -57,7 +60,7 @@ def test_a_full_cycle_leaves_nothing_behind() -> None:
     assert not Path(serving.netns).exists() and not running(serving.app.pid)
 
 
-def test_a_containerd_that_died_leaves_nothing_behind() -> None:
+def test_a_containerd_that_died_leaves_nothing_behind(tmp_path: Path) -> None:
     """containerd killed with its pods running (a crashed daemon, a killed test session):
     close() still stops the shims and the pods they ran, and removes mounts, netns, bridge,
     cgroups and the store."""
@@ -71,6 +74,7 @@ def test_a_containerd_that_died_leaves_nothing_behind() -> None:
         runtime.start(lane.podman, lane.image)
         pod = run_pod(runtime, load_fixture("spark-operator-webhook.yaml"))
         assert pod.app.pid is not None
+        assert_pod_agrees(pod, tmp_path)
         assert runtime.process is not None
         runtime.process.kill()
         runtime.process.wait(timeout=30)

@@ -1,7 +1,10 @@
 """Real pod shapes on containerd: a sidecar listed first, a prefork server (a parent and three
 workers), and a root parent below 1024 with a child listener above 1024. `diagnose
 --pod-spec`, `diagnose --pid --pod-spec` and `run --once` each judge the right container,
-once per container: one finding per rule, container and subject, naming every pid.
+once per container: one finding per rule, container and subject, naming every pid. Each
+shape runs under containerd 1.x's defaults and 2.x's enable_unprivileged_ports, and `opaudit
+lint`'s prediction for each container must hold for every one of its processes
+(e2e/prediction.py).
 
 The oracle: each process's container from its own `/proc/PID/cgroup` (the containerd ID the
 CRI returned), and each listener's owners from `ss -tlneH` in the pod's netns (socket
@@ -21,8 +24,9 @@ from typing import Any
 
 import pytest
 from e2e.agreement import NODE, OPAUDIT, SELECTOR, load_fixture, variant, write_manifest
-from e2e.containerd import Containerd
+from e2e.containerd import RUNTIME_MODES, Containerd
 from e2e.cri_pods import KubePod, run_pod
+from e2e.prediction import assert_pod_agrees
 from kube.apiserver import ApiServer
 
 SIDECAR = "istio-proxy"
@@ -126,11 +130,13 @@ def assert_judged_per_container(report: Mapping[str, Any], processes: dict[str, 
         assert set(finding["pids"]) <= expected[finding["container"]]
 
 
-@pytest.fixture(params=list(SHAPES))
-def shape(request: pytest.FixtureRequest, containerd: Containerd,
-          kube_pods: list[KubePod]) -> KubePod:
-    fixture, change = SHAPES[request.param]
-    pod = run_pod(containerd, variant(load_fixture(fixture), change), node=NODE)
+@pytest.fixture(params=[(s, m) for s in SHAPES for m in RUNTIME_MODES],
+                ids=lambda p: "-".join(p))
+def shape(request: pytest.FixtureRequest, kube_pods: list[KubePod]) -> KubePod:
+    name, mode = request.param
+    runtime: Containerd = request.getfixturevalue(RUNTIME_MODES[mode])
+    fixture, change = SHAPES[name]
+    pod = run_pod(runtime, variant(load_fixture(fixture), change), node=NODE)
     kube_pods.append(pod)
     assert all(c.pid is not None for c in pod.containers.values()), pod.containers
     return pod
@@ -145,6 +151,9 @@ def test_diagnose_and_run_once_judge_each_container_once(
     sizes = {name: len(pids) for name, pids in processes.items()}
     assert sizes in ({SIDECAR: 1, "spark-operator-webhook": 1}, {"spark-operator-controller": 4},
                      {"spark-operator-controller": 2})
+
+    # lint's prediction of each container, against every one of its processes.
+    assert_pod_agrees(shape, tmp_path)
 
     whole = opaudit_json("diagnose", "--pod-spec", str(spec))
     assert_judged_per_container(whole, processes)
@@ -183,6 +192,7 @@ def test_the_root_parents_capability_is_needed_and_the_childs_listener_judged(
     parent = pod.app.pid
     [child] = pids - {parent}
     assert owners == {80: {parent}, 5000: {child}}  # the oracle: who listens where
+    assert_pod_agrees(pod, tmp_path)  # both processes: root, NET_BIND_SERVICE, as predicted
     report = opaudit_json("diagnose", "--pod-spec",
                          str(write_manifest(pod.manifest, tmp_path, pod.uid)))
     rules = {(f["rule"], f.get("subject", "")): f for f in report["findings"]}

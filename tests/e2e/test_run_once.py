@@ -13,6 +13,7 @@ from e2e.cri import SYSTEMD
 from e2e.cri_pods import KubePod, run_pod
 from e2e.lane import Lane
 from e2e.pods import CriPod, start_pod
+from e2e.prediction import assert_pod_agrees
 from kube.apiserver import ApiServer
 
 
@@ -40,6 +41,7 @@ def test_run_once_maps_containerd_pods_and_posts_events_for_exactly_those_contai
     kube_pods += [controller, netbind, unselected]
     for pod in kube_pods:
         assert pod.app.pid is not None, pod.app.exit_output
+        assert_pod_agrees(pod, tmp_path)  # lint's prediction, as everywhere in the lane
         server.add_pod(pod.manifest)
         # containerd's own cgroups, as the kubelet's cgroupfs driver names them (below this
         # run's --cgroup-root): the app and the pause process each in its own, by real ID.
