@@ -114,7 +114,7 @@ def test_the_watch_catches_a_real_crash_loop(
         else:
             assert wait_for(lambda: bool(events_on(server, pod.uid)), 60)
             latency = time.monotonic() - changed
-            print(f"\nstatus change -> {RULE} Event: {latency:.2f} s (the README's target: 2 s)")
+            print(f"\nstatus change -> {RULE} Event: {latency:.2f} s (target: 2 s)")
             assert {(e["reason"], e["type"]) for e in events_on(server, pod.uid)} == {
                 (RULE, "Warning")}
         assert cycles_total(port) - watch_cycles(port) == 1  # the interval ran only once
