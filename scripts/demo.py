@@ -84,6 +84,12 @@ def main() -> int:
     finally:
         stage.close()
     print("\nstaged namespaces and processes removed.")
+    print("\n== before deploy: the same manifests predicted, nothing running ==\n")
+    manifests = [str((PODS / name).relative_to(ROOT))
+                 for name in ("controller.yaml", "webhook.yaml")]
+    print(f"$ opaudit lint {' '.join(manifests)}\n", flush=True)
+    subprocess.run([sys.executable, "-m", "agent.cli", "lint", *manifests, "--fail-on", "critical"],
+                   cwd=ROOT, check=False)
     return 0
 
 
