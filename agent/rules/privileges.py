@@ -62,9 +62,13 @@ def privilege_escalation_allowed(observed: ObservedProcess, declared: DeclaredCo
     message = (f"{_who(observed)} has NoNewPrivs 0: a setuid binary or file capability can "
                "raise its privileges.")
     if declared is not None and declared.allow_privilege_escalation is False:
+        # The kubelet asks for no_new_privs whenever the field is false, whatever the
+        # capabilities (pkg/securitycontext/util.go AddNoNewPrivileges); the API refuses
+        # false only with privileged: true or an add spelled "CAP_SYS_ADMIN"
+        # (pkg/apis/core/validation), so an added SYS_ADMIN still gets no_new_privs.
         message += (" This is drift: allowPrivilegeEscalation: false is declared, so the "
-                    "runtime should have set no_new_privs (privileged: true or an added "
-                    "SYS_ADMIN overrides it).")
+                    "runtime should have set no_new_privs (the kubelet asks for it whenever "
+                    "the field is false, added capabilities or not).")
     elif declared is not None:
         message += (" allowPrivilegeEscalation is not set to false, and the kubelet sets "
                     "no_new_privs only when it is explicitly false.")

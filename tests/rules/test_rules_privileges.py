@@ -48,6 +48,17 @@ def test_privilege_escalation_drift() -> None:
     assert "controller:\n  securityContext:\n    allowPrivilegeEscalation: false" in f.remediation
 
 
+def test_privilege_escalation_drift_is_not_excused_by_an_added_sys_admin() -> None:
+    """The API refuses allowPrivilegeEscalation: false only with privileged: true or an add
+    spelled CAP_SYS_ADMIN (pkg/apis/core/validation); "SYS_ADMIN" passes and the kubelet still
+    asks for no_new_privs (this project's DaemonSet runs so). NoNewPrivs 0 is drift then."""
+    decl = declared(capabilities_add=("SYS_ADMIN",))
+    [f] = privilege_escalation_allowed(observed(no_new_privs=False), decl, GENERIC_PROFILE)
+    assert "This is drift" in f.message
+    assert "SYS_ADMIN" not in f.message and "overrides" not in f.message
+    assert "whenever the field is false, added capabilities or not" in f.message
+
+
 def test_privilege_escalation_not_declared() -> None:
     decl = declared(allow_privilege_escalation=None)
     [f] = privilege_escalation_allowed(observed(no_new_privs=False), decl, GENERIC_PROFILE)
