@@ -22,8 +22,9 @@ import pytest
 from staging import Sock, Stage
 from unprivileged import AS_NOBODY, nobody_python, world_readable_copy
 
-from agent.model import CAPABILITY_NAMES
+from agent.model import CAPABILITY_NAMES, Finding, PodRef, Severity
 from agent.privilege import AGENT_CAPABILITIES, KEEP_PRIVILEGES_ENV, restrict_self
+from agent.report.event_object import finding_note
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -275,6 +276,14 @@ def test_without_a_capability_facts_become_incomplete_never_wrong(
     for fact in DEGRADED_FACTS[missing]:  # facts that share a reason are listed before it
         assert re.search(rf"\b{re.escape(fact)}(, [\w./]+)* \(", incomplete["message"]), fact
     assert f"CAP_{missing}" in incomplete["message"]
+    # Its Event note: the fix's comment lines wrap one sentence, so the note reads them
+    # joined by spaces (not `DAC_READ_SEARCH,; SYS_ADMIN`) and ends that sentence once.
+    as_reported = Finding(rule=incomplete["rule"], severity=Severity(incomplete["severity"]),
+                          message=incomplete["message"], remediation=incomplete["remediation"])
+    note = finding_note(PodRef("ns", "pod", "uid"), "c", [as_reported])
+    sentence = " ".join(line.lstrip("#").strip()
+                        for line in incomplete["remediation"].splitlines())
+    assert f"Fix: {sentence} Full fix: opaudit diagnose --pod ns/pod" in note, note
 
     # What it still states is what the full run states; a rule it could not judge is absent.
     if "network.listeners.owners" in everything:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ REPORTING_CONTROLLER = "opaudit"
 ACTION = "Audit"
 NOTE_LIMIT_BYTES = 1024  # apiserver: len(note) > 1024 bytes is Invalid
 SHORT_FIX_CHARS = 240  # two securityContext paths plus their Helm values twins
+PART_ENDINGS = (".", ",", ":", ";", "!", "?")  # a fix part ending so needs no "; " after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +87,10 @@ def finding_note(pod: PodRef, container: str, findings: list[Finding]) -> str:
     note as one line: a YAML snippet flattened into it reads as noise)."""
     merged = merge_findings(findings)
     where = f"Full fix: opaudit diagnose --pod {pod.namespace}/{pod.name}"
-    fix = short_fix(merged[0].finding)
-    tail = f"Fix: {fix}. {where}" if fix else where
+    fix = short_fix(merged[0].finding).rstrip(",:;")
+    if fix and not fix.endswith((".", "!", "?")):
+        fix += "."  # a fix that is a sentence already ends in one: not `alive.. Full fix`
+    tail = f"Fix: {fix} {where}" if fix else where
     room = NOTE_LIMIT_BYTES - len(sanitize_text(tail).encode()) - 1
     return fit_note(_note_head(container, merged, room), tail)
 
@@ -163,14 +167,17 @@ def compact_fix(remediation: str) -> str:
     """A remediation's YAML snippets as one line (`a.b=c`): an Event note has no layout.
 
     `# Pod spec: ...` / `# Helm values (...): ...` comments label the snippet after them;
-    other comments are advice and stay as text.
+    other comments are advice and stay as text. Consecutive advice comments are one
+    paragraph wrapped for width, so they join with a space, as prose does.
     """
     parts: list[str] = []
     label: str | None = None  # None: no snippet label yet, the body is plain text
     body: list[str] = []
+    prose = False  # the previous line was advice: the next advice line continues it
     for line in [*remediation.splitlines(), "# end"]:
         if not line.lstrip().startswith("#"):
             body.append(line)
+            prose = False  # YAML or a blank line ends the paragraph
             continue
         if body:
             text = "\n".join(body)
@@ -183,9 +190,26 @@ def compact_fix(remediation: str) -> str:
             label = path.rpartition(".")[0] + "." if "." in path else ""
         elif comment.startswith("Helm values"):
             label = "Helm values: "  # the snippet's root key is the values path
-        elif comment != "end":
-            parts.append(comment)
-    return "; ".join(p for p in parts if p)
+        elif comment and comment != "end":
+            if prose:
+                parts[-1] += " " + comment
+            else:
+                parts.append(comment)
+            prose = True
+            continue
+        prose = False  # a label, a bare `#` or the end
+    return _join_parts(p for p in parts if p)
+
+
+def _join_parts(parts: Iterable[str]) -> str:
+    """`; ` between parts, but a part that ends in punctuation already says where it ends:
+    `default: spec...`, not `default:; spec...`."""
+    text = ""
+    for part in parts:
+        if text:
+            text += " " if text.endswith(PART_ENDINGS) else "; "
+        text += part
+    return text
 
 
 def _flat_yaml(snippet: str, label: str) -> str:

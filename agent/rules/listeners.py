@@ -61,7 +61,7 @@ IPV6_LISTENER_WITH_IPV6_DISABLED = Rule(
     "it serves IPv4 only through mapped addresses; the bind hides what is meant",
     "bind 0.0.0.0", ipv6_listener_with_ipv6_disabled,
     facts=(DISABLE_IPV6, "network.listeners"),
-    remediation="# Bind 0.0.0.0:{port} instead of [::]:{port}")
+    remediation="# Bind 0.0.0.0:{port} instead of [::]:{port}.")
 
 
 def declared_port_not_listening(observed: ObservedProcess, declared: DeclaredContainer | None,
