@@ -61,6 +61,9 @@ KERNEL_PORT_START = 1024  # net.ipv4.ip_unprivileged_port_start's default, the h
 NET_BIND_SERVICE = 1 << 10
 # The rules' messages name the process by pid; a predicted process has none.
 _PID = re.compile(r" \(pid 0\)|pid 0, ")
+# A prediction's ports are the declared ports and probe ports, not sockets read from the
+# kernel: "listens on" (diagnose's wording) becomes "would listen on".
+_LISTENS = re.compile(r"\b(it|its container) listens on\b")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -73,7 +76,8 @@ class LintOptions:
 
 def _without_pid(finding: Finding, declared: DeclaredContainer) -> Finding:
     return dataclasses.replace(
-        finding, pid=None, pids=(), comms=(), message=_PID.sub("", finding.message),
+        finding, pid=None, pids=(), comms=(),
+        message=_LISTENS.sub(r"\1 would listen on", _PID.sub("", finding.message)),
         pod=f"{declared.pod.namespace}/{declared.pod.name}", container=declared.container_name)
 
 
@@ -83,9 +87,11 @@ def _key(finding: Finding) -> tuple[str, str, str]:
 
 def merge_predictions(declared: DeclaredContainer, verdicts: Sequence[tuple[RuntimePrediction,
                       tuple[Verdict, ...]]]) -> tuple[tuple[LintFinding, ...], tuple[Verdict, ...]]:
-    """One LintFinding per rule and subject, with the runtimes (and conditions) it holds
-    under; and the rules no prediction could judge."""
-    first: dict[tuple[str, str, str], Finding] = {}
+    """One LintFinding per rule, subject and text, with the runtimes (and conditions) it
+    holds under; and the rules no prediction could judge. Runtimes share a finding only when
+    its text is the same on each: NetBindServiceUnneeded names the runtime's own
+    ip_unprivileged_port_start (1024 on containerd 1.x, 0 on containerd 2.x)."""
+    first: dict[tuple[str, str, str], dict[str, Finding]] = {}
     held: dict[tuple[str, str, str], dict[str, list[str | None]]] = {}
     alternatives: dict[str, int] = {}
     for prediction, runtime_verdicts in verdicts:
@@ -93,15 +99,20 @@ def merge_predictions(declared: DeclaredContainer, verdicts: Sequence[tuple[Runt
         for verdict in runtime_verdicts:
             for finding in verdict.findings:
                 key = _key(finding)
-                first.setdefault(key, _without_pid(finding, declared))
+                first.setdefault(key, {}).setdefault(prediction.runtime,
+                                                     _without_pid(finding, declared))
                 held.setdefault(key, {}).setdefault(prediction.runtime, []).append(
                     prediction.condition)
     merged = []
-    for key, finding in first.items():
-        conditions = tuple((runtime, "; or ".join(c for c in conds if c))
-                           for runtime, conds in held[key].items()
-                           if len(conds) < alternatives[runtime])
-        merged.append(LintFinding(finding, tuple(held[key]), conditions))
+    for key, per_runtime in first.items():
+        texts: dict[tuple[str, str | None], list[str]] = {}
+        for runtime, finding in per_runtime.items():
+            texts.setdefault((finding.message, finding.observed), []).append(runtime)
+        for runtimes in texts.values():
+            conditions = tuple((runtime, "; or ".join(c for c in held[key][runtime] if c))
+                               for runtime in runtimes
+                               if len(held[key][runtime]) < alternatives[runtime])
+            merged.append(LintFinding(per_runtime[runtimes[0]], tuple(runtimes), conditions))
     merged.sort(key=lambda f: -f.finding.severity.rank)
     fired = {key[0] for key in first}
     unknown = [v for v in (verdicts[0][1] if verdicts else ())

@@ -197,8 +197,9 @@ def unprivileged_port_start(model: RuntimeModel, declared: DeclaredContainer
         if name == SYSCTL and value.strip().isdigit():
             return int(value), None
     if declared.host_network:
-        return None, Gap(SYSCTL, "hostNetwork: the pod uses the node's network namespace, "
-                                 "whose value is not known before deploy")
+        return None, Gap(SYSCTL, "hostNetwork: the pod shares the node's network namespace, "
+                                 "so this is the node's own sysctl, which a manifest cannot "
+                                 "tell; which ports bind is unknown with it")
     return model.unprivileged_port_start, None
 
 

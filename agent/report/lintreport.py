@@ -15,14 +15,16 @@ from agent.model import (
     RuntimePrediction,
     mask_names,
 )
+from agent.report.jsonreport import incomplete_gaps
 
 SCHEMA = "opaudit.lint/v1"
 LISTENER_NOTE = ("Listeners cannot be predicted: the rules about observed listeners are "
                  "unknown here, and the port rules judge the declared ports and probe ports.")
 
 
-def where_it_holds(finding: LintFinding, report: LintReport) -> str:
-    """"on containerd 1.x, CRI-O; not on containerd 2.x", with each runtime's condition."""
+def where_it_holds(finding: LintFinding, report: LintReport, *, not_on: bool = True) -> str:
+    """"on containerd 1.x, CRI-O; not on containerd 2.x", with each runtime's condition
+    (without the "not on" part when `not_on` is False)."""
     label = dict(report.labels)
     conditions = dict(finding.conditions)
     groups: dict[str, list[str]] = {}
@@ -31,7 +33,7 @@ def where_it_holds(finding: LintFinding, report: LintReport) -> str:
     text = "; ".join(f"on {', '.join(names)}{', ' + cond if cond else ''}"
                      for cond, names in groups.items())
     missing = [label.get(r, r) for r in report.runtimes if r not in finding.runtimes]
-    return f"{text}; not on {', '.join(missing)}" if missing else text
+    return f"{text}; not on {', '.join(missing)}" if missing and not_on else text
 
 
 def object_label(container: LintContainer) -> str:
@@ -42,7 +44,7 @@ def object_label(container: LintContainer) -> str:
 
 def _facts(observed: ObservedProcess) -> dict[str, Any]:
     caps, identity, network = observed.capabilities, observed.identity, observed.network
-    sysctls = network.sysctls if network else None
+    start = network.sysctls.ip_unprivileged_port_start if network else None
     return {
         "uid": identity.uid.effective if identity.uid else None,
         "gid": identity.gid.effective if identity.gid else None,
@@ -57,10 +59,12 @@ def _facts(observed: ObservedProcess) -> dict[str, Any]:
         "writable_mounts": list(observed.filesystem.writable_mounts)
         if observed.filesystem else [],
         "paths": {p.path: p.writable for p in observed.paths},
-        "ip_unprivileged_port_start": sysctls.ip_unprivileged_port_start if sysctls else None,
+        "ip_unprivileged_port_start": start,
+        # Which ports bind turns on the threshold: with it unknown (hostNetwork: the node's
+        # own sysctl), so are they, and null says so where [] would say "none".
         "bindable_ports": sorted({f"{s.protocol}/{s.port}" for s in network.listeners})
-        if network else [],
-        "incomplete": [{"fact": g.fact, "reason": g.reason} for g in observed.incomplete],
+        if network is not None and start is not None else None,
+        "incomplete": [{"fact": g.fact, "reason": g.reason} for g in incomplete_gaps(observed)],
     }
 
 

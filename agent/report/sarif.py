@@ -79,13 +79,20 @@ def fingerprint(container: LintContainer, finding: LintFinding) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _result(container: LintContainer, finding: LintFinding, index: dict[str, int],
+def _result(container: LintContainer, findings: Sequence[LintFinding], index: dict[str, int],
             report: LintReport) -> dict[str, Any]:
+    """One result per fingerprint: a finding whose text differs between runtimes (each
+    runtime's own threshold) is one alert that says each text with where it holds."""
+    finding = findings[0]
     f, src = finding.finding, container.source
     namespace = f"{src.namespace}/" if src.namespace else ""
-    where = where_it_holds(finding, report)
-    text = (f"{src.kind} {namespace}{src.name}, container {container.declared.container_name} "
-            f"(predicted, {where}): {f.message}")
+    head = f"{src.kind} {namespace}{src.name}, container {container.declared.container_name}"
+    if len(findings) == 1:
+        text = f"{head} (predicted, {where_it_holds(finding, report)}): {f.message}"
+    else:
+        text = f"{head} (predicted): " + " ".join(
+            f"[{where_it_holds(one, report, not_on=False)}] {one.finding.message}"
+            for one in findings)
     return {
         "ruleId": f.rule, "ruleIndex": index[f.rule], "level": LEVEL[f.severity],
         "message": {"text": text},
@@ -93,16 +100,26 @@ def _result(container: LintContainer, finding: LintFinding, index: dict[str, int
             "artifactLocation": {"uri": artifact_uri(src.file), "uriBaseId": "%SRCROOT%"},
             "region": {"startLine": max(src.line, 1)}}}],
         "partialFingerprints": {"opauditFinding/v1": fingerprint(container, finding)},
-        "properties": {"runtimes": list(finding.runtimes),
-                       "conditions": dict(finding.conditions), "predicted": True,
-                       "remediation": f.remediation},
+        "properties": {"runtimes": [r for r in report.runtimes
+                                    if any(r in one.runtimes for one in findings)],
+                       "conditions": {r: c for one in findings for r, c in one.conditions},
+                       "predicted": True, "remediation": f.remediation},
     }
+
+
+def _by_fingerprint(container: LintContainer, index: dict[str, int]
+                    ) -> list[list[LintFinding]]:
+    groups: dict[str, list[LintFinding]] = {}
+    for finding in container.findings:
+        if finding.finding.rule in index:
+            groups.setdefault(fingerprint(container, finding), []).append(finding)
+    return list(groups.values())
 
 
 def render_sarif(report: LintReport, rules: Sequence[RuleText], version: str) -> str:
     index = {rule.id: i for i, rule in enumerate(rules)}
-    results = [_result(c, f, index, report)
-               for c in report.containers for f in c.findings if f.finding.rule in index]
+    results = [_result(c, group, index, report)
+               for c in report.containers for group in _by_fingerprint(c, index)]
     document = {
         "$schema": SARIF_SCHEMA, "version": "2.1.0",
         "runs": [{

@@ -98,13 +98,19 @@ def findings(rendered: Path, *extra: str) -> dict[tuple[str, str], tuple[str, tu
                                                                           str | None]]:
     done = lint(str(rendered), "-o", "json", *extra)
     assert done.returncode in (0, 1), done.stderr
-    found = {}
-    for container in json.loads(done.stdout)["containers"]:
+    document = json.loads(done.stdout)
+    found: dict[tuple[str, str], tuple[str, tuple[str, ...], str | None]] = {}
+    for container in document["containers"]:
         for f in container["findings"]:
             conditions = set(f["conditions"].values())
             assert len(conditions) <= 1, conditions
-            found[(container["container"], f["rule"])] = (
-                f["severity"], tuple(f["runtimes"]), next(iter(conditions), None))
+            key = (container["container"], f["rule"])
+            # A finding whose text differs between runtimes (each runtime's threshold) is
+            # one finding per text: here, the runtimes of all of them.
+            earlier = found.get(key, (f["severity"], (), None))
+            runtimes = set(earlier[1]) | set(f["runtimes"])
+            found[key] = (f["severity"], tuple(r for r in document["runtimes"] if r in runtimes),
+                          next(iter(conditions), None) or earlier[2])
     return found
 
 
