@@ -1,4 +1,4 @@
-"""The command line's grammar (SPEC §2): the parser, its help, and every value checked at
+"""The command line's grammar (README): the parser, its help, and every value checked at
 parse time, so a mistake is one line and exit 2 before anything runs."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from agent import __version__
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 # capsh reads --decode with strtoull(): it decodes "zzz", "" and "-" as 0 and saturates
-# more than 64 bits (libcap progs/capsh.c); SPEC §2 takes 1-16 hex digits, optional 0x.
+# more than 64 bits (libcap progs/capsh.c); the README takes 1-16 hex digits, optional 0x.
 CAPS_HEX = re.compile(r"(0[xX])?[0-9a-fA-F]{1,16}")
 # One cycle a second at most (the watch wakes a cycle sooner for a new pod); a day at most.
 INTERVAL_RANGE = (1.0, 86400.0)

@@ -1,4 +1,4 @@
-"""`opaudit` command line (SPEC §2). Heavy modules are imported inside each command.
+"""`opaudit` command line (README). Heavy modules are imported inside each command.
 
 `diagnose --pid` and `sockets` never import the kubernetes client or PyYAML unless asked.
 """

@@ -1,7 +1,7 @@
-"""scripts/bench: opaudit against `ss` and psutil at scale (SPEC §7, issue 6).
+"""scripts/bench: opaudit against `ss` and psutil at scale (README: Performance).
 
 Stages real network namespaces and processes (root only), times whole processes,
-alternating, and prints one markdown table per scenario with the SPEC's targets marked.
+alternating, and prints one markdown table per scenario with the README's targets marked.
 It is a benchmark, not a test: nothing here runs in the suite.
 """
 
@@ -171,7 +171,7 @@ def sockets_bench(args: argparse.Namespace) -> str:
         stage.close()
     over_ss, psutil_over = pair_ratio(timed["opaudit"], timed["ss_p"]), pair_ratio(
         timed["psutil"], timed["opaudit"])
-    # SPEC §7's ratios are set for 100,000 connections; other sizes (--quick) have none.
+    # The README's ratios are set for 100,000 connections; other sizes (--quick) have none.
     at_spec = args.connections == 100_000
     rows = [
         Row("`opaudit sockets --pid P -o json`", ms(timed["opaudit"].median)),
@@ -229,7 +229,7 @@ def diagnose_bench(args: argparse.Namespace) -> str:
     finally:
         stage.close()
     median = timed["diagnose"].median
-    # SPEC §7 sets the bar for 100 targets; other sizes are reported without one.
+    # The README (Performance) sets the bar for 100 targets; other sizes are reported without one.
     spec_size = len(pids) == 100
     rows = [
         Row(f"`opaudit diagnose` {len(pids)} pids in {len(pids)} netns, wall",

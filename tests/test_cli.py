@@ -1,4 +1,4 @@
-"""The command line as a user runs it: real processes, real output, exit codes (SPEC §2)."""
+"""The command line as a user runs it: real processes, real output, exit codes (README)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Values checked when the command line is parsed (SPEC §2): one line, exit 2, nothing run."""
+"""Values checked when the command line is parsed (README): one line, exit 2, nothing run."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *words: str) ->
 
 
 # capsh takes each of these without complaint (exit 0): most as 0, some saturated to 64
-# ones; SPEC §2 allows 1-16 hex digits with an optional 0x, nothing else.
+# ones; the README's command line allows 1-16 hex digits with an optional 0x, nothing else.
 NOT_A_MASK = ["zzz", "", "-1", "+1", " 1", "1 ", "0x", "0xg", "1" * 17, "0x" + "f" * 17,
               "00000000000000001", "１"]
 

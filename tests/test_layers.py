@@ -1,4 +1,4 @@
-"""Import contracts (STYLE.md; kopf checks its own in CI), over every module of `agent/`.
+"""Import contracts (kopf checks its own in CI), over every module of `agent/`.
 
 - `model` and `api_error` import nothing from the package; `rules` imports only `model`.
 - `collect` reads the kernel and knows nothing of Kubernetes (no `kube`, no `kubernetes`).

@@ -1,4 +1,4 @@
-"""Every log line is one JSON object (SPEC §4)."""
+"""Every log line is one JSON object (README: Deployment)."""
 
 from __future__ import annotations
 

@@ -153,7 +153,7 @@ def test_unknown_capability_name_is_refused() -> None:
         restrict_self(("SYS_PTRACE", "NOT_A_CAP"))
 
 
-# --- the agent in its own simulated container (SPEC §6) ------------------------------
+# --- the agent in its own simulated container (README: its own privileges) ---
 
 MARKER = "@@opaudit-exit="
 

@@ -1,4 +1,4 @@
-"""READY means the agent can do its job (issue 13, item 9): `opaudit run` as the DaemonSet
+"""READY means the agent can do its job: `opaudit run` as the DaemonSet
 runs it, against the API test server's fault injection. /readyz turns 503 while every Event
 write gets 403 and while the API refuses connections, and 200 again once they work; SIGTERM
 with Events unsent says how many it dropped."""

@@ -1,4 +1,4 @@
-"""opaudit audits its own agent (issue 13, item 8 and its acceptance item).
+"""opaudit audits its own agent.
 
 The agent runs as the rendered DaemonSet (`kubectl kustomize daemonset/`) runs it: root in
 its container, the three added capabilities only, no_new_privs, a seccomp filter, a

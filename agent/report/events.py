@@ -1,6 +1,6 @@
 """Kubernetes Events sink: one events.k8s.io/v1 Event per (pod, container, rule), deduplicated.
 
-How writes stay few (SPEC §4, §7):
+How writes stay few (README: Deployment, Performance):
 - The Event name is `<pod>.<sha256(pod uid, container, rule)[:16]>`, so a restarted agent's
   create answers 409 and it updates that Event's `series` instead of making a duplicate.
 - A finding seen again updates `series` at once the first time (count 2, as client-go's

@@ -1,4 +1,7 @@
-"""The `opaudit.report/v1` JSON/YAML document (SPEC §2). The only place JSON is made."""
+"""The `opaudit.report/v1` JSON/YAML document of `diagnose` (see the README).
+
+Lint's documents are `lintreport.py` and `sarif.py`; Events and reports build their own bodies.
+"""
 
 from __future__ import annotations
 
@@ -100,7 +103,7 @@ def verdicts_dict(verdicts: tuple[Verdict, ...]) -> dict[str, Any]:
 
 
 def incomplete_gaps(obs: ObservedProcess) -> tuple[Gap, ...]:
-    """The process's gaps and its netns's (e.g. listener owners), once each (SPEC §2)."""
+    """The process's gaps and its netns's (e.g. listener owners), once each (README)."""
     network_gaps = obs.network.gaps if obs.network is not None else ()
     return tuple(dict.fromkeys((*obs.incomplete, *network_gaps)))
 

@@ -1,4 +1,4 @@
-"""One policy report per audited Pod (SPEC §4b): its name, its results and its body.
+"""One policy report per audited Pod (README: Policy reports): its name, its results and its body.
 
 Both APIs carry the same result shape (openreports.io/v1alpha1 `Report`, the successor,
 and wgpolicyk8s.io/v1alpha2 `PolicyReport`, which Kyverno 1.19 still writes); only the

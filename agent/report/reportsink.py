@@ -1,6 +1,6 @@
 """`--sink reports`: one policy report per audited Pod, written only when its content changed.
 
-How writes stay few (SPEC §4b, §7):
+How writes stay few (README: Policy reports, Performance):
 - A cycle's report for a Pod is compared with the content this process last wrote or read
   back for it; the same content owes nothing (steady state: no request at all).
 - A report this process does not know yet (first cycle, also after a restart) is read

@@ -1,4 +1,4 @@
-"""The rule catalogue (SPEC §3) in order, and the README table generated from it.
+"""The rule catalogue (README: Rule catalogue) in order, and the README table generated from it.
 
 `python -m agent.rules.catalogue` prints the table that sits between the README's
 `<!-- rules:begin -->` and `<!-- rules:end -->` markers.

@@ -30,7 +30,7 @@ class FixSite(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One row of SPEC §3. `id` is also the Kubernetes Event `reason`.
+    """One row of the README's rule catalogue. `id` is also the Kubernetes Event `reason`.
 
     `facts` names what the check reads (`agent.rules.facts.FACTS`): without one of them
     the verdict is UNKNOWN. `remediation` is the fix as a `str.format` template; a check

@@ -1,4 +1,4 @@
-"""`scripts/bench --curves`: how cost grows with sockets and with targets (SPEC §7).
+"""`scripts/bench --curves`: how cost grows with sockets and with targets (README: Performance).
 
 Sockets: `opaudit sockets` against `ss -tlnp` and `psutil.net_connections()` in one netns
 holding 1k, 10k, 100k and 300k established TCP sockets (both ends of loopback connections)

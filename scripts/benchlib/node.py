@@ -2,7 +2,7 @@
 
 Reports a full cycle's CPU and wall time, RSS, API requests and writes per steady cycle, and
 watch -> Event latency while selected pods churn (5 added and 5 deleted per second, each a
-real process moved into a fresh kubepods cgroup), against SPEC §7's targets.
+real process moved into a fresh kubepods cgroup), against the README's targets (Performance).
 """
 
 from __future__ import annotations

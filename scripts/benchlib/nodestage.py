@@ -1,4 +1,4 @@
-"""Stage a busy node for `scripts/bench --node` (SPEC §7, issue 14).
+"""Stage a busy node for `scripts/bench --node` (README: Performance).
 
 110 pods (the kubelet's default maxPods), 20 of them selected; 5,000 processes; 500,000 open
 fds in processes that are not targets; 100,000 established TCP sockets in one selected pod's

@@ -1,5 +1,5 @@
 """A zombie and a kernel thread are said to be what they are, never "does not exist"
-(issue 13, item 15); and a count of unreadable processes takes the right noun.
+and a count of unreadable processes takes the right noun.
 
 Oracles: `ps -o stat=` says Z for the staged zombie; a kernel thread is one whose
 /proc/PID/stat flags carry PF_KTHREAD, and kthreadd is the parent of them all.

@@ -1,4 +1,4 @@
-"""The node loop against a failing Kubernetes API (SPEC §4, §6): it keeps auditing, says
+"""The node loop against a failing Kubernetes API (README: Deployment): it keeps auditing, says
 what is wrong, and delivers every Event it still owes once the API recovers.
 
 Real staged pods (listeners in kubepods cgroups, drifting from their manifests), the test

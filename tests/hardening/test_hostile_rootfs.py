@@ -1,4 +1,4 @@
-"""A container that fights back: its root and its process names are hostile (SPEC §6).
+"""A container that fights back: its root and its process names are hostile (README).
 
 opaudit reads a container's files only through openat2(RESOLVE_IN_ROOT), never follows
 a link out of the root, never blocks on a FIFO or reads past a size cap, says what it

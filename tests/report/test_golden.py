@@ -1,5 +1,5 @@
 """Golden files: the reviewed terminal table (at 80 columns) and JSON report of staged
-scenarios (STYLE.md). A change of wording shows up as a diff of tests/fixtures/golden/.
+scenarios. A change of wording shows up as a diff of tests/fixtures/golden/.
 
     OPAUDIT_UPDATE_GOLDEN=1 scripts/test -k golden     # rewrite them, then read the diff
 

@@ -1,5 +1,5 @@
 """The JSON report lists, per target, the rules that passed and those that could not be
-evaluated, with the missing facts and why (issue 15, item 3)."""
+evaluated, with the missing facts and why."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a user sees (issue 13, items 10-12, 14, 15): the table's width and colour, unknown
+"""What a user sees: the table's width and colour, unknown
 facts, findings merged per container in every output, and short Event notes.
 
 Every scenario is a real process staged on the real kernel, read by `opaudit` run as a

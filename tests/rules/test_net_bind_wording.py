@@ -1,4 +1,4 @@
-"""NetBindServiceUnneeded names only ports the target holds (issue 13, item 13).
+"""NetBindServiceUnneeded names only ports the target holds.
 
 A `sleep` that holds NET_BIND_SERVICE shares its netns with another process's listener on
 2024. The oracle is the kernel's own socket table as `ss -tlnp` shows it: the port's owner

@@ -1,4 +1,4 @@
-"""Issue 4's acceptance scenarios, on hand-built snapshots (the lead stages them for real)."""
+"""The seed's acceptance scenarios, on hand-built snapshots (test_rules_staged.py stages them)."""
 
 from __future__ import annotations
 

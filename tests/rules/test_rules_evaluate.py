@@ -140,7 +140,7 @@ def test_config_profile_writable_path_is_checked() -> None:
 
 
 def test_catalogue_is_spec_section_3() -> None:
-    assert len(CATALOGUE) == 22  # issue 10 added PrivilegedPortNotBindable
+    assert len(CATALOGUE) == 22  # PrivilegedPortNotBindable made it 22
     assert len({r.id for r in CATALOGUE}) == 22
 
 

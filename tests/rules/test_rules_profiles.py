@@ -1,4 +1,4 @@
-"""Precision by workload profile (SPEC §3): whether /tmp and HOME matter comes from the profile.
+"""Precision by workload profile: whether /tmp and HOME matter comes from the profile.
 
 The snapshot is the chart's default webhook as podman and runc start it: uid 185 with the
 base image's home /nonexistent (runc sets HOME from passwd), a read-only root without a /tmp

@@ -1,4 +1,4 @@
-"""Issue 4's acceptance scenarios staged on the real kernel, through the real engine.
+"""The seed's acceptance scenarios staged on the real kernel, through the real engine.
 
 Real processes under setpriv/unshare in real network namespaces: uid, capability sets,
 no_new_privs, seccomp filter, read-only root, tmpfs emptyDirs, sockets with chosen v6only.

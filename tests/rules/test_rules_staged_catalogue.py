@@ -1,10 +1,10 @@
-"""Every SPEC §3 rule staged on the real kernel: a case where it fires and a near miss.
+"""Every catalogue rule staged on the real kernel: a case where it fires and a near miss.
 
 Each case is one real process in its own netns (tests/staging.py: setpriv uid/gid/caps,
 no_new_privs, seccomp filter, read-only root, tmpfs, container root), audited through the real
 engine. The base is the chart's hardened controller, which is clean; a case changes the one
 condition its rule is about, and asserts only on that rule (and one word of its message).
-test_rules_staged.py stages issue 4's acceptance scenarios; the pairs here use other conditions.
+test_rules_staged.py stages the seed's acceptance scenarios; the pairs here use other conditions.
 """
 
 from __future__ import annotations

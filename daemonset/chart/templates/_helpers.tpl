@@ -48,7 +48,7 @@ requires a name when it creates none. */}}
 
 {{- define "opaudit.checkovSkips" -}}
 # checkov (security scanners run it on us): each skipped check is inherent to a node agent.
-checkov.io/skip1: "CKV_K8S_17=hostPID is how the agent reads /proc/PID of the pods on its node (SPEC 6)"
+checkov.io/skip1: "CKV_K8S_17=hostPID is how the agent reads /proc/PID of the pods on its node (README: The agent's own privileges)"
 checkov.io/skip2: "CKV_K8S_23=uid 0 - a non-root uid gets no effective capability from capabilities.add (no ambient caps)"
 checkov.io/skip3: "CKV_K8S_40=uid 0 - a non-root uid gets no effective capability from capabilities.add (no ambient caps)"
 checkov.io/skip4: "CKV_K8S_25=drops ALL and adds SYS_PTRACE, DAC_READ_SEARCH, SYS_ADMIN, each for one kernel check (daemonset/README.md)"
