@@ -168,10 +168,7 @@ def by_container(targets: Sequence[TargetReport],
     container whose judgement fails keeps its processes' own findings (logged, `on_fault`)."""
     groups: dict[tuple[str, ...], list[TargetReport]] = {}
     for index, target in enumerate(targets):
-        declared = target.declared
-        key = ((declared.pod.uid, declared.pod.namespace, declared.pod.name,
-                declared.container_name) if declared is not None else ("pid", str(index)))
-        groups.setdefault(key, []).append(target)
+        groups.setdefault(target.container_key or ("pid", str(index)), []).append(target)
     judged: list[TargetReport] = []
     for group in groups.values():
         try:

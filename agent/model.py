@@ -490,6 +490,13 @@ class TargetReport:
     findings: tuple[Finding, ...] = field(default=())
     verdicts: tuple[Verdict, ...] = field(default=())
 
+    @property
+    def container_key(self) -> tuple[str, str, str, str] | None:
+        """The declared container this process belongs to (pod uid, namespace, name,
+        container), which judgement and every output group by; None without a declared side."""
+        d = self.declared
+        return None if d is None else (d.pod.uid, d.pod.namespace, d.pod.name, d.container_name)
+
 
 @dataclass(frozen=True, slots=True)
 class AuditCycle:

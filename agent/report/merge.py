@@ -31,9 +31,6 @@ def container_groups(report: Report) -> list[list[TargetReport]]:
     """The report's targets, one group per container (declared), else one per process."""
     groups: dict[tuple[str, ...], list[TargetReport]] = {}
     for target in report.targets:
-        declared = target.declared
-        key = ((declared.pod.uid, declared.pod.namespace, declared.pod.name,
-                declared.container_name) if declared is not None
-               else ("pid", str(target.observed.pid)))
+        key = target.container_key or ("pid", str(target.observed.pid))
         groups.setdefault(key, []).append(target)
     return list(groups.values())
