@@ -1,5 +1,5 @@
 """The audit engine: pods -> declared containers -> pids -> observed snapshots -> findings
--> Report.
+-> AuditResult.
 
 Shared by `diagnose` (cli) and `run` (node). Network facts are read once per namespace.
 """
@@ -20,13 +20,13 @@ from agent.model import (
     DEFAULT_CONFIG,
     NO_PROCESS,
     AuditConfig,
+    AuditResult,
     DeclaredContainer,
     Gap,
     Identity,
     NetnsFacts,
     ObservedProcess,
-    Report,
-    TargetReport,
+    TargetResult,
 )
 from agent.rules.catalogue import WITHOUT_PROCESS
 from agent.rules.container import judge_container
@@ -138,7 +138,7 @@ def audit(
     node: str | None = None,
     proc: ProcFS | None = None,
     on_fault: Callable[[str, Exception], None] = lambda stage, exc: None,
-) -> Report:
+) -> AuditResult:
     """Audit every request. An unexpected fault (a bug, an unwrapped OSError) while auditing
     one target makes that target InspectionIncomplete, logged and passed to `on_fault` with
     its stage (the agent counts it): `target`, or, for every target of the cycle (`network`)
@@ -157,19 +157,19 @@ def audit(
             networks = dict.fromkeys((r.pid for r in requests), failed)
         targets = [_audit_guarded(r, networks.get(r.pid), config, procfs, on_fault)
                    for r in requests]
-    return Report(node=node, targets=tuple(by_container(targets, on_fault)))
+    return AuditResult(node=node, targets=tuple(by_container(targets, on_fault)))
 
 
-def by_container(targets: Sequence[TargetReport],
+def by_container(targets: Sequence[TargetResult],
                  on_fault: Callable[[str, Exception], None] = lambda stage, exc: None,
-                 ) -> list[TargetReport]:
+                 ) -> list[TargetResult]:
     """The targets, each container's together, its findings judged as the container's
     (`agent.rules.container`); a process with no declared container is its own group. A
     container whose judgement fails keeps its processes' own findings (logged, `on_fault`)."""
-    groups: dict[tuple[str, ...], list[TargetReport]] = {}
+    groups: dict[tuple[str, ...], list[TargetResult]] = {}
     for index, target in enumerate(targets):
         groups.setdefault(target.container_key or ("pid", str(index)), []).append(target)
-    judged: list[TargetReport] = []
+    judged: list[TargetResult] = []
     for group in groups.values():
         try:
             judged.extend(judge_container(group))
@@ -184,7 +184,7 @@ def by_container(targets: Sequence[TargetReport],
 
 def _audit_guarded(request: AuditRequest, network: NetnsFacts | CollectError | None,
                    config: AuditConfig, procfs: ProcFS,
-                   on_fault: Callable[[str, Exception], None]) -> TargetReport:
+                   on_fault: Callable[[str, Exception], None]) -> TargetResult:
     try:
         return audit_one(request, network, config=config, proc=procfs)
     except Exception as exc:  # noqa: BLE001 - one target's fault must not end the audit
@@ -203,7 +203,7 @@ def _audit_guarded(request: AuditRequest, network: NetnsFacts | CollectError | N
 
 
 def failed_target(request: AuditRequest, exc: Exception, config: AuditConfig,
-                  comm: str = "") -> TargetReport:
+                  comm: str = "") -> TargetResult:
     """The target whose audit raised: no facts, the reason as a gap, so every rule that
     needs a fact is unknown and InspectionIncomplete says why (silence is not a pass)."""
     reason = f"the audit failed: {error_line(exc)}"
@@ -211,7 +211,7 @@ def failed_target(request: AuditRequest, exc: Exception, config: AuditConfig,
                        incomplete=(Gap("audit", reason),))
     profile = match_profile(request.declared, config)
     verdicts = evaluate(observed, request.declared, profile, config)
-    return TargetReport(observed=observed, declared=request.declared, profile=profile,
+    return TargetResult(observed=observed, declared=request.declared, profile=profile,
                         findings=findings_of(verdicts), verdicts=verdicts)
 
 
@@ -222,18 +222,18 @@ def audit_one(
     *,
     config: AuditConfig = DEFAULT_CONFIG,
     proc: ProcFS | None = None,
-) -> TargetReport:
+) -> TargetResult:
     procfs = proc or ProcFS()
     profile = match_profile(request.declared, config)
     if request.pid == NO_PROCESS:
         observed = vanished_process(NO_PROCESS, CollectError(request.absent or "no process"))
         verdicts = evaluate(observed, request.declared, profile, config)
-        return TargetReport(observed=observed, declared=request.declared, profile=profile,
+        return TargetResult(observed=observed, declared=request.declared, profile=profile,
                             findings=findings_of(verdicts), verdicts=verdicts)
     if request.via_sandbox:
         observed = sandbox_stand_in(request, network, procfs)
         verdicts = evaluate(observed, request.declared, profile, config, WITHOUT_PROCESS)
-        return TargetReport(observed=observed, declared=request.declared, profile=profile,
+        return TargetResult(observed=observed, declared=request.declared, profile=profile,
                             findings=findings_of(verdicts), verdicts=verdicts)
     try:
         observed = observe_process(
@@ -253,7 +253,7 @@ def audit_one(
         if paths and observed.start_time is not None:
             observed = with_paths(observed, request.pid, paths, procfs)
     verdicts = evaluate(observed, request.declared, profile, config)
-    return TargetReport(observed=observed, declared=request.declared, profile=profile,
+    return TargetResult(observed=observed, declared=request.declared, profile=profile,
                         findings=findings_of(verdicts), verdicts=verdicts)
 
 

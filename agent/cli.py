@@ -17,7 +17,7 @@ from agent.collect.errors import ProcessGone
 if TYPE_CHECKING:
     from agent.audit import AuditRequest
     from agent.collect.procfs import ProcFS
-    from agent.model import AuditConfig, Report
+    from agent.model import AuditConfig, AuditResult
     from agent.podtargets import PodTargets
 
 
@@ -164,19 +164,19 @@ def pod_spec_requests(args: argparse.Namespace, node: str | None, proc: ProcFS) 
     return pod_targets([pod], selection, proc)
 
 
-def print_report(report: Report, output: str) -> None:
-    from agent.report.sink import DocumentSink, TableSink
+def print_report(report: AuditResult, output: str) -> None:
+    from agent.output.sink import DocumentSink, TableSink
 
     if output in ("json", "yaml"):
         DocumentSink(sys.stdout, "json" if output == "json" else "yaml").publish(report)
     else:
-        from agent.report.table import colour_wanted, terminal_width
+        from agent.output.table import colour_wanted, terminal_width
 
         TableSink(sys.stdout, colour=colour_wanted(os.environ, sys.stdout),
                   width=terminal_width(os.environ, sys.stdout)).publish(report)
 
 
-def exit_status(report: Report, fail_on: str) -> int:
+def exit_status(report: AuditResult, fail_on: str) -> int:
     from agent.model import Severity
 
     threshold = Severity.parse(fail_on).rank
@@ -189,7 +189,7 @@ def exit_status(report: Report, fail_on: str) -> int:
 def cmd_sockets(args: argparse.Namespace) -> int:
     from agent.collect.netns import read_netns_facts
     from agent.collect.procfs import ProcFS
-    from agent.report.sockets import render_sockets_json, render_sockets_table
+    from agent.output.sockets import render_sockets_json, render_sockets_table
 
     facts = read_netns_facts(args.pid, ProcFS())  # HOST_PROC, else /proc
     if args.output == "json":

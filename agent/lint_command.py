@@ -8,7 +8,7 @@ import os
 import sys
 from typing import TextIO
 
-from agent.model import AuditConfig, LintReport, Severity
+from agent.model import AuditConfig, LintResult, Severity
 from agent.predict.imagefacts import ImageFacts
 from agent.predict.runtimes import RUNTIME_NAMES
 
@@ -35,27 +35,27 @@ def run_lint(args: argparse.Namespace, config: AuditConfig, stream: TextIO) -> i
     options = LintOptions(runtimes=runtimes, seccomp_default=args.seccomp_default,
                           config=config, images=load_images(args))
     report = lint(read_inputs(args.inputs), options)
-    from agent.report.table import terminal_width
+    from agent.output.table import terminal_width
 
     stream.write(render(report, args.output, terminal_width(os.environ, stream)))
     threshold = Severity.parse(args.fail_on).rank
     return 1 if any(f.severity.rank >= threshold for f in report.findings) else 0
 
 
-def render(report: LintReport, output: str, width: int = 100) -> str:
+def render(report: LintResult, output: str, width: int = 100) -> str:
     if output == "sarif":
         from agent import __version__
-        from agent.report.sarif import RuleText, render_sarif
+        from agent.output.sarif import RuleText, render_sarif
         from agent.rules.catalogue import CATALOGUE
 
         rules = [RuleText(r.id, r.severity, r.title, r.why, r.fix, r.category)
                  for r in CATALOGUE]
         return render_sarif(report, rules, __version__)
     if output == "helm-values":
-        from agent.report.helmvalues import render_helm_values
+        from agent.output.helmvalues import render_helm_values
 
         return render_helm_values(report)
-    from agent.report.lintreport import render_lint_document, render_lint_table
+    from agent.output.lintreport import render_lint_document, render_lint_table
 
     if output in ("json", "yaml"):
         return render_lint_document(report, output)

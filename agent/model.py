@@ -475,13 +475,13 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
-class TargetReport:
+class TargetResult:
     """One audited process with its declared side (when known), its findings (most severe
     first) and every rule's verdict (catalogue order), on this process.
 
     A container is judged as a whole: its findings, one per rule and subject naming every
     pid (`Finding.pids`), sit on the target of its first process; its other processes'
-    targets carry their facts and verdicts, and no findings. `Report.findings` is thus
+    targets carry their facts and verdicts, and no findings. `AuditResult.findings` is thus
     one entry per rule x container x subject."""
 
     observed: ObservedProcess
@@ -510,14 +510,14 @@ class AuditCycle:
 
 
 @dataclass(frozen=True, slots=True)
-class Report:
+class AuditResult:
     node: str | None
-    targets: tuple[TargetReport, ...]
+    targets: tuple[TargetResult, ...]
     cycle: AuditCycle | None = None  # None for `diagnose`
 
     @property
     def findings(self) -> tuple[Finding, ...]:
-        """One per rule x container x subject (see TargetReport), most severe first per
+        """One per rule x container x subject (see TargetResult), most severe first per
         container: what the table, JSON, Events, reports, log and metrics count."""
         return tuple(f for t in self.targets for f in t.findings)
 
@@ -591,7 +591,7 @@ class LintContainer:
 
 
 @dataclass(frozen=True, slots=True)
-class LintReport:
+class LintResult:
     containers: tuple[LintContainer, ...]
     runtimes: tuple[str, ...]  # the models evaluated
     skipped: tuple[tuple[str, int], ...] = ()  # (kind, count) of objects with no pod template

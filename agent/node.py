@@ -1,7 +1,7 @@
 """`opaudit run`: the DaemonSet loop.
 
 Pods (list + watch, `agent.kube.watch`) -> declared containers and their pids
-(`agent.audit`) -> `audit.audit` -> the sinks (`agent.report.sink`: metrics always, plus
+(`agent.audit`) -> `audit.audit` -> the sinks (`agent.output.sink`: metrics always, plus
 Kubernetes Events or JSON lines on stdout).
 A cycle audits every selected pod each `--interval` seconds; as soon as the watch reports
 a pod with a new running container, a cycle audits that pod alone, so its Events do not
@@ -31,11 +31,11 @@ from agent.kube.containers import pod_uid
 from agent.kube.ratelimit import DEFAULT_BURST, DEFAULT_QPS
 from agent.kube.watch import WATCH_SECONDS, PodApi, PodWatcher
 from agent.logs import setup_json_logging
-from agent.model import DEFAULT_CONFIG, AuditConfig, AuditCycle, Report
+from agent.model import DEFAULT_CONFIG, AuditConfig, AuditCycle, AuditResult
+from agent.output.metrics import AgentMetrics, MetricsSink
+from agent.output.probe_server import serve_metrics
+from agent.output.sink import DocumentSink, FanOut, Sink
 from agent.privilege import PrivilegeState, restrict_self
-from agent.report.metrics import AgentMetrics, MetricsSink
-from agent.report.probe_server import serve_metrics
-from agent.report.sink import DocumentSink, FanOut, Sink
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def make_sink(
 
             sinks.append(ReportsSink(api, metrics, report_api, report_max_results, node=node))
         else:
-            from agent.report.events import EventSink
+            from agent.output.events import EventSink
 
             sinks.append(EventSink(api, node, metrics=metrics, queue_size=queue_size))
     for sink in sinks:  # each reads 0 from the start, so a dashboard shows 0, not nothing
@@ -312,7 +312,7 @@ class NodeAgent:
 
     # --- one cycle -------------------------------------------------------------------
 
-    def cycle(self, trigger: str, only: set[str] | None = None) -> Report | None:
+    def cycle(self, trigger: str, only: set[str] | None = None) -> AuditResult | None:
         """Audit the selected pods (only those with a uid in `only`, when given) and publish
         the report to the sinks; None when no report was made.
 
@@ -342,7 +342,7 @@ class NodeAgent:
         return report
 
     def _audit_and_publish(self, trigger: str, only: set[str] | None,
-                           failing: str | None) -> Report:
+                           failing: str | None) -> AuditResult:
         started = time.monotonic()
         pods = self.watcher.pods()
         if only is not None:

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 
 from agent.kube.client import Api, KubeError
-from agent.model import Report
-from agent.report.metrics import AgentMetrics
-from agent.report.reportsink import PolicyReportSink
+from agent.model import AuditResult
+from agent.output.metrics import AgentMetrics
+from agent.output.reportsink import PolicyReportSink
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ReportsSink:
         self.settled = False  # discovery answered: `sink` is final
         self.next_try = 0.0
 
-    def publish(self, report: Report) -> None:
+    def publish(self, report: AuditResult) -> None:
         if not self.settled and self.clock() >= self.next_try:
             self._discover()
         if self.sink is not None:
@@ -52,7 +52,7 @@ class ReportsSink:
 
     def _discover(self) -> None:
         from agent.kube.reports import ReportClient, served_group_versions
-        from agent.report.policyreport import choose_report_api
+        from agent.output.policyreport import choose_report_api
 
         try:
             served = served_group_versions(self.api)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.model import Report
-from agent.report.sink import WrittenSink
+from agent.model import AuditResult
+from agent.output.sink import WrittenSink
 
 
 @dataclass
 class RecordingSink(WrittenSink):
-    reports: list[Report] = field(default_factory=list)
+    reports: list[AuditResult] = field(default_factory=list)
 
-    def publish(self, report: Report) -> None:
+    def publish(self, report: AuditResult) -> None:
         self.reports.append(report)
 

@@ -347,7 +347,7 @@ def test_metrics_count_findings_per_rule_container_and_subject(
 ) -> None:
     from agent.audit import audit, container_requests, declared_containers
     from agent.collect.procfs import ProcFS
-    from agent.report.metrics import AgentMetrics, MetricsSink
+    from agent.output.metrics import AgentMetrics, MetricsSink
 
     pod = prefork(stage, cgroups)
     report = audit(container_requests(declared_containers([pod.manifest]), ProcFS()))

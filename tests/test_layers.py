@@ -2,7 +2,7 @@
 
 - `model` and `api_error` import nothing from the package; `rules` imports only `model`.
 - `collect` reads the kernel and knows nothing of Kubernetes (no `kube`, no `kubernetes`).
-- `report` imports nothing from `kube`: the Events sink's writer is injected.
+- `output` imports nothing from `kube`: the Events sink's writer is injected.
 - No module imports a layer above its own: each layer may import only those listed for it.
 - `kubernetes` is imported only in `kube/`, and only inside functions, so `diagnose --pid`
   and `sockets` never load it (checked on real runs below, not only in the source).
@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "kubectl_plugin": set(),
     "rules": {"model"},
     "collect": {"model"},
-    "report": {"model", "api_error"},
+    "output": {"model", "api_error"},
     "kube": {"model", "api_error", "collect"},
     "privilege": {"model", "collect"},
     "config": {"model", "collect", "rules"},
@@ -41,11 +41,11 @@ ALLOWED: dict[str, set[str]] = {
     "audit": {"model", "collect", "kube", "rules"},
     "predict": {"model", "collect", "kube", "rules"},  # lint: facts predicted from manifests
     "podtargets": {"model", "collect", "kube", "audit"},
-    "reporting": {"model", "kube", "report"},  # --sink reports: discovery, then the sink
-    "node": {"model", "api_error", "collect", "kube", "report", "logs", "privilege", "audit",
+    "reporting": {"model", "kube", "output"},  # --sink reports: discovery, then the sink
+    "node": {"model", "api_error", "collect", "kube", "output", "logs", "privilege", "audit",
              "config", "reporting"},
-    "lint_command": {"__init__", "model", "collect", "rules", "predict", "report"},
-    "cli": {"__init__", "model", "api_error", "collect", "kube", "report", "logs", "privilege",
+    "lint_command": {"__init__", "model", "collect", "rules", "predict", "output"},
+    "cli": {"__init__", "model", "api_error", "collect", "kube", "output", "logs", "privilege",
             "config", "arguments", "audit", "podtargets", "reporting", "node", "lint_command"},
 }
 KUBERNETES_LAYERS = {"kube"}
@@ -127,7 +127,7 @@ def test_no_module_imports_a_layer_not_below_its_own() -> None:
 def test_the_contracts_named_in_the_issue_hold() -> None:
     assert ALLOWED["rules"] == {"model"}
     assert ALLOWED["model"] == set()
-    assert "kube" not in ALLOWED["collect"] and "kube" not in ALLOWED["report"]
+    assert "kube" not in ALLOWED["collect"] and "kube" not in ALLOWED["output"]
 
 
 def test_kubernetes_is_imported_only_in_kube_and_only_lazily() -> None:

@@ -18,7 +18,7 @@ from staging import Stage
 from test_node import wait_for
 
 from agent.node import RunContext, RunOptions, run_agent
-from agent.report.metrics import AgentMetrics
+from agent.output.metrics import AgentMetrics
 
 SKIPPED = "audit cycle skipped: the pods could not be listed"
 STALE = "audit cycle on the last pod list: the pods cannot be listed now"

@@ -36,8 +36,8 @@ from agent.audit import AuditRequest, audit
 from agent.kube.client import load_api
 from agent.kube.podspec import declared_from_pod
 from agent.node import NodeAgent, RunContext, RunOptions, run_agent
-from agent.report.metrics import AgentMetrics, MetricsSink
-from agent.report.sink import FanOut
+from agent.output.metrics import AgentMetrics, MetricsSink
+from agent.output.sink import FanOut
 
 REPO = Path(__file__).resolve().parents[1]
 OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
@@ -379,7 +379,7 @@ import json
 from agent.privilege import restrict_self
 restrict_self()
 from agent.audit import AuditRequest, audit
-from agent.report.jsonreport import report_dict
+from agent.output.jsonreport import report_dict
 import os
 print(json.dumps(report_dict(audit([AuditRequest(os.getpid())]))))
 """

@@ -27,7 +27,7 @@ from agent.audit import AuditRequest, audit
 from agent.collect.procfs import ProcessHandle, ProcFS
 from agent.kube.client import load_api
 from agent.node import NodeAgent, RunOptions
-from agent.report.metrics import AgentMetrics
+from agent.output.metrics import AgentMetrics
 
 REPO = Path(__file__).resolve().parents[1]
 OPAUDIT = REPO / ".venv" / "bin" / "opaudit"

@@ -17,7 +17,7 @@ from agent.model import (
     Gap,
     LintContainer,
     LintFinding,
-    LintReport,
+    LintResult,
     ObservedProcess,
     Outcome,
     Profile,
@@ -167,7 +167,7 @@ def _same_verdicts(prediction: RuntimePrediction,
     return None
 
 
-def lint(inputs: Inputs, options: LintOptions) -> LintReport:
+def lint(inputs: Inputs, options: LintOptions) -> LintResult:
     containers = []
     for template in inputs.templates:
         for name, init, line in template.containers:
@@ -190,7 +190,7 @@ def lint(inputs: Inputs, options: LintOptions) -> LintReport:
                 source=template.source(line), declared=declared, profile=profile, init=init,
                 findings=findings, unknown=unknown,
                 predictions=tuple(p for p, _ in judged)))
-    return LintReport(containers=tuple(containers), runtimes=tuple(options.runtimes),
+    return LintResult(containers=tuple(containers), runtimes=tuple(options.runtimes),
                       labels=tuple((r, MODELS[r].label) for r in options.runtimes),
                       sources=tuple((r, MODELS[r].sources) for r in options.runtimes),
                       skipped=inputs.skipped, objects=len(inputs.templates))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 
-from agent.model import Finding, Outcome, TargetReport, Verdict, capability_bit
+from agent.model import Finding, Outcome, TargetResult, Verdict, capability_bit
 
 CAPABILITY_ADDED_BUT_INEFFECTIVE = "CapabilityAddedButIneffective"
 PRIVILEGED_PORT_NOT_BINDABLE = "PrivilegedPortNotBindable"
@@ -27,7 +27,7 @@ def pid_phrase(pids: Sequence[int]) -> str:
     return f"pid {pids[0]}" if len(pids) == 1 else f"pids {', '.join(map(str, pids))}"
 
 
-def judge_container(targets: Sequence[TargetReport]) -> list[TargetReport]:
+def judge_container(targets: Sequence[TargetResult]) -> list[TargetResult]:
     """The targets of one container's processes (or of one process with no container): the
     container's findings on the first, none on the others; verdicts stay each process's."""
     if not targets:
@@ -110,7 +110,7 @@ def _needed_capability(finding: Finding) -> int | None:
     return None
 
 
-def _used_capabilities_kept(targets: Sequence[TargetReport]) -> list[TargetReport]:
+def _used_capabilities_kept(targets: Sequence[TargetResult]) -> list[TargetResult]:
     """Drop what another process of the container disproves by holding the capability
     effective: an `add` that gives a root parent NET_BIND_SERVICE is not ineffective, and a
     port below ip_unprivileged_port_start that it can bind is bindable by the container."""

@@ -25,7 +25,7 @@ from agent.audit import AuditRequest, audit
 from agent.kube.client import load_api
 from agent.kube.podspec import declared_from_pod
 from agent.node import NodeAgent, RunOptions, make_sink
-from agent.report.metrics import AgentMetrics
+from agent.output.metrics import AgentMetrics
 
 NODE = "faulty-node"
 SELECTOR = "app=faults"

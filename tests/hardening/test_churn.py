@@ -38,7 +38,7 @@ from agent.collect.procfs import ProcFS
 from agent.kube.client import load_api
 from agent.model import Outcome
 from agent.node import NodeAgent, RunOptions
-from agent.report.metrics import AgentMetrics
+from agent.output.metrics import AgentMetrics
 
 CHILDREN = 1_000
 PID_MAX = 400  # pids wrap to 300 (RESERVED_PIDS): ~100 pids cycle

@@ -218,7 +218,7 @@ def test_load_api_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_importing_the_client_does_not_import_kubernetes() -> None:
-    code = ("import sys, agent.kube.client, agent.report.events; "
+    code = ("import sys, agent.kube.client, agent.output.events; "
             "print('kubernetes' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True)

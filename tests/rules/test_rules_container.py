@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rule_snapshots import caps, declared, observed
 
-from agent.model import GENERIC_PROFILE, Finding, Outcome, Severity, TargetReport, Verdict
+from agent.model import GENERIC_PROFILE, Finding, Outcome, Severity, TargetResult, Verdict
 from agent.rules.container import combine, judge_container, merge_by_subject
 
 NBS = 1 << 10
@@ -49,9 +49,9 @@ def test_a_capability_another_process_holds_effective_is_not_ineffective() -> No
     idle = finding(12, "nc", "nc idle", rule=rule, subject="NET_BIND_SERVICE",
                    severity=Severity.LOW)
     decl = declared()
-    parent = TargetReport(observed(pid=10, capabilities=caps(effective=NBS, bounding=NBS)),
+    parent = TargetResult(observed(pid=10, capabilities=caps(effective=NBS, bounding=NBS)),
                           decl, GENERIC_PROFILE, verdicts=(Verdict(rule, Outcome.PASSED),))
-    child = TargetReport(observed(pid=12, capabilities=caps(bounding=NBS)), decl,
+    child = TargetResult(observed(pid=12, capabilities=caps(bounding=NBS)), decl,
                          GENERIC_PROFILE, findings=(idle,),
                          verdicts=(Verdict(rule, Outcome.FIRED, (idle,)),))
     first, second = judge_container([parent, child])
@@ -66,9 +66,9 @@ def test_a_privileged_port_another_process_can_bind_is_bindable_by_the_container
     rule = "PrivilegedPortNotBindable"
     unbindable = finding(12, "worker", "worker cannot bind", rule=rule, subject="tcp/443")
     decl = declared()
-    parent = TargetReport(observed(pid=10, capabilities=caps(effective=NBS, bounding=NBS)),
+    parent = TargetResult(observed(pid=10, capabilities=caps(effective=NBS, bounding=NBS)),
                           decl, GENERIC_PROFILE, verdicts=(Verdict(rule, Outcome.PASSED),))
-    worker = TargetReport(observed(pid=12, capabilities=caps()), decl, GENERIC_PROFILE,
+    worker = TargetResult(observed(pid=12, capabilities=caps()), decl, GENERIC_PROFILE,
                           findings=(unbindable,),
                           verdicts=(Verdict(rule, Outcome.FIRED, (unbindable,)),))
     assert [t.findings for t in judge_container([parent, worker])] == [(), ()]

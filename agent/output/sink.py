@@ -13,14 +13,14 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Literal, Protocol, TextIO, TypeVar
 
-from agent.model import Report
+from agent.model import AuditResult
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
 class Sink(Protocol):
-    def publish(self, report: Report) -> None:
+    def publish(self, report: AuditResult) -> None:
         """Take one report; never blocks on a network, never raises."""
 
     def pump(self, deadline: float) -> None:
@@ -54,8 +54,8 @@ class TableSink(WrittenSink):
         self.colour = colour
         self.width = width
 
-    def publish(self, report: Report) -> None:
-        from agent.report.table import render_table
+    def publish(self, report: AuditResult) -> None:
+        from agent.output.table import render_table
 
         self.stream.write(render_table(report, colour=self.colour, width=self.width))
         self.stream.flush()
@@ -72,8 +72,8 @@ class DocumentSink(WrittenSink):
         self.stream = stream
         self.format = document_format
 
-    def publish(self, report: Report) -> None:
-        from agent.report.jsonreport import render_json, render_yaml, report_dict
+    def publish(self, report: AuditResult) -> None:
+        from agent.output.jsonreport import render_json, render_yaml, report_dict
 
         if self.format == "json":
             text = render_json(report)
@@ -98,7 +98,7 @@ class FanOut:
         self.sinks = tuple(sinks)
         self.on_error = on_error
 
-    def publish(self, report: Report) -> None:
+    def publish(self, report: AuditResult) -> None:
         for sink in self.sinks:
             self._guarded(sink, "publish", partial(sink.publish, report))
 

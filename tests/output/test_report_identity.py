@@ -25,10 +25,10 @@ from staging import Sock, Stage
 from test_node import OPAUDIT, assert_json_lines, run_once
 
 from agent.kube.client import load_api
-from agent.model import Report
+from agent.model import AuditResult
 from agent.node import NodeAgent, RunOptions, make_sink
-from agent.report.metrics import AgentMetrics
-from agent.report.policyreport import pod_reports, result_id, stable_text
+from agent.output.metrics import AgentMetrics
+from agent.output.policyreport import pod_reports, result_id, stable_text
 
 OPENREPORTS = "openreports.io/v1alpha1"
 REPORT_PATHS = r"/apis/openreports\.io/"
@@ -75,7 +75,7 @@ class Agent:
         self.loop = NodeAgent(self.api, NODE, options, self.sink, self.metrics,
                               threading.Event())
 
-    def cycle(self) -> Report:
+    def cycle(self) -> AuditResult:
         self.loop.watcher.relist()
         report = self.loop.cycle("interval")
         assert report is not None
@@ -83,12 +83,12 @@ class Agent:
         return report
 
 
-def identities(report: Report) -> list[tuple[str, str, str]]:
+def identities(report: AuditResult) -> list[tuple[str, str, str]]:
     (pod,) = pod_reports(report)
     return [(r["properties"]["resultID"], r["result"], r["message"]) for r in pod.results]
 
 
-def pids(report: Report) -> set[str]:
+def pids(report: AuditResult) -> set[str]:
     (pod,) = pod_reports(report)
     return {r["properties"]["pid"] for r in pod.results if "pid" in r["properties"]}
 

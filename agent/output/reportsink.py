@@ -31,8 +31,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent.api_error import ApiError
-from agent.model import PodRef, Report
-from agent.report.policyreport import (
+from agent.model import AuditResult, PodRef
+from agent.output.policyreport import (
     DEFAULT_MAX_RESULTS,
     PodReport,
     ReportApi,
@@ -43,7 +43,7 @@ from agent.report.policyreport import (
     report_name,
     with_timestamps,
 )
-from agent.report.retry import Backoff
+from agent.output.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class PolicyReportSink:
         with self._lock:
             return len(self._owed) + (self._prune is not None)
 
-    def publish(self, report: Report) -> None:
+    def publish(self, report: AuditResult) -> None:
         try:
             owed = [p for p in pod_reports(report, self.max_results)
                     if p.name not in self._known or self._known[p.name].content != p.content]

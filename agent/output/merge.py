@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.model import Finding, Report, TargetReport
+from agent.model import AuditResult, Finding, TargetResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +27,9 @@ def merge_findings(findings: Iterable[Finding]) -> list[MergedFinding]:
             for f in findings]
 
 
-def container_groups(report: Report) -> list[list[TargetReport]]:
+def container_groups(report: AuditResult) -> list[list[TargetResult]]:
     """The report's targets, one group per container (declared), else one per process."""
-    groups: dict[tuple[str, ...], list[TargetReport]] = {}
+    groups: dict[tuple[str, ...], list[TargetResult]] = {}
     for target in report.targets:
         key = target.container_key or ("pid", str(target.observed.pid))
         groups.setdefault(key, []).append(target)

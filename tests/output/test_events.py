@@ -13,16 +13,16 @@ from kube.apiserver import ApiServer
 from agent.kube.client import Api, load_api
 from agent.model import (
     GENERIC_PROFILE,
+    AuditResult,
     DeclaredContainer,
     Finding,
     Identity,
     ObservedProcess,
     PodRef,
-    Report,
     Severity,
-    TargetReport,
+    TargetResult,
 )
-from agent.report.events import (
+from agent.output.events import (
     BUCKET_BURST,
     BUCKET_REFILL_SECONDS,
     NOTE_LIMIT_BYTES,
@@ -69,7 +69,8 @@ def finding(rule: str = "RunsAsRoot", severity: Severity = Severity.HIGH,
     return Finding(rule=rule, severity=severity, message=message, remediation=remediation)
 
 
-def report(findings: list[Finding], pod: PodRef = POD, container: str = "controller") -> Report:
+def report(findings: list[Finding], pod: PodRef = POD,
+           container: str = "controller") -> AuditResult:
     observed = ObservedProcess(
         pid=4242, start_time=1, comm="spark-operator", cmdline=(),
         identity=Identity(None, None, None, None, None, None), capabilities=None,
@@ -82,7 +83,7 @@ def report(findings: list[Finding], pod: PodRef = POD, container: str = "control
         seccomp_profile=None, read_only_root_filesystem=None, ports=(), probes=(),
         volume_mounts=(), pod_ips=(),
     )
-    return Report(NODE, (TargetReport(observed, declared, GENERIC_PROFILE, tuple(findings)),))
+    return AuditResult(NODE, (TargetResult(observed, declared, GENERIC_PROFILE, tuple(findings)),))
 
 
 def writes(server: ApiServer) -> list[tuple[str, int | None]]:
@@ -311,7 +312,7 @@ def test_micro_time_keeps_six_digits_at_whole_seconds() -> None:
 
 
 def test_note_gives_the_fix_as_dotted_paths_not_flattened_yaml() -> None:
-    from agent.report.event_object import compact_fix
+    from agent.output.event_object import compact_fix
 
     remediation = ("# Make the socket accept IPv4: bind 0.0.0.0:9443\n"
                    "# Pod spec: spec.containers[].securityContext\n"

@@ -10,6 +10,7 @@ from typing import Any
 
 from agent.model import (
     NO_PROCESS,
+    AuditResult,
     Capabilities,
     Finding,
     Gap,
@@ -19,12 +20,11 @@ from agent.model import (
     ObservedProcess,
     Outcome,
     OwnerReader,
-    Report,
-    TargetReport,
+    TargetResult,
     Verdict,
     mask_names,
 )
-from agent.report.merge import merge_findings
+from agent.output.merge import merge_findings
 
 SCHEMA = "opaudit.report/v1"
 SYSCTL_KEYS = (
@@ -34,7 +34,7 @@ SYSCTL_KEYS = (
 )
 
 
-def report_dict(report: Report) -> dict[str, Any]:
+def report_dict(report: AuditResult) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "node": report.node,
@@ -44,17 +44,17 @@ def report_dict(report: Report) -> dict[str, Any]:
     }
 
 
-def render_json(report: Report) -> str:
+def render_json(report: AuditResult) -> str:
     return json.dumps(report_dict(report), indent=2, ensure_ascii=False) + "\n"
 
 
-def render_yaml(report: Report) -> str:
+def render_yaml(report: AuditResult) -> str:
     import yaml  # only -o yaml pays for it
 
     return str(yaml.safe_dump(report_dict(report), sort_keys=False, allow_unicode=True))
 
 
-def target_dict(target: TargetReport) -> dict[str, Any]:
+def target_dict(target: TargetResult) -> dict[str, Any]:
     obs = target.observed
     declared = target.declared
     return {

@@ -13,6 +13,7 @@ import pytest
 from agent.model import (
     GENERIC_PROFILE,
     AuditCycle,
+    AuditResult,
     DeclaredContainer,
     Finding,
     Identity,
@@ -20,13 +21,12 @@ from agent.model import (
     ObservedProcess,
     OwnerReader,
     PodRef,
-    Report,
     Severity,
     Sysctls,
-    TargetReport,
+    TargetResult,
 )
-from agent.report.metrics import AgentMetrics, MetricsSink
-from agent.report.probe_server import MetricsServer, serve_metrics
+from agent.output.metrics import AgentMetrics, MetricsSink
+from agent.output.probe_server import MetricsServer, serve_metrics
 
 
 class FakeClock:
@@ -37,16 +37,16 @@ class FakeClock:
         return self.now
 
 
-def report_with(*rules: tuple[str, Severity], seconds: float = 0.01) -> Report:
+def report_with(*rules: tuple[str, Severity], seconds: float = 0.01) -> AuditResult:
     observed = ObservedProcess(
         pid=42, start_time=1, comm="x", cmdline=(),
         identity=Identity(None, None, None, None, None, None),
         capabilities=None, no_new_privs=None, seccomp=None, filesystem=None, network=None,
     )
     findings = tuple(Finding(rule=r, severity=s, message="m", remediation="r") for r, s in rules)
-    target = TargetReport(observed=observed, declared=None, profile=GENERIC_PROFILE,
+    target = TargetResult(observed=observed, declared=None, profile=GENERIC_PROFILE,
                           findings=findings)
-    return Report(node="n", targets=(target,),
+    return AuditResult(node="n", targets=(target,),
                   cycle=AuditCycle("interval", seconds, (), partial=False))
 
 
@@ -97,7 +97,7 @@ def test_findings_gauge_counts_by_rule_and_severity_and_clears(metrics: AgentMet
     assert sample(metrics, "opaudit_targets") == 1
 
 
-def pod_report(uid: str, rules: tuple[str, ...], cycle: AuditCycle) -> Report:
+def pod_report(uid: str, rules: tuple[str, ...], cycle: AuditCycle) -> AuditResult:
     declared = DeclaredContainer(
         pod=PodRef("ns", f"pod-{uid}", uid), container_name="app", container_id=None, labels=(),
         run_as_user=None, run_as_group=None, run_as_non_root=None, privileged=None,
@@ -106,7 +106,7 @@ def pod_report(uid: str, rules: tuple[str, ...], cycle: AuditCycle) -> Report:
         volume_mounts=(), pod_ips=())
     target = dataclasses.replace(report_with(*((r, Severity.HIGH) for r in rules)).targets[0],
                                  declared=declared)
-    return Report(node="n", targets=(target,) if rules else (), cycle=cycle)
+    return AuditResult(node="n", targets=(target,) if rules else (), cycle=cycle)
 
 
 def test_a_partial_cycle_replaces_its_pods_counts_and_keeps_the_others(
@@ -205,7 +205,7 @@ def test_metrics_endpoint_serves_prometheus_text(
     assert get(server, "/nope")[0] == 404
 
 
-def report_read_by(reader: OwnerReader | None) -> Report:
+def report_read_by(reader: OwnerReader | None) -> AuditResult:
     target = report_with().targets[0]
     network = NetnsFacts(inode=1, sysctls=Sysctls(0, 0, 1024), addresses=(), listeners=(),
                          owner_reader=reader)
@@ -219,7 +219,7 @@ def test_the_fd_reader_gauge_has_one_series_and_the_first_fallback_is_logged_onc
     sink = MetricsSink(metrics)
     refused = OwnerReader("proc", "BPF iterator unavailable: BPF map: Operation not "
                                   "permitted (CAP_SYS_ADMIN is held: refused by ...)", "refused")
-    with caplog.at_level(logging.WARNING, logger="agent.report.metrics"):
+    with caplog.at_level(logging.WARNING, logger="agent.output.metrics"):
         sink.publish(report_read_by(OwnerReader("bpf", "OPAUDIT_FD_READER=bpf")))
         assert sample(metrics, "opaudit_fd_reader", reader="bpf", fallback="") == 1
         for _ in range(3):

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from agent.report.metrics import AgentMetrics
+from agent.output.metrics import AgentMetrics
 
 log = logging.getLogger(__name__)
 

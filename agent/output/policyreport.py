@@ -26,8 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from agent.model import Finding, Outcome, PodRef, Report, Severity, TargetReport, Verdict
-from agent.report.event_object import compact_fix, sanitize_text
+from agent.model import AuditResult, Finding, Outcome, PodRef, Severity, TargetResult, Verdict
+from agent.output.event_object import compact_fix, sanitize_text
 
 POLICY = "opaudit"
 SOURCE = "opaudit"
@@ -104,9 +104,9 @@ class PodReport:
         return content_key(list(self.results))
 
 
-def pod_reports(report: Report, max_results: int = DEFAULT_MAX_RESULTS) -> list[PodReport]:
+def pod_reports(report: AuditResult, max_results: int = DEFAULT_MAX_RESULTS) -> list[PodReport]:
     """One PodReport per Pod audited in `report` (targets without a Pod have no report)."""
-    by_pod: dict[str, list[TargetReport]] = {}
+    by_pod: dict[str, list[TargetResult]] = {}
     for target in report.targets:
         if target.declared is not None:
             by_pod.setdefault(target.declared.pod.uid, []).append(target)
@@ -148,7 +148,7 @@ def stable_text(text: str) -> str:
     return " ".join(_PID_WORD.sub("the process", text).split())
 
 
-def pod_results(targets: list[TargetReport]) -> list[dict[str, Any]]:
+def pod_results(targets: list[TargetResult]) -> list[dict[str, Any]]:
     """Every result of a Pod's targets, most important first (what a cap keeps); findings
     with one identity (several processes of a container) are one result naming every pid."""
     categories = {v.rule: v.category for t in targets for v in t.verdicts}

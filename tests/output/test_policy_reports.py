@@ -19,8 +19,8 @@ from staging import Stage
 from test_node import OPAUDIT, assert_json_lines, run_once, wait_for
 
 from agent.node import RunContext, RunOptions, run_agent
-from agent.report.metrics import AgentMetrics
-from agent.report.policyreport import stable_text
+from agent.output.metrics import AgentMetrics
+from agent.output.policyreport import stable_text
 from agent.rules.catalogue import CATALOGUE
 
 OPENREPORTS = "openreports.io/v1alpha1"

@@ -16,9 +16,9 @@ import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TextIO
 
-from agent.model import NO_PROCESS, Outcome, Report, Severity, TargetReport
-from agent.report.merge import MergedFinding, container_groups, merge_findings, pid_phrase
-from agent.report.table_facts import Row, endpoint, fact_rows
+from agent.model import NO_PROCESS, AuditResult, Outcome, Severity, TargetResult
+from agent.output.merge import MergedFinding, container_groups, merge_findings, pid_phrase
+from agent.output.table_facts import Row, endpoint, fact_rows
 
 __all__ = ["colour_wanted", "endpoint", "render_table", "terminal_width"]
 
@@ -69,7 +69,7 @@ class Style:
         return f"{COLOURS[severity]}{label}{RESET}" if self.colour else label
 
 
-def render_table(report: Report, colour: bool = False, width: int = DEFAULT_WIDTH) -> str:
+def render_table(report: AuditResult, colour: bool = False, width: int = DEFAULT_WIDTH) -> str:
     style = Style(colour)
     width = max(MIN_WIDTH, width)
     groups = container_groups(report)
@@ -78,7 +78,7 @@ def render_table(report: Report, colour: bool = False, width: int = DEFAULT_WIDT
     return "\n\n".join([*blocks, summary_line(merged)]) + "\n"
 
 
-def container_block(targets: Sequence[TargetReport], style: Style, width: int) -> str:
+def container_block(targets: Sequence[TargetResult], style: Style, width: int) -> str:
     lines = [style.bold(line) for line in _wrap(heading(targets), width, 0, 2)]
     for label, text in merged_rows(targets):
         lines += _row(label, text, width)
@@ -95,7 +95,7 @@ def container_block(targets: Sequence[TargetReport], style: Style, width: int) -
     return "\n".join(lines)
 
 
-def waived_rules(targets: Sequence[TargetReport]) -> dict[str, str]:
+def waived_rules(targets: Sequence[TargetResult]) -> dict[str, str]:
     """Each rule a --config waiver silenced in the container, once, with the waiver's reason:
     the finding is hidden, the waiver is not."""
     found: dict[str, str] = {}
@@ -106,7 +106,7 @@ def waived_rules(targets: Sequence[TargetReport]) -> dict[str, str]:
     return found
 
 
-def heading(targets: Sequence[TargetReport]) -> str:
+def heading(targets: Sequence[TargetResult]) -> str:
     pids = tuple(t.observed.pid for t in targets if t.observed.pid != NO_PROCESS)
     comms = list(dict.fromkeys(t.observed.comm for t in targets if t.observed.comm))
     procs = (pid_phrase(pids) if pids else "no process") + (
@@ -118,7 +118,7 @@ def heading(targets: Sequence[TargetReport]) -> str:
     return f"{d.pod.namespace}/{d.pod.name} · container {d.container_name} · {procs}"
 
 
-def merged_rows(targets: Sequence[TargetReport]) -> list[Row]:
+def merged_rows(targets: Sequence[TargetResult]) -> list[Row]:
     """Each process's fact rows; a row all of them share is shown once, the others say
     whose they are (`pid 4243: uid 0 ...`), after the last row of the same section."""
     rows: list[tuple[str, str, str, list[int]]] = []  # label, text, section, pids

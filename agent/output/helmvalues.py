@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.model import LintContainer, LintReport, capability_bit
+from agent.model import LintContainer, LintResult, capability_bit
 
 SYSCTL = "net.ipv4.ip_unprivileged_port_start"
 WEBHOOK_PORT = 9443  # the chart's default webhook.port: no privilege needed
@@ -90,7 +90,7 @@ def _fix(container: LintContainer, rule: str, section: dict[str, Any], subject: 
     return True
 
 
-def overlay(report: LintReport) -> tuple[dict[str, Any], list[str], list[str]]:
+def overlay(report: LintResult) -> tuple[dict[str, Any], list[str], list[str]]:
     """The values, what each key fixes, and the findings it cannot fix."""
     values: dict[str, Any] = {}
     fixed: list[str] = []
@@ -121,7 +121,7 @@ def _path_of(declared: str | None) -> str:
     return ""
 
 
-def render_helm_values(report: LintReport) -> str:
+def render_helm_values(report: LintResult) -> str:
     import yaml
 
     values, fixed, open_findings = overlay(report)

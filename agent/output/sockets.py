@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from agent.model import Listener, NetnsFacts
-from agent.report.jsonreport import listener_dict, owner_reader_dict
-from agent.report.table import endpoint
+from agent.output.jsonreport import listener_dict, owner_reader_dict
+from agent.output.table import endpoint
 
 HEADER = ("Netid", "State", "Local Address:Port", "V6Only", "Process")
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.model import LintContainer, LintFinding, LintReport, Severity
-from agent.report.lintreport import where_it_holds
+from agent.model import LintContainer, LintFinding, LintResult, Severity
+from agent.output.lintreport import where_it_holds
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 # A placeholder until a release says where opaudit is published (as the krew manifest's).
@@ -80,7 +80,7 @@ def fingerprint(container: LintContainer, finding: LintFinding) -> str:
 
 
 def _result(container: LintContainer, findings: Sequence[LintFinding], index: dict[str, int],
-            report: LintReport) -> dict[str, Any]:
+            report: LintResult) -> dict[str, Any]:
     """One result per fingerprint: a finding whose text differs between runtimes (each
     runtime's own threshold) is one alert that says each text with where it holds."""
     finding = findings[0]
@@ -116,7 +116,7 @@ def _by_fingerprint(container: LintContainer, index: dict[str, int]
     return list(groups.values())
 
 
-def render_sarif(report: LintReport, rules: Sequence[RuleText], version: str) -> str:
+def render_sarif(report: LintResult, rules: Sequence[RuleText], version: str) -> str:
     index = {rule.id: i for i, rule in enumerate(rules)}
     results = [_result(c, group, index, report)
                for c in report.containers for group in _by_fingerprint(c, index)]

@@ -24,7 +24,7 @@ from test_golden import FORKING_SERVER, root_bounding
 from agent.audit import AuditRequest, audit
 from agent.kube.client import Api
 from agent.kube.podspec import declared_from_pod, load_pod_manifest
-from agent.report.events import NOTE_LIMIT_BYTES, EventSink
+from agent.output.events import NOTE_LIMIT_BYTES, EventSink
 
 REPO = Path(__file__).resolve().parents[2]
 OPAUDIT = str(REPO / ".venv" / "bin" / "opaudit")

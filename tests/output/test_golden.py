@@ -27,9 +27,9 @@ from staging import STAGE_PYTHON, Sock, Stage, spawn_zombie
 
 from agent.audit import AuditRequest, audit
 from agent.kube.podspec import declared_from_pod, load_pod_manifest
-from agent.model import CAPABILITY_NAMES, NetnsFacts, Report
-from agent.report.jsonreport import render_json
-from agent.report.table import render_table
+from agent.model import CAPABILITY_NAMES, AuditResult, NetnsFacts
+from agent.output.jsonreport import render_json
+from agent.output.table import render_table
 
 GOLDEN = FIXTURES / "golden"
 UPDATE = os.environ.get("OPAUDIT_UPDATE_GOLDEN") == "1"
@@ -62,7 +62,7 @@ PID_FIELDS = ("pid", "ppid", "pids", "container_pids")
 
 @dataclass
 class Scenario:
-    report: Report
+    report: AuditResult
     names: dict[str, str]  # volatile text -> stable text, replaced after rendering
     pids: dict[int, int]  # this run's pid -> the golden file's
 

@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agent.api_error import ApiError
-from agent.model import Finding, PodRef, Report
-from agent.report.event_object import (  # re-exported: callers import them from here
+from agent.model import AuditResult, Finding, PodRef
+from agent.output.event_object import (  # re-exported: callers import them from here
     NOTE_LIMIT_BYTES,
     EventKey,
     event_body,
@@ -43,7 +43,7 @@ from agent.report.event_object import (  # re-exported: callers import them from
     micro_time,
     sanitize_text,
 )
-from agent.report.retry import Backoff
+from agent.output.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class EventWriter(Protocol):
 
 
 class EventMetrics(Protocol):
-    """What the sink reports; `agent.report.metrics.AgentMetrics` implements it."""
+    """What the sink reports; `agent.output.metrics.AgentMetrics` implements it."""
 
     def event_written(self) -> None: ...
     def event_dropped(self, reason: str) -> None: ...  # queue_full|rate_limited|rejected|shutdown
@@ -146,7 +146,7 @@ class EventSink:
         with self._lock:
             return len(self._queue)
 
-    def publish(self, report: Report) -> None:
+    def publish(self, report: AuditResult) -> None:
         """Queue the Events this report calls for; never blocks on the API, never raises."""
         try:
             with self._lock:
@@ -182,7 +182,7 @@ class EventSink:
 
     # --- queueing ---------------------------------------------------------------------
 
-    def _publish(self, report: Report) -> None:
+    def _publish(self, report: AuditResult) -> None:
         now, wall = self.clock(), datetime.now(UTC)
         grouped: dict[EventKey, tuple[PodRef, list[Finding]]] = {}
         audited: set[tuple[str, str]] = set()

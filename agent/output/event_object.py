@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.model import Finding, PodRef, Severity
-from agent.report.merge import MergedFinding, merge_findings
+from agent.output.merge import MergedFinding, merge_findings
 
 REPORTING_CONTROLLER = "opaudit"
 ACTION = "Audit"

@@ -10,19 +10,19 @@ from typing import Any
 from agent.model import (
     LintContainer,
     LintFinding,
-    LintReport,
+    LintResult,
     ObservedProcess,
     RuntimePrediction,
     mask_names,
 )
-from agent.report.jsonreport import incomplete_gaps
+from agent.output.jsonreport import incomplete_gaps
 
 SCHEMA = "opaudit.lint/v1"
 LISTENER_NOTE = ("Listeners cannot be predicted: the rules about observed listeners are "
                  "unknown here, and the port rules judge the declared ports and probe ports.")
 
 
-def where_it_holds(finding: LintFinding, report: LintReport, *, not_on: bool = True) -> str:
+def where_it_holds(finding: LintFinding, report: LintResult, *, not_on: bool = True) -> str:
     """"on containerd 1.x, CRI-O; not on containerd 2.x", with each runtime's condition
     (without the "not on" part when `not_on` is False)."""
     label = dict(report.labels)
@@ -97,7 +97,7 @@ def container_dict(container: LintContainer, runtimes: tuple[str, ...]) -> dict[
     }
 
 
-def lint_dict(report: LintReport) -> dict[str, Any]:
+def lint_dict(report: LintResult) -> dict[str, Any]:
     labels, sources = dict(report.labels), dict(report.sources)
     models = [{"name": r, "label": labels.get(r, r), "sources": list(sources.get(r, ()))}
               for r in report.runtimes]
@@ -107,7 +107,7 @@ def lint_dict(report: LintReport) -> dict[str, Any]:
             "containers": [container_dict(c, report.runtimes) for c in report.containers]}
 
 
-def render_lint_document(report: LintReport, output: str) -> str:
+def render_lint_document(report: LintResult, output: str) -> str:
     document = lint_dict(report)
     if output == "json":
         return render_json(document)
@@ -122,7 +122,7 @@ def _wrapped(text: str, width: int, indent: str, hanging: str | None = None) -> 
                          break_on_hyphens=False) or [indent]
 
 
-def render_lint_table(report: LintReport, width: int = 100) -> str:
+def render_lint_table(report: LintResult, width: int = 100) -> str:
     """Grouped by object and container; text wrapped to `width` columns."""
     lines: list[str] = []
     previous = None

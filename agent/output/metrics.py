@@ -23,8 +23,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from agent.model import AuditCycle, OwnerReader, Report
-from agent.report.sink import WrittenSink
+from agent.model import AuditCycle, AuditResult, OwnerReader
+from agent.output.sink import WrittenSink
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class AgentMetrics:
         # (the dashboard's RSS and CPU panels), read from /proc/self.
         ProcessCollector(registry=self.registry)
 
-    # --- EventMetrics protocol (agent.report.events) ----------------------------------
+    # --- EventMetrics protocol (agent.output.events) ----------------------------------
 
     def event_written(self) -> None:
         self.events_written.inc()
@@ -147,7 +147,7 @@ class AgentMetrics:
     def event_dropped(self, reason: str) -> None:
         self.events_dropped.labels(reason=reason).inc()
 
-    # --- ReportMetrics protocol (agent.report.reportsink) ------------------------------
+    # --- ReportMetrics protocol (agent.output.reportsink) ------------------------------
 
     def report_written(self) -> None:
         self.reports_written.inc()
@@ -292,7 +292,7 @@ class MetricsSink(WrittenSink):
         self.findings_by_pod: dict[str, FindingCounts] = {}
         self.targets_by_pod: dict[str, int] = {}
 
-    def publish(self, report: Report) -> None:
+    def publish(self, report: AuditResult) -> None:
         cycle = report.cycle or AuditCycle("once", 0.0, (), partial=False)
         if not cycle.partial:
             self.findings_by_pod.clear()
