@@ -55,7 +55,7 @@ def render(report: LintResult, output: str, width: int = 100) -> str:
         from agent.output.helmvalues import render_helm_values
 
         return render_helm_values(report)
-    from agent.output.lintreport import render_lint_document, render_lint_table
+    from agent.output.lintoutput import render_lint_document, render_lint_table
 
     if output in ("json", "yaml"):
         return render_lint_document(report, output)

@@ -162,13 +162,17 @@ def make_sink(
         if kind == "stdout":
             sinks.append(DocumentSink(sys.stdout, "json-lines"))
         elif kind == "reports":
-            from agent.reporting import ReportsSink
+            from agent.kube.policyreports import PolicyReportsApi
+            from agent.output.policyreports.sink import ReportsSink
 
-            sinks.append(ReportsSink(api, metrics, report_api, report_max_results, node=node))
+            sinks.append(ReportsSink(PolicyReportsApi(api), metrics, report_api,
+                                     report_max_results, node=node))
         else:
-            from agent.output.events import EventSink
+            from agent.kube.events import EventClient
+            from agent.output.events.sink import EventSink
 
-            sinks.append(EventSink(api, node, metrics=metrics, queue_size=queue_size))
+            sinks.append(EventSink(EventClient(api), node, metrics=metrics,
+                                   queue_size=queue_size))
     for sink in sinks:  # each reads 0 from the start, so a dashboard shows 0, not nothing
         metrics.sink_errors.labels(sink=type(sink).__name__)
     return FanOut(sinks, on_error=metrics.sink_failed)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.audit import AuditRequest, container_requests, declared_containers, sandbox_requests
-from agent.kube.client import Api, KubeError
+from agent.kube.client import Api
+from agent.kube.errors import KubeError
 
 if TYPE_CHECKING:
     from agent.collect.procfs import ProcFS

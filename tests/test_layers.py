@@ -2,7 +2,8 @@
 
 - `model` and `api_error` import nothing from the package; `rules` imports only `model`.
 - `collect` reads the kernel and knows nothing of Kubernetes (no `kube`, no `kubernetes`).
-- `output` imports nothing from `kube`: the Events sink's writer is injected.
+- `output` imports nothing from `kube`: the Events and policy-report sinks' API calls are
+  injected (`agent.kube.events`, `agent.kube.policyreports`).
 - No module imports a layer above its own: each layer may import only those listed for it.
 - `kubernetes` is imported only in `kube/`, and only inside functions, so `diagnose --pid`
   and `sockets` never load it (checked on real runs below, not only in the source).
@@ -41,12 +42,11 @@ ALLOWED: dict[str, set[str]] = {
     "audit": {"model", "collect", "kube", "rules"},
     "predict": {"model", "collect", "kube", "rules"},  # lint: facts predicted from manifests
     "podtargets": {"model", "collect", "kube", "audit"},
-    "reporting": {"model", "kube", "output"},  # --sink reports: discovery, then the sink
     "node": {"model", "api_error", "collect", "kube", "output", "logs", "privilege", "audit",
-             "config", "reporting"},
+             "config"},
     "lint_command": {"__init__", "model", "collect", "rules", "predict", "output"},
     "cli": {"__init__", "model", "api_error", "collect", "kube", "output", "logs", "privilege",
-            "config", "arguments", "audit", "podtargets", "reporting", "node", "lint_command"},
+            "config", "arguments", "audit", "podtargets", "node", "lint_command"},
 }
 KUBERNETES_LAYERS = {"kube"}
 

@@ -379,7 +379,7 @@ import json
 from agent.privilege import restrict_self
 restrict_self()
 from agent.audit import AuditRequest, audit
-from agent.output.jsonreport import report_dict
+from agent.output.document import report_dict
 import os
 print(json.dumps(report_dict(audit([AuditRequest(os.getpid())]))))
 """

@@ -23,7 +23,7 @@ from staging import Sock, Stage
 from unprivileged import AS_NOBODY, nobody_python, world_readable_copy
 
 from agent.model import CAPABILITY_NAMES, Finding, PodRef, Severity
-from agent.output.event_object import finding_note
+from agent.output.events.body import finding_note
 from agent.privilege import AGENT_CAPABILITIES, KEEP_PRIVILEGES_ENV, restrict_self
 
 REPO = Path(__file__).resolve().parent.parent

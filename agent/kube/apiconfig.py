@@ -1,6 +1,6 @@
-"""The kubeconfig files `load_api` hands to the official loader, each read first as a
-bounded regular file, so a mistake is one line naming the file (`kubernetes.config` would
-name none, or read a FIFO forever)."""
+"""Where `load_api` takes its configuration from: the pod's ServiceAccount, or the
+kubeconfig files, each read first as a bounded regular file, so a mistake is one line naming
+the file (`kubernetes.config` would name none, or read a FIFO forever)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from agent.collect.userfile import InputFileError, load_user_yaml, read_user_file
+from agent.kube.errors import KubeConfigError
 
 # A kubeconfig with inline certificates for many clusters is still far below this.
 KUBECONFIG_LIMIT = 16 << 20
@@ -23,6 +24,46 @@ CREDENTIAL_FIELDS = (
     ("users", "user", "client-key", "client-key-data", "client key"),
     ("users", "user", "tokenFile", "token", "token file"),
 )
+
+
+def load_configuration(configuration: Any, kubeconfig: str | None) -> None:
+    """Fill `configuration` with the official loaders."""
+    from kubernetes import config as loaders
+
+    official: Any = loaders  # its loaders carry no type hints
+    in_cluster = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    paths = [] if in_cluster else _kubeconfig_paths(kubeconfig)
+    source = "the in-cluster ServiceAccount" if in_cluster else f"kubeconfig {':'.join(paths)}"
+    try:
+        if in_cluster:
+            official.load_incluster_config(client_configuration=configuration)
+        else:
+            # A path list, as in $KUBECONFIG: the loader merges the files as kubectl does.
+            # persist_config=False: never write to the user's kubeconfig.
+            official.load_kube_config(config_file=os.pathsep.join(paths),
+                                      client_configuration=configuration, persist_config=False)
+    except Exception as exc:  # the loaders raise ConfigException, OSError, TypeError...
+        raise KubeConfigError(f"cannot load the API config from {source}: {exc}") from None
+
+
+def _kubeconfig_paths(kubeconfig: str | None) -> list[str]:
+    """The kubeconfig files to load, each read here first, bounded, with the credential
+    files they name, so the official loader (and ssl after it) never meets a missing,
+    binary, huge or non-regular file (its message would name none)."""
+    paths = kubeconfig_files(kubeconfig)
+    if kubeconfig is None:
+        paths = [p for p in paths if os.path.lexists(p)]  # as kubectl skips them
+        if not paths:
+            missing = ("no file of $KUBECONFIG exists" if os.environ.get("KUBECONFIG")
+                       else "~/.kube/config does not exist")
+            raise KubeConfigError("no Kubernetes API configuration: not in a pod "
+                                  f"(KUBERNETES_SERVICE_HOST is unset), no --kubeconfig, and "
+                                  f"{missing}")
+    try:
+        read_kubeconfigs(paths)  # and the certificate, key and token files they name
+    except InputFileError as exc:
+        raise KubeConfigError(str(exc)) from None
+    return paths
 
 
 def kubeconfig_files(explicit: str | None) -> list[str]:

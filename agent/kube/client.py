@@ -3,18 +3,20 @@
 `kubernetes` is imported inside functions only: `diagnose --pid` never pays for it.
 Every call returns the server's JSON as dicts (`_preload_content=False`): the typed models
 refuse real objects, e.g. a kubelet-written events.k8s.io/v1 Event has no `eventTime`.
-Every failure becomes a `KubeError` whose `str()` is one line fit for a user.
+Every failure becomes a `KubeError` whose `str()` is one line fit for a user
+(`agent.kube.errors`). Where the configuration comes from is `agent.kube.apiconfig`; the
+Events and policy-report calls are `agent.kube.events` and `agent.kube.policyreports`, on
+the calls by path below.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from agent.api_error import ApiError
+from agent.kube.errors import KubeError, error_from, guarded
 from agent.kube.ratelimit import DEFAULT_BURST, DEFAULT_QPS, RequestLimiter
 from agent.kube.watchstream import watch_deadline, watch_events
 
@@ -22,25 +24,6 @@ from agent.kube.watchstream import watch_deadline, watch_events
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 _MERGE_PATCH = "application/merge-patch+json"
-
-
-class KubeError(ApiError):
-    """An API call failed; `status` is the HTTP status, None when no answer came back."""
-
-
-class KubeConfigError(KubeError):
-    """No usable API configuration: the user's kubeconfig or the pod's ServiceAccount.
-    `str()` is only the message, which names the file."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(None, "Config", message)
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class WatchExpired(KubeError):
-    """The watch's resourceVersion is too old (410 Gone): list again, then watch from there."""
 
 
 def load_api(
@@ -62,9 +45,11 @@ def load_api(
     """
     from kubernetes import client
 
+    from agent.kube.apiconfig import load_configuration
+
     if configuration is None:
         configuration = client.Configuration()
-        _load_configuration(configuration, kubeconfig)
+        load_configuration(configuration, kubeconfig)
     # Retries are ours (the Event sink backs off); urllib3 retrying inside a call hides faults.
     configuration.retries = False
     return Api(
@@ -74,48 +59,6 @@ def load_api(
         limiter=RequestLimiter(qps, burst),
     )
 
-
-def _load_configuration(configuration: Any, kubeconfig: str | None) -> None:
-    """Fill `configuration` with the official loaders."""
-    from kubernetes import config as loaders
-
-    official: Any = loaders  # its loaders carry no type hints
-    in_cluster = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-    paths = [] if in_cluster else _kubeconfig_paths(kubeconfig)
-    source = "the in-cluster ServiceAccount" if in_cluster else f"kubeconfig {':'.join(paths)}"
-    try:
-        if in_cluster:
-            official.load_incluster_config(client_configuration=configuration)
-        else:
-            # A path list, as in $KUBECONFIG: the loader merges the files as kubectl does.
-            # persist_config=False: never write to the user's kubeconfig.
-            official.load_kube_config(config_file=os.pathsep.join(paths),
-                                      client_configuration=configuration, persist_config=False)
-    except Exception as exc:  # the loaders raise ConfigException, OSError, TypeError...
-        raise KubeConfigError(f"cannot load the API config from {source}: {exc}") from None
-
-
-def _kubeconfig_paths(kubeconfig: str | None) -> list[str]:
-    """The kubeconfig files to load, each read here first, bounded, with the credential
-    files they name, so the official loader (and ssl after it) never meets a missing,
-    binary, huge or non-regular file (its message would name none)."""
-    from agent.collect.userfile import InputFileError
-    from agent.kube.apiconfig import kubeconfig_files, read_kubeconfigs
-
-    paths = kubeconfig_files(kubeconfig)
-    if kubeconfig is None:
-        paths = [p for p in paths if os.path.lexists(p)]  # as kubectl skips them
-        if not paths:
-            missing = ("no file of $KUBECONFIG exists" if os.environ.get("KUBECONFIG")
-                       else "~/.kube/config does not exist")
-            raise KubeConfigError("no Kubernetes API configuration: not in a pod "
-                                  f"(KUBERNETES_SERVICE_HOST is unset), no --kubeconfig, and "
-                                  f"{missing}")
-    try:
-        read_kubeconfigs(paths)  # and the certificate, key and token files they name
-    except InputFileError as exc:
-        raise KubeConfigError(str(exc)) from None
-    return paths
 
 
 class Api:
@@ -200,38 +143,10 @@ class Api:
         return _released(response, watch_events(response, deadline, timeout_seconds))
 
     def get_pod(self, namespace: str, name: str, *, timeout: float | None = None) -> dict[str, Any]:
-        path = f"/api/v1/namespaces/{_quote(namespace)}/pods/{_quote(name)}"
+        path = f"/api/v1/namespaces/{quote_segment(namespace)}/pods/{quote_segment(name)}"
         return self._get_json(path, [], timeout)
 
-    # --- events.k8s.io/v1 Events --------------------------------------------------------
-
-    def create_event(
-        self, namespace: str, body: dict[str, Any], *, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """POST the Event as given; 409 (AlreadyExists) comes back as `KubeError`."""
-        # Not the typed create: it re-serialises eventTime without the six fractional
-        # digits a MicroTime needs (`...T00:00:00+00:00`), which the API server rejects.
-        return self._write("POST", _events_path(namespace), body, "application/json", timeout)
-
-    def get_event(
-        self, namespace: str, name: str, *, timeout: float | None = None
-    ) -> dict[str, Any] | None:
-        """The Event, or None when it does not exist."""
-        try:
-            return self._get_json(f"{_events_path(namespace)}/{_quote(name)}", [], timeout)
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def patch_event(
-        self, namespace: str, name: str, patch: dict[str, Any], *, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """JSON merge patch (RFC 7386) of the Event."""
-        path = f"{_events_path(namespace)}/{name}"
-        return self._write("PATCH", path, patch, _MERGE_PATCH, timeout)
-
-    # --- any object by path: discovery, policy reports (agent.kube.reports) ------------
+    # --- any object by path: discovery, Events, policy reports ------------------------
 
     def get_json(self, path: str, *, query: Sequence[tuple[str, str]] = (),
                  timeout: float | None = None) -> dict[str, Any]:
@@ -250,6 +165,11 @@ class Api:
                       ) -> dict[str, Any]:
         """POST to the collection at `path`."""
         return self._write("POST", path, body, "application/json", timeout)
+
+    def patch_object(self, path: str, patch: dict[str, Any], *, timeout: float | None = None
+                     ) -> dict[str, Any]:
+        """JSON merge patch (RFC 7386) of the object at `path`."""
+        return self._write("PATCH", path, patch, _MERGE_PATCH, timeout)
 
     def replace_object(self, path: str, body: dict[str, Any], *, timeout: float | None = None
                        ) -> dict[str, Any]:
@@ -314,17 +234,17 @@ class Api:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = _guarded(lambda: self.api_client.call_api(*request, _request_timeout=timeout))
+        response = guarded(lambda: self.api_client.call_api(*request, _request_timeout=timeout))
         if not 200 <= response.status <= 299:
             response.read()
-            raise _error_from(response.status, response.reason, response.data,
+            raise error_from(response.status, response.reason, response.data,
                               response.getheaders())
         return response.response
 
 
 def _pods_path(namespace: str | None) -> str:
     if namespace:
-        return f"/api/v1/namespaces/{_quote(namespace)}/pods"
+        return f"/api/v1/namespaces/{quote_segment(namespace)}/pods"
     return "/api/v1/pods"
 
 
@@ -332,65 +252,12 @@ def _node_selector(node: str | None) -> str | None:
     return f"spec.nodeName={node}" if node else None
 
 
-def _events_path(namespace: str) -> str:
-    return f"/apis/events.k8s.io/v1/namespaces/{_quote(namespace)}/events"
 
-
-def _quote(segment: str) -> str:
+def quote_segment(segment: str) -> str:
     """One path segment: a `/` in a name must not reach another resource."""
     from urllib.parse import quote
 
     return quote(segment, safe="")
-
-
-def _guarded(call: Any) -> Any:
-    """Run one client call, turning every client, HTTP and socket failure into `KubeError`."""
-    import urllib3
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        return call()
-    except ApiException as exc:
-        if not exc.status:  # the client's own wrapper for SSL and request-building errors
-            raise KubeError(None, "ClientError", str(exc.reason or exc)) from None
-        raise _error_from(exc.status, exc.reason, exc.body, exc.headers) from None
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise KubeError(None, "Unreachable", connection_message(exc)) from None
-
-
-def connection_message(exc: BaseException) -> str:
-    import urllib3
-
-    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
-        return "no answer before the read timeout (server hung?)"
-    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError | ConnectionRefusedError):
-        return f"cannot connect: {exc}"
-    if isinstance(exc, urllib3.exceptions.ProtocolError):
-        return f"connection dropped without an answer: {exc}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _error_from(status: int, reason: str | None, body: Any, headers: Any) -> KubeError:
-    """A `KubeError` carrying the Status object's reason and message, and Retry-After."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
-    reason_text, message = str(reason or "Error"), text.strip()[:500]
-    try:
-        status_object = json.loads(text)
-    except ValueError:
-        status_object = None
-    if isinstance(status_object, dict):
-        reason_text = str(status_object.get("reason") or reason_text)
-        message = str(status_object.get("message") or message)
-    error_class = WatchExpired if status == 410 else KubeError
-    return error_class(status, reason_text, message or "no message", _retry_after(headers))
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # an HTTP-date form; the caller falls back to its own backoff
 
 
 def _json_body(response: Any) -> dict[str, Any]:

@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from agent.kube.client import KubeError, WatchExpired
 from agent.kube.containers import Fingerprint, Pod, pod_uid, restart_marks, running_containers
+from agent.kube.errors import KubeError, WatchExpired
 
 log = logging.getLogger(__name__)
 

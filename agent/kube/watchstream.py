@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from agent.kube.errors import KubeError, WatchExpired, connection_message
+
 # Slack past the server's own end of the watch (its timer starts when the request arrives);
 # at most the timeout itself, so a watch is given up within twice its timeout.
 WATCH_SLACK_SECONDS = 30.0
@@ -35,8 +37,6 @@ def watch_events(
     event carrying 410, `KubeError` on another ERROR event or an unreadable line.
     """
     import urllib3
-
-    from agent.kube.client import KubeError, connection_message
 
     sock = getattr(response.connection, "sock", None)
     chunks = response.stream(64 * 1024, decode_content=True)
@@ -71,8 +71,6 @@ def _overdue(timeout_seconds: float) -> str:
 
 
 def _watch_event(line: bytes) -> tuple[str, dict[str, Any]]:
-    from agent.kube.client import KubeError, WatchExpired
-
     try:
         event = json.loads(line)
         kind, obj = str(event["type"]), event["object"]

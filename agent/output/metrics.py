@@ -136,7 +136,7 @@ class AgentMetrics:
         # (the dashboard's RSS and CPU panels), read from /proc/self.
         ProcessCollector(registry=self.registry)
 
-    # --- EventMetrics protocol (agent.output.events) ----------------------------------
+    # --- EventMetrics protocol (agent.output.events.sink) ----------------------------
 
     def event_written(self) -> None:
         self.events_written.inc()
@@ -147,7 +147,7 @@ class AgentMetrics:
     def event_dropped(self, reason: str) -> None:
         self.events_dropped.labels(reason=reason).inc()
 
-    # --- ReportMetrics protocol (agent.output.reportsink) ------------------------------
+    # --- ReportMetrics protocol (agent.output.policyreports.sink) --------------------
 
     def report_written(self) -> None:
         self.reports_written.inc()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.model import LintContainer, LintFinding, LintResult, Severity
-from agent.output.lintreport import where_it_holds
+from agent.output.lintoutput import where_it_holds
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 # A placeholder until a release says where opaudit is published (as the krew manifest's).

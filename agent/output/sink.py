@@ -73,7 +73,7 @@ class DocumentSink(WrittenSink):
         self.format = document_format
 
     def publish(self, report: AuditResult) -> None:
-        from agent.output.jsonreport import render_json, render_yaml, report_dict
+        from agent.output.document import render_json, render_yaml, report_dict
 
         if self.format == "json":
             text = render_json(report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from agent.model import Listener, NetnsFacts
-from agent.output.jsonreport import listener_dict, owner_reader_dict
+from agent.output.document import listener_dict, owner_reader_dict
 from agent.output.table import endpoint
 
 HEADER = ("Netid", "State", "Local Address:Port", "V6Only", "Process")

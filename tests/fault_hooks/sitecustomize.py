@@ -76,7 +76,7 @@ def _install() -> None:
     procfs.parse_status = parse_status
 
     if FAULTS.get("sink"):
-        from agent import reporting
+        from agent.output.policyreports import sink as reporting
 
         def publish(self: Any, report: Any) -> None:
             raise RuntimeError("injected: the report sink failed")

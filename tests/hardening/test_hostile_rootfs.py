@@ -25,7 +25,7 @@ from staging import STAGE_PYTHON, Stage
 
 from agent.audit import AuditRequest, audit
 from agent.model import DeclaredContainer, PodRef
-from agent.output.events import EventKey, event_body
+from agent.output.events.body import EventKey, event_body
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0  # seconds any one opaudit run may take; a FIFO read would block forever

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from agent.kube.apiconfig import CREDENTIAL_FILE_LIMIT
-from agent.kube.client import KubeConfigError, load_api
+from agent.kube.client import load_api
+from agent.kube.errors import KubeConfigError
 
 
 def write_kubeconfig(path: Path, user: dict[str, object] | None,

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from kube.apiserver import ApiServer
 
-from agent.kube.client import KubeError, load_api
-from agent.kube.reports import ReportClient, served_group_versions
+from agent.kube.client import load_api
+from agent.kube.errors import KubeError
+from agent.kube.policyreports import ReportClient, served_group_versions
 
 OPENREPORTS = "openreports.io/v1alpha1"
 WGPOLICY = "wgpolicyk8s.io/v1alpha2"

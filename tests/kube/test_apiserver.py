@@ -12,7 +12,9 @@ from kube import apischema
 from kube.apiserver import ApiServer, forbidden_message, merge_patch
 from kube.selector_match import field_matcher, label_matcher
 
-from agent.kube.client import Api, KubeError, load_api
+from agent.kube.client import Api, load_api
+from agent.kube.errors import KubeError
+from agent.kube.events import EventClient
 
 VALID_EVENT: dict[str, Any] = {
     "apiVersion": "events.k8s.io/v1",
@@ -44,10 +46,10 @@ def changed(path: str, value: Any) -> dict[str, Any]:
 
 
 def test_a_valid_event_is_created_once(api: Api, server: ApiServer) -> None:
-    created = api.create_event("spark-operator", VALID_EVENT)
+    created = EventClient(api).create_event("spark-operator", VALID_EVENT)
     assert created["metadata"]["uid"] and created["metadata"]["resourceVersion"]
     with pytest.raises(KubeError) as again:
-        api.create_event("spark-operator", VALID_EVENT)
+        EventClient(api).create_event("spark-operator", VALID_EVENT)
     assert again.value.status == 409
     assert str(again.value) == ('Kubernetes API: 409 AlreadyExists: events.events.k8s.io '
                                 '"ctl.0123456789abcdef" already exists')
@@ -74,31 +76,32 @@ def test_a_valid_event_is_created_once(api: Api, server: ApiServer) -> None:
 ])
 def test_invalid_events_are_rejected_with_422(api: Api, path: str, value: Any, field: str) -> None:
     with pytest.raises(KubeError) as invalid:
-        api.create_event("spark-operator", changed(path, value))
+        EventClient(api).create_event("spark-operator", changed(path, value))
     assert invalid.value.status == 422 and invalid.value.reason == "Invalid"
     assert field in invalid.value.message
 
 
 def test_patch_merges_and_validates_the_result(api: Api, server: ApiServer) -> None:
-    api.create_event("spark-operator", VALID_EVENT)
+    EventClient(api).create_event("spark-operator", VALID_EVENT)
     name = VALID_EVENT["metadata"]["name"]
     series = {"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000000Z"}
-    patched = api.patch_event("spark-operator", name, {"series": series})
+    patched = EventClient(api).patch_event("spark-operator", name, {"series": series})
     assert patched["series"] == series and patched["note"] == VALID_EVENT["note"]
     for bad in ({"series": {"count": 1}}, {"note": "rewritten"}, {"type": "Normal"},
                 {"series": {"lastObservedTime": "2026-01-01T00:01:00Z"}}):
         with pytest.raises(KubeError) as invalid:
-            api.patch_event("spark-operator", name, bad)
+            EventClient(api).patch_event("spark-operator", name, bad)
         assert invalid.value.status == 422
     assert server.events()[0]["series"] == series  # rejected patches changed nothing
-    assert api.patch_event("spark-operator", name, {"series": None}).get("series") is None
+    cleared = EventClient(api).patch_event("spark-operator", name, {"series": None})
+    assert cleared.get("series") is None
     with pytest.raises(KubeError) as missing:
-        api.patch_event("spark-operator", "nope", {"series": series})
+        EventClient(api).patch_event("spark-operator", "nope", {"series": series})
     assert missing.value.status == 404
 
 
 def test_both_event_apis_see_one_object(api: Api, server: ApiServer) -> None:
-    api.create_event("spark-operator", VALID_EVENT)
+    EventClient(api).create_event("spark-operator", VALID_EVENT)
     from kubernetes import client
 
     core = client.CoreV1Api(api.api_client)

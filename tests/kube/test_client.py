@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from kube.apiserver import ApiServer
 
-from agent.kube.client import Api, KubeError, WatchExpired, load_api
+from agent.kube.client import Api, load_api
+from agent.kube.errors import KubeError, WatchExpired
+from agent.kube.events import EventClient
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,28 +123,52 @@ def test_typed_client_cannot_list_kubelet_events_but_ours_can(server: ApiServer,
     client.CoreV1Api(api.api_client).create_namespaced_event("default", kubelet_event)
     with pytest.raises(ValueError, match="eventTime"):  # pydantic's ValidationError
         client.EventsV1Api(api.api_client).list_namespaced_event("default")
-    listed = api.get_event("default", "ctl.17a")
+    listed = EventClient(api).get_event("default", "ctl.17a")
     assert listed is not None and listed["reason"] == "Pulled" and "eventTime" not in listed
     assert listed["regarding"]["name"] == "ctl" and listed["note"] == "Container image pulled"
 
 
 def test_event_create_get_patch(api: Api) -> None:
+    events = EventClient(api)
     body = {
         "metadata": {"name": "ctl.abc"}, "eventTime": "2026-01-01T00:00:00.000000Z",
         "reportingController": "opaudit", "reportingInstance": "worker-1", "action": "Audit",
         "reason": "RunsAsRoot", "type": "Warning", "note": "uid 0",
         "regarding": {"apiVersion": "v1", "kind": "Pod", "namespace": "default", "name": "ctl"},
     }
-    created = api.create_event("default", body)
+    created = events.create_event("default", body)
     assert created["eventTime"] == body["eventTime"]  # six digits survived the client
     with pytest.raises(KubeError) as conflict:
-        api.create_event("default", body)
+        events.create_event("default", body)
     assert conflict.value.status == 409 and conflict.value.reason == "AlreadyExists"
-    assert api.get_event("default", "missing") is None
+    assert events.get_event("default", "missing") is None
     series = {"count": 2, "lastObservedTime": "2026-01-01T00:05:00.000000Z"}
-    patched = api.patch_event("default", "ctl.abc", {"series": series})
+    patched = events.patch_event("default", "ctl.abc", {"series": series})
     assert patched["series"] == series
-    assert api.get_event("default", "ctl.abc")["series"] == series  # type: ignore[index]
+    assert events.get_event("default", "ctl.abc")["series"] == series  # type: ignore[index]
+
+
+def test_an_event_name_is_one_path_segment_in_every_event_call(
+        server: ApiServer, api: Api) -> None:
+    """A name with `/..` must not reach another object: unquoted, urllib3 removes the dot
+    segments and `x/../ctl.abc` becomes ctl.abc."""
+    events = EventClient(api)
+    body = {
+        "metadata": {"name": "ctl.abc"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "opaudit", "reportingInstance": "worker-1", "action": "Audit",
+        "reason": "RunsAsRoot", "type": "Warning", "note": "uid 0",
+        "regarding": {"apiVersion": "v1", "kind": "Pod", "namespace": "default", "name": "ctl"},
+    }
+    events.create_event("default", body)
+    sneaky = "x/../ctl.abc"
+    assert events.get_event("default", sneaky) is None
+    with pytest.raises(KubeError) as missing:
+        events.patch_event("default", sneaky, {"series": {"count": 9}})
+    assert missing.value.status == 404
+    quoted = "/apis/events.k8s.io/v1/namespaces/default/events/x%2F..%2Fctl.abc"
+    assert [(r.method, r.path) for r in server.request_log[-2:]] == [("GET", quoted),
+                                                                   ("PATCH", quoted)]
+    assert "series" not in server.events()[0]  # ctl.abc itself untouched
 
 
 def test_errors_are_one_line_with_retry_after(server: ApiServer, api: Api) -> None:
@@ -218,7 +244,8 @@ def test_load_api_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_importing_the_client_does_not_import_kubernetes() -> None:
-    code = ("import sys, agent.kube.client, agent.output.events; "
+    code = ("import sys, agent.kube.client, agent.kube.events, agent.kube.policyreports, "
+            "agent.output.events.sink, agent.output.policyreports.sink; "
             "print('kubernetes' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True)

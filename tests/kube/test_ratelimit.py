@@ -16,7 +16,8 @@ import pytest
 from kube.apiserver import ApiServer
 
 from agent.arguments import RUN_API_BURST, RUN_API_QPS, RUN_STARTUP_JITTER, build_parser
-from agent.kube.client import KubeError, load_api
+from agent.kube.client import load_api
+from agent.kube.errors import KubeError
 from agent.kube.ratelimit import DEFAULT_BURST, DEFAULT_QPS, RequestLimiter
 from agent.kube.watch import STARTUP_JITTER, PodWatcher
 

@@ -4,7 +4,7 @@ it is, and punctuation is not doubled where parts meet."""
 from __future__ import annotations
 
 from agent.model import GENERIC_PROFILE, Finding, Gap, Identity, ObservedProcess, PodRef
-from agent.output.event_object import compact_fix, finding_note
+from agent.output.events.body import compact_fix, finding_note
 from agent.rules.incomplete import inspection_incomplete
 from agent.rules.listeners import IPV6_LISTENER_WITH_IPV6_DISABLED
 from agent.rules.network import PROBE_PORT_NOT_LISTENING

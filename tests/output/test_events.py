@@ -11,6 +11,7 @@ from kube import apischema
 from kube.apiserver import ApiServer
 
 from agent.kube.client import Api, load_api
+from agent.kube.events import EventClient
 from agent.model import (
     GENERIC_PROFILE,
     AuditResult,
@@ -22,15 +23,12 @@ from agent.model import (
     Severity,
     TargetResult,
 )
-from agent.output.events import (
+from agent.output.events.body import NOTE_LIMIT_BYTES, event_name, fit_note, micro_time
+from agent.output.events.sink import (
     BUCKET_BURST,
     BUCKET_REFILL_SECONDS,
-    NOTE_LIMIT_BYTES,
     SERIES_REFRESH_SECONDS,
     EventSink,
-    event_name,
-    fit_note,
-    micro_time,
 )
 
 POD = PodRef("spark-operator", "so-controller-abc", "0b7b1c5e-1111-4222-8333-944455556666")
@@ -91,7 +89,7 @@ def writes(server: ApiServer) -> list[tuple[str, int | None]]:
 
 
 def test_events_are_valid_and_describe_the_pod(server: ApiServer, api: Api) -> None:
-    sink = EventSink(api, NODE)
+    sink = EventSink(EventClient(api), NODE)
     sink.publish(report([finding(), finding("EmptyDirWithoutSizeLimit", Severity.LOW),
                          finding("InspectionIncomplete", Severity.INFO)]))
     assert sink.flush(5)
@@ -116,7 +114,7 @@ def test_events_are_valid_and_describe_the_pod(server: ApiServer, api: Api) -> N
 def test_note_fits_1024_bytes_and_has_no_control_characters(server: ApiServer, api: Api) -> None:
     hostile = "\x1b[31mproc\x00name\r\n\u202eevil\udcff " + "üñí漢字🙂 " * 400  # ~5 kB
     assert len(hostile.encode("utf-8", "surrogatepass")) > 5000
-    sink = EventSink(api, NODE)
+    sink = EventSink(EventClient(api), NODE)
     sink.publish(report([finding(message=hostile, remediation="Fix it: " + "é" * 3000)]))
     assert sink.flush(5)
     (event,) = server.events()
@@ -136,12 +134,12 @@ def test_fit_note_never_splits_a_character(limit: int) -> None:
 
 def test_restarted_agent_updates_series_instead_of_creating(server: ApiServer, api: Api) -> None:
     findings = [finding(), finding("SeccompUnconfined")]
-    first = EventSink(api, NODE)
+    first = EventSink(EventClient(api), NODE)
     first.publish(report(findings))
     assert first.flush(5)
     names = sorted(e["metadata"]["name"] for e in server.events())
 
-    restarted = EventSink(api, NODE)  # same node, fresh memory
+    restarted = EventSink(EventClient(api), NODE)  # same node, fresh memory
     restarted.publish(report(findings))
     assert restarted.flush(5)
     events = server.events()
@@ -150,7 +148,7 @@ def test_restarted_agent_updates_series_instead_of_creating(server: ApiServer, a
     posts = [s for m, s in writes(server) if m == "POST"]
     assert posts == [201, 201, 409, 409]
 
-    again = EventSink(api, NODE)
+    again = EventSink(EventClient(api), NODE)
     again.publish(report(findings))
     assert again.flush(5)
     assert [e["series"]["count"] for e in server.events()] == [3, 3]
@@ -158,7 +156,7 @@ def test_restarted_agent_updates_series_instead_of_creating(server: ApiServer, a
 
 def test_steady_state_makes_no_objects_and_few_writes(server: ApiServer, api: Api) -> None:
     clock = FakeClock()
-    sink = EventSink(api, NODE, clock=clock, sleep=clock.sleep)
+    sink = EventSink(EventClient(api), NODE, clock=clock, sleep=clock.sleep)
     cycle = report([finding(), finding("SeccompUnconfined")])
     for _ in range(10):  # ten 60 s cycles
         sink.publish(cycle)
@@ -175,7 +173,7 @@ def test_steady_state_makes_no_objects_and_few_writes(server: ApiServer, api: Ap
 
 
 def test_cleared_finding_posts_one_normal_event(server: ApiServer, api: Api) -> None:
-    sink = EventSink(api, NODE)
+    sink = EventSink(EventClient(api), NODE)
     sink.publish(report([finding(), finding("SeccompUnconfined")]))
     assert sink.flush(5)
     for _ in range(2):
@@ -191,7 +189,7 @@ def test_cleared_finding_posts_one_normal_event(server: ApiServer, api: Api) -> 
 def test_429_with_retry_after_lands_within_one_flush(server: ApiServer, api: Api) -> None:
     server.inject("POST", r"/events$", status=429, retry_after=1)
     metrics = RecordingMetrics()
-    sink = EventSink(api, NODE, metrics=metrics)
+    sink = EventSink(EventClient(api), NODE, metrics=metrics)
     sink.publish(report([finding()]))
     started = time.monotonic()
     assert sink.flush(5)
@@ -203,7 +201,7 @@ def test_429_with_retry_after_lands_within_one_flush(server: ApiServer, api: Api
 
 def test_server_errors_then_recovery_deliver_everything(server: ApiServer, api: Api) -> None:
     server.inject("POST", r"/events$", status=500, count=3)
-    sink = EventSink(api, NODE)
+    sink = EventSink(EventClient(api), NODE)
     rules = [f"Rule{i}" for i in range(5)]
     sink.publish(report([finding(r) for r in rules]))
     assert sink.flush(10)
@@ -216,7 +214,7 @@ def test_dropped_and_hung_connections_are_retried(server: ApiServer) -> None:
     server.inject("POST", r"/events$", status=None, drop_connection=True)
     server.inject("POST", r"/events$", reset_connection=True)
     server.inject("POST", r"/events$", hang_seconds=30)
-    sink = EventSink(api, NODE)
+    sink = EventSink(EventClient(api), NODE)
     sink.publish(report([finding()]))
     assert sink.flush(10)
     # dropped, reset, hung (the client gave up after its read timeout), then written
@@ -228,7 +226,7 @@ def test_dropped_and_hung_connections_are_retried(server: ApiServer) -> None:
 def test_api_down_counts_drops_and_delivers_the_queue_on_recovery(server: ApiServer,
                                                                     api: Api) -> None:
     metrics = RecordingMetrics()
-    sink = EventSink(api, NODE, queue_size=5, metrics=metrics)
+    sink = EventSink(EventClient(api), NODE, queue_size=5, metrics=metrics)
     server.stop()
     rules = [f"Rule{i}" for i in range(8)]
     sink.publish(report([finding(r) for r in rules]))
@@ -249,7 +247,7 @@ def test_api_down_counts_drops_and_delivers_the_queue_on_recovery(server: ApiSer
 def test_forbidden_names_the_missing_verb_and_resource(server: ApiServer, api: Api) -> None:
     server.inject("POST", r"/events$", status=403, count=100)
     metrics = RecordingMetrics()
-    sink = EventSink(api, NODE, metrics=metrics)
+    sink = EventSink(EventClient(api), NODE, metrics=metrics)
     sink.publish(report([finding()]))
     assert not sink.flush(1)
     assert sink.last_error is not None and sink.last_error.status == 403
@@ -265,7 +263,7 @@ def test_forbidden_names_the_missing_verb_and_resource(server: ApiServer, api: A
 def test_token_bucket_limits_one_pod(server: ApiServer, api: Api) -> None:
     clock = FakeClock()
     metrics = RecordingMetrics()
-    sink = EventSink(api, NODE, clock=clock, sleep=clock.sleep, metrics=metrics)
+    sink = EventSink(EventClient(api), NODE, clock=clock, sleep=clock.sleep, metrics=metrics)
     many = [finding(f"Rule{i}") for i in range(40)]
     sink.publish(report(many))
     assert sink.flush(5)
@@ -286,11 +284,11 @@ def test_token_bucket_limits_one_pod(server: ApiServer, api: Api) -> None:
 
 
 def test_sink_never_raises_when_the_client_breaks(server: ApiServer, api: Api) -> None:
-    class Broken(Api):
+    class Broken(EventClient):
         def create_event(self, *args: object, **kwargs: object) -> dict[str, object]:
             raise RuntimeError("client bug")
 
-    sink = EventSink(Broken(api.api_client), NODE)
+    sink = EventSink(Broken(api), NODE)
     sink.publish(report([finding()]))
     assert sink.flush(1) is False  # the write stays owed; nothing escaped
 
@@ -312,7 +310,7 @@ def test_micro_time_keeps_six_digits_at_whole_seconds() -> None:
 
 
 def test_note_gives_the_fix_as_dotted_paths_not_flattened_yaml() -> None:
-    from agent.output.event_object import compact_fix
+    from agent.output.events.body import compact_fix
 
     remediation = ("# Make the socket accept IPv4: bind 0.0.0.0:9443\n"
                    "# Pod spec: spec.containers[].securityContext\n"
@@ -329,7 +327,7 @@ def test_a_new_pods_first_event_goes_before_older_series_updates(server: ApiServ
                                                                  api: Api) -> None:
     """A full cycle repeats every finding (series updates owed for each); a pod the watch
     just named must not wait behind them."""
-    sink = EventSink(api, NODE)
+    sink = EventSink(EventClient(api), NODE)
     old = [finding(), finding("SeccompUnconfined")]
     sink.publish(report(old))
     assert sink.flush(5)

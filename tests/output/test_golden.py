@@ -28,7 +28,7 @@ from staging import STAGE_PYTHON, Sock, Stage, spawn_zombie
 from agent.audit import AuditRequest, audit
 from agent.kube.podspec import declared_from_pod, load_pod_manifest
 from agent.model import CAPABILITY_NAMES, AuditResult, NetnsFacts
-from agent.output.jsonreport import render_json
+from agent.output.document import render_json
 from agent.output.table import render_table
 
 GOLDEN = FIXTURES / "golden"

@@ -23,8 +23,10 @@ from test_golden import FORKING_SERVER, root_bounding
 
 from agent.audit import AuditRequest, audit
 from agent.kube.client import Api
+from agent.kube.events import EventClient
 from agent.kube.podspec import declared_from_pod, load_pod_manifest
-from agent.output.events import NOTE_LIMIT_BYTES, EventSink
+from agent.output.events.body import NOTE_LIMIT_BYTES
+from agent.output.events.sink import EventSink
 
 REPO = Path(__file__).resolve().parents[2]
 OPAUDIT = str(REPO / ".venv" / "bin" / "opaudit")
@@ -140,7 +142,7 @@ def test_findings_are_merged_per_container_in_table_json_yaml_and_events(
     assert sum(int(part.split()[0]) for part in summary[9:].split(", ")) == len(rules)
 
     declared = declared_from_pod(load_pod_manifest(spec))
-    sink = EventSink(api, "worker-1")
+    sink = EventSink(EventClient(api), "worker-1")
     sink.publish(audit([AuditRequest(parent, declared), AuditRequest(child, declared)]))
     assert sink.flush(10)
     notes = {e["reason"]: e["note"] for e in server.events()}
@@ -158,7 +160,7 @@ def test_an_event_note_is_the_finding_one_fix_line_and_where_the_full_fix_is(
     undeclared = [f for f in report.findings if f.rule == "UndeclaredListener"]
     assert len(undeclared) == len(ports)
 
-    sink = EventSink(api, "worker-1")
+    sink = EventSink(EventClient(api), "worker-1")
     sink.publish(report)
     assert sink.flush(10)
     notes = {e["reason"]: e["note"] for e in server.events()}

@@ -20,7 +20,7 @@ from test_node import OPAUDIT, assert_json_lines, run_once, wait_for
 
 from agent.node import RunContext, RunOptions, run_agent
 from agent.output.metrics import AgentMetrics
-from agent.output.policyreport import stable_text
+from agent.output.policyreports.body import stable_text
 from agent.rules.catalogue import CATALOGUE
 
 OPENREPORTS = "openreports.io/v1alpha1"
@@ -296,9 +296,9 @@ def test_an_agent_started_during_an_api_outage_writes_its_reports_once_it_is_bac
     stage: Stage, cgroups: KubepodsCgroups, openreports: ApiServer, embedded_logging: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import agent.reporting
+    from agent.output.policyreports import discovery
 
-    monkeypatch.setattr(agent.reporting, "RETRY_DISCOVERY_SECONDS", 0.2)
+    monkeypatch.setattr(discovery, "RETRY_DISCOVERY_SECONDS", 0.2)
     pod = stage_pod(stage, cgroups, "so-a")
     openreports.add_pod(pod.manifest)
     openreports.inject("GET", r"^/apis$", status=503, count=2)  # discovery fails twice

@@ -28,7 +28,7 @@ from agent.kube.client import load_api
 from agent.model import AuditResult
 from agent.node import NodeAgent, RunOptions, make_sink
 from agent.output.metrics import AgentMetrics
-from agent.output.policyreport import pod_reports, result_id, stable_text
+from agent.output.policyreports.body import pod_reports, result_id, stable_text
 
 OPENREPORTS = "openreports.io/v1alpha1"
 REPORT_PATHS = r"/apis/openreports\.io/"

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.output.helmvalues import render_helm_values
-from agent.output.lintreport import render_lint_document, render_lint_table
+from agent.output.lintoutput import render_lint_document, render_lint_table
 from agent.output.sarif import render_sarif
 from agent.predict.lint import LintOptions, lint
 from agent.predict.manifests import parse_manifests

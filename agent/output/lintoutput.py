@@ -15,7 +15,7 @@ from agent.model import (
     RuntimePrediction,
     mask_names,
 )
-from agent.output.jsonreport import incomplete_gaps
+from agent.output.document import incomplete_gaps
 
 SCHEMA = "opaudit.lint/v1"
 LISTENER_NOTE = ("Listeners cannot be predicted: the rules about observed listeners are "

@@ -12,9 +12,9 @@ How writes stay few (README: Deployment, Performance):
 - The queue holds at most `queue_size` distinct owed Events; a new one beyond that is
   rejected and counted (`queue_full`): the oldest owed Events are kept until delivered.
   Repeats of a queued Event merge into it, so an outage does not fill the queue.
-- 429 waits for Retry-After; 5xx, 401, 403 and connection errors back off exponentially
-  (0.25 s doubling, capped at 30 s) and the write stays owed, so Events arrive once RBAC
-  or the API is fixed. Other rejections (400, 404, 422) drop the write (`rejected`).
+- Retries, backoff and drops are the delivery engine's (`agent.output.delivery`): 429
+  waits for Retry-After; 5xx, 401, 403 and connection errors back off and the write stays
+  owed; other rejections (400, 404, 422) drop it (`rejected`).
 - When a finding disappears from a container that was audited again, a Normal Event with
   the same reason and a "Cleared" note is posted (its own name: type is immutable).
 The sink never raises to its caller.
@@ -22,10 +22,7 @@ The sink never raises to its caller.
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,19 +30,8 @@ from typing import Any, Protocol
 
 from agent.api_error import ApiError
 from agent.model import AuditResult, Finding, PodRef
-from agent.output.event_object import (  # re-exported: callers import them from here
-    NOTE_LIMIT_BYTES,
-    EventKey,
-    event_body,
-    event_name,
-    event_series,
-    fit_note,
-    micro_time,
-    sanitize_text,
-)
-from agent.output.retry import Backoff
-
-log = logging.getLogger(__name__)
+from agent.output.delivery import Counters, Delivery
+from agent.output.events.body import EventKey, event_body, event_series
 
 SERIES_REFRESH_SECONDS = 30 * 60  # client-go tools/events refreshTime
 BUCKET_BURST = 25  # client-go EventCorrelator defaultSpamBurst
@@ -54,7 +40,7 @@ STATE_TTL_SECONDS = 2 * 3600  # forget a pod unseen this long (Events themselves
 
 
 class EventWriter(Protocol):
-    """The API calls the sink makes (`agent.kube.client.Api` has them); they raise ApiError."""
+    """The API calls the sink makes (`agent.kube.events.EventClient`); they raise ApiError."""
 
     def create_event(
         self, namespace: str, body: dict[str, Any], *, timeout: float | None = None
@@ -106,8 +92,10 @@ class _Bucket:
         return True
 
 
-class EventSink:
+class EventSink(Delivery[EventKey, _Owed]):
     """Posts findings as Events on their Pods; `publish` queues, `pump`/`flush` write."""
+
+    what = "Event"
 
     def __init__(
         self,
@@ -119,68 +107,18 @@ class EventSink:
         metrics: EventMetrics | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.writer = writer
-        self.node = node
-        self.queue_size = queue_size
-        self.clock = clock
-        self.metrics = metrics
-        self.sleep = sleep
-        self.written = 0
-        self.dropped = 0
-        self.api_errors = 0
-        self._backoff = Backoff("Event", clock, sleep)
-        self._lock = threading.Lock()
-        self._pump_lock = threading.Lock()
-        self._owed: dict[EventKey, _Owed] = {}
-        self._queue: OrderedDict[EventKey, None] = OrderedDict()
+        counters = None if metrics is None else Counters(
+            metrics.event_written, metrics.event_dropped, metrics.api_error)
+        super().__init__(queue_size=queue_size, counters=counters, clock=clock, sleep=sleep)
+        self.writer, self.node, self.metrics = writer, node, metrics
+        self._owed: dict[EventKey, _Owed] = {}  # every Event known, queued or not
         self._buckets: dict[str, _Bucket] = {}
 
-    @property
-    def last_error(self) -> ApiError | None:
-        """The API's answer to the last failed write, until a write succeeds."""
-        return self._backoff.last_error
-
-    @property
-    def pending(self) -> int:
-        """Events owed to the API server (queued, not yet written)."""
-        with self._lock:
-            return len(self._queue)
-
-    def publish(self, report: AuditResult) -> None:
-        """Queue the Events this report calls for; never blocks on the API, never raises."""
-        try:
-            with self._lock:
-                self._publish(report)
-        except Exception:  # the sink must never take the audit loop down
-            log.exception("event sink: cannot queue Events for this report")
-
-    def pump(self, deadline: float) -> None:
-        """Write owed Events until `deadline` (a value of the sink's clock).
-
-        Returns early when nothing is owed or the next attempt (backoff, Retry-After)
-        falls after the deadline. Never raises.
-        """
-        try:
-            with self._pump_lock:
-                self._pump(deadline)
-        except Exception:
-            log.exception("event sink: unexpected failure while writing Events")
-
-    def flush(self, timeout: float) -> bool:
-        """Write for at most `timeout` seconds (SIGTERM, --once); True when nothing is owed."""
-        self.pump(self.clock() + timeout)
-        return self.pending == 0
-
-    def abandon(self) -> int:
-        """Drop every Event still owed (the agent is exiting), counted as `shutdown`."""
-        with self._lock:
-            owed = len(self._queue)
-            self._queue.clear()
-            for _ in range(owed):
-                self._drop("shutdown")
-        return owed
-
     # --- queueing ---------------------------------------------------------------------
+
+    def _queue_results(self, report: AuditResult) -> None:
+        with self._lock:
+            self._publish(report)
 
     def _publish(self, report: AuditResult) -> None:
         now, wall = self.clock(), datetime.now(UTC)
@@ -230,14 +168,13 @@ class EventSink:
         self._observe(clear_key, pod, [], now, wall)
 
     def _owe(self, key: EventKey, owed: _Owed) -> None:
-        if len(self._queue) >= self.queue_size:
-            self._drop("queue_full")
+        if not self._has_room(key):
             return
         bucket = self._buckets.setdefault(key.pod_uid, _Bucket(float(BUCKET_BURST), self.clock()))
         if not bucket.take(self.clock()):
             self._drop("rate_limited")
             return
-        self._queue[key] = None
+        self._queue[key] = owed
 
     def _forget_stale(self, now: float) -> None:
         stale = [
@@ -250,47 +187,23 @@ class EventSink:
         for uid in [u for u in self._buckets if u not in live_pods]:
             del self._buckets[uid]
 
-    def _drop(self, reason: str) -> None:
-        """Count a write given up on; called with `_lock` held."""
-        self.dropped += 1
-        if self.metrics is not None:
-            self.metrics.event_dropped(reason)
-
     # --- writing ----------------------------------------------------------------------
 
-    def _pump(self, deadline: float) -> None:
-        while True:
-            with self._lock:
-                if not self._queue:
-                    return
-                key = self._next_key()
-                owed = self._owed.get(key)
-                if owed is None:
-                    self._queue.pop(key)
-                    continue
-            left = self._backoff.time_left(deadline)
-            if left is None:
-                return
-            try:
-                self._write(owed, timeout=max(0.2, left))
-            except ApiError as exc:
-                self._failed(key, exc)
-                continue
-            except Exception as exc:  # a client bug must not end the loop: back off, keep it
-                log.exception("event sink: unexpected failure writing Event %s", owed.name)
-                self._failed(key, ApiError(None, "ClientError", f"{type(exc).__name__}: {exc}"))
-                continue
-            self._succeeded(key)
-
-    def _next_key(self) -> EventKey:
+    def _next(self) -> tuple[EventKey, _Owed]:
         """The oldest Event the server has never seen, else the oldest series update: a
         pod's first Event must not wait behind count bumps (a full cycle repeats every
         finding). Called with `_lock` held and the queue not empty."""
-        for key in self._queue:
-            owed = self._owed.get(key)
-            if owed is None or owed.written_count == 0:
-                return key
-        return next(iter(self._queue))
+        for key, owed in self._queue.items():
+            if owed.written_count == 0:
+                return key, owed
+        return next(iter(self._queue.items()))
+
+    def _label(self, key: EventKey, value: _Owed) -> str:
+        return value.name
+
+    def _send(self, value: _Owed, *, timeout: float) -> bool:
+        self._write(value, timeout=timeout)
+        return True
 
     def _write(self, owed: _Owed, *, timeout: float) -> None:
         if owed.written_count > 0:
@@ -328,26 +241,3 @@ class EventSink:
         self.writer.patch_event(owed.namespace, owed.name, patch, timeout=timeout)
         owed.count = owed.written_count = count
         owed.last_write = self.clock()
-
-    def _succeeded(self, key: EventKey) -> None:
-        with self._lock:
-            self._queue.pop(key, None)
-            self.written += 1
-        if self.metrics is not None:
-            self.metrics.event_written()
-        self._backoff.succeeded()
-
-    def _failed(self, key: EventKey, exc: ApiError) -> None:
-        self.api_errors += 1
-        if self.metrics is not None:
-            self.metrics.api_error(exc.code)
-        if not self._backoff.failed(exc):
-            with self._lock:
-                self._queue.pop(key, None)
-                self._drop("rejected")
-
-
-__all__ = [
-    "NOTE_LIMIT_BYTES", "EventKey", "EventMetrics", "EventSink", "EventWriter", "event_body",
-    "event_name", "fit_note", "micro_time", "sanitize_text",
-]

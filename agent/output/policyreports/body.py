@@ -1,9 +1,9 @@
 """One policy report per audited Pod (README: Policy reports): its name, its results and its body.
 
-Both APIs carry the same result shape (openreports.io/v1alpha1 `Report`, the successor,
-and wgpolicyk8s.io/v1alpha2 `PolicyReport`, which Kyverno 1.19 still writes); only the
-openreports `Report` has a top-level `source` and `configuration.limits`, so those two go
-only there. Every result also names `source`, which both result types have.
+Both APIs carry the same result shape (openreports.io/v1alpha1 `Report` and
+wgpolicyk8s.io/v1alpha2 `PolicyReport`, one chosen by `discovery.py`); only the openreports
+`Report` has a top-level `source` and `configuration.limits`, so those two go only there.
+Every result also names `source`, which both result types have.
 
 A result per finding (`fail` for low and above, `warn` for info), then per container and
 rule: `error` when the rule could not be evaluated (naming the facts), `skip` when a
@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.model import AuditResult, Finding, Outcome, PodRef, Severity, TargetResult, Verdict
-from agent.output.event_object import compact_fix, sanitize_text
+from agent.output.events.body import compact_fix, sanitize_text
+from agent.output.policyreports.discovery import OPENREPORTS, ReportApi
 
 POLICY = "opaudit"
 SOURCE = "opaudit"
@@ -47,37 +48,6 @@ _PID_WORD = re.compile(r"\bpids? \d+(?:, \d+)*")
 DEFAULT_MAX_RESULTS = 100
 # Order in which results are kept when a report holds more than --report-max-results.
 RESULT_ORDER = ("fail", "warn", "error", "skip", "pass")
-
-
-@dataclass(frozen=True, slots=True)
-class ReportApi:
-    group: str
-    version: str
-    kind: str
-    plural: str
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}"
-
-
-OPENREPORTS = ReportApi("openreports.io", "v1alpha1", "Report", "reports")
-WGPOLICY = ReportApi("wgpolicyk8s.io", "v1alpha2", "PolicyReport", "policyreports")
-REPORT_APIS = {"openreports": OPENREPORTS, "wgpolicyk8s": WGPOLICY}
-
-
-def choose_report_api(served: set[str], override: str | None = None) -> ReportApi | None:
-    """openreports when served, else wgpolicyk8s, never both; `override` names one.
-
-    Policy Reporter reads both APIs and would count a finding written to each twice.
-    """
-    if override is not None:
-        chosen = REPORT_APIS[override]
-        return chosen if chosen.api_version in served else None
-    for api in (OPENREPORTS, WGPOLICY):
-        if api.api_version in served:
-            return api
-    return None
 
 
 def report_name(pod: PodRef) -> str:

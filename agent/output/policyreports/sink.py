@@ -12,11 +12,11 @@ How writes stay few (README: Policy reports, Performance):
   agents wrote (a label selector) are listed once: those of Pods the cycle did not audit
   (de-selected while no agent ran) are deleted too. A failed list is retried with the
   writes' backoff; a refused one (no `list` verb) is given up with one line.
-- The writer is injected (`ReportWriter`); `report` imports nothing from `kube`.
-- Retries are the Event sink's: 429 waits for Retry-After; no answer, 401, 403, 408 and
-  5xx back off exponentially (0.25 s doubling, capped at 30 s) and the write stays owed;
-  other rejections drop it (`rejected`). Owed writes are one per Pod (the latest content
-  wins), at most `queue_size` Pods; beyond that a write is dropped (`queue_full`).
+- The API is injected (`ReportsApi`, `ReportWriter`); `output` imports nothing from `kube`.
+- Retries, backoff and drops are the delivery engine's (`agent.output.delivery`), as for
+  Events, and a 409 (the report changed since it was read) is retried from a fresh read.
+  Owed writes are one per Pod (the latest content wins), at most `queue_size` Pods;
+  beyond that a write is dropped (`queue_full`).
 The sink never raises to its caller.
 """
 
@@ -24,18 +24,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent.api_error import ApiError
 from agent.model import AuditResult, PodRef
-from agent.output.policyreport import (
+from agent.output.delivery import Counters, Delivery
+from agent.output.policyreports.body import (
     DEFAULT_MAX_RESULTS,
     PodReport,
-    ReportApi,
     content_key,
     own_reports_selector,
     pod_reports,
@@ -43,14 +41,14 @@ from agent.output.policyreport import (
     report_name,
     with_timestamps,
 )
-from agent.output.retry import Backoff
+from agent.output.policyreports.discovery import Discovery, ReportApi
 
 log = logging.getLogger(__name__)
 
 
 class ReportWriter(Protocol):
-    """Read, create, replace and delete on the one report resource in use; failures raise ApiError
-    (`agent.kube.reports.ReportClient` is one)."""
+    """Read, create, replace and delete on the one report resource in use; failures raise
+    ApiError (`agent.kube.policyreports.ReportClient` is one)."""
 
     def get(self, namespace: str, name: str, *, timeout: float) -> dict[str, Any] | None: ...
     def create(self, namespace: str, body: dict[str, Any], *, timeout: float
@@ -61,6 +59,13 @@ class ReportWriter(Protocol):
     def list(self, label_selector: str, *, timeout: float) -> list[dict[str, Any]]: ...
 
 
+class ReportsApi(Protocol):
+    """Discovery, then one report resource (`agent.kube.policyreports.PolicyReportsApi`)."""
+
+    def served_group_versions(self) -> set[str]: ...
+    def resource(self, group: str, version: str, plural: str) -> ReportWriter: ...
+
+
 class ReportMetrics(Protocol):
     def report_written(self) -> None: ...
     def report_dropped(self, reason: str) -> None: ...  # queue_full|rejected|shutdown
@@ -68,8 +73,42 @@ class ReportMetrics(Protocol):
     def api_error(self, code: str) -> None: ...
 
 
-class PolicyReportSink:
-    """Writes each audited Pod's policy report; `publish` queues, `pump`/`flush` write."""
+class ReportsSink:
+    """The policy-report sink once discovery found its API; nothing before, or without one."""
+
+    def __init__(self, api: ReportsApi, metrics: ReportMetrics, override: str | None,
+                 max_results: int, clock: Callable[[], float] = time.monotonic,
+                 node: str | None = None) -> None:
+        self.api, self.metrics, self.node, self.max_results = api, metrics, node, max_results
+        self.discovery = Discovery(api.served_group_versions, override, metrics, clock)
+        self.sink: PolicyReportSink | None = None
+
+    def publish(self, report: AuditResult) -> None:
+        chosen = self.discovery.poll()
+        if chosen is not None:
+            writer = self.api.resource(chosen.group, chosen.version, chosen.plural)
+            self.sink = PolicyReportSink(writer, chosen, max_results=self.max_results,
+                                         metrics=self.metrics, node=self.node)
+        if self.sink is not None:
+            self.sink.publish(report)
+
+    def pump(self, deadline: float) -> None:
+        if self.sink is not None:
+            self.sink.pump(deadline)
+
+    def flush(self, timeout: float) -> bool:
+        return self.sink.flush(timeout) if self.sink is not None else True
+
+    def abandon(self) -> int:
+        return self.sink.abandon() if self.sink is not None else 0
+
+
+class PolicyReportSink(Delivery[str, PodReport]):
+    """Writes each audited Pod's policy report; `publish` queues, `pump`/`flush` write.
+    Its queue maps a report's name to what it must hold."""
+
+    what = "report"
+    retry_conflict = True  # 409: the report changed since it was read; the retry reads it
 
     def __init__(self, writer: ReportWriter, api: ReportApi, *,
                  max_results: int = DEFAULT_MAX_RESULTS, queue_size: int = 1000,
@@ -77,91 +116,50 @@ class PolicyReportSink:
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.writer, self.api = writer, api
-        self.max_results, self.queue_size = max_results, queue_size
-        self.metrics, self.clock, self.wall = metrics, clock, wall
-        self.written = self.dropped = self.api_errors = 0
-        self._backoff = Backoff("report", clock, sleep)
-        self._lock, self._pump_lock = threading.Lock(), threading.Lock()
+        counters = None if metrics is None else Counters(
+            metrics.report_written, metrics.report_dropped, metrics.api_error)
+        super().__init__(queue_size=queue_size, counters=counters, clock=clock, sleep=sleep)
+        self.writer, self.api, self.max_results = writer, api, max_results
+        self.metrics, self.wall, self.node = metrics, wall, node
         self._known: dict[str, PodReport] = {}  # report name -> what the server holds
-        self._owed: OrderedDict[str, PodReport] = OrderedDict()
-        self.node = node
         # The pod uids of the first full cycle, until this node's old reports were listed;
         # without a node name nothing is listed.
         self._prune: set[str] | None = None
         self._pruned = node is None
 
-    @property
-    def pending(self) -> int:
-        """Writes owed, and the list of old reports while it is owed."""
+    def _queue_results(self, report: AuditResult) -> None:
+        owed = [p for p in pod_reports(report, self.max_results)
+                if p.name not in self._known or self._known[p.name].content != p.content]
+        if report.cycle is not None and not report.cycle.partial:
+            audited = set(report.cycle.pod_uids)
+            owed += [dataclasses.replace(known, results=(), gone=True)
+                     for known in self._known.values() if known.pod.uid not in audited]
         with self._lock:
-            return len(self._owed) + (self._prune is not None)
+            if not self._pruned and report.cycle is not None and not report.cycle.partial:
+                self._prune, self._pruned = set(report.cycle.pod_uids), True
+            for pod in owed:
+                if self._has_room(pod.name):
+                    self._queue[pod.name] = pod
 
-    def publish(self, report: AuditResult) -> None:
-        try:
-            owed = [p for p in pod_reports(report, self.max_results)
-                    if p.name not in self._known or self._known[p.name].content != p.content]
-            if report.cycle is not None and not report.cycle.partial:
-                audited = set(report.cycle.pod_uids)
-                owed += [dataclasses.replace(known, results=(), gone=True)
-                         for known in self._known.values() if known.pod.uid not in audited]
-            with self._lock:
-                if not self._pruned and report.cycle is not None and not report.cycle.partial:
-                    self._prune, self._pruned = set(report.cycle.pod_uids), True
-                for pod in owed:
-                    if pod.name not in self._owed and len(self._owed) >= self.queue_size:
-                        self._drop("queue_full")
-                        continue
-                    self._owed[pod.name] = pod
-        except Exception:  # the sink must never take the audit loop down
-            log.exception("report sink: cannot queue reports for this cycle")
+    def _send(self, value: PodReport, *, timeout: float) -> bool:
+        return self._write(value, timeout=timeout)
 
-    def flush(self, timeout: float) -> bool:
-        self.pump(self.clock() + timeout)
-        return self.pending == 0
+    def _delivered(self, key: str, value: PodReport) -> None:
+        if value.gone:
+            self._known.pop(key, None)
+        else:
+            self._known[key] = value
 
-    def abandon(self) -> int:
-        """Drop every report still owed (the agent is exiting), counted as `shutdown`."""
-        with self._lock:
-            owed = len(self._owed)
-            self._owed.clear()
-            self._prune = None  # a list, not a write: nothing to count
-            for _ in range(owed):
-                self._drop("shutdown")
-        return owed
+    # --- the list of this node's old reports, once the writes are done ------------------
 
-    def pump(self, deadline: float) -> None:
-        """Write owed reports until `deadline` (the sink's clock); never raises."""
-        try:
-            with self._pump_lock:
-                self._pump(deadline)
-        except Exception:
-            log.exception("report sink: unexpected failure while writing reports")
+    def _sweep_owed(self) -> bool:
+        return self._prune is not None
 
-    def _pump(self, deadline: float) -> None:
-        """The owed writes, then (when they are done) the list of old reports, whose
-        deletions it queues."""
-        while True:
-            with self._lock:
-                if not self._owed and self._prune is None:
-                    return
-                name, pod = next(iter(self._owed.items())) if self._owed else ("", None)
-            left = self._backoff.time_left(deadline)
-            if left is None:
-                return
-            if pod is None:
-                self._list_stale(timeout=max(0.2, left))
-                continue
-            try:
-                wrote = self._write(pod, timeout=max(0.2, left))
-            except ApiError as exc:
-                self._failed(name, exc)
-                continue
-            except Exception as exc:  # a client bug must not end the loop: back off, keep it
-                log.exception("report sink: unexpected failure writing report %s", name)
-                self._failed(name, ApiError(None, "ClientError", f"{type(exc).__name__}: {exc}"))
-                continue
-            self._succeeded(pod, wrote)
+    def _sweep(self, *, timeout: float) -> None:
+        self._list_stale(timeout=timeout)
+
+    def _drop_sweep(self) -> None:
+        self._prune = None  # a list, not a write: nothing to count
 
     def _list_stale(self, *, timeout: float) -> None:
         """Queue the deletion of this node's reports whose Pods the first full cycle did not
@@ -171,7 +169,8 @@ class PolicyReportSink:
         try:
             found = self.writer.list(own_reports_selector(self.node), timeout=timeout)
         except ApiError as exc:
-            self._failed(None, exc)
+            if not self._count_failure(exc) or exc.status in (401, 403):  # no `list` verb
+                self._give_up_list(str(exc))
             return
         except Exception as exc:  # a client bug: the cleanup is lost, not the writes
             log.exception("report sink: unexpected failure listing this node's reports")
@@ -191,7 +190,7 @@ class PolicyReportSink:
         with self._lock:
             self._prune = None
             for pod in stale:
-                self._owed.setdefault(pod.name, pod)
+                self._queue.setdefault(pod.name, pod)
 
     def _give_up_list(self, error: str) -> None:
         with self._lock:
@@ -224,39 +223,3 @@ class PolicyReportSink:
             body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
             self.writer.replace(namespace, pod.name, body, timeout=timeout)
         return True
-
-    def _succeeded(self, pod: PodReport, wrote: bool) -> None:
-        with self._lock:
-            if self._owed.get(pod.name) is pod:
-                del self._owed[pod.name]
-            if pod.gone:
-                self._known.pop(pod.name, None)
-            else:
-                self._known[pod.name] = pod
-            if wrote:
-                self.written += 1
-        if wrote and self.metrics is not None:
-            self.metrics.report_written()
-        self._backoff.succeeded()
-
-    def _failed(self, name: str | None, exc: ApiError) -> None:
-        """A write (or, `name` None, the list of old reports) failed: back off, or drop."""
-        self.api_errors += 1
-        if self.metrics is not None:
-            self.metrics.api_error(exc.code)
-        # 409: the report changed since it was read; the retry reads it again.
-        retried = self._backoff.failed(exc, retry_conflict=True)
-        if name is None:
-            if not retried or exc.status in (401, 403):  # no `list` verb: do without
-                self._give_up_list(str(exc))
-            return
-        if not retried:
-            with self._lock:
-                self._owed.pop(name, None)
-                self._drop("rejected")
-
-    def _drop(self, reason: str) -> None:
-        """Count a write given up on; called with `_lock` held."""
-        self.dropped += 1
-        if self.metrics is not None:
-            self.metrics.report_dropped(reason)

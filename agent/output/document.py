@@ -1,6 +1,7 @@
 """The `opaudit.report/v1` JSON/YAML document of `diagnose` (see the README).
 
-Lint's documents are `lintreport.py` and `sarif.py`; Events and reports build their own bodies.
+Lint's documents are `lintoutput.py` and `sarif.py`; Events and policy reports build their
+own bodies (`events/body.py`, `policyreports/body.py`).
 """
 
 from __future__ import annotations
