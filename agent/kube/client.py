@@ -50,7 +50,7 @@ def load_api(
     if configuration is None:
         configuration = client.Configuration()
         load_configuration(configuration, kubeconfig)
-    # Retries are ours (the Event sink backs off); urllib3 retrying inside a call hides faults.
+    # Retries are ours (the sinks back off); urllib3 retrying inside a call hides faults.
     configuration.retries = False
     return Api(
         client.ApiClient(configuration),

@@ -128,14 +128,16 @@ def test_typed_client_cannot_list_kubelet_events_but_ours_can(server: ApiServer,
     assert listed["regarding"]["name"] == "ctl" and listed["note"] == "Container image pulled"
 
 
+EVENT = {
+    "metadata": {"name": "ctl.abc"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+    "reportingController": "opaudit", "reportingInstance": "worker-1", "action": "Audit",
+    "reason": "RunsAsRoot", "type": "Warning", "note": "uid 0",
+    "regarding": {"apiVersion": "v1", "kind": "Pod", "namespace": "default", "name": "ctl"},
+}
+
+
 def test_event_create_get_patch(api: Api) -> None:
-    events = EventClient(api)
-    body = {
-        "metadata": {"name": "ctl.abc"}, "eventTime": "2026-01-01T00:00:00.000000Z",
-        "reportingController": "opaudit", "reportingInstance": "worker-1", "action": "Audit",
-        "reason": "RunsAsRoot", "type": "Warning", "note": "uid 0",
-        "regarding": {"apiVersion": "v1", "kind": "Pod", "namespace": "default", "name": "ctl"},
-    }
+    events, body = EventClient(api), EVENT
     created = events.create_event("default", body)
     assert created["eventTime"] == body["eventTime"]  # six digits survived the client
     with pytest.raises(KubeError) as conflict:
@@ -153,13 +155,7 @@ def test_an_event_name_is_one_path_segment_in_every_event_call(
     """A name with `/..` must not reach another object: unquoted, urllib3 removes the dot
     segments and `x/../ctl.abc` becomes ctl.abc."""
     events = EventClient(api)
-    body = {
-        "metadata": {"name": "ctl.abc"}, "eventTime": "2026-01-01T00:00:00.000000Z",
-        "reportingController": "opaudit", "reportingInstance": "worker-1", "action": "Audit",
-        "reason": "RunsAsRoot", "type": "Warning", "note": "uid 0",
-        "regarding": {"apiVersion": "v1", "kind": "Pod", "namespace": "default", "name": "ctl"},
-    }
-    events.create_event("default", body)
+    events.create_event("default", EVENT)
     sneaky = "x/../ctl.abc"
     assert events.get_event("default", sneaky) is None
     with pytest.raises(KubeError) as missing:
