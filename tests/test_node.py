@@ -379,9 +379,9 @@ import json
 from agent.privilege import restrict_self
 restrict_self()
 from agent.audit import AuditRequest, audit
-from agent.output.document import report_dict
+from agent.output.document import document_dict
 import os
-print(json.dumps(report_dict(audit([AuditRequest(os.getpid())]))))
+print(json.dumps(document_dict(audit([AuditRequest(os.getpid())]))))
 """
 
 

@@ -119,11 +119,11 @@ class Delivery(Generic[K, V]):
         with self._lock:
             return len(self._queue) + self._sweep_owed()
 
-    def publish(self, report: AuditResult) -> None:
+    def publish(self, audit_result: AuditResult) -> None:
         """Queue the writes this cycle's results call for; never blocks on the API, never
         raises."""
         try:
-            self._queue_results(report)
+            self._queue_results(audit_result)
         except Exception:  # the sink must never take the audit loop down
             log.exception("%s sink: cannot queue %ss for this cycle", self.what, self.what)
 
@@ -156,7 +156,7 @@ class Delivery(Generic[K, V]):
 
     # --- what a sink defines ----------------------------------------------------------
 
-    def _queue_results(self, report: AuditResult) -> None:
+    def _queue_results(self, audit_result: AuditResult) -> None:
         raise NotImplementedError
 
     def _next(self) -> tuple[K, V]:

@@ -35,24 +35,25 @@ SYSCTL_KEYS = (
 )
 
 
-def report_dict(report: AuditResult) -> dict[str, Any]:
+def document_dict(audit_result: AuditResult) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
-        "node": report.node,
-        "targets": [target_dict(t) for t in report.targets],
+        "node": audit_result.node,
+        "targets": [target_dict(t) for t in audit_result.targets],
         # One per container and rule, naming every pid it was seen in (`pid` is the first).
-        "findings": [finding_dict(m.finding, m.pids) for m in merge_findings(report.findings)],
+        "findings": [finding_dict(m.finding, m.pids)
+                     for m in merge_findings(audit_result.findings)],
     }
 
 
-def render_json(report: AuditResult) -> str:
-    return json.dumps(report_dict(report), indent=2, ensure_ascii=False) + "\n"
+def render_json(audit_result: AuditResult) -> str:
+    return json.dumps(document_dict(audit_result), indent=2, ensure_ascii=False) + "\n"
 
 
-def render_yaml(report: AuditResult) -> str:
+def render_yaml(audit_result: AuditResult) -> str:
     import yaml  # only -o yaml pays for it
 
-    return str(yaml.safe_dump(report_dict(report), sort_keys=False, allow_unicode=True))
+    return str(yaml.safe_dump(document_dict(audit_result), sort_keys=False, allow_unicode=True))
 
 
 def target_dict(target: TargetResult) -> dict[str, Any]:

@@ -90,12 +90,12 @@ def _fix(container: LintContainer, rule: str, section: dict[str, Any], subject: 
     return True
 
 
-def overlay(report: LintResult) -> tuple[dict[str, Any], list[str], list[str]]:
+def overlay(lint_result: LintResult) -> tuple[dict[str, Any], list[str], list[str]]:
     """The values, what each key fixes, and the findings it cannot fix."""
     values: dict[str, Any] = {}
     fixed: list[str] = []
     open_findings: list[str] = []
-    for container in report.containers:
+    for container in lint_result.containers:
         prefix = container.profile.helm_values_prefix
         for finding in container.findings:
             rule = finding.finding.rule
@@ -121,10 +121,10 @@ def _path_of(declared: str | None) -> str:
     return ""
 
 
-def render_helm_values(report: LintResult) -> str:
+def render_helm_values(lint_result: LintResult) -> str:
     import yaml
 
-    values, fixed, open_findings = overlay(report)
+    values, fixed, open_findings = overlay(lint_result)
     lines = ["# opaudit lint: Helm values overlay for the Spark Operator chart (kubeflow/",
              "# spark-operator). Give it last: helm upgrade ... -f <your values> -f this.yaml",
              "# (a --set flag wins over every -f file: move such values into a file first)"]

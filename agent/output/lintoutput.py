@@ -22,17 +22,17 @@ LISTENER_NOTE = ("Listeners cannot be predicted: the rules about observed listen
                  "unknown here, and the port rules judge the declared ports and probe ports.")
 
 
-def where_it_holds(finding: LintFinding, report: LintResult, *, not_on: bool = True) -> str:
+def where_it_holds(finding: LintFinding, lint_result: LintResult, *, not_on: bool = True) -> str:
     """"on containerd 1.x, CRI-O; not on containerd 2.x", with each runtime's condition
     (without the "not on" part when `not_on` is False)."""
-    label = dict(report.labels)
+    label = dict(lint_result.labels)
     conditions = dict(finding.conditions)
     groups: dict[str, list[str]] = {}
     for runtime in finding.runtimes:
         groups.setdefault(conditions.get(runtime, ""), []).append(label.get(runtime, runtime))
     text = "; ".join(f"on {', '.join(names)}{', ' + cond if cond else ''}"
                      for cond, names in groups.items())
-    missing = [label.get(r, r) for r in report.runtimes if r not in finding.runtimes]
+    missing = [label.get(r, r) for r in lint_result.runtimes if r not in finding.runtimes]
     return f"{text}; not on {', '.join(missing)}" if missing and not_on else text
 
 
@@ -97,18 +97,18 @@ def container_dict(container: LintContainer, runtimes: tuple[str, ...]) -> dict[
     }
 
 
-def lint_dict(report: LintResult) -> dict[str, Any]:
-    labels, sources = dict(report.labels), dict(report.sources)
+def lint_dict(lint_result: LintResult) -> dict[str, Any]:
+    labels, sources = dict(lint_result.labels), dict(lint_result.sources)
     models = [{"name": r, "label": labels.get(r, r), "sources": list(sources.get(r, ()))}
-              for r in report.runtimes]
-    return {"schema": SCHEMA, "runtimes": list(report.runtimes), "models": models,
-            "objects": report.objects,
-            "skipped": dict(report.skipped), "note": LISTENER_NOTE,
-            "containers": [container_dict(c, report.runtimes) for c in report.containers]}
+              for r in lint_result.runtimes]
+    return {"schema": SCHEMA, "runtimes": list(lint_result.runtimes), "models": models,
+            "objects": lint_result.objects,
+            "skipped": dict(lint_result.skipped), "note": LISTENER_NOTE,
+            "containers": [container_dict(c, lint_result.runtimes) for c in lint_result.containers]}
 
 
-def render_lint_document(report: LintResult, output: str) -> str:
-    document = lint_dict(report)
+def render_lint_document(lint_result: LintResult, output: str) -> str:
+    document = lint_dict(lint_result)
     if output == "json":
         return render_json(document)
     import yaml
@@ -122,11 +122,11 @@ def _wrapped(text: str, width: int, indent: str, hanging: str | None = None) -> 
                          break_on_hyphens=False) or [indent]
 
 
-def render_lint_table(report: LintResult, width: int = 100) -> str:
+def render_lint_table(lint_result: LintResult, width: int = 100) -> str:
     """Grouped by object and container; text wrapped to `width` columns."""
     lines: list[str] = []
     previous = None
-    for container in report.containers:
+    for container in lint_result.containers:
         label = object_label(container)
         if label != previous:
             lines.append(f"{label}  ({container.source.file})")
@@ -139,7 +139,7 @@ def render_lint_table(report: LintResult, width: int = 100) -> str:
         for finding in container.findings:
             f = finding.finding
             lines += _wrapped(f"{f.severity.value.upper():<8} {f.rule}  "
-                              f"[{where_it_holds(finding, report)}]", width, "    ", " " * 13)
+                              f"[{where_it_holds(finding, lint_result)}]", width, "    ", " " * 13)
             lines += _wrapped(f.message, width, " " * 13)
             lines += _wrapped(f"fix: {f.fix_line}", width, " " * 13)
         if container.unknown:
@@ -150,11 +150,12 @@ def render_lint_table(report: LintResult, width: int = 100) -> str:
                    if g.fact != "network.listeners"}
             for fact, reason in why.items():
                 lines += _wrapped(f"{fact}: {reason}", width, " " * 13, " " * 15)
-    skipped = ", ".join(f"{kind} {count}" for kind, count in report.skipped) or "none"
-    count = len(report.findings)
+    skipped = ", ".join(f"{kind} {count}" for kind, count in lint_result.skipped) or "none"
+    count = len(lint_result.findings)
     noun = "finding" if count == 1 else "findings"
-    lines += _wrapped(f"{report.objects} workloads, {len(report.containers)} containers, "
-                      f"{count} {noun}; runtimes: {', '.join(report.runtimes)}; skipped "
+    lines += _wrapped(f"{lint_result.objects} workloads, {len(lint_result.containers)} "
+                      f"containers, {count} {noun}; runtimes: "
+                      f"{', '.join(lint_result.runtimes)}; skipped "
                       f"kinds: {skipped}", width, "")
     lines += _wrapped(LISTENER_NOTE, width, "")
     return "\n".join(lines) + "\n"

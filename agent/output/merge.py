@@ -27,10 +27,10 @@ def merge_findings(findings: Iterable[Finding]) -> list[MergedFinding]:
             for f in findings]
 
 
-def container_groups(report: AuditResult) -> list[list[TargetResult]]:
-    """The report's targets, one group per container (declared), else one per process."""
+def container_groups(audit_result: AuditResult) -> list[list[TargetResult]]:
+    """The audit result's targets, one group per container (declared), else one per process."""
     groups: dict[tuple[str, ...], list[TargetResult]] = {}
-    for target in report.targets:
+    for target in audit_result.targets:
         key = target.container_key or ("pid", str(target.observed.pid))
         groups.setdefault(key, []).append(target)
     return list(groups.values())

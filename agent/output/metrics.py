@@ -1,9 +1,9 @@
 """Prometheus metrics for the `run` loop, plus the /healthz and /readyz endpoints.
 
 One `AgentMetrics` per process (own registry, so tests can make several) implements the
-`EventMetrics` protocol the Event sink reports into; `MetricsSink` feeds it each cycle's
-report, like any other sink. `serve_metrics` runs a stdlib HTTP
-server in a daemon thread: `/metrics` (text format), `/healthz` (200 while the loop's
+`EventMetrics` and `ReportMetrics` protocols the Events and policy-report sinks count into;
+`MetricsSink` feeds it each cycle's audit result, like any other sink. `serve_metrics` runs
+a stdlib HTTP server in a daemon thread: `/metrics` (text format), `/healthz` (200 while the loop's
 heartbeat is recent), `/readyz` (200 once the first audit cycle finished).
 """
 
@@ -159,7 +159,7 @@ class AgentMetrics:
         self.results_cut.inc(count)
 
     def api_error(self, code: int | str | None) -> None:
-        """An Event write failed (the Events sink's report)."""
+        """A write of the Events or policy-report sink failed."""
         label = self._count_error(code)
         if label in ("401", "403"):
             with self._lock:
@@ -292,19 +292,19 @@ class MetricsSink(WrittenSink):
         self.findings_by_pod: dict[str, FindingCounts] = {}
         self.targets_by_pod: dict[str, int] = {}
 
-    def publish(self, report: AuditResult) -> None:
-        cycle = report.cycle or AuditCycle("once", 0.0, (), partial=False)
+    def publish(self, audit_result: AuditResult) -> None:
+        cycle = audit_result.cycle or AuditCycle("once", 0.0, (), partial=False)
         if not cycle.partial:
             self.findings_by_pod.clear()
             self.targets_by_pod.clear()
         for uid in cycle.pod_uids:
             self.findings_by_pod[uid] = {}
             self.targets_by_pod[uid] = 0
-        readers = [t.observed.network.owner_reader for t in report.targets
+        readers = [t.observed.network.owner_reader for t in audit_result.targets
                    if t.observed.network is not None and t.observed.network.owner_reader]
         if readers:  # one scan per cycle; a fallback, if any, is what the gauge must show
             self.metrics.fd_reader_used(max(readers, key=lambda r: bool(r.fallback)))
-        for target in report.targets:
+        for target in audit_result.targets:
             uid = target.declared.pod.uid if target.declared is not None else ""
             counts = self.findings_by_pod.setdefault(uid, {})
             for finding in target.findings:

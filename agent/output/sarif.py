@@ -80,7 +80,7 @@ def fingerprint(container: LintContainer, finding: LintFinding) -> str:
 
 
 def _result(container: LintContainer, findings: Sequence[LintFinding], index: dict[str, int],
-            report: LintResult) -> dict[str, Any]:
+            lint_result: LintResult) -> dict[str, Any]:
     """One result per fingerprint: a finding whose text differs between runtimes (each
     runtime's own threshold) is one alert that says each text with where it holds."""
     finding = findings[0]
@@ -88,10 +88,10 @@ def _result(container: LintContainer, findings: Sequence[LintFinding], index: di
     namespace = f"{src.namespace}/" if src.namespace else ""
     head = f"{src.kind} {namespace}{src.name}, container {container.declared.container_name}"
     if len(findings) == 1:
-        text = f"{head} (predicted, {where_it_holds(finding, report)}): {f.message}"
+        text = f"{head} (predicted, {where_it_holds(finding, lint_result)}): {f.message}"
     else:
         text = f"{head} (predicted): " + " ".join(
-            f"[{where_it_holds(one, report, not_on=False)}] {one.finding.message}"
+            f"[{where_it_holds(one, lint_result, not_on=False)}] {one.finding.message}"
             for one in findings)
     return {
         "ruleId": f.rule, "ruleIndex": index[f.rule], "level": LEVEL[f.severity],
@@ -100,7 +100,7 @@ def _result(container: LintContainer, findings: Sequence[LintFinding], index: di
             "artifactLocation": {"uri": artifact_uri(src.file), "uriBaseId": "%SRCROOT%"},
             "region": {"startLine": max(src.line, 1)}}}],
         "partialFingerprints": {"opauditFinding/v1": fingerprint(container, finding)},
-        "properties": {"runtimes": [r for r in report.runtimes
+        "properties": {"runtimes": [r for r in lint_result.runtimes
                                     if any(r in one.runtimes for one in findings)],
                        "conditions": {r: c for one in findings for r, c in one.conditions},
                        "predicted": True, "remediation": f.remediation},
@@ -116,10 +116,10 @@ def _by_fingerprint(container: LintContainer, index: dict[str, int]
     return list(groups.values())
 
 
-def render_sarif(report: LintResult, rules: Sequence[RuleText], version: str) -> str:
+def render_sarif(lint_result: LintResult, rules: Sequence[RuleText], version: str) -> str:
     index = {rule.id: i for i, rule in enumerate(rules)}
-    results = [_result(c, group, index, report)
-               for c in report.containers for group in _by_fingerprint(c, index)]
+    results = [_result(c, group, index, lint_result)
+               for c in lint_result.containers for group in _by_fingerprint(c, index)]
     document = {
         "$schema": SARIF_SCHEMA, "version": "2.1.0",
         "runs": [{

@@ -1,5 +1,5 @@
-"""The one interface every output implements (NPD's exporters): a report goes in, and a sink
-that writes to something slow (the API) is given time to deliver between cycles.
+"""The one interface every output implements (NPD's exporters): an audit result goes in,
+and a sink that writes to something slow (the API) is given time to deliver between cycles.
 
 Table, JSON/YAML (`diagnose`, `run --sink stdout`), Kubernetes Events, metrics and policy
 reports are sinks; a new sink never changes a rule or another sink.
@@ -20,8 +20,8 @@ _T = TypeVar("_T")
 
 
 class Sink(Protocol):
-    def publish(self, report: AuditResult) -> None:
-        """Take one report; never blocks on a network, never raises."""
+    def publish(self, audit_result: AuditResult) -> None:
+        """Take one audit result; never blocks on a network, never raises."""
 
     def pump(self, deadline: float) -> None:
         """Deliver what is owed until `deadline` (time.monotonic()); never raises."""
@@ -54,10 +54,10 @@ class TableSink(WrittenSink):
         self.colour = colour
         self.width = width
 
-    def publish(self, report: AuditResult) -> None:
+    def publish(self, audit_result: AuditResult) -> None:
         from agent.output.table import render_table
 
-        self.stream.write(render_table(report, colour=self.colour, width=self.width))
+        self.stream.write(render_table(audit_result, colour=self.colour, width=self.width))
         self.stream.flush()
 
 
@@ -65,32 +65,33 @@ DocumentFormat = Literal["json", "yaml", "json-lines"]
 
 
 class DocumentSink(WrittenSink):
-    """The `opaudit.report/v1` document: indented JSON, YAML, or one JSON line per report
+    """The `opaudit.report/v1` document: indented JSON, YAML, or one JSON line per audit result
     (`run --sink stdout`)."""
 
     def __init__(self, stream: TextIO, document_format: DocumentFormat) -> None:
         self.stream = stream
         self.format = document_format
 
-    def publish(self, report: AuditResult) -> None:
-        from agent.output.document import render_json, render_yaml, report_dict
+    def publish(self, audit_result: AuditResult) -> None:
+        from agent.output.document import document_dict, render_json, render_yaml
 
         if self.format == "json":
-            text = render_json(report)
+            text = render_json(audit_result)
         elif self.format == "yaml":
-            text = render_yaml(report)
+            text = render_yaml(audit_result)
         else:
-            text = json.dumps(report_dict(report), separators=(",", ":")) + "\n"
+            text = json.dumps(document_dict(audit_result), separators=(",", ":")) + "\n"
         self.stream.write(text)
         self.stream.flush()
 
 
 class FanOut:
-    """Several sinks as one: each gets every report; `flush` shares its time among them.
+    """Several sinks as one: each gets every audit result; `flush` shares its time among
+    them.
 
     A sink that raises (a bug: sinks promise not to) costs only its own delivery: it is
     logged and counted (`on_error`, with the sink's class name), and the others still get
-    the report.
+    the audit result.
     """
 
     def __init__(self, sinks: Sequence[Sink],
@@ -98,9 +99,9 @@ class FanOut:
         self.sinks = tuple(sinks)
         self.on_error = on_error
 
-    def publish(self, report: AuditResult) -> None:
+    def publish(self, audit_result: AuditResult) -> None:
         for sink in self.sinks:
-            self._guarded(sink, "publish", partial(sink.publish, report))
+            self._guarded(sink, "publish", partial(sink.publish, audit_result))
 
     def pump(self, deadline: float) -> None:
         for sink in self.sinks:

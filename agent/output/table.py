@@ -1,4 +1,4 @@
-"""Terminal report: one block per container (per process without a pod), facts first, then
+"""The terminal table: one block per container (per process without a pod), facts first, then
 the container's findings by severity, merged across its processes.
 
 Lines fit the terminal: `COLUMNS` when set, else the tty's width, else 80. A tty that reports
@@ -69,10 +69,11 @@ class Style:
         return f"{COLOURS[severity]}{label}{RESET}" if self.colour else label
 
 
-def render_table(report: AuditResult, colour: bool = False, width: int = DEFAULT_WIDTH) -> str:
+def render_table(audit_result: AuditResult, colour: bool = False, width: int = DEFAULT_WIDTH
+                 ) -> str:
     style = Style(colour)
     width = max(MIN_WIDTH, width)
-    groups = container_groups(report)
+    groups = container_groups(audit_result)
     blocks = [container_block(group, style, width) for group in groups]
     merged = merge_findings(f for group in groups for t in group for f in t.findings)
     return "\n\n".join([*blocks, summary_line(merged)]) + "\n"

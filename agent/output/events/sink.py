@@ -116,15 +116,15 @@ class EventSink(Delivery[EventKey, _Owed]):
 
     # --- queueing ---------------------------------------------------------------------
 
-    def _queue_results(self, report: AuditResult) -> None:
+    def _queue_results(self, audit_result: AuditResult) -> None:
         with self._lock:
-            self._publish(report)
+            self._publish(audit_result)
 
-    def _publish(self, report: AuditResult) -> None:
+    def _publish(self, audit_result: AuditResult) -> None:
         now, wall = self.clock(), datetime.now(UTC)
         grouped: dict[EventKey, tuple[PodRef, list[Finding]]] = {}
         audited: set[tuple[str, str]] = set()
-        for target in report.targets:
+        for target in audit_result.targets:
             if target.declared is None:
                 continue  # no pod to hang an Event on (`diagnose --pid`)
             pod, container = target.declared.pod, target.declared.container_name

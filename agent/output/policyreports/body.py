@@ -74,10 +74,12 @@ class PodReport:
         return content_key(list(self.results))
 
 
-def pod_reports(report: AuditResult, max_results: int = DEFAULT_MAX_RESULTS) -> list[PodReport]:
-    """One PodReport per Pod audited in `report` (targets without a Pod have no report)."""
+def pod_reports(audit_result: AuditResult, max_results: int = DEFAULT_MAX_RESULTS
+                ) -> list[PodReport]:
+    """One PodReport per Pod audited in `audit_result` (targets without a Pod have no
+    report)."""
     by_pod: dict[str, list[TargetResult]] = {}
-    for target in report.targets:
+    for target in audit_result.targets:
         if target.declared is not None:
             by_pod.setdefault(target.declared.pod.uid, []).append(target)
     out = []
@@ -85,7 +87,7 @@ def pod_reports(report: AuditResult, max_results: int = DEFAULT_MAX_RESULTS) -> 
         assert targets[0].declared is not None
         results = pod_results(targets)
         out.append(PodReport(targets[0].declared.pod, tuple(results[:max_results]),
-                             max(0, len(results) - max_results), node=report.node))
+                             max(0, len(results) - max_results), node=audit_result.node))
     return out
 
 

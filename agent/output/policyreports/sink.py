@@ -83,14 +83,14 @@ class ReportsSink:
         self.discovery = Discovery(api.served_group_versions, override, metrics, clock)
         self.sink: PolicyReportSink | None = None
 
-    def publish(self, report: AuditResult) -> None:
+    def publish(self, audit_result: AuditResult) -> None:
         chosen = self.discovery.poll()
         if chosen is not None:
             writer = self.api.resource(chosen.group, chosen.version, chosen.plural)
             self.sink = PolicyReportSink(writer, chosen, max_results=self.max_results,
                                          metrics=self.metrics, node=self.node)
         if self.sink is not None:
-            self.sink.publish(report)
+            self.sink.publish(audit_result)
 
     def pump(self, deadline: float) -> None:
         if self.sink is not None:
@@ -127,16 +127,18 @@ class PolicyReportSink(Delivery[str, PodReport]):
         self._prune: set[str] | None = None
         self._pruned = node is None
 
-    def _queue_results(self, report: AuditResult) -> None:
-        owed = [p for p in pod_reports(report, self.max_results)
+    def _queue_results(self, audit_result: AuditResult) -> None:
+        owed = [p for p in pod_reports(audit_result, self.max_results)
                 if p.name not in self._known or self._known[p.name].content != p.content]
-        if report.cycle is not None and not report.cycle.partial:
-            audited = set(report.cycle.pod_uids)
+        cycle = audit_result.cycle
+        full = cycle if cycle is not None and not cycle.partial else None  # all pods audited
+        if full is not None:
+            audited = set(full.pod_uids)
             owed += [dataclasses.replace(known, results=(), gone=True)
                      for known in self._known.values() if known.pod.uid not in audited]
         with self._lock:
-            if not self._pruned and report.cycle is not None and not report.cycle.partial:
-                self._prune, self._pruned = set(report.cycle.pod_uids), True
+            if not self._pruned and full is not None:
+                self._prune, self._pruned = set(full.pod_uids), True
             for pod in owed:
                 if self._has_room(pod.name):
                     self._queue[pod.name] = pod
