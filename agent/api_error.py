@@ -1,5 +1,6 @@
 """The one error type a Kubernetes API writer raises, shared by `kube` (which raises it) and
-`report` (whose Events sink retries on it), so neither layer imports the other."""
+`output` (whose Events and policy-report sinks retry on it, `output/delivery.py`), so
+neither layer imports the other."""
 
 from __future__ import annotations
 
