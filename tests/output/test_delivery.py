@@ -34,16 +34,14 @@ WRITES = {"events": r"/events", "reports": r"/apis/openreports\.io/"}
 
 
 @pytest.fixture
-def openreports() -> Iterator[ApiServer]:
-    with ApiServer(report_apis=(OPENREPORTS.api_version,)) as running:
-        yield running
-
-
-@pytest.fixture
-def client(openreports: ApiServer) -> Iterator[Api]:
-    api = load_api(configuration=openreports.configuration(), read_timeout=2.0)
-    yield api
-    api.close()
+def served() -> Iterator[tuple[ApiServer, Api]]:
+    """The API server, serving Events and openreports.io, and a client of it."""
+    with ApiServer(report_apis=(OPENREPORTS.api_version,)) as server:
+        api = load_api(configuration=server.configuration(), read_timeout=2.0)
+        try:
+            yield server, api
+        finally:
+            api.close()
 
 
 def make_sink(kind: str, writer: Any, metrics: AgentMetrics, queue_size: int = 1000
@@ -86,7 +84,8 @@ def sample(metrics: AgentMetrics, name: str, **labels: str) -> float:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_full_queue_and_the_exit_are_counted_alike(
-        kind: str, openreports: ApiServer, client: Api) -> None:
+        kind: str, served: tuple[ApiServer, Api]) -> None:
+    openreports, client = served
     metrics = AgentMetrics()
     result = audited(3)
     sink = make_sink(kind, writer_for(kind, client), metrics, queue_size=2)
@@ -120,9 +119,9 @@ class FirstCallBreaks:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_client_bug_is_retried_never_raised_and_nothing_is_lost(
-        kind: str, openreports: ApiServer, client: Api) -> None:
-    metrics = AgentMetrics()
-    result = audited(1)
+        kind: str, served: tuple[ApiServer, Api]) -> None:
+    openreports, client = served
+    result, metrics = audited(1), AgentMetrics()
     sink = make_sink(kind, FirstCallBreaks(writer_for(kind, client)), metrics)
     sink.publish(result)
     assert sink.flush(10)  # the bug backed off like a lost connection, then the write went
