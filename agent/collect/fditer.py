@@ -35,8 +35,9 @@ from functools import lru_cache
 from typing import Literal
 
 from agent.collect.btf import FdIterLayout, read_fd_iter_layout
-from agent.collect.errors import CollectError, lacking_capabilities
-from agent.collect.procfs import read_own
+from agent.collect.errors import CollectError
+from agent.collect.fileio import lacking_capabilities, read_own
+from agent.collect.libc import libc_function
 
 SYS_BPF = {"x86_64": 321, "aarch64": 280}
 MACHINE, RELEASE = os.uname().machine, os.uname().release
@@ -64,11 +65,9 @@ META_SEQ = 0  # struct bpf_iter_meta: the seq_file comes first
 RECORD = struct.Struct("<QQ")  # fd, inode: what the program writes per match
 READ_SIZE = 1 << 16
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
 # long syscall(long number, int cmd, union bpf_attr *attr, unsigned int size)
-_syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint)
-_syscall.restype = ctypes.c_long
+_syscall = libc_function("syscall", (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint),
+                         ctypes.c_long)
 
 # What refused, for the agent's metric label: a few fixed words, never the message.
 Cause = Literal["kernel", "btf", "refused", "error"]

@@ -15,8 +15,10 @@ import stat
 from collections.abc import Sequence
 
 from agent.collect.errors import CollectError, Missing
+from agent.collect.fileio import map_oserror, read_bounded, read_own
+from agent.collect.libc import libc_function
 from agent.collect.mounts import mount_for_path
-from agent.collect.procfs import ProcessHandle, map_oserror, read_bounded, read_own
+from agent.collect.procfs import ProcessHandle
 from agent.collect.text import sanitize
 from agent.model import Capabilities, Mount, ObservedProcess, PasswdEntry, PathAccess
 
@@ -28,7 +30,7 @@ RESOLVE = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 ROOTFS_FILE_LIMIT = 4 << 20
 CAP_DAC_OVERRIDE = 1
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = libc_function("syscall")  # int syscall(long number, ...): types per call
 
 
 class _OpenHow(ctypes.Structure):
@@ -40,7 +42,7 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int = RESOLVE) -> int:
     """openat2(2); raises OSError like os.open does."""
     how = _OpenHow(flags=flags | os.O_CLOEXEC, mode=0, resolve=resolve)
     encoded = os.fsencode(path)
-    fd = int(_libc.syscall(SYS_OPENAT2, dirfd, encoded, ctypes.byref(how), ctypes.sizeof(how)))
+    fd = int(_syscall(SYS_OPENAT2, dirfd, encoded, ctypes.byref(how), ctypes.sizeof(how)))
     if fd < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), path)

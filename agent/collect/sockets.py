@@ -19,7 +19,8 @@ from typing import Literal
 from agent.collect import fditer, netlink
 from agent.collect.errors import CollectError, ParseError, ProcessGone
 from agent.collect.fditer import FdIterUnavailable
-from agent.collect.procfs import ProcessHandle, ProcFS, map_oserror
+from agent.collect.fileio import map_oserror
+from agent.collect.procfs import ProcessHandle, ProcFS
 from agent.model import (
     FdReader,
     Gap,
