@@ -24,6 +24,7 @@ from agent.collect.procfs import ProcFS
 from agent.collect.rtnetlink import read_interfaces
 from agent.collect.sockets import listeners_in_netns, scan_socket_owners
 from agent.model import (
+    Fact,
     Gap,
     InterfaceAddress,
     Listener,
@@ -36,10 +37,10 @@ from agent.model import (
 log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
-SYSCTL_FILES = (
-    ("bindv6only", "net/ipv6/bindv6only"),
-    ("disable_ipv6", "net/ipv6/conf/all/disable_ipv6"),
-    ("ip_unprivileged_port_start", "net/ipv4/ip_unprivileged_port_start"),
+SYSCTL_FILES = (  # Sysctls field, and the sysctl: its file is its name with / for .
+    ("bindv6only", Fact.BINDV6ONLY),
+    ("disable_ipv6", Fact.DISABLE_IPV6),
+    ("ip_unprivileged_port_start", Fact.UNPRIVILEGED_PORT_START),
 )
 
 _setns = libc_function("setns", (ctypes.c_int, ctypes.c_int), ctypes.c_int)
@@ -109,7 +110,7 @@ def _host_netns(proc: ProcFS) -> tuple[int | None, Gap | None]:
             return process.netns_inode(), None
         except CollectError as exc:
             error = exc  # pid 1's, the last resort
-    return None, Gap("network.host_network", str(error))
+    return None, Gap(Fact.HOST_NETWORK, str(error))
 
 
 # --- inside the namespace ----------------------------------------------------------------
@@ -180,13 +181,13 @@ def _read_inside(proc: ProcFS) -> _NetnsReading:
     try:
         interfaces, addresses = read_interfaces()
     except CollectError as exc:
-        gaps.append(Gap("network.addresses", str(exc)))
+        gaps.append(Gap(Fact.ADDRESSES, str(exc)))
     listeners: tuple[Listener, ...] = ()
     try:
         listeners, listener_gaps = listeners_in_netns(interfaces)
         gaps.extend(listener_gaps)
     except CollectError as exc:
-        gaps.append(Gap("network.listeners", str(exc)))
+        gaps.append(Gap(Fact.LISTENERS, str(exc)))
     return _NetnsReading(sysctls, addresses, listeners, tuple(gaps))
 
 
@@ -194,8 +195,8 @@ def read_sysctls(proc: ProcFS) -> tuple[Sysctls, list[Gap]]:
     """The calling thread's netns sysctls; an unreadable one is None plus a Gap."""
     values: dict[str, int | None] = {}
     gaps: list[Gap] = []
-    for field, rel in SYSCTL_FILES:
-        name = rel.replace("/", ".")
+    for field, name in SYSCTL_FILES:
+        rel = name.replace(".", "/")
         try:
             values[field] = int(proc.read_sys(rel).strip())
         except Missing:
@@ -295,4 +296,4 @@ def _owner_gap(listeners: tuple[Listener, ...], error: str | None) -> Gap | None
                for s in listeners if not s.owners]
     if error is None or not orphans:
         return None
-    return Gap("network.listeners.owners", f"{error}; no owner found for {', '.join(orphans)}")
+    return Gap(Fact.OWNERS, f"{error}; no owner found for {', '.join(orphans)}")

@@ -22,6 +22,7 @@ from agent.collect.fditer import FdIterUnavailable
 from agent.collect.fileio import map_oserror
 from agent.collect.procfs import ProcessHandle, ProcFS
 from agent.model import (
+    Fact,
     FdReader,
     Gap,
     IpVersion,
@@ -127,7 +128,7 @@ def listeners_in_netns(
     with sock:
         for protocol, address_family, ipproto, states in LISTENER_DUMPS:
             v6 = "6" if address_family == socket.AF_INET6 else ""
-            label = f"network.listeners.{protocol}{v6}"
+            label = Fact(f"{Fact.LISTENERS}.{protocol}{v6}")
             try:
                 answer = netlink.dump(sock, SOCK_DIAG_BY_FAMILY,
                                       diag_request(address_family, ipproto, states), label)
