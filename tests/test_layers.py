@@ -60,7 +60,9 @@ KUBERNETES_LAYERS = {"kube"}
 COLLECT_RANKS: dict[str, set[str]] = {
     "errors": {"__init__", "errors", "text", "libc"},  # the leaves: typed errors, text, libc
     "fileio": {"fileio"},  # bounded reads, the errno mapping, the capability hints
-    "parsers": {"caps", "procparse", "cgroups", "mounts", "netlink", "rtnetlink", "btf"},
+    # Pure decoders (the netlink ones also make their dump), the BTF reader, the BPF program.
+    "parsers": {"caps", "procparse", "cgroups", "mounts", "netlink", "rtnetlink", "sockdiag",
+                "btf", "bpfprogram"},
     "procfs": {"procfs", "nodewalk"},  # the /proc tree, a process handle, the node-wide pass
     "readers": {"process", "rootfs", "sockets", "fditer", "netns"},  # facts of a process/netns
 }

@@ -22,7 +22,8 @@ from agent.collect.fileio import access_denied, capability_hint, own_netns_inode
 from agent.collect.libc import libc_function
 from agent.collect.procfs import ProcFS
 from agent.collect.rtnetlink import read_interfaces
-from agent.collect.sockets import listeners_in_netns, scan_socket_owners
+from agent.collect.sockdiag import listeners_in_netns
+from agent.collect.sockets import scan_socket_owners
 from agent.model import (
     Fact,
     Gap,
