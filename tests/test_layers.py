@@ -272,3 +272,36 @@ def test_the_circle_finder_finds_a_circle() -> None:
     """The check above could fail: a circle of three is found, and named."""
     circle = import_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})
     assert circle[0] == circle[-1] and set(circle) == {"a", "b", "c"}
+
+
+
+def defined_names(tree: ast.Module) -> list[str]:
+    """The public names a module defines at its top level (classes, functions, constants)."""
+    names = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ClassDef | ast.FunctionDef):
+            names.append(stmt.name)
+        elif isinstance(stmt, ast.Assign):
+            names += [t.id for t in stmt.targets if isinstance(t, ast.Name)]
+        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            names.append(stmt.target.id)
+    return [name for name in names if not name.startswith("_")]
+
+
+def test_every_model_name_is_importable_from_agent_model() -> None:
+    """`agent.model` is a package; `from agent.model import X` works for every public name
+    of its modules, as it did when it was one module."""
+    import importlib
+
+    import agent.model
+
+    missing = []
+    for path in sorted((AGENT / "model").glob("*.py")):
+        if path.stem == "__init__":
+            continue
+        module = importlib.import_module(f"agent.model.{path.stem}")
+        for name in defined_names(ast.parse(path.read_text())):
+            if getattr(agent.model, name, None) is not getattr(module, name) or (
+                    name not in agent.model.__all__):
+                missing.append(f"{path.stem}.{name}")
+    assert len(agent.model.__all__) > 50 and missing == []
