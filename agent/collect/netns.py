@@ -38,7 +38,7 @@ from agent.model import (
 log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
-SYSCTL_FILES = (  # Sysctls field, and the sysctl: its file is its name with / for .
+SYSCTL_FILES = (  # Sysctls field -> the sysctl (its file under /proc/sys: the name, / for .)
     ("bindv6only", Fact.BINDV6ONLY),
     ("disable_ipv6", Fact.DISABLE_IPV6),
     ("ip_unprivileged_port_start", Fact.UNPRIVILEGED_PORT_START),
