@@ -60,7 +60,6 @@ def load_api(
     )
 
 
-
 class Api:
     """The few API calls opaudit makes, on one `kubernetes.client.ApiClient`."""
 
