@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cgroup_staging import KubepodsCgroups, cgroupfs_dir, systemd_scope
+from kube.apiserver import ApiServer
 from staging import Sock, Stage
+
+from agent.audit import AuditRequest, audit
+from agent.kube.podspec import declared_from_pod
 
 NODE = "worker-1"
 NAMESPACE = "spark-operator"
@@ -72,3 +76,14 @@ def stage_pod(stage: Stage, cgroups: KubepodsCgroups, name: str, *,
         cgroups.place_v2(staged.pid, systemd_scope(uid, container_id, qos="besteffort"))
         status_id = f"containerd://{container_id}"
     return StagedPod(pod_manifest(name, uid, status_id, labels, node=node), staged.pid)
+
+
+def expected_rules(pod: StagedPod) -> set[str]:
+    """What opaudit's engine finds for this pod, computed in-process for comparison."""
+    report = audit([AuditRequest(pod.pid, declared_from_pod(pod.manifest))], node=NODE)
+    return {f.rule for f in report.findings}
+
+
+def events_on(server: ApiServer, uid: str) -> list[dict[str, Any]]:
+    """The Events the API test server holds about the pod with this uid."""
+    return [e for e in server.events() if e["regarding"].get("uid") == uid]

@@ -10,12 +10,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from agent_run import free_port, http_get, wait_for
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
 from pod_staging import NODE, SELECTOR, stage_pod
 from prometheus_client.parser import text_string_to_metric_families
 from staging import Stage
-from test_node import free_port, http_get, wait_for
 
 from agent.node import RunContext, RunOptions, run_agent
 

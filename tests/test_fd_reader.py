@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 import yaml
+from agent_run import OPAUDIT, assert_json_lines, free_port, http_get, wait_for
 from cgroup_staging import KubepodsCgroups
 from cli_run import ROOT, opaudit
 from kube.apiserver import ApiServer
 from pod_staging import NODE, SELECTOR, stage_pod
 from seccomp_shim import DENY_BPF, SYS_BPF
 from staging import STAGE_PYTHON, Sock, Stage
-from test_node import OPAUDIT, assert_json_lines, free_port, http_get, wait_for
 
 from agent.collect.btf import VMLINUX_BTF
 from agent.collect.sockets import READER_SETTINGS

@@ -17,19 +17,11 @@ import subprocess
 import threading
 from pathlib import Path
 
+from agent_run import OPAUDIT, assert_json_lines, free_port, http_get, wait_for
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
-from pod_staging import NODE, SELECTOR, StagedPod, stage_pod
+from pod_staging import NODE, SELECTOR, StagedPod, events_on, expected_rules, stage_pod
 from staging import Stage, Staged
-from test_node import (
-    OPAUDIT,
-    assert_json_lines,
-    events_on,
-    expected_rules,
-    free_port,
-    http_get,
-    wait_for,
-)
 
 HOOKS = Path(__file__).resolve().parent / "fault_hooks"
 

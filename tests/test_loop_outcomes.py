@@ -11,11 +11,11 @@ import threading
 from typing import Any
 
 import pytest
+from agent_run import wait_for
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
 from pod_staging import NODE, SELECTOR, stage_pod
 from staging import Stage
-from test_node import wait_for
 
 from agent.node import RunContext, RunOptions, run_agent
 from agent.output.metrics import AgentMetrics

@@ -10,19 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
+from agent_run import OPAUDIT, assert_json_lines, free_port, http_get, wait_for
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
-from pod_staging import NODE, SELECTOR, stage_pod
+from pod_staging import NODE, SELECTOR, events_on, expected_rules, stage_pod
 from staging import Stage
-from test_node import (
-    OPAUDIT,
-    assert_json_lines,
-    events_on,
-    expected_rules,
-    free_port,
-    http_get,
-    wait_for,
-)
 
 EVERY = 1_000_000  # a fault for every matching request until cleared
 

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from kube.apiserver import ApiServer
-from manifests import kustomize
+from manifests import daemonset_pod, kustomize
 from seccomp_shim import ALLOW_ALL
 from staging import STAGE_PYTHON, Stage
-from test_daemonset import daemonset_pod
 
 REPO = Path(__file__).resolve().parents[1]
 OPAUDIT = REPO / ".venv" / "bin" / "opaudit"

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_run import OPAUDIT, assert_json_lines, run_once, wait_for
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
 from pod_staging import NAMESPACE, NODE, SELECTOR, StagedPod, stage_pod
 from staging import Stage
-from test_node import OPAUDIT, assert_json_lines, run_once, wait_for
 
 from agent.node import RunContext, RunOptions, run_agent
 from agent.output.metrics import AgentMetrics
