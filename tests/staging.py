@@ -83,9 +83,22 @@ signal.pause()
 """
 
 
-# What `Stage.spawn` runs before the staged program: ip netns exec, unshare, sh -c, chroot,
-# setpriv, each exec'ing the next.
-SPAWN_WRAPPERS = frozenset({"ip", "unshare", "sh", "chroot", "setpriv"})
+# Runs last before a staged program, under all of `Stage.spawn`'s wrappers (ip netns exec,
+# unshare, sh -c, chroot, setpriv, each exec'ing the next), all of which keep the readiness
+# pipe's write end open: writes one byte, marks the pipe close-on-exec, then execs the program.
+# The kernel closes the pipe at that exec (fs/exec.c do_close_on_exec), so the reader's EOF
+# is the moment the program runs; a failed exec writes its error instead.
+EXEC_NOTIFY = r"""
+import os, sys
+fd = int(sys.argv[1])
+os.write(fd, b".")
+os.set_inheritable(fd, False)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as e:
+    os.write(fd, str(e).encode())
+    sys.exit(127)
+"""
 
 
 class StageError(RuntimeError):
@@ -217,6 +230,10 @@ class Stage:
             setpriv += [_caps_arg("--ambient-caps", ambient)]
         if no_new_privs:
             setpriv += ["--no-new-privs"]
+        ready_r = ready_w = -1
+        if argv is not None:  # a listener says it is ready on stdout; a program cannot
+            ready_r, ready_w = os.pipe()
+            target = [STAGE_PYTHON, "-S", "-I", "-c", EXEC_NOTIFY, str(ready_w), *target]
         inner = [*setpriv, "--", *target]
 
         script = ["set -e"]
@@ -247,16 +264,25 @@ class Stage:
         cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)]
         if netns is not None:
             cmd = ["ip", "netns", "exec", netns, *cmd]
-        popen = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})},
-        )
+        try:
+            popen = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})},
+                pass_fds=(ready_w,) if ready_w >= 0 else (),
+            )
+        except BaseException:
+            if ready_r >= 0:
+                os.close(ready_r)
+            raise
+        finally:
+            if ready_w >= 0:
+                os.close(ready_w)  # the child's copy alone is left: its exec closes it
         staged = Staged(pid=popen.pid, popen=popen, netns=netns)
         self.processes.append(staged)
         if argv is None:
             staged.fds = self._await_ready(staged, timeout)
         else:
-            self._await_exec(staged, target[0], timeout)
+            self._await_exec(staged, argv[0], ready_r, timeout)
         return staged
 
     def _await_ready(self, staged: Staged, timeout: float) -> list[int]:
@@ -270,25 +296,48 @@ class Stage:
         fds: list[int] = json.loads(line)["fds"]
         return fds
 
-    def _await_exec(self, staged: Staged, program: str, timeout: float) -> None:
-        """Until the wrappers (ip, unshare, sh, chroot, setpriv) have exec'd `program`, or
-        whatever it exec'd in turn: a program that execs at once (the self-audit's seccomp
-        shim) may show its own comm for less than one poll."""
+    def _await_exec(self, staged: Staged, program: str, ready: int, timeout: float) -> None:
+        """Until the readiness pipe (EXEC_NOTIFY) closes: `program` has been exec'd, under
+        every wrapper."""
+        said = b""
         deadline = time.monotonic() + timeout
-        base = os.path.basename(program)[:15]
-        # Before its first exec the child still carries our own comm.
-        before = SPAWN_WRAPPERS | {Path("/proc/self/comm").read_text().strip()}
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                readable, _, _ = select.select([ready], [], [], left)
+                if not readable:
+                    continue
+                chunk = os.read(ready, 4096)
+                if not chunk:
+                    break
+                said += chunk
+            else:
+                self.kill(staged)
+                raise StageError(f"{program} did not start within {timeout}s")
+        finally:
+            os.close(ready)
+        if said == b"." and self._await_comm(staged, program, deadline):
+            return
+        # Nothing: a wrapper failed before it (setpriv, a mount); more: the exec failed.
+        self.kill(staged)
+        why = said[1:].decode(errors="replace") or staged.stderr_text
+        raise StageError(f"{program} did not start: {why}".strip())
+
+    @staticmethod
+    def _await_comm(staged: Staged, program: str, deadline: float) -> bool:
+        """The same execve that closed the pipe names the task a moment later (fs/exec.c
+        begin_new_exec: do_close_on_exec, then __set_task_comm); wait for that step too,
+        so that the caller never reads the wrapper's comm."""
+        wrapper = os.path.basename(STAGE_PYTHON)[:15]
+        if os.path.basename(program)[:15] == wrapper:
+            return True  # the same name before and after
         while time.monotonic() < deadline:
-            if staged.popen.poll() is not None:
-                raise StageError(f"{program} exited with {staged.popen.returncode}")
             try:
-                comm = Path(f"/proc/{staged.pid}/comm").read_text().strip()
-                if comm == base or comm not in before:
-                    return
+                if Path(f"/proc/{staged.pid}/comm").read_text().strip() != wrapper:
+                    return True
             except OSError:
-                pass
-            time.sleep(0.01)
-        raise StageError(f"{program} did not start within {timeout}s")
+                return False  # it is gone
+            time.sleep(0.001)
+        return False
 
     def kill(self, staged: Staged) -> None:
         if staged.popen.returncode is None:
