@@ -5,6 +5,7 @@ runs it), or the loop in a thread of the test process; its JSON lines, its HTTP 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import threading
@@ -42,6 +43,34 @@ def loop_argv(kubeconfig: Path | str, port: int, interval: float, *extra: str) -
     return [str(OPAUDIT), "run", "--node", NODE, "-l", SELECTOR, "--interval", f"{interval:g}",
             "--startup-jitter", "0", *extra, "--metrics-port", str(port),
             "--kubeconfig", str(kubeconfig)]
+
+
+class AgentProcess:
+    """`opaudit run` as a process, started by `with`. Leaving the block kills it if it still
+    runs (a failed test) and collects what it wrote: `out` (stdout, unless `stdout` was
+    DEVNULL) and `err`, its JSON log lines."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None,
+                 stdout: int = subprocess.PIPE) -> None:
+        self.argv, self.env, self.stdout = argv, env, stdout
+        self.out = self.err = ""
+
+    def __enter__(self) -> AgentProcess:
+        self.popen = subprocess.Popen(self.argv, stdout=self.stdout, stderr=subprocess.PIPE,
+                                      text=True, env=self.env)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        out, err = self.popen.communicate(timeout=30)
+        self.out, self.err = out or "", err or ""
+
+    def terminate(self, timeout: float) -> int:
+        """SIGTERM, as the kubelet stops a pod; its exit status."""
+        self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout=timeout)
 
 
 def assert_json_lines(text: str) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -16,6 +15,7 @@ import pytest
 from agent_run import (
     OPAUDIT,
     REPO,
+    AgentProcess,
     assert_json_lines,
     free_port,
     http_get,
@@ -162,9 +162,7 @@ def test_the_loop_audits_a_new_pod_at_once_and_stops_cleanly_on_sigterm(
     stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path
 ) -> None:
     port = free_port()
-    agent = subprocess.Popen(loop_argv(kubeconfig, port, 300), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    try:
+    with AgentProcess(loop_argv(kubeconfig, port, 300)) as agent:
         assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 30), "never ready"
         pod = stage_pod(stage, cgroups, "so-controller-late")
         added = time.monotonic()
@@ -180,16 +178,11 @@ def test_the_loop_audits_a_new_pod_at_once_and_stops_cleanly_on_sigterm(
         assert 'opaudit_cycles_total{trigger="watch"}' in text
         assert "opaudit_events_written_total" in text
 
-        agent.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
-        assert agent.wait(timeout=10) == 0
+        assert agent.terminate(timeout=10) == 0
         assert time.monotonic() - stopped < 5
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-        out, err = agent.communicate(timeout=10)
-    assert_json_lines(out)
-    logs = assert_json_lines(err)
+    assert_json_lines(agent.out)
+    logs = assert_json_lines(agent.err)
     assert any(line["msg"] == "stopped" for line in logs)
 
 
