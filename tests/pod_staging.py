@@ -23,9 +23,8 @@ SPARK_LABELS = {"app.kubernetes.io/name": "spark-operator",
 
 
 @dataclass
-class StagedPod:
-    manifest: dict[str, Any]
-    pid: int
+class ApiPod:
+    manifest: dict[str, Any]  # as the API test server holds it
 
     @property
     def uid(self) -> str:
@@ -36,27 +35,41 @@ class StagedPod:
         return str(self.manifest["metadata"]["name"])
 
 
-def pod_manifest(name: str, uid: str, container_id: str, labels: dict[str, str],
-                 node: str = NODE, port: int = 8080) -> dict[str, Any]:
-    container = "spark-operator-controller"
+@dataclass
+class StagedPod(ApiPod):
+    pid: int
+
+
+def running_pod(name: str, uid: str, labels: dict[str, str],
+                containers: list[tuple[dict[str, Any], str]], node: str = NODE
+                ) -> dict[str, Any]:
+    """A running pod as the API shows it: each container's spec entry (its name and image
+    at least) with the containerID its runtime gave it (`containerd://...`)."""
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": NAMESPACE, "uid": uid, "labels": labels},
-        "spec": {"nodeName": node, "containers": [{
-            "name": container, "image": "ghcr.io/kubeflow/spark-operator/controller:2.1.0",
-            "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
-            "securityContext": {
-                "runAsUser": 1000, "runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"}}}]},
+        "spec": {"nodeName": node, "containers": [spec for spec, _ in containers]},
         "status": {
             "phase": "Running", "podIP": "192.0.2.10", "podIPs": [{"ip": "192.0.2.10"}],
             "containerStatuses": [{
-                "name": container, "ready": True, "restartCount": 0,
-                "image": "ghcr.io/kubeflow/spark-operator/controller:2.1.0", "imageID": "",
-                "containerID": container_id,
-                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]},
+                "name": spec["name"], "ready": True, "restartCount": 0,
+                "image": spec["image"], "imageID": "", "containerID": container_id,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}
+                for spec, container_id in containers]},
     }
+
+
+def pod_manifest(name: str, uid: str, container_id: str, labels: dict[str, str],
+                 node: str = NODE, port: int = 8080) -> dict[str, Any]:
+    container = {
+        "name": "spark-operator-controller",
+        "image": "ghcr.io/kubeflow/spark-operator/controller:2.1.0",
+        "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
+        "securityContext": {
+            "runAsUser": 1000, "runAsNonRoot": True, "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}}}
+    return running_pod(name, uid, labels, [(container, container_id)], node)
 
 
 def stage_pod(stage: Stage, cgroups: KubepodsCgroups, name: str, *,
