@@ -86,8 +86,7 @@ def test_an_unknown_fd_reader_is_one_line_and_exit_2(command: list[str]) -> None
 
 @needs_bpf
 def test_the_agent_logs_its_first_fallback_once_and_labels_a_metric(
-        stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, tmp_path: Path) -> None:
-    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path) -> None:
     server.add_pod(stage_pod(stage, cgroups, "so-controller-fd").manifest)
     port = free_port()
     argv = [STAGE_PYTHON, "-c", DENY_BPF, *loop_argv(kubeconfig, port, 1, "--sink", "stdout")]

@@ -16,15 +16,14 @@ from urllib.parse import parse_qs
 
 import pytest
 import yaml
+from agent_run import OPAUDIT, REPO
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
 from manifests import agent_pod, need
 from pod_staging import NAMESPACE, NODE, expected_rules, stage_pod
 from staging import Stage
 
-REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / ".venv" / "bin" / "kubectl-opaudit"
-OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
 TARGET = "so-controller-0"
 
 

@@ -19,9 +19,8 @@ EVERY = 1_000_000  # a fault for every matching request until cleared
 
 
 def test_readyz_follows_the_api_and_sigterm_counts_what_it_drops(
-    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, tmp_path: Path
+    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path
 ) -> None:
-    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
     first = stage_pod(stage, cgroups, "so-controller-0")
     server.add_pod(first.manifest)
     port = free_port()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from agent_run import OPAUDIT
 from cgroup_staging import KubepodsCgroups
 from e2e.podman import cgroups_naming, remove_pod_cgroups
 from e2e.podman_pod import (
@@ -36,7 +37,6 @@ from staging import Sock, Stage
 
 from agent.collect.sockets import scan_socket_owners
 
-OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
 PLUGIN = REPO / ".venv" / "bin" / "kubectl-opaudit"
 AGENT_CAPS = {"cap_sys_ptrace", "cap_dac_read_search", "cap_sys_admin"}
 CLONE_NEWNET = 0x40000000
