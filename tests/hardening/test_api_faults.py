@@ -2,7 +2,9 @@
 what is wrong, and delivers every Event it still owes once the API recovers.
 
 Real staged pods (listeners in kubepods cgroups, drifting from their manifests), the test
-API server with injected faults, and the loop (`NodeAgent.run_forever`) in a thread.
+API server with injected faults, and the agent in a thread (tests/agent_run.py). This is the
+agent's level of "API down -> drops -> recovery"; the Event sink's own is in
+tests/output/test_events.py, `run --once`'s exit status in tests/test_node.py.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from agent_run import AgentThread, loop_thread, sample, wait_for
+from agent_run import AgentThread, loop_thread, run_agent_thread, sample, wait_for
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
 from pod_staging import NODE, SELECTOR, StagedPod, expected_rules, stage_pod
 from staging import Stage
 
 from agent.kube.client import load_api
-from agent.node import NodeAgent, RunOptions, make_sink
+from agent.node import NodeAgent, RunContext, RunOptions, make_sink
 from agent.output.metrics import AgentMetrics
 
 EVENTS = r"/apis/events\.k8s\.io/v1/namespaces/[^/]+/events"
@@ -176,11 +178,12 @@ def test_every_fault_in_turn_the_loop_keeps_auditing_and_delivers(
 
 
 def test_with_the_api_down_the_loop_keeps_auditing_within_a_bounded_queue_and_counts_drops(
-    stage: Stage, cgroups: KubepodsCgroups, records: Records
+    stage: Stage, cgroups: KubepodsCgroups, embedded_logging: None
 ) -> None:
     """Every Event write fails, then nothing answers at all (the pod watch included): the
-    loop keeps auditing, the Event queue stays bounded, each drop is counted, and once the
-    API is back every Event the findings call for is delivered."""
+    agent keeps auditing, its Event queue (`RunContext.event_queue_size`) stays bounded and
+    each drop is counted, and once the API is back every Event the findings call for is
+    delivered. (How many the queue holds: tests/output/test_events.py.)"""
     queue_size = 2
     with ApiServer() as server:
         pods = [stage_pod(stage, cgroups, f"faults-{i}") for i in range(2)]
@@ -189,32 +192,36 @@ def test_with_the_api_down_the_loop_keeps_auditing_within_a_bounded_queue_and_co
         owed = owed_events(pods)
         assert len(owed) > queue_size
         server.inject("*", EVENTS, status=503, count=100_000)
-        running = agent_loop(server, queue_size)
-        with running.loop:
-            assert wait_for(lambda: running.value("opaudit_events_dropped_total",
-                                                  reason="queue_full") >= 1, 30)
-            assert wait_for(lambda: running.value("opaudit_api_errors_total", code="503") >= 2,
-                            30)
-            events = running.agent.sink.sinks[-1]  # type: ignore[attr-defined] # after metrics
-            assert events.pending <= queue_size
-            cycles = running.cycles
-            assert wait_for(lambda: running.cycles >= cycles + 2, 10)  # auditing goes on
+        metrics = AgentMetrics()
+        options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3)
+        context = RunContext(configuration=server.configuration(), event_queue_size=queue_size,
+                             restrict_privileges=False)  # in-process: keep pytest's own caps
+
+        def value(name: str, **labels: str) -> float:
+            return sample(metrics, name, **labels)
+
+        def cycles() -> float:
+            return value("opaudit_cycles_total", trigger="interval")
+
+        with run_agent_thread(options, context, metrics) as running:
+            assert wait_for(lambda: value("opaudit_events_dropped_total",
+                                          reason="queue_full") >= len(owed) - queue_size, 30)
+            assert wait_for(lambda: value("opaudit_api_errors_total", code="503") >= 2, 30)
+            before = cycles()
+            assert wait_for(lambda: cycles() >= before + 2, 10)  # auditing goes on
             assert delivered(server) == set()
-            assert running.value("opaudit_events_written_total") == 0
-            assert running.metrics.alive
+            assert value("opaudit_events_written_total") == 0
+            assert metrics.alive
 
             server.stop()  # now nothing answers at all, the pod watch included
-            errors = running.value("opaudit_api_errors_total", code="connection")
-            assert wait_for(lambda: running.value("opaudit_api_errors_total",
-                                                  code="connection") > errors, 30)
-            cycles = running.cycles
-            assert wait_for(lambda: running.cycles > cycles, 10)  # auditing still goes on
-            assert events.pending <= queue_size
+            errors = value("opaudit_api_errors_total", code="connection")
+            assert wait_for(lambda: value("opaudit_api_errors_total", code="connection")
+                            > errors, 30)
+            before = cycles()
+            assert wait_for(lambda: cycles() > before, 10)  # auditing still goes on
 
             server.clear_faults()
             server.start()  # recovered: what is owed is delivered
             assert wait_for(lambda: delivered(server) >= owed, 60), owed - delivered(server)
-            assert running.value("opaudit_events_written_total") >= len(owed)
-    assert running.loop.stopped_cleanly
-    dropped = running.value("opaudit_events_dropped_total", reason="queue_full")
-    assert dropped >= len(owed) - queue_size
+            assert value("opaudit_events_written_total") >= len(owed)
+    assert running.stopped_cleanly
