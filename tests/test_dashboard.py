@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from staging import Stage
 from test_node import free_port, http_get, wait_for
 
-from agent.node import RunContext, RunOptions, run_agent
+from agent.daemon import RunContext, RunOptions, run_agent
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "daemonset" / "grafana" / "opaudit.json"
 SAMPLE_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),

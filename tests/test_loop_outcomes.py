@@ -17,7 +17,7 @@ from pod_staging import NODE, SELECTOR, stage_pod
 from staging import Stage
 from test_node import wait_for
 
-from agent.node import RunContext, RunOptions, run_agent
+from agent.daemon import RunContext, RunOptions, run_agent
 from agent.output.metrics import AgentMetrics
 
 SKIPPED = "audit cycle skipped: the pods could not be listed"

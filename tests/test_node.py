@@ -33,9 +33,9 @@ from sinks import RecordingSink
 from staging import Sock, Stage
 
 from agent.audit import AuditRequest, audit
+from agent.daemon import NodeAgent, RunContext, RunOptions, run_agent
 from agent.kube.client import load_api
 from agent.kube.podspec import declared_from_pod
-from agent.node import NodeAgent, RunContext, RunOptions, run_agent
 from agent.output.metrics import AgentMetrics, MetricsSink
 from agent.output.sink import FanOut
 

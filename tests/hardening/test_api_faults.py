@@ -22,9 +22,9 @@ from kube.apiserver import ApiServer
 from staging import Sock, Stage
 
 from agent.audit import AuditRequest, audit
+from agent.daemon import NodeAgent, RunOptions, make_sink
 from agent.kube.client import load_api
 from agent.kube.podspec import declared_from_pod
-from agent.node import NodeAgent, RunOptions, make_sink
 from agent.output.metrics import AgentMetrics
 
 NODE = "faulty-node"

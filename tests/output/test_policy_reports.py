@@ -18,7 +18,7 @@ from pod_staging import NAMESPACE, NODE, SELECTOR, StagedPod, stage_pod
 from staging import Stage
 from test_node import OPAUDIT, assert_json_lines, run_once, wait_for
 
-from agent.node import RunContext, RunOptions, run_agent
+from agent.daemon import RunContext, RunOptions, run_agent
 from agent.output.metrics import AgentMetrics
 from agent.output.policyreport import stable_text
 from agent.rules.catalogue import CATALOGUE
