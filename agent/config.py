@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agent.collect.userfile import InputFileError, load_user_yaml
 from agent.model import AuditConfig, Profile, Severity, Waiver
 from agent.rules.catalogue import RULE_IDS
+from agent.userfile import InputFileError, load_user_yaml
 
 TOP_LEVEL = ("profiles", "waivers", "severityOverrides")
 PROFILE_FIELDS = ("name", "selector", "writablePaths", "tmpMatters", "homeMatters", "ports",

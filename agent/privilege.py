@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.collect.errors import CollectError
-from agent.collect.procfs import ProcFS, own_thread_count, read_own
+from agent.collect.fileio import own_thread_count, read_own
+from agent.collect.libc import libc_function
+from agent.collect.procfs import ProcFS
 from agent.collect.procparse import parse_status
 from agent.model import Capabilities, capability_bit, mask_names
 
@@ -34,6 +36,7 @@ CAP_SETPCAP = 8  # PR_CAPBSET_DROP needs CAP_SETPCAP in the effective set (prctl
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_CAPBSET_DROP = 24
+_prctl = libc_function("prctl")  # int prctl(int option, unsigned long arg2, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +119,8 @@ def _own_caps(procfs: ProcFS) -> Capabilities:
 
 def _libc_prctl(option: int, arg2: int) -> int:
     """prctl(2) for what python-prctl cannot name: ambient sets, bits it has no name for."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    result = int(libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                            ctypes.c_ulong(0)))
+    result = int(_prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                        ctypes.c_ulong(0)))
     if result != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))

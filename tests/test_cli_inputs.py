@@ -15,10 +15,10 @@ import cli_run
 import pytest
 from fixture_data import pod_fixture
 
-from agent.collect.userfile import load_user_yaml, read_user_file
 from agent.config import CONFIG_LIMIT
 from agent.kube.apiconfig import KUBECONFIG_LIMIT
 from agent.kube.podspec import POD_SPEC_LIMIT
+from agent.userfile import load_user_yaml, read_user_file
 
 ROOT = Path(__file__).resolve().parents[1]
 # Far above what a bounded read of the largest limit (16 MiB) needs, far below 1.5 GB.

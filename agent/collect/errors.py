@@ -15,55 +15,17 @@ class ProcessGone(CollectError):
 
 
 class AccessDenied(CollectError):
-    """`missing` names the capabilities that would allow the read (e.g. "SYS_PTRACE", or
-    several); the message names only those this thread does not hold, so it never blames a
-    capability the agent has."""
+    """The kernel refused a read. `lacking` names the capabilities that would allow it and
+    this thread does not hold (`missing` is the first), `hint` says so in the message; both
+    come from `fileio.access_denied`, which reads our own status: the error does no I/O."""
 
-    def __init__(
-        self, pid: int | None, what: str, missing: str | tuple[str, ...] | None = None
-    ) -> None:
+    def __init__(self, pid: int | None, what: str, hint: str = "",
+                 lacking: tuple[str, ...] = ()) -> None:
         self.pid = pid
         self.what = what
-        needed = (missing,) if isinstance(missing, str) else tuple(missing or ())
-        self.lacking = lacking_capabilities(needed)
-        self.missing = self.lacking[0] if self.lacking else None  # first one we lack
-        super().__init__(f"permission denied reading {what}{capability_hint(needed)}")
-
-
-def _own_effective_caps() -> int | None:
-    from agent.collect.procfs import read_own  # procfs raises these errors
-
-    try:
-        for line in read_own("thread-self/status").split(b"\n"):
-            if line.startswith(b"CapEff:"):
-                return int(line.split()[1], 16)
-    except (CollectError, ValueError, IndexError):
-        return None
-    return None
-
-
-def lacking_capabilities(needed: tuple[str, ...]) -> tuple[str, ...]:
-    """Of `needed` (names like "SYS_PTRACE"), those not in this thread's effective set."""
-    if not needed:
-        return ()
-    from agent.model import capability_bit
-
-    effective = _own_effective_caps()
-    if effective is None:
-        return needed
-    return tuple(n for n in needed if not effective >> (capability_bit(n) or 0) & 1)
-
-
-def capability_hint(needed: tuple[str, ...]) -> str:
-    """` (needs CAP_SYS_PTRACE)` for what we lack; when we hold them all, say so instead."""
-    if not needed:
-        return ""
-    lacking = lacking_capabilities(needed)
-    if lacking:
-        return f" (needs {' and '.join('CAP_' + n for n in lacking)})"
-    held = " and ".join("CAP_" + n for n in needed)
-    verb = "are" if len(needed) > 1 else "is"
-    return f" (although {held} {verb} held: refused by a security module or user namespace)"
+        self.lacking = lacking
+        self.missing = lacking[0] if lacking else None  # first one we lack
+        super().__init__(f"permission denied reading {what}{hint}")
 
 
 class ParseError(CollectError):

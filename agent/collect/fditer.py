@@ -34,9 +34,11 @@ from collections.abc import Collection, Iterable
 from functools import lru_cache
 from typing import Literal
 
+from agent.collect.bpfprogram import RECORD, iterator_program
 from agent.collect.btf import FdIterLayout, read_fd_iter_layout
-from agent.collect.errors import CollectError, lacking_capabilities
-from agent.collect.procfs import read_own
+from agent.collect.errors import CollectError
+from agent.collect.fileio import lacking_capabilities, read_own
+from agent.collect.libc import libc_function
 
 SYS_BPF = {"x86_64": 321, "aarch64": 280}
 MACHINE, RELEASE = os.uname().machine, os.uname().release
@@ -45,8 +47,6 @@ FIRST_KERNEL = (6, 1)  # the first whose iterator visits one task only (table ab
 BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD = 0, 2, 5
 BPF_LINK_CREATE, BPF_ITER_CREATE = 28, 33
 BPF_MAP_TYPE_HASH, BPF_PROG_TYPE_TRACING, BPF_TRACE_ITER = 1, 26, 28
-HELPER_MAP_LOOKUP_ELEM, HELPER_SEQ_WRITE = 1, 127
-SOCKFS_MAGIC = 0x534F434B  # include/uapi/linux/magic.h
 ATTR_SIZE = 128
 # union bpf_attr, field by field from byte 0, for the commands other than BPF_PROG_LOAD:
 MAP_CREATE_ATTR = struct.Struct("<IIIII")  # map_type, key_size, value_size, max_entries, flags
@@ -58,17 +58,11 @@ ITER_CREATE_ATTR = struct.Struct("<II")  # link_fd, flags
 LOAD_LOG_LEVEL, LOAD_LOG_SIZE, LOAD_LOG_BUF = 24, 28, 32
 LOAD_PROG_NAME, LOAD_ATTACH_TYPE, LOAD_ATTACH_BTF_ID = 48, 68, 108
 VERIFIER_LOG_SIZE = 1 << 18  # a rejection's reason is the log's last lines
-# struct bpf_iter__task_file (kernel/bpf/task_iter.c): the program's ctx, 8 bytes a field
-CTX_META, CTX_FD, CTX_FILE = 0, 16, 24  # (8: the task)
-META_SEQ = 0  # struct bpf_iter_meta: the seq_file comes first
-RECORD = struct.Struct("<QQ")  # fd, inode: what the program writes per match
 READ_SIZE = 1 << 16
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
 # long syscall(long number, int cmd, union bpf_attr *attr, unsigned int size)
-_syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint)
-_syscall.restype = ctypes.c_long
+_syscall = libc_function("syscall", (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint),
+                         ctypes.c_long)
 
 # What refused, for the agent's metric label: a few fixed words, never the message.
 Cause = Literal["kernel", "btf", "refused", "error"]
@@ -80,64 +74,6 @@ class FdIterUnavailable(CollectError):
     def __init__(self, reason: str, cause: Cause = "error") -> None:
         super().__init__(reason)
         self.cause: Cause = cause
-
-
-def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
-    return struct.pack("<BBhi", code, dst | src << 4, off, imm)
-
-
-# opcodes: 64-bit loads/stores, moves, add, conditional jumps, calls
-LDX_DW, LDX_W, STX_DW = 0x79, 0x61, 0x7B
-MOV_X, MOV_K, ADD_K, LD_IMM64 = 0xBF, 0xB7, 0x07, 0x18
-JEQ_K, JNE_K, CALL, EXIT = 0x15, 0x55, 0x85, 0x95
-R0, R1, R2, R3, R4, R6, R7, FP = 0, 1, 2, 3, 4, 6, 7, 10
-PSEUDO_MAP_FD = 1
-
-
-def iterator_program(layout: FdIterLayout, map_fd: int) -> bytes:
-    """The program, for ctx = struct bpf_iter__task_file {meta, task, fd, file}:
-
-        if file && file->f_inode->i_sb->s_magic == SOCKFS_MAGIC
-           && wanted[file->f_inode->i_ino]:
-            seq_write(meta->seq, {fd, i_ino})
-    """
-    body: list[bytes | tuple[int, int, int]] = [  # (jump opcode, register, imm): to the exit
-        _insn(MOV_X, R6, R1),
-        _insn(LDX_DW, R2, R6, CTX_FILE),
-        (JEQ_K, R2, 0),
-        _insn(LDX_DW, R3, R2, layout.file_inode),
-        (JEQ_K, R3, 0),
-        _insn(LDX_DW, R4, R3, layout.inode_sb),
-        (JEQ_K, R4, 0),
-        _insn(LDX_DW, R4, R4, layout.sb_magic),
-        (JNE_K, R4, SOCKFS_MAGIC),  # inode numbers are per filesystem: sockets only
-        _insn(LDX_DW, R4, R3, layout.inode_ino),
-        _insn(STX_DW, FP, R4, -8),
-        _insn(LD_IMM64, R1, PSEUDO_MAP_FD, 0, map_fd) + _insn(0),
-        _insn(MOV_X, R2, FP),
-        _insn(ADD_K, R2, 0, 0, -8),
-        _insn(CALL, imm=HELPER_MAP_LOOKUP_ELEM),
-        (JEQ_K, R0, 0),
-        _insn(LDX_W, R7, R6, CTX_FD),  # u32, zero-extended: the record has no padding
-        _insn(STX_DW, FP, R7, -16),
-        _insn(LDX_DW, R1, R6, CTX_META),
-        _insn(LDX_DW, R1, R1, META_SEQ),
-        _insn(MOV_X, R2, FP),
-        _insn(ADD_K, R2, 0, 0, -16),
-        _insn(MOV_K, R3, 0, 0, RECORD.size),
-        _insn(CALL, imm=HELPER_SEQ_WRITE),
-    ]
-    total = sum(len(p) // 8 if isinstance(p, bytes) else 1 for p in body)
-    code, at = bytearray(), 0
-    for part in body:
-        if isinstance(part, bytes):
-            code += part
-            at += len(part) // 8
-        else:
-            opcode, register, imm = part
-            code += _insn(opcode, register, 0, total - at - 1, imm)  # to `r0 = 0; exit`
-            at += 1
-    return bytes(code + _insn(MOV_K, R0) + _insn(EXIT))
 
 
 def _bpf(command: int, attr: bytes | bytearray, what: str) -> int:

@@ -13,28 +13,21 @@ import dataclasses
 import errno
 import logging
 import os
-import socket
-import struct
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from agent.collect import netlink
-from agent.collect.errors import (
-    AccessDenied,
-    CollectError,
-    Missing,
-    ParseError,
-    capability_hint,
-    error_line,
-)
-from agent.collect.procfs import ProcFS, own_netns_inode
-from agent.collect.sockets import listeners_in_netns, scan_socket_owners
-from agent.collect.text import sanitize
+from agent.collect.errors import CollectError, Missing, error_line
+from agent.collect.fileio import access_denied, capability_hint, own_netns_inode
+from agent.collect.libc import libc_function
+from agent.collect.procfs import ProcFS
+from agent.collect.rtnetlink import read_interfaces
+from agent.collect.sockdiag import listeners_in_netns
+from agent.collect.sockets import scan_socket_owners
 from agent.model import (
+    Fact,
     Gap,
     InterfaceAddress,
-    IpVersion,
     Listener,
     NetnsFacts,
     OwnerReader,
@@ -45,22 +38,13 @@ from agent.model import (
 log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
-SYSCTL_FILES = (
-    ("bindv6only", "net/ipv6/bindv6only"),
-    ("disable_ipv6", "net/ipv6/conf/all/disable_ipv6"),
-    ("ip_unprivileged_port_start", "net/ipv4/ip_unprivileged_port_start"),
+SYSCTL_FILES = (  # Sysctls field -> the sysctl (its file under /proc/sys: the name, / for .)
+    ("bindv6only", Fact.BINDV6ONLY),
+    ("disable_ipv6", Fact.DISABLE_IPV6),
+    ("ip_unprivileged_port_start", Fact.UNPRIVILEGED_PORT_START),
 )
-# include/uapi/linux/rtnetlink.h, if_addr.h, if_link.h; scope names as /etc/iproute2/rt_scopes.
-RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
-IFLA_IFNAME = 3
-IFA_ADDRESS, IFA_LOCAL = 1, 2
-_IFINFOMSG = struct.Struct("=BxHiII")
-_IFADDRMSG = struct.Struct("=BBBBI")
-SCOPE_NAMES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
-_libc.setns.restype = ctypes.c_int
+_setns = libc_function("setns", (ctypes.c_int, ctypes.c_int), ctypes.c_int)
 
 
 def read_netns_facts(pid: int, proc: ProcFS | None = None, *, owners: bool = True) -> NetnsFacts:
@@ -127,7 +111,7 @@ def _host_netns(proc: ProcFS) -> tuple[int | None, Gap | None]:
             return process.netns_inode(), None
         except CollectError as exc:
             error = exc  # pid 1's, the last resort
-    return None, Gap("network.host_network", str(error))
+    return None, Gap(Fact.HOST_NETWORK, str(error))
 
 
 # --- inside the namespace ----------------------------------------------------------------
@@ -176,11 +160,11 @@ def _thread_main(ns_fd: int, enter: bool, pid: int, proc: ProcFS,
                  running: threading.BoundedSemaphore) -> None:
     """Runs in its own thread, which ends here: a thread moved by setns is never reused."""
     try:
-        if enter and _libc.setns(ns_fd, CLONE_NEWNET) != 0:
+        if enter and _setns(ns_fd, CLONE_NEWNET) != 0:
             code = ctypes.get_errno()
             if code == errno.EPERM:
-                raise AccessDenied(pid, f"the network namespace of {pid} (setns)",
-                                   missing="SYS_ADMIN")
+                raise access_denied(pid, f"the network namespace of {pid} (setns)",
+                                    missing="SYS_ADMIN")
             raise CollectError(f"setns into the netns of {pid}: {os.strerror(code)}")
         outcome.append(_read_inside(proc))
     except CollectError as exc:
@@ -198,13 +182,13 @@ def _read_inside(proc: ProcFS) -> _NetnsReading:
     try:
         interfaces, addresses = read_interfaces()
     except CollectError as exc:
-        gaps.append(Gap("network.addresses", str(exc)))
+        gaps.append(Gap(Fact.ADDRESSES, str(exc)))
     listeners: tuple[Listener, ...] = ()
     try:
         listeners, listener_gaps = listeners_in_netns(interfaces)
         gaps.extend(listener_gaps)
     except CollectError as exc:
-        gaps.append(Gap("network.listeners", str(exc)))
+        gaps.append(Gap(Fact.LISTENERS, str(exc)))
     return _NetnsReading(sysctls, addresses, listeners, tuple(gaps))
 
 
@@ -212,8 +196,8 @@ def read_sysctls(proc: ProcFS) -> tuple[Sysctls, list[Gap]]:
     """The calling thread's netns sysctls; an unreadable one is None plus a Gap."""
     values: dict[str, int | None] = {}
     gaps: list[Gap] = []
-    for field, rel in SYSCTL_FILES:
-        name = rel.replace("/", ".")
+    for field, name in SYSCTL_FILES:
+        rel = name.replace(".", "/")
         try:
             values[field] = int(proc.read_sys(rel).strip())
         except Missing:
@@ -225,56 +209,6 @@ def read_sysctls(proc: ProcFS) -> tuple[Sysctls, list[Gap]]:
             values[field] = None
             gaps.append(Gap(name, f"unreadable: {exc}"))
     return Sysctls(**values), gaps
-
-
-def read_interfaces() -> tuple[dict[int, str], tuple[InterfaceAddress, ...]]:
-    """ifindex -> name, and every address, of the calling thread's netns (RTM_GETLINK/ADDR)."""
-    sock = netlink.open_socket(socket.NETLINK_ROUTE, "rtnetlink")
-    with sock:
-        links = netlink.dump(sock, RTM_GETLINK, bytes(_IFINFOMSG.size), "link dump")
-        addrs = netlink.dump(sock, RTM_GETADDR, bytes(_IFADDRMSG.size), "address dump")
-    names = decode_links(links)
-    return names, decode_addresses(addrs, names)
-
-
-def decode_links(messages: Iterable[netlink.NetlinkMessage]) -> dict[int, str]:
-    names: dict[int, str] = {}
-    for message in messages:
-        if message.type != RTM_NEWLINK:
-            continue
-        if len(message.payload) < _IFINFOMSG.size:
-            raise ParseError("link message", f"{len(message.payload)} bytes")
-        index = _IFINFOMSG.unpack_from(message.payload)[2]
-        attributes = netlink.parse_attributes(message.payload[_IFINFOMSG.size :], "link message")
-        raw = attributes.get(IFLA_IFNAME, b"").split(b"\0", 1)[0]
-        names[index] = sanitize(raw, 32) if raw else f"if{index}"  # a pod may name its links
-    return names
-
-
-def decode_addresses(messages: Iterable[netlink.NetlinkMessage],
-                     names: Mapping[int, str]) -> tuple[InterfaceAddress, ...]:
-    addresses: list[InterfaceAddress] = []
-    for message in messages:
-        if message.type != RTM_NEWADDR:
-            continue
-        if len(message.payload) < _IFADDRMSG.size:
-            raise ParseError("address message", f"{len(message.payload)} bytes")
-        address_family, prefixlen, _, scope, index = _IFADDRMSG.unpack_from(message.payload)
-        attributes = netlink.parse_attributes(message.payload[_IFADDRMSG.size :],
-                                              "address message")
-        # IFA_LOCAL is the interface's own IPv4 address; IFA_ADDRESS is the peer on a p2p link.
-        raw = attributes.get(IFA_LOCAL, attributes.get(IFA_ADDRESS))
-        if raw is None or address_family not in (socket.AF_INET, socket.AF_INET6):
-            continue
-        version: IpVersion = 4 if address_family == socket.AF_INET else 6
-        width = 4 if version == 4 else 16
-        if len(raw) != width:
-            raise ParseError("address message", f"{len(raw)}-byte IPv{version} address")
-        addresses.append(InterfaceAddress(
-            interface=names.get(index, f"if{index}"), family=version,
-            address=socket.inet_ntop(address_family, raw), prefixlen=prefixlen,
-            scope=SCOPE_NAMES.get(scope, str(scope))))
-    return tuple(addresses)
 
 
 # --- owners and assembly -----------------------------------------------------------------
@@ -363,4 +297,4 @@ def _owner_gap(listeners: tuple[Listener, ...], error: str | None) -> Gap | None
                for s in listeners if not s.owners]
     if error is None or not orphans:
         return None
-    return Gap("network.listeners.owners", f"{error}; no owner found for {', '.join(orphans)}")
+    return Gap(Fact.OWNERS, f"{error}; no owner found for {', '.join(orphans)}")

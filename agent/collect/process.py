@@ -18,6 +18,7 @@ from agent.collect.procfs import ProcessHandle, ProcFS
 from agent.collect.procparse import translate_id
 from agent.collect.rootfs import probe_paths, read_passwd_entry
 from agent.model import (
+    Fact,
     Filesystem,
     Gap,
     Identity,
@@ -28,6 +29,7 @@ from agent.model import (
     PasswdEntry,
     ProcStat,
     Status,
+    path_fact,
 )
 
 T = TypeVar("T")
@@ -41,7 +43,7 @@ class _Reader:
         self.gaps: list[Gap] = []
         self.exited = False  # a read found the process gone
 
-    def attempt(self, facts: Sequence[str], read: Callable[[], T]) -> T | None:
+    def attempt(self, facts: Sequence[Fact], read: Callable[[], T]) -> T | None:
         try:
             return read()
         except CollectError as exc:
@@ -90,8 +92,8 @@ def _container_ids(reader: _Reader, status: Status | None) -> Identity:
     uid = gid = None
     groups = None
     if status is not None:
-        uid_map = reader.attempt(["identity.uid"], process.uid_map)
-        gid_map = reader.attempt(["identity.gid", "identity.groups"], process.gid_map)
+        uid_map = reader.attempt([Fact.UID], process.uid_map)
+        gid_map = reader.attempt([Fact.GID, Fact.GROUPS], process.gid_map)
         uid = _translate(status.uid, uid_map) if uid_map is not None else None
         if gid_map is not None:
             gid = _translate(status.gid, gid_map)
@@ -107,11 +109,11 @@ def _with_passwd(
     entry: PasswdEntry | None = None
     if uid is not None:
         effective = uid.effective
-        entry = reader.attempt(["identity.user", "identity.home"],
+        entry = reader.attempt([Fact.USER, Fact.HOME],
                                lambda: read_passwd_entry(reader.process, effective))
     else:
         reason = "the effective uid could not be read"
-        reader.gaps.extend((Gap("identity.user", reason), Gap("identity.home", reason)))
+        reader.gaps.extend((Gap(Fact.USER, reason), Gap(Fact.HOME, reason)))
     env_home = next((value for key, value in environ or () if key == "HOME"), None)
     return dataclasses.replace(
         ids,
@@ -123,9 +125,10 @@ def _with_passwd(
 
 def _status_gaps(reader: _Reader, status: Status) -> None:
     if status.no_new_privs is None:
-        reader.gaps.append(Gap("no_new_privs", "this kernel shows no NoNewPrivs (< Linux 4.10)"))
+        reader.gaps.append(Gap(Fact.NO_NEW_PRIVS,
+                               "this kernel shows no NoNewPrivs (< Linux 4.10)"))
     if status.seccomp is None:
-        reader.gaps.append(Gap("seccomp", "this kernel shows no Seccomp (no CONFIG_SECCOMP)"))
+        reader.gaps.append(Gap(Fact.SECCOMP, "this kernel shows no Seccomp (no CONFIG_SECCOMP)"))
 
 
 def _filesystem(reader: _Reader, stat: ProcStat | None) -> Filesystem | None:
@@ -133,10 +136,10 @@ def _filesystem(reader: _Reader, stat: ProcStat | None) -> Filesystem | None:
     if stat is not None and stat.kernel_thread:
         # A kernel thread's /proc/PID/mountinfo is the initial mount namespace's: the host's
         # mounts, not a root of its own to judge.
-        reader.gaps.append(Gap("filesystem", process_kind(process) or "a kernel thread"))
+        reader.gaps.append(Gap(Fact.FILESYSTEM, process_kind(process) or "a kernel thread"))
         return None
     return reader.attempt(
-        ["filesystem"], lambda: filesystem_from_mounts(parse_mountinfo(process.mountinfo()))
+        [Fact.FILESYSTEM], lambda: filesystem_from_mounts(parse_mountinfo(process.mountinfo()))
     )
 
 
@@ -158,20 +161,19 @@ def _observe(
     process: ProcessHandle, paths: Sequence[str], network: NetnsFacts | None
 ) -> ObservedProcess:
     reader = _Reader(process)
-    stat = reader.attempt(["start_time", "comm"], process.stat)
+    stat = reader.attempt([Fact.START_TIME, Fact.COMM], process.stat)
     if stat is None and reader.exited:
         raise ProcessGone(process.pid, "exited before it could be read")
-    cmdline = reader.attempt(["cmdline"], process.cmdline)
-    exe = reader.attempt(["exe"], process.exe)
+    cmdline = reader.attempt([Fact.CMDLINE], process.cmdline)
+    exe = reader.attempt([Fact.EXE], process.exe)
     status = reader.attempt(
-        ["identity.uid", "identity.gid", "identity.groups", "capabilities", "no_new_privs",
-         "seccomp"],
+        [Fact.UID, Fact.GID, Fact.GROUPS, Fact.CAPABILITIES, Fact.NO_NEW_PRIVS, Fact.SECCOMP],
         process.status,
     )
     if status is not None:
         _status_gaps(reader, status)
     ids = _container_ids(reader, status)  # right after status: identity matters most
-    environ = reader.attempt(["environ"], process.environ)
+    environ = reader.attempt([Fact.ENVIRON], process.environ)
     identity = _with_passwd(reader, ids, environ)
     observed = ObservedProcess(
         pid=process.pid,
@@ -191,7 +193,8 @@ def _observe(
     if reader.exited:
         if status is None:
             raise ProcessGone(process.pid, "exited during inspection")
-        reader.gaps.append(Gap("process", "exited during inspection; facts read before are kept"))
+        reader.gaps.append(Gap(Fact.PROCESS,
+                               "exited during inspection; facts read before are kept"))
     return dataclasses.replace(observed, incomplete=_merge(reader.gaps, observed.incomplete))
 
 
@@ -221,7 +224,7 @@ def _with_paths(observed: ObservedProcess, process: ProcessHandle | None,
     probed = probe_paths(process, paths, observed, error)
     unprobed = [p for p in probed if p.writable is None]
     kind = process_kind(process) if unprobed and process is not None else None
-    unknown = [Gap(f"paths.{p.path}", kind or p.error or "unknown") for p in unprobed]
+    unknown = [Gap(path_fact(p.path), kind or p.error or "unknown") for p in unprobed]
     return dataclasses.replace(
         observed, paths=probed, incomplete=_merge(observed.incomplete, unknown)
     )

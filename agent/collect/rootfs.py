@@ -15,8 +15,10 @@ import stat
 from collections.abc import Sequence
 
 from agent.collect.errors import CollectError, Missing
+from agent.collect.fileio import map_oserror, read_bounded, read_own
+from agent.collect.libc import libc_function
 from agent.collect.mounts import mount_for_path
-from agent.collect.procfs import ProcessHandle, map_oserror, read_bounded, read_own
+from agent.collect.procfs import ProcessHandle
 from agent.collect.text import sanitize
 from agent.model import Capabilities, Mount, ObservedProcess, PasswdEntry, PathAccess
 
@@ -28,7 +30,7 @@ RESOLVE = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 ROOTFS_FILE_LIMIT = 4 << 20
 CAP_DAC_OVERRIDE = 1
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = libc_function("syscall")  # int syscall(long number, ...): types per call
 
 
 class _OpenHow(ctypes.Structure):
@@ -40,7 +42,7 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int = RESOLVE) -> int:
     """openat2(2); raises OSError like os.open does."""
     how = _OpenHow(flags=flags | os.O_CLOEXEC, mode=0, resolve=resolve)
     encoded = os.fsencode(path)
-    fd = int(_libc.syscall(SYS_OPENAT2, dirfd, encoded, ctypes.byref(how), ctypes.sizeof(how)))
+    fd = int(_syscall(SYS_OPENAT2, dirfd, encoded, ctypes.byref(how), ctypes.sizeof(how)))
     if fd < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), path)
@@ -208,18 +210,25 @@ def probe_path(
             return PathAccess(path, None, None, None, None,
                               error=f"cannot open in the container root: {exc.strerror}")
         return _probe_missing(root_fd, path, clean, fs_uid, fs_gid, groups, dac_override, mounts)
-    try:
-        st = os.fstat(fd)
-        mount = _mount_of(fd, clean, mounts)
-    finally:
-        os.close(fd)
-    readonly = mount.readonly if mount is not None else None
+    st, readonly = _stat_and_close(fd, clean, mounts)
     allowed = mode_allows_write(st, fs_uid, fs_gid, groups, dac_override)
     return PathAccess(
         path, exists=True, is_dir=stat.S_ISDIR(st.st_mode), on_readonly_mount=readonly,
         writable=None if readonly is None else (not readonly and allowed),
         error=None if readonly is not None else "no mount found for the path",
     )
+
+
+def _stat_and_close(fd: int, path: str, mounts: tuple[Mount, ...]
+                    ) -> tuple[os.stat_result, bool | None]:
+    """fstat of `fd` (opened at `path` in the root), and whether its mount is read-only
+    (None when no mount holds it); `fd` is closed."""
+    try:
+        st = os.fstat(fd)
+        mount = _mount_of(fd, path, mounts)
+    finally:
+        os.close(fd)
+    return st, mount.readonly if mount is not None else None
 
 
 def _probe_missing(
@@ -232,12 +241,7 @@ def _probe_missing(
     if found is None:
         return PathAccess(path, False, None, None, None, error="no existing parent directory")
     parent, fd = found
-    try:
-        st = os.fstat(fd)
-        mount = _mount_of(fd, parent, mounts)
-    finally:
-        os.close(fd)
-    readonly = mount.readonly if mount is not None else None
+    st, readonly = _stat_and_close(fd, parent, mounts)
     if not stat.S_ISDIR(st.st_mode):
         return PathAccess(path, False, False, readonly, False,
                           error=f"does not exist; {parent} is not a directory")

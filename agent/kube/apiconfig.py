@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agent.collect.userfile import InputFileError, load_user_yaml, read_user_file
+from agent.userfile import InputFileError, load_user_yaml, read_user_file
 
 # A kubeconfig with inline certificates for many clusters is still far below this.
 KUBECONFIG_LIMIT = 16 << 20

@@ -99,8 +99,8 @@ def _kubeconfig_paths(kubeconfig: str | None) -> list[str]:
     """The kubeconfig files to load, each read here first, bounded, with the credential
     files they name, so the official loader (and ssl after it) never meets a missing,
     binary, huge or non-regular file (its message would name none)."""
-    from agent.collect.userfile import InputFileError
     from agent.kube.apiconfig import kubeconfig_files, read_kubeconfigs
+    from agent.userfile import InputFileError
 
     paths = kubeconfig_files(kubeconfig)
     if kubeconfig is None:

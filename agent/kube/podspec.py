@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.collect.userfile import STDIN, InputFileError, load_user_yaml
 from agent.kube.containers import container_statuses
 from agent.model import (
     PORT_PROTOCOLS,
@@ -19,6 +18,7 @@ from agent.model import (
     DeclaredVolumeMount,
     PodRef,
 )
+from agent.userfile import STDIN, InputFileError, load_user_yaml
 
 PROBE_KINDS = (("livenessProbe", "liveness"), ("readinessProbe", "readiness"),
                ("startupProbe", "startup"))

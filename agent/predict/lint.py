@@ -13,6 +13,7 @@ from agent.model import (
     DEFAULT_CONFIG,
     AuditConfig,
     DeclaredContainer,
+    Fact,
     Finding,
     Gap,
     LintContainer,
@@ -51,7 +52,7 @@ LISTENER_RULES = frozenset(r.id for r in (
     PROBE_PORT_NOT_LISTENING, LISTENER_LOOPBACK_ONLY, LISTENER_FAMILY_MISMATCH,
     DUAL_STACK_LISTENER_GAP, IPV6_LISTENER_WITH_IPV6_DISABLED, DECLARED_PORT_NOT_LISTENING,
     UNDECLARED_LISTENER))
-LISTENERS_UNKNOWN = Gap("network.listeners", (
+LISTENERS_UNKNOWN = Gap(Fact.LISTENERS, (
     "predicted from a manifest: what the process listens on is known only once it runs "
     "(opaudit diagnose); PrivilegedPortNotBindable and NetBindServiceUnneeded judge the "
     "declared ports and probe ports instead"))

@@ -14,9 +14,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.collect.userfile import STDIN, InputFileError, read_user_file
 from agent.model import ManifestObject
 from agent.predict.yamldoc import Document, ManifestSyntaxError, iter_documents
+from agent.userfile import STDIN, InputFileError, read_user_file
 
 # One rendered chart or kustomization; a 1,000-workload file is about 2 MiB.
 FILE_LIMIT = 32 << 20

@@ -13,6 +13,7 @@ from agent.model import (
     ObservedProcess,
     PathAccess,
     Profile,
+    path_fact,
 )
 from agent.predict.imagefacts import ImageFacts
 from agent.rules.paths import home_dirs, judge_writable, writes_needed
@@ -99,5 +100,5 @@ def predict_paths(observed: ObservedProcess, declared: DeclaredContainer, profil
     for path in (*home_dirs(judged), *writes_needed(judged, declared, profile)):
         verdict = judge_writable(judged, path)
         if verdict.writable is None:
-            gaps.append(Gap(f"paths.{path}", verdict.detail))
+            gaps.append(Gap(path_fact(path), verdict.detail))
     return tuple(accesses), tuple(dict.fromkeys(gaps))

@@ -20,6 +20,7 @@ from agent.model import (
     NO_PROCESS,
     Capabilities,
     DeclaredContainer,
+    Fact,
     Filesystem,
     Gap,
     Identity,
@@ -37,7 +38,6 @@ from agent.model import (
 from agent.predict.imagefacts import ImageFacts
 from agent.predict.paths import DAC_OVERRIDE, READ_ONLY_VOLUMES, predict_paths
 from agent.predict.runtimes import RuntimeModel
-from agent.rules.facts import UNPRIVILEGED_PORT_START
 from agent.rules.paths import required_paths
 from agent.rules.ports import promised_ports
 
@@ -46,7 +46,7 @@ from agent.rules.ports import promised_ports
 LAST_CAP = len(CAPABILITY_NAMES) - 1
 ALL_CAPS = (1 << (LAST_CAP + 1)) - 1
 NET_BIND_SERVICE = 1 << 10
-SYSCTL = UNPRIVILEGED_PORT_START
+SYSCTL = Fact.UNPRIVILEGED_PORT_START
 NOT_ROOT = -1  # the uid is not 0 (runAsNonRoot: true), but which one is not known
 IF_ROOT = "if the image's USER is root (give --image or --image-user to settle it)"
 IF_NOT_ROOT = "if the image's USER is not root (give --image or --image-user to settle it)"
@@ -233,13 +233,13 @@ def _identity(uid: int | None, declared: DeclaredContainer, facts: PodFacts,
     if entry is not None and image is not None:
         groups += image.groups_of(entry.name)
     if uid in (None, NOT_ROOT):
-        gaps.append(Gap("identity.uid", "runAsNonRoot: true says the uid is not 0, but not "
+        gaps.append(Gap(Fact.UID, "runAsNonRoot: true says the uid is not 0, but not "
                         "which it is: that is the image's USER (give --image or --image-user)"))
     if gid is None:
-        gaps.append(Gap("identity.gid", "no runAsGroup, and the image's group is not known "
+        gaps.append(Gap(Fact.GID, "no runAsGroup, and the image's group is not known "
                         "(give --image or --image-user REF=UID:GID)"))
     if image is None or not image.layers_read:
-        gaps.append(Gap("identity.home", "the home directory is in the image's /etc/passwd "
+        gaps.append(Gap(Fact.HOME, "the home directory is in the image's /etc/passwd "
                         "(give --image REF=oci-archive:PATH)"))
     known_uid = uid is not None and uid != NOT_ROOT
     # runc sets HOME from the passwd entry, or "/", when the environment has none.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from agent.model import Fact
 from agent.rules import (
     filesystem,
     identity,
@@ -18,7 +19,6 @@ from agent.rules import (
     privileges,
 )
 from agent.rules.entry import Rule
-from agent.rules.facts import DECLARED_UID, POD_SPEC, UNPRIVILEGED_PORT_START
 
 
 def _in(category: str, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
@@ -38,8 +38,8 @@ RULE_IDS: frozenset[str] = frozenset(rule.id for rule in CATALOGUE)
 # capabilities from the pod spec, as the runtime will start it; without a declared uid,
 # unknown).
 WITHOUT_PROCESS: tuple[Rule, ...] = tuple(
-    dataclasses.replace(rule, facts=(POD_SPEC, UNPRIVILEGED_PORT_START, "network.listeners",
-                                     DECLARED_UID))
+    dataclasses.replace(rule, facts=(Fact.POD_SPEC, Fact.UNPRIVILEGED_PORT_START, Fact.LISTENERS,
+                                     Fact.DECLARED_UID))
     for rule in CATALOGUE if rule.id == portbind.PRIVILEGED_PORT_NOT_BINDABLE.id)
 
 

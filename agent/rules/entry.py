@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from agent.model import (
     GENERIC_PROFILE,
     DeclaredContainer,
+    Fact,
     Finding,
     ObservedProcess,
     Profile,
@@ -43,7 +44,7 @@ class Rule:
     why: str  # why it matters, one line
     fix: str  # the remediation in one line; findings carry the full snippet
     check: Check
-    facts: tuple[str, ...] = ()
+    facts: tuple[Fact, ...] = ()
     remediation: str = ""
     site: FixSite = FixSite.TEXT
     category: str = ""  # set by the catalogue from the rule's module

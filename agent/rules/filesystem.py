@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
+from agent.model import DeclaredContainer, Fact, Finding, ObservedProcess, Profile, Severity
 from agent.rules.entry import FixSite, Rule
-from agent.rules.facts import POD_SPEC
 from agent.rules.fixes import empty_dir_fix, writable_volume_fix
 from agent.rules.paths import judge_writable, writes_needed
 
@@ -38,7 +37,7 @@ ROOT_FILESYSTEM_WRITABLE = Rule(
     "the / mount of the target's mount namespace is writable (high when declared read-only)",
     "a writable root lets an intruder change binaries and configuration",
     "readOnlyRootFilesystem: true plus emptyDirs for the paths it writes",
-    root_filesystem_writable, facts=("filesystem",),
+    root_filesystem_writable, facts=(Fact.FILESYSTEM,),
     remediation="readOnlyRootFilesystem: true", site=FixSite.CONTAINER_SECURITY_CONTEXT)
 
 
@@ -65,7 +64,7 @@ WRITABLE_PATH_MISSING = Rule(
     "Ivy dir; $TMPDIR; --config paths) is not writable; without a profile, /tmp on a "
     "read-only root is low unless the process is a JVM or $TMPDIR is set",
     "the workload fails at the first write (certs, temp files, Ivy cache)",
-    "mount an emptyDir at the path", writable_path_missing, facts=("paths",))
+    "mount an emptyDir at the path", writable_path_missing, facts=(Fact.PATHS,))
 
 
 def empty_dir_without_size_limit(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -91,6 +90,6 @@ EMPTY_DIR_WITHOUT_SIZE_LIMIT = Rule(
     "EmptyDirWithoutSizeLimit", Severity.LOW,
     "a mounted emptyDir volume has no sizeLimit",
     "an unbounded emptyDir can fill the node's disk or memory",
-    "emptyDir.sizeLimit (e.g. 100Mi)", empty_dir_without_size_limit, facts=(POD_SPEC,))
+    "emptyDir.sizeLimit (e.g. 100Mi)", empty_dir_without_size_limit, facts=(Fact.POD_SPEC,))
 
 RULES = (ROOT_FILESYSTEM_WRITABLE, WRITABLE_PATH_MISSING, EMPTY_DIR_WITHOUT_SIZE_LIMIT)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
+from agent.model import DeclaredContainer, Fact, Finding, ObservedProcess, Profile, Severity
 from agent.rules.entry import FixSite, Rule
-from agent.rules.facts import POD_SPEC
 from agent.rules.fixes import IVY_SUBMIT_OPTS, env_fix, mount_at, writable_volume_fix
 from agent.rules.paths import (
     home_dirs,
@@ -43,7 +42,7 @@ RUNS_AS_ROOT = Rule(
     "effective uid, as the container sees it, is 0",
     "root in the container owns its files and widens every escape",
     "set runAsNonRoot: true and runAsUser to a non-zero uid", runs_as_root,
-    facts=("identity.uid",), remediation=UID_FIX, site=CONTAINER)
+    facts=(Fact.UID,), remediation=UID_FIX, site=CONTAINER)
 
 
 def run_as_user_mismatch(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -70,7 +69,7 @@ RUN_AS_USER_MISMATCH = Rule(
     "declared runAsUser (container over pod) differs from the observed effective uid",
     "the process is not who the manifest says; ownership and policy checks are wrong",
     "make runAsUser match the uid the workload must run as", run_as_user_mismatch,
-    facts=("identity.uid", POD_SPEC), remediation=UID_FIX, site=CONTAINER)
+    facts=(Fact.UID, Fact.POD_SPEC), remediation=UID_FIX, site=CONTAINER)
 
 
 def run_as_group_mismatch(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -93,7 +92,7 @@ RUN_AS_GROUP_MISMATCH = Rule(
     "declared runAsGroup differs from the observed effective gid",
     "files and group access follow the wrong gid",
     "make runAsGroup match the gid the workload must run as", run_as_group_mismatch,
-    facts=("identity.gid", POD_SPEC), remediation="runAsGroup: {gid}", site=CONTAINER)
+    facts=(Fact.GID, Fact.POD_SPEC), remediation="runAsGroup: {gid}", site=CONTAINER)
 
 
 def _is_spark(observed: ObservedProcess, profile: Profile) -> bool:
@@ -183,6 +182,6 @@ HOME_DIRECTORY_UNUSABLE = Rule(
     "for the webhook profile)",
     "tools that write under HOME fail (Ivy for spark-submit --packages)",
     "set HOME to a writable emptyDir, or SPARK_SUBMIT_OPTS=" + IVY_SUBMIT_OPTS,
-    home_directory_unusable, facts=("identity.uid", "identity.home", "paths"))
+    home_directory_unusable, facts=(Fact.UID, Fact.HOME, Fact.PATHS))
 
 RULES = (RUNS_AS_ROOT, RUN_AS_USER_MISMATCH, RUN_AS_GROUP_MISMATCH, HOME_DIRECTORY_UNUSABLE)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from agent.model import (
     DeclaredContainer,
+    Fact,
     Finding,
     ListenerProtocol,
     ObservedProcess,
@@ -14,7 +15,6 @@ from agent.model import (
     listener_protocol,
 )
 from agent.rules.entry import Rule
-from agent.rules.facts import DISABLE_IPV6, POD_SPEC
 from agent.rules.ports import declared_port_keys, port_subject, probe_ports
 from agent.rules.reach import (
     describe,
@@ -60,7 +60,7 @@ IPV6_LISTENER_WITH_IPV6_DISABLED = Rule(
     "a socket is bound to :: while IPv6 is disabled in the netns",
     "it serves IPv4 only through mapped addresses; the bind hides what is meant",
     "bind 0.0.0.0", ipv6_listener_with_ipv6_disabled,
-    facts=(DISABLE_IPV6, "network.listeners"),
+    facts=(Fact.DISABLE_IPV6, Fact.LISTENERS),
     remediation="# Bind 0.0.0.0:{port} instead of [::]:{port}.")
 
 
@@ -92,7 +92,7 @@ DECLARED_PORT_NOT_LISTENING = Rule(
     "a declared containerPort (TCP or UDP) has no listener of that protocol",
     "Services and NetworkPolicies built on the port reach nothing",
     "remove the port or correct its number/protocol", declared_port_not_listening,
-    facts=("network.listeners", POD_SPEC),
+    facts=(Fact.LISTENERS, Fact.POD_SPEC),
     remediation="# Remove the stale port, or fix its number/protocol to what the process serves:\n"
                 "ports:\n- containerPort: <port>\n  name: {name}\n  protocol: {protocol}")
 
@@ -127,7 +127,7 @@ UNDECLARED_LISTENER = Rule(
     "a non-loopback listener of the target is neither a declared containerPort nor a probe port",
     "the pod exposes more than reviews and NetworkPolicies account for",
     "declare the port, or disable / loopback-bind the listener", undeclared_listener,
-    facts=("network.listeners", "network.listeners.owners", POD_SPEC),
+    facts=(Fact.LISTENERS, Fact.OWNERS, Fact.POD_SPEC),
     remediation="# Declare it, or turn the listener off / bind it to 127.0.0.1:\n"
                 "ports:\n- containerPort: {port}\n  name: <name>\n  protocol: {protocol}")
 

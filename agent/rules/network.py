@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from agent.model import (
     GENERIC_PROFILE,
     DeclaredContainer,
+    Fact,
     Finding,
     Listener,
     NetnsFacts,
@@ -15,7 +16,6 @@ from agent.model import (
     Severity,
 )
 from agent.rules.entry import Rule
-from agent.rules.facts import DISABLE_IPV6, POD_SPEC
 from agent.rules.fixes import sysctl_fix
 from agent.rules.ports import PROBE_HANDLERS, listed, port_subject, promised_ports
 from agent.rules.reach import (
@@ -31,8 +31,8 @@ from agent.rules.reach import (
 )
 
 FAMILY = {4: "IPv4", 6: "IPv6"}
-BINDV6ONLY_SYSCTL = "net.ipv6.bindv6only"
-DISABLE_IPV6_SYSCTL = "net.ipv6.conf.all.disable_ipv6"
+BINDV6ONLY_SYSCTL = Fact.BINDV6ONLY
+DISABLE_IPV6_SYSCTL = Fact.DISABLE_IPV6
 
 
 def probe_port_not_listening(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -76,7 +76,7 @@ PROBE_PORT_NOT_LISTENING = Rule(
     "a liveness/readiness/startup probe targets a port with no TCP listener",
     "failing probes restart the container or keep it out of its Service",
     "point the probe at the port the process really listens on", probe_port_not_listening,
-    facts=("network.listeners", POD_SPEC),
+    facts=(Fact.LISTENERS, Fact.POD_SPEC),
     remediation="# Point the probe at the port the process serves its health endpoint on,\n"
                 "# or make it listen on {port}:\n{kind}Probe:\n  {handler}:\n"
                 "    port: <port the process listens on>")
@@ -118,7 +118,7 @@ LISTENER_LOOPBACK_ONLY = Rule(
     "a probe or declared containerPort is bound only to loopback addresses",
     "nothing outside the pod (kubelet, Services) can reach it",
     "bind 0.0.0.0 / [::] instead of 127.0.0.1 / ::1", listener_loopback_only,
-    facts=("network.listeners", POD_SPEC),
+    facts=(Fact.LISTENERS, Fact.POD_SPEC),
     remediation="# Bind the listener to all addresses: 0.0.0.0:{port} (IPv4), or [::]:{port}\n"
                 "# with IPV6_V6ONLY=0 for both families (Go: \":{port}\")")
 
@@ -194,7 +194,7 @@ LISTENER_FAMILY_MISMATCH = Rule(
     "a probe or declared port has listeners, but none accepts the pod's primary IP family",
     "the kubelet and Services connect to the pod's primary IP and are refused",
     "bind 0.0.0.0, or [::] with IPV6_V6ONLY=0", listener_family_mismatch,
-    facts=("network.listeners", "network.addresses", DISABLE_IPV6, POD_SPEC))
+    facts=(Fact.LISTENERS, Fact.ADDRESSES, Fact.DISABLE_IPV6, Fact.POD_SPEC))
 
 
 def dual_stack_listener_gap(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -232,7 +232,7 @@ DUAL_STACK_LISTENER_GAP = Rule(
     "the pod has IPv4 and IPv6 addresses and a probe/declared port serves only one family",
     "dual-stack clients using the other family are refused",
     "one [::] socket with IPV6_V6ONLY=0, or a socket per family", dual_stack_listener_gap,
-    facts=("network.listeners", "network.addresses", DISABLE_IPV6, POD_SPEC),
+    facts=(Fact.LISTENERS, Fact.ADDRESSES, Fact.DISABLE_IPV6, Fact.POD_SPEC),
     remediation="# Serve both families: one [::]:{port} socket with IPV6_V6ONLY=0 "
                 "(Go: \":{port}\"), or a second socket for {family}.")
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agent.model import DeclaredContainer, Finding, ObservedProcess, Profile, Severity
+from agent.model import DeclaredContainer, Fact, Finding, ObservedProcess, Profile, Severity
 from agent.rules.entry import Rule
-from agent.rules.facts import POD_SPEC, UNPRIVILEGED_PORT_START
 from agent.rules.fixes import sysctl_fix
 from agent.rules.ports import PromisedPort, port_subject, promised_ports
 from agent.rules.reach import listeners_on
 
 NET_BIND_SERVICE_BIT = 10
-SYSCTL = UNPRIVILEGED_PORT_START
+SYSCTL = Fact.UNPRIVILEGED_PORT_START
 WEBHOOK_PORT = 9443  # the chart's default webhook.port, which needs no privilege
 
 
@@ -124,6 +123,6 @@ PRIVILEGED_PORT_NOT_BINDABLE = Rule(
     "a port >= 1024 (Helm webhook.port: 9443), or the safe sysctl "
     "net.ipv4.ip_unprivileged_port_start in the pod's securityContext.sysctls",
     privileged_port_not_bindable,
-    facts=(POD_SPEC, UNPRIVILEGED_PORT_START, "network.listeners", "capabilities"))
+    facts=(Fact.POD_SPEC, Fact.UNPRIVILEGED_PORT_START, Fact.LISTENERS, Fact.CAPABILITIES))
 
 RULES = (PRIVILEGED_PORT_NOT_BINDABLE,)

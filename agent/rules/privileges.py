@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from agent.model import (
     DeclaredContainer,
+    Fact,
     Finding,
     NetnsFacts,
     ObservedProcess,
@@ -16,7 +17,6 @@ from agent.model import (
     mask_names,
 )
 from agent.rules.entry import FixSite, Rule
-from agent.rules.facts import POD_SPEC, UNPRIVILEGED_PORT_START
 from agent.rules.fixes import sysctl_fix
 from agent.rules.reach import own_listeners, owner_pids
 
@@ -52,7 +52,7 @@ PRIVILEGED_CONTAINER = Rule(
     "declared privileged: true, or the bounding set holds every capability",
     "a privileged container can take over the node",
     "privileged: false and capabilities.drop: [ALL]", privileged_container,
-    facts=("capabilities",), remediation=f"privileged: false\n{DROP_ALL}", site=CONTAINER)
+    facts=(Fact.CAPABILITIES,), remediation=f"privileged: false\n{DROP_ALL}", site=CONTAINER)
 
 
 def privilege_escalation_allowed(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -83,7 +83,7 @@ PRIVILEGE_ESCALATION_ALLOWED = Rule(
     "NoNewPrivs is 0 (drift when allowPrivilegeEscalation: false was declared)",
     "setuid binaries and file capabilities can raise the process's privileges",
     "allowPrivilegeEscalation: false", privilege_escalation_allowed,
-    facts=("no_new_privs",), remediation="allowPrivilegeEscalation: false", site=CONTAINER)
+    facts=(Fact.NO_NEW_PRIVS,), remediation="allowPrivilegeEscalation: false", site=CONTAINER)
 
 
 def capabilities_not_dropped(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -111,7 +111,7 @@ CAPABILITIES_NOT_DROPPED = Rule(
     "the bounding set holds anything besides NET_BIND_SERVICE",
     "capabilities left in the bounding set can be regained",
     "capabilities.drop: [ALL], add back only what is proven needed", capabilities_not_dropped,
-    facts=("capabilities",), remediation=DROP_ALL, site=CONTAINER)
+    facts=(Fact.CAPABILITIES,), remediation=DROP_ALL, site=CONTAINER)
 
 
 def capability_added_but_ineffective(observed: ObservedProcess,
@@ -140,7 +140,7 @@ def capability_added_but_ineffective(observed: ObservedProcess,
         fix = CAPABILITY_ADDED_BUT_INEFFECTIVE.render_fix(profile, add=_add_back(kept))
         if capability_bit(name) == NET_BIND_SERVICE_BIT:
             fix += ("\n# If a port below 1024 is really needed, lower the netns threshold "
-                    "instead:\n" + sysctl_fix(profile, "net.ipv4.ip_unprivileged_port_start", 0))
+                    "instead:\n" + sysctl_fix(profile, Fact.UNPRIVILEGED_PORT_START, 0))
         yield CAPABILITY_ADDED_BUT_INEFFECTIVE.finding(
             message, fix, observed=f"effective: {effective}",
             declared=f"add: [{', '.join(declared.capabilities_add)}]", subject=name)
@@ -151,7 +151,7 @@ CAPABILITY_ADDED_BUT_INEFFECTIVE = Rule(
     "a capability in capabilities.add is in the bounding set but not effective",
     "a non-root process gets nothing from `add` without ambient or file caps",
     "remove it from capabilities.add (or lower ip_unprivileged_port_start)",
-    capability_added_but_ineffective, facts=("capabilities", POD_SPEC),
+    capability_added_but_ineffective, facts=(Fact.CAPABILITIES, Fact.POD_SPEC),
     remediation=DROP_ALL_ADD, site=CONTAINER)
 
 
@@ -215,8 +215,8 @@ NET_BIND_SERVICE_UNNEEDED = Rule(
     "NET_BIND_SERVICE is held, yet no listener port is below ip_unprivileged_port_start",
     "an unused capability is attack surface with no benefit",
     "drop NET_BIND_SERVICE from capabilities.add", net_bind_service_unneeded,
-    facts=("capabilities", UNPRIVILEGED_PORT_START, "network.listeners",
-           "network.listeners.owners"), remediation=DROP_ALL_ADD, site=CONTAINER)
+    facts=(Fact.CAPABILITIES, Fact.UNPRIVILEGED_PORT_START, Fact.LISTENERS,
+           Fact.OWNERS), remediation=DROP_ALL_ADD, site=CONTAINER)
 
 
 def seccomp_unconfined(observed: ObservedProcess, declared: DeclaredContainer | None,
@@ -237,7 +237,7 @@ SECCOMP_UNCONFINED = Rule(
     "SeccompUnconfined", Severity.HIGH,
     "Seccomp mode is 0",
     "without a filter every syscall is reachable",
-    "seccompProfile.type: RuntimeDefault", seccomp_unconfined, facts=("seccomp",),
+    "seccompProfile.type: RuntimeDefault", seccomp_unconfined, facts=(Fact.SECCOMP,),
     remediation="seccompProfile:\n  type: RuntimeDefault", site=CONTAINER)
 
 RULES = (PRIVILEGED_CONTAINER, PRIVILEGE_ESCALATION_ALLOWED, CAPABILITIES_NOT_DROPPED,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from staging import STAGE_PYTHON, Sock, Stage, Staged, run
 from test_sockets import ss_sockets
 
-from agent.collect import btf, fditer
+from agent.collect import bpfprogram, btf, fditer
 from agent.collect.btf import FdIterLayout, read_fd_iter_layout
 from agent.collect.errors import CollectError, Missing, ParseError
 from agent.collect.procfs import ProcFS
@@ -300,7 +300,7 @@ def test_every_jump_of_the_program_lands_on_its_exit() -> None:
     """Every jump lands on the program's `r0 = 0; exit`, whatever the offsets."""
     layout = FdIterLayout(attach_btf_id=1, file_inode=32, inode_ino=64, inode_sb=40,
                           sb_magic=96)
-    code = fditer.iterator_program(layout, map_fd=7)
+    code = bpfprogram.iterator_program(layout, map_fd=7)
     insns = [code[i: i + 8] for i in range(0, len(code), 8)]
     assert insns[-2:] == [struct.pack("<BBhi", 0xB7, 0, 0, 0), struct.pack("<BBhi", 0x95, 0, 0, 0)]
     for at, insn in enumerate(insns):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from agent.collect import netlink
 from agent.collect.errors import ParseError
-from agent.collect.netns import decode_addresses, decode_links, read_interfaces
+from agent.collect.rtnetlink import decode_addresses, decode_links, read_interfaces
 
 _HEADER = struct.Struct("=IHHII")
 

@@ -14,7 +14,7 @@ import pytest
 from proc_reads import netns_inode_of
 from staging import Sock, Stage, run
 
-from agent.collect import sockets
+from agent.collect import sockdiag
 from agent.collect.errors import ParseError, ProcessGone
 from agent.collect.netlink import NetlinkMessage
 from agent.collect.netns import read_many_netns, read_netns_facts
@@ -175,8 +175,8 @@ def test_unreadable_facts_become_gaps(stage: Stage, tmp_path: Path,
             raise ParseError("sock_diag udp message", "staged corruption")
         return real_decode(messages, protocol, names)
 
-    real_decode = sockets.decode_listeners
-    monkeypatch.setattr(sockets, "decode_listeners", broken_udp)
+    real_decode = sockdiag.decode_listeners
+    monkeypatch.setattr(sockdiag, "decode_listeners", broken_udp)
     facts = read_netns_facts(staged.pid, ProcFS(str(tmp_path)))
     assert facts.sysctls == Sysctls(None, None, None)
     gaps = {g.fact: g.reason for g in facts.gaps}

@@ -15,9 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from staging import STAGE_PYTHON, Stage, Staged
 
-from agent.collect import procfs
+from agent.collect import nodewalk
 from agent.collect.errors import CollectError, ParseError, ProcessGone
-from agent.collect.procfs import PROC_FILE_LIMIT, ProcFS
+from agent.collect.fileio import PROC_FILE_LIMIT
+from agent.collect.procfs import ProcFS
 from agent.collect.procparse import (
     OVERFLOW_ID,
     parse_id_map,
@@ -329,14 +330,14 @@ def test_a_reused_pid_in_another_container_is_read_anew(stage: Stage,
         inner_init = int(Path(f"/proc/{init.pid}/task/{init.pid}/children").read_text().split()[0])
         proc = ProcFS(f"/proc/{inner_init}/root/proc")  # that pid namespace's own procfs
         reads: list[str] = []
-        real_read = procfs.read_file
+        real_read = nodewalk.read_file
 
         def counting_read(path: str, **kwargs: Any) -> tuple[bytes, bool]:
             reads.append(path)
             return real_read(path, **kwargs)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(procfs, "read_file", counting_read)
+            patch.setattr(nodewalk, "read_file", counting_read)
             first = {e.pid: e.cgroup for e in proc.walk(cgroups=True).entries}
             assert ids[0] in (first[300] or "")
             reads.clear()
@@ -371,11 +372,11 @@ def test_netns_inode_agrees_with_stat(stage: Stage, tmp_path: Path) -> None:
     inside = stage.spawn([], netns=netns)
     for pid in (os.getpid(), inside.pid):
         link = f"/proc/{pid}/ns/net"
-        assert procfs.netns_inode(link) == os.stat(link).st_ino
-    assert procfs.netns_inode(f"/proc/{inside.pid}/ns/net") != procfs.netns_inode(
+        assert nodewalk.netns_inode(link) == os.stat(link).st_ino
+    assert nodewalk.netns_inode(f"/proc/{inside.pid}/ns/net") != nodewalk.netns_inode(
         f"/proc/{os.getpid()}/ns/net")
     recorded = tmp_path / "net"
     recorded.write_text("")  # a recorded tree: a plain file where the link was
-    assert procfs.netns_inode(str(recorded)) == recorded.stat().st_ino
+    assert nodewalk.netns_inode(str(recorded)) == recorded.stat().st_ino
     (tmp_path / "dangling").symlink_to("net:[12]")  # a recorded link keeps the kernel's text
-    assert procfs.netns_inode(str(tmp_path / "dangling")) == 12
+    assert nodewalk.netns_inode(str(tmp_path / "dangling")) == 12

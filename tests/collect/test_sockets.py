@@ -21,10 +21,8 @@ from agent.collect.errors import ParseError, ProcessGone
 from agent.collect.netns import read_netns_facts
 from agent.collect.procfs import ProcessHandle
 from agent.collect.procparse import parse_stat
-from agent.collect.sockets import (
-    decode_listener,
-    scan_socket_owners,
-)
+from agent.collect.sockdiag import decode_listener
+from agent.collect.sockets import scan_socket_owners
 from agent.model import Listener
 
 

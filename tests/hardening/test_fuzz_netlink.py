@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.collect import netlink
-from agent.collect.netns import decode_addresses, decode_links
-from agent.collect.sockets import decode_listener
+from agent.collect.rtnetlink import decode_addresses, decode_links
+from agent.collect.sockdiag import decode_listener
 
 # --- netlink: messages, attributes, sock_diag, links, addresses ---------------------
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from staging import Sock, Stage
 
+from agent.model import Fact
 from agent.rules.catalogue import CATALOGUE
-from agent.rules.facts import POD_SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,10 +28,10 @@ def test_diagnose_json_names_the_rules_it_could_not_evaluate(stage: Stage) -> No
     unevaluated = {u["rule"]: u["missing"] for u in target["unevaluated"]}
     # audited by pid alone: every rule that needs the pod spec says so, and nothing else
     # keeps it from a verdict (we run as root, in a netns of our own)
-    needs_spec = {r.id for r in CATALOGUE if POD_SPEC in r.facts}
+    needs_spec = {r.id for r in CATALOGUE if Fact.POD_SPEC in r.facts}
     assert set(unevaluated) == needs_spec
     for missing in unevaluated.values():
-        assert [m["fact"] for m in missing] == [POD_SPEC]
+        assert [m["fact"] for m in missing] == [Fact.POD_SPEC]
         assert "--pod-spec" in missing[0]["reason"]
     fired = {f["rule"] for f in doc["findings"]}
     assert set(target["passed"]).isdisjoint(fired | set(unevaluated))

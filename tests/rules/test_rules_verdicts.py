@@ -10,6 +10,7 @@ from agent.model import (
     DEFAULT_CONFIG,
     GENERIC_PROFILE,
     AuditConfig,
+    Fact,
     Gap,
     Outcome,
     Severity,
@@ -19,7 +20,7 @@ from agent.model import (
 from agent.rules.catalogue import CATALOGUE
 from agent.rules.entry import FixSite
 from agent.rules.evaluate import evaluate, findings_of
-from agent.rules.facts import FACTS, POD_SPEC
+from agent.rules.facts import FACTS
 
 CAPABILITY_RULES = {"CapabilitiesNotDropped", "CapabilityAddedButIneffective",
                     "NetBindServiceUnneeded", "PrivilegedContainer"}
@@ -69,13 +70,13 @@ def test_a_declared_privileged_pod_fires_without_its_capability_mask() -> None:
 
 def test_without_a_pod_spec_declared_rules_are_unknown_not_passed() -> None:
     verdicts = by_rule(evaluate(observed(), None, GENERIC_PROFILE))
-    needs_spec = {r.id for r in CATALOGUE if POD_SPEC in r.facts}
+    needs_spec = {r.id for r in CATALOGUE if Fact.POD_SPEC in r.facts}
     assert {"RunAsGroupMismatch", "EmptyDirWithoutSizeLimit", "UndeclaredListener"} <= needs_spec
     for rule_id in needs_spec:
         verdict = verdicts[rule_id]
         assert verdict.outcome is Outcome.UNKNOWN, rule_id
         [gap] = verdict.missing
-        assert gap.fact == POD_SPEC and "--pod-spec" in gap.reason
+        assert gap.fact == Fact.POD_SPEC and "--pod-spec" in gap.reason
     assert verdicts["SeccompUnconfined"].outcome is Outcome.PASSED
 
 

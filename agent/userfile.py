@@ -8,7 +8,7 @@ import os
 import stat
 from typing import Any
 
-from agent.collect.procfs import read_bounded
+from agent.collect.fileio import read_bounded
 
 STDIN = "-"
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
