@@ -2,20 +2,16 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cgroup_staging import KubepodsCgroups, unavailable_reason
 from hypothesis import HealthCheck, settings
+from kube.apiserver import ApiServer
+from staging import Stage
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from cgroup_staging import KubepodsCgroups, unavailable_reason  # noqa: E402
-from kube.apiserver import ApiServer  # noqa: E402
-from staging import Stage  # noqa: E402
-
-from agent.kube.client import Api, load_api  # noqa: E402
+from agent.kube.client import Api, load_api
 
 # scripts/test runs a quick profile; scripts/fuzz selects "fuzz" (100k examples per parser).
 settings.register_profile("quick", max_examples=200, deadline=None,
@@ -23,12 +19,6 @@ settings.register_profile("quick", max_examples=200, deadline=None,
 settings.register_profile("fuzz", max_examples=100_000, deadline=None,
                           suppress_health_check=list(HealthCheck))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
-
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0,
-    reason="stages namespaces and processes on the real kernel: needs root (CI runs as root)",
-)
-
 
 @pytest.fixture
 def stage() -> Iterator[Stage]:
@@ -60,6 +50,12 @@ def server() -> Iterator[ApiServer]:
     """The in-process Kubernetes API test server (tests/kube/apiserver.py)."""
     with ApiServer() as running:
         yield running
+
+
+@pytest.fixture
+def kubeconfig(server: ApiServer, tmp_path: Path) -> Path:
+    """A kubeconfig file that names the API test server, as `opaudit --kubeconfig` reads it."""
+    return Path(server.write_kubeconfig(tmp_path / "kubeconfig"))
 
 
 @pytest.fixture

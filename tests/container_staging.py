@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cgroup_staging import KubepodsCgroups, systemd_scope
-from pod_staging import NAMESPACE, NODE
+from pod_staging import ApiPod, running_pod
 from staging import STAGE_PYTHON, Sock, Stage, run
 
 # The parent binds its shared sockets (inherited by every child, as a prefork server's
@@ -75,18 +75,9 @@ class Container:
 
 
 @dataclass
-class StagedFamilyPod:
-    manifest: dict[str, Any]
+class StagedFamilyPod(ApiPod):
     containers: list[Container]
     netns: str
-
-    @property
-    def uid(self) -> str:
-        return str(self.manifest["metadata"]["uid"])
-
-    @property
-    def name(self) -> str:
-        return str(self.manifest["metadata"]["name"])
 
     def container(self, name: str) -> Container:
         return next(c for c in self.containers if c.name == name)
@@ -109,21 +100,9 @@ def stage_family_pod(stage: Stage, cgroups: KubepodsCgroups, name: str,
         container.pids = [staged.pid, *children]
         for pid in container.pids:
             cgroups.place_v2(pid, systemd_scope(uid, container.container_id))
-    manifest = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": NAMESPACE, "uid": uid, "labels": labels},
-        "spec": {"nodeName": NODE, "containers": [
-            {"name": c.name, "image": f"registry.example/{c.name}:1", **c.spec}
-            for c in containers]},
-        "status": {
-            "phase": "Running", "podIP": "192.0.2.10", "podIPs": [{"ip": "192.0.2.10"}],
-            "containerStatuses": [{
-                "name": c.name, "ready": True, "restartCount": 0,
-                "image": f"registry.example/{c.name}:1", "imageID": "",
-                "containerID": f"containerd://{c.container_id}",
-                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}
-                for c in containers]},
-    }
+    manifest = running_pod(name, uid, labels, [
+        ({"name": c.name, "image": f"registry.example/{c.name}:1", **c.spec},
+         f"containerd://{c.container_id}") for c in containers])
     return StagedFamilyPod(manifest, containers, netns)
 
 

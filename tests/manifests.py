@@ -3,6 +3,8 @@ with the real helm (scripts/devtools installs it), and checkov over the result."
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import os
 import shutil
@@ -18,6 +20,7 @@ CHART_DIR = DAEMONSET_DIR / "chart"
 K8S_VERSION = "1.37.0"  # the schemas kubernetes-validate ships (pinned in pyproject.toml)
 # The release scripts and README install: `helm install opaudit ... -n opaudit`.
 RELEASE, NAMESPACE = "opaudit", "opaudit"
+_AGENT_UIDS = itertools.count(1)  # agent_pod: each pod its own uid
 
 
 def need(tool: str) -> str:
@@ -51,6 +54,42 @@ def helm_template(*args: str) -> list[dict[str, Any]]:
 def by_kind(rendered: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     (found,) = [doc for doc in rendered if doc["kind"] == kind]
     return found
+
+
+# --- the DaemonSet's pods, as its controller creates them ------------------------------
+
+
+def daemonset_pod(rendered: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Pod the DaemonSet controller would create from the template, as it runs."""
+    daemonset = by_kind(rendered, "DaemonSet")
+    template = copy.deepcopy(daemonset["spec"]["template"])
+    name = template["spec"]["containers"][0]["name"]
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {**template["metadata"], "name": "opaudit-x7k2p", "namespace": "opaudit",
+                     "uid": "5f0c1b9e-0a6d-4d43-9a53-3c1f0b6f7e21"},
+        "spec": {**template["spec"], "nodeName": "worker-1"},
+        "status": {"phase": "Running", "podIP": "192.0.2.10", "podIPs": [{"ip": "192.0.2.10"}],
+                   "containerStatuses": [{
+                       "name": name, "ready": True, "restartCount": 0, "image": "opaudit",
+                       "imageID": "", "state": {"running": {}},
+                       "containerID": "containerd://" + "ab" * 32}]},
+    }
+
+
+def agent_pod(node: str, *, phase: str = "Running", name: str | None = None) -> dict[str, Any]:
+    """A pod of the Kustomize base's DaemonSet, as its controller would create it on `node`."""
+    template = copy.deepcopy(by_kind(kustomize(), "DaemonSet")["spec"]["template"])
+    n = next(_AGENT_UIDS)
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {**template["metadata"], "name": name or f"opaudit-{node}-{n}",
+                     "namespace": "opaudit",
+                     "uid": f"00000000-0000-4000-8000-{n:012d}"},
+        "spec": {**template["spec"], "nodeName": node},
+        "status": {"phase": phase, "conditions": [
+            {"type": "Ready", "status": "True" if phase == "Running" else "False"}]},
+    }
 
 
 def checkov(files: list[Path]) -> dict[str, dict[str, Any]]:

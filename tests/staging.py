@@ -26,66 +26,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from staged_programs import EXEC_NOTIFY, LISTENER_CODE, ZOMBIE_PARENT
+
 # The staged processes run as other uids; /root (and so the venv's interpreter) is 0700.
 STAGE_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
 _counter = itertools.count()
-
-# Runs inside the staged process: bind the requested sockets, optionally install an
-# allow-all seccomp filter, report the fds on stdout, then wait to be killed.
-LISTENER_CODE = r"""
-import ctypes, json, signal, socket, sys
-spec = json.loads(sys.argv[1])
-socks = []
-try:
-    for s in spec["sockets"]:
-        fam = socket.AF_INET6 if s["family"] == 6 else socket.AF_INET
-        typ = socket.SOCK_STREAM if s["proto"] == "tcp" else socket.SOCK_DGRAM
-        k = socket.socket(fam, typ)
-        k.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if s.get("v6only") is not None:
-            k.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(s["v6only"]))
-        if s.get("device"):
-            k.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, s["device"].encode())
-        k.bind((s["addr"], s["port"]))
-        if typ == socket.SOCK_STREAM:
-            k.listen(64)
-        socks.append(k)
-    if spec.get("comm"):
-        ctypes.CDLL(None).prctl(15, spec["comm"].encode()[:15], 0, 0, 0)  # PR_SET_NAME
-    if spec.get("seccomp"):
-        class Filter(ctypes.Structure):
-            _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte),
-                        ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
-        class Prog(ctypes.Structure):
-            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
-        allow = (Filter * 1)(Filter(0x06, 0, 0, 0x7FFF0000))  # BPF_RET|BPF_K, SECCOMP_RET_ALLOW
-        prog = Prog(1, allow)
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, MODE_FILTER
-            raise OSError(ctypes.get_errno(), "seccomp")
-except OSError as e:
-    print("ERROR " + str(e), flush=True)
-    sys.exit(3)
-print(json.dumps({"fds": [k.fileno() for k in socks]}), flush=True)
-while True:
-    signal.pause()
-"""
-
-
-# Forks a child that exits at once and is never reaped; prints the child's pid.
-ZOMBIE_PARENT = r"""
-import os, signal
-child = os.fork()
-if child == 0:
-    os._exit(0)
-print(child, flush=True)
-signal.pause()
-"""
-
-
-# What `Stage.spawn` runs before the staged program: ip netns exec, unshare, sh -c, chroot,
-# setpriv, each exec'ing the next.
-SPAWN_WRAPPERS = frozenset({"ip", "unshare", "sh", "chroot", "setpriv"})
 
 
 class StageError(RuntimeError):
@@ -217,6 +162,10 @@ class Stage:
             setpriv += [_caps_arg("--ambient-caps", ambient)]
         if no_new_privs:
             setpriv += ["--no-new-privs"]
+        ready_r = ready_w = -1
+        if argv is not None:  # a listener says it is ready on stdout; a program cannot
+            ready_r, ready_w = os.pipe()
+            target = [STAGE_PYTHON, "-S", "-I", "-c", EXEC_NOTIFY, str(ready_w), *target]
         inner = [*setpriv, "--", *target]
 
         script = ["set -e"]
@@ -247,16 +196,25 @@ class Stage:
         cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)]
         if netns is not None:
             cmd = ["ip", "netns", "exec", netns, *cmd]
-        popen = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})},
-        )
+        try:
+            popen = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})},
+                pass_fds=(ready_w,) if ready_w >= 0 else (),
+            )
+        except BaseException:
+            if ready_r >= 0:
+                os.close(ready_r)
+            raise
+        finally:
+            if ready_w >= 0:
+                os.close(ready_w)  # the child's copy alone is left: its exec closes it
         staged = Staged(pid=popen.pid, popen=popen, netns=netns)
         self.processes.append(staged)
         if argv is None:
             staged.fds = self._await_ready(staged, timeout)
         else:
-            self._await_exec(staged, target[0], timeout)
+            self._await_exec(staged, argv[0], ready_r, timeout)
         return staged
 
     def _await_ready(self, staged: Staged, timeout: float) -> list[int]:
@@ -270,25 +228,48 @@ class Stage:
         fds: list[int] = json.loads(line)["fds"]
         return fds
 
-    def _await_exec(self, staged: Staged, program: str, timeout: float) -> None:
-        """Until the wrappers (ip, unshare, sh, chroot, setpriv) have exec'd `program`, or
-        whatever it exec'd in turn: a program that execs at once (the self-audit's seccomp
-        shim) may show its own comm for less than one poll."""
+    def _await_exec(self, staged: Staged, program: str, ready: int, timeout: float) -> None:
+        """Until the readiness pipe (EXEC_NOTIFY) closes: `program` has been exec'd, under
+        every wrapper."""
+        said = b""
         deadline = time.monotonic() + timeout
-        base = os.path.basename(program)[:15]
-        # Before its first exec the child still carries our own comm.
-        before = SPAWN_WRAPPERS | {Path("/proc/self/comm").read_text().strip()}
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                readable, _, _ = select.select([ready], [], [], left)
+                if not readable:
+                    continue
+                chunk = os.read(ready, 4096)
+                if not chunk:
+                    break
+                said += chunk
+            else:
+                self.kill(staged)
+                raise StageError(f"{program} did not start within {timeout}s")
+        finally:
+            os.close(ready)
+        if said == b"." and self._await_comm(staged, program, deadline):
+            return
+        # Nothing: a wrapper failed before it (setpriv, a mount); more: the exec failed.
+        self.kill(staged)
+        why = said[1:].decode(errors="replace") or staged.stderr_text
+        raise StageError(f"{program} did not start: {why}".strip())
+
+    @staticmethod
+    def _await_comm(staged: Staged, program: str, deadline: float) -> bool:
+        """The same execve that closed the pipe names the task a moment later (fs/exec.c
+        begin_new_exec: do_close_on_exec, then __set_task_comm); wait for that step too,
+        so that the caller never reads the wrapper's comm."""
+        wrapper = os.path.basename(STAGE_PYTHON)[:15]
+        if os.path.basename(program)[:15] == wrapper:
+            return True  # the same name before and after
         while time.monotonic() < deadline:
-            if staged.popen.poll() is not None:
-                raise StageError(f"{program} exited with {staged.popen.returncode}")
             try:
-                comm = Path(f"/proc/{staged.pid}/comm").read_text().strip()
-                if comm == base or comm not in before:
-                    return
+                if Path(f"/proc/{staged.pid}/comm").read_text().strip() != wrapper:
+                    return True
             except OSError:
-                pass
-            time.sleep(0.01)
-        raise StageError(f"{program} did not start within {timeout}s")
+                return False  # it is gone
+            time.sleep(0.001)
+        return False
 
     def kill(self, staged: Staged) -> None:
         if staged.popen.returncode is None:

@@ -104,9 +104,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_loaded_config_drives_evaluation(tmp_path: Path) -> None:
-    import sys
-    sys.path.insert(0, str(Path(__file__).parent / "rules"))
-    from rule_snapshots import declared, observed, readonly, with_paths
+    from rules.rule_snapshots import declared, observed, readonly, with_paths
 
     from agent.rules.evaluate import evaluate, findings_of
     from agent.rules.profiles import match_profile
@@ -136,9 +134,7 @@ def test_loaded_config_drives_evaluation(tmp_path: Path) -> None:
 
 
 def test_a_config_profile_says_whether_tmp_and_home_matter(tmp_path: Path) -> None:
-    import sys
-    sys.path.insert(0, str(Path(__file__).parent / "rules"))
-    from rule_snapshots import declared, missing, observed, readonly, with_paths
+    from rules.rule_snapshots import declared, missing, observed, readonly, with_paths
 
     from agent.rules.evaluate import evaluate, findings_of
     from agent.rules.profiles import match_profile

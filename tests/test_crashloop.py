@@ -13,13 +13,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from agent_run import OPAUDIT, run_once
 from cgroup_staging import KubepodsCgroups, random_container_id, systemd_scope
 from fixture_data import pod_fixture
 from kube.apiserver import ApiServer
+from pod_staging import NODE, events_on
 from staging import STAGE_PYTHON, Stage
-from test_node import NODE, OPAUDIT, events_on, run_once
 
 RULE = "PrivilegedPortNotBindable"
 CONTAINER = "spark-operator-webhook"
@@ -35,11 +35,6 @@ NoTimestamps.yaml_implicit_resolvers = {
     first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-
-
-@pytest.fixture
-def kubeconfig(server: ApiServer, tmp_path: Path) -> Path:
-    return Path(server.write_kubeconfig(tmp_path / "kubeconfig"))
 
 
 def crash_looping_webhook(name: str, container_id: str) -> dict[str, Any]:

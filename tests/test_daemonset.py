@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 import pytest
-from manifests import DAEMONSET_DIR, K8S_VERSION, by_kind, kustomize
+from manifests import DAEMONSET_DIR, K8S_VERSION, by_kind, daemonset_pod, kustomize
 
 # What the agent uses, and the only findings its own rules may raise on itself
 # (daemonset/README.md explains each).
@@ -109,24 +109,6 @@ def test_each_added_capability_carries_a_comment_naming_its_kernel_check() -> No
 
 
 # --- opaudit's own rules over its own DaemonSet ------------------------------------------
-
-
-def daemonset_pod(rendered: list[dict[str, Any]]) -> dict[str, Any]:
-    """The Pod the DaemonSet controller would create from the template, as it runs."""
-    daemonset = by_kind(rendered, "DaemonSet")
-    template = copy.deepcopy(daemonset["spec"]["template"])
-    name = template["spec"]["containers"][0]["name"]
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {**template["metadata"], "name": "opaudit-x7k2p", "namespace": "opaudit",
-                     "uid": "5f0c1b9e-0a6d-4d43-9a53-3c1f0b6f7e21"},
-        "spec": {**template["spec"], "nodeName": "worker-1"},
-        "status": {"phase": "Running", "podIP": "192.0.2.10", "podIPs": [{"ip": "192.0.2.10"}],
-                   "containerStatuses": [{
-                       "name": name, "ready": True, "restartCount": 0, "image": "opaudit",
-                       "imageID": "", "state": {"running": {}},
-                       "containerID": "containerd://" + "ab" * 32}]},
-    }
 
 
 def observed_agent(pod: dict[str, Any]) -> Any:

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
+from agent_run import free_port, http_get, run_agent_thread, wait_for
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
 from pod_staging import NODE, SELECTOR, stage_pod
 from prometheus_client.parser import text_string_to_metric_families
 from staging import Stage
-from test_node import free_port, http_get, wait_for
 
-from agent.daemon import RunContext, RunOptions, run_agent
+from agent.daemon import RunContext, RunOptions
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "daemonset" / "grafana" / "opaudit.json"
 SAMPLE_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
@@ -56,19 +55,14 @@ def test_every_dashboard_expression_names_a_metric_the_agent_exports(
     dashboard = json.loads(DASHBOARD.read_text())
     with ApiServer(report_apis=("openreports.io/v1alpha1",)) as server:
         server.add_pod(stage_pod(stage, cgroups, "so-a").manifest)
-        port, stop = free_port(), threading.Event()
+        port = free_port()
         options = RunOptions(node=NODE, selector=SELECTOR, interval=0.5,
                              sinks=("events", "reports"), metrics_port=port)
         context = RunContext(metrics_host="127.0.0.1", configuration=server.configuration(),
                              restrict_privileges=False)  # in-process: keep pytest's own caps
-        runner = threading.Thread(target=lambda: run_agent(options, context, stop=stop))
-        runner.start()
-        try:
+        with run_agent_thread(options, context):
             assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 30)
             status, body = http_get(port, "/metrics")
-        finally:
-            stop.set()
-            runner.join(timeout=15)
     assert status == 200
     names = exported(body)
     for needed in ("opaudit_findings", "opaudit_reports_written_total",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +13,13 @@ from typing import Any
 
 import pytest
 import yaml
+from agent_run import AgentProcess, assert_json_lines, free_port, http_get, loop_argv, wait_for
 from cgroup_staging import KubepodsCgroups
 from cli_run import ROOT, opaudit
 from kube.apiserver import ApiServer
-from pod_staging import NODE, SELECTOR, stage_pod
+from pod_staging import NODE, stage_pod
 from seccomp_shim import DENY_BPF, SYS_BPF
 from staging import STAGE_PYTHON, Sock, Stage
-from test_node import OPAUDIT, assert_json_lines, free_port, http_get, wait_for
 
 from agent.collect.btf import VMLINUX_BTF
 from agent.collect.sockets import READER_SETTINGS
@@ -87,15 +86,10 @@ def test_an_unknown_fd_reader_is_one_line_and_exit_2(command: list[str]) -> None
 
 @needs_bpf
 def test_the_agent_logs_its_first_fallback_once_and_labels_a_metric(
-        stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, tmp_path: Path) -> None:
-    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path) -> None:
     server.add_pod(stage_pod(stage, cgroups, "so-controller-fd").manifest)
     port = free_port()
-    agent = subprocess.Popen(
-        [STAGE_PYTHON, "-c", DENY_BPF, str(OPAUDIT), "run", "--node", NODE, "-l", SELECTOR,
-         "--interval", "1", "--startup-jitter", "0", "--sink", "stdout",
-         "--metrics-port", str(port), "--kubeconfig", str(kubeconfig)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with("bpf"))
+    argv = [STAGE_PYTHON, "-c", DENY_BPF, *loop_argv(kubeconfig, port, 1, "--sink", "stdout")]
     label = 'opaudit_fd_reader{fallback="refused",reader="proc"} 1.0'
 
     def cycles() -> float:
@@ -103,23 +97,18 @@ def test_the_agent_logs_its_first_fallback_once_and_labels_a_metric(
         return sum(float(line.split()[-1]) for line in text.splitlines()
                    if line.startswith("opaudit_cycles_total{"))
 
-    try:
+    with AgentProcess(argv, env=env_with("bpf")) as agent:
         assert wait_for(lambda: label in http_get(port, "/metrics")[1], 60), \
             http_get(port, "/metrics")[1]
         assert wait_for(lambda: cycles() >= 3, 60)  # fell back in each of them
         assert 'opaudit_fd_reader{fallback="",reader="bpf"}' not in http_get(port, "/metrics")[1]
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=10) == 0
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-        out, err = agent.communicate(timeout=10)
-    reports = assert_json_lines(out)
+        assert agent.terminate(timeout=10) == 0
+    reports = assert_json_lines(agent.out)
     assert len(reports) >= 3
     for report in reports:
         for target in report["targets"]:
             assert target["network"]["owner_reader"]["fallback"] == "refused"
-    (logged,) = [line for line in assert_json_lines(err) if line["msg"] == FALLBACK_LOG]
+    (logged,) = [line for line in assert_json_lines(agent.err) if line["msg"] == FALLBACK_LOG]
     assert logged["fallback"] == "refused" and "seccomp filter" in logged["reason"]
 
 

@@ -16,17 +16,15 @@ from urllib.parse import parse_qs
 
 import pytest
 import yaml
+from agent_run import OPAUDIT, REPO
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
-from manifests import by_kind, kustomize, need
+from manifests import agent_pod, need
+from pod_staging import NAMESPACE, NODE, expected_rules, stage_pod
 from staging import Stage
-from test_node import NAMESPACE, NODE, expected_rules, stage_pod
 
-REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / ".venv" / "bin" / "kubectl-opaudit"
-OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
 TARGET = "so-controller-0"
-_agent_uids = iter(range(1, 1000))
 
 
 @pytest.fixture
@@ -36,21 +34,6 @@ def cluster(server: ApiServer, tmp_path: Path) -> Iterator[tuple[ApiServer, dict
     kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
     env = {**os.environ, "KUBECONFIG": kubeconfig, "PATH": f"{PLUGIN.parent}:{os.environ['PATH']}"}
     yield server, env
-
-
-def agent_pod(node: str, *, phase: str = "Running", name: str | None = None) -> dict[str, Any]:
-    """A pod of the Kustomize base's DaemonSet, as its controller would create it on `node`."""
-    template = copy.deepcopy(by_kind(kustomize(), "DaemonSet")["spec"]["template"])
-    n = next(_agent_uids)
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {**template["metadata"], "name": name or f"opaudit-{node}-{n}",
-                     "namespace": "opaudit",
-                     "uid": f"00000000-0000-4000-8000-{n:012d}"},
-        "spec": {**template["spec"], "nodeName": node},
-        "status": {"phase": phase, "conditions": [
-            {"type": "Ready", "status": "True" if phase == "Running" else "False"}]},
-    }
 
 
 def target_pod(node: str | None = NODE) -> dict[str, Any]:

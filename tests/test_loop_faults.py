@@ -13,23 +13,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 from pathlib import Path
 
+from agent_run import AgentProcess, assert_json_lines, free_port, http_get, loop_argv, wait_for
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
-from pod_staging import NODE, SELECTOR, StagedPod, stage_pod
+from pod_staging import StagedPod, events_on, expected_rules, stage_pod
 from staging import Stage, Staged
-from test_node import (
-    OPAUDIT,
-    assert_json_lines,
-    events_on,
-    expected_rules,
-    free_port,
-    http_get,
-    wait_for,
-)
 
 HOOKS = Path(__file__).resolve().parent / "fault_hooks"
 
@@ -75,13 +66,9 @@ def test_a_running_agent_survives_every_injected_fault_and_keeps_posting_events(
                "OPAUDIT_TEST_FAULTS": json.dumps(faults)}
         port = free_port()
         # The reports sink first: on its failure, the Events sink after it must still work.
-        agent = subprocess.Popen(
-            [str(OPAUDIT), "run", "--node", NODE, "-l", SELECTOR, "--interval", "1",
-             "--startup-jitter", "0",
-             "--sink", "reports", "--sink", "events", "--metrics-port", str(port),
-             "--kubeconfig", server.write_kubeconfig(tmp_path / "kubeconfig")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        try:
+        argv = loop_argv(server.write_kubeconfig(tmp_path / "kubeconfig"), port, 1,
+                         "--sink", "reports", "--sink", "events")
+        with AgentProcess(argv, env=env) as agent:
             def scrape() -> str:
                 return http_get(port, "/metrics")[1]
 
@@ -89,7 +76,7 @@ def test_a_running_agent_survives_every_injected_fault_and_keeps_posting_events(
                 return metric(scrape(), f'opaudit_cycle_outcomes_total{{outcome="{outcome}"}}')
 
             assert wait_for(lambda: cycles("ok") >= 4, 120), "no healthy cycles"
-            assert agent.poll() is None
+            assert agent.popen.poll() is None
             assert http_get(port, "/healthz")[0] == 200
             # The healthy pod's Events are all there, as the engine finds them in-process.
             healthy = pods["healthy"]
@@ -101,16 +88,11 @@ def test_a_running_agent_survives_every_injected_fault_and_keeps_posting_events(
             ok_before = cycles("ok")
             assert wait_for(lambda: cycles("ok") > ok_before, 30)  # still cycling
             assert http_get(port, "/healthz")[0] == 200
-            agent.send_signal(signal.SIGTERM)
-            assert agent.wait(timeout=30) == 0
-        finally:
-            if agent.poll() is None:
-                agent.kill()
-            out, err = agent.communicate(timeout=30)
+            assert agent.terminate(timeout=30) == 0
         notes = {name: incomplete_note(server, pods[name]) for name in pods}
         reasons = {name: {e["reason"] for e in events_on(server, p.uid)}
                    for name, p in pods.items()}
-    logs = assert_json_lines(err)
+    logs = assert_json_lines(agent.err)
     messages = [line["msg"] for line in logs]
 
     # fd reader: an unwrapped OSError costs that netns's socket owners, no more.
@@ -138,4 +120,4 @@ def test_a_running_agent_survives_every_injected_fault_and_keeps_posting_events(
     failed = [line for line in logs if line["msg"].startswith("audit cycle failed")]
     assert len(failed) == 1 and "injected: a fault outside any target" in failed[0]["error"]
     assert logs[-1]["msg"] == "stopped"
-    assert out == ""
+    assert agent.out == ""

@@ -7,25 +7,20 @@ last list is audited, but the cycle says the list is not current)."""
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import pytest
+from agent_run import run_agent_thread, sample, wait_for
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
 from pod_staging import NODE, SELECTOR, stage_pod
 from staging import Stage
-from test_node import wait_for
 
-from agent.daemon import RunContext, RunOptions, run_agent
+from agent.daemon import RunContext, RunOptions
 from agent.output.metrics import AgentMetrics
 
 SKIPPED = "audit cycle skipped: the pods could not be listed"
 STALE = "audit cycle on the last pod list: the pods cannot be listed now"
-
-
-def sample(metrics: AgentMetrics, name: str, **labels: str) -> float:
-    return float(metrics.registry.get_sample_value(name, labels) or 0)
 
 
 def outcomes(metrics: AgentMetrics, outcome: str) -> float:
@@ -48,14 +43,11 @@ def test_an_api_outage_is_its_own_cycle_outcome_and_log_line_never_zero_findings
     pod = stage_pod(stage, cgroups, "so-controller")
     server.add_pod(pod.manifest)
     server.stop()  # unreachable before the agent's first list
-    metrics, stop = AgentMetrics(), threading.Event()
+    metrics = AgentMetrics()
     options = RunOptions(node=NODE, selector=SELECTOR, interval=0.5)
     context = RunContext(configuration=server.configuration(),
                          restrict_privileges=False)  # in-process: keep pytest's own caps
-    runner = threading.Thread(target=run_agent, args=(options, context),
-                              kwargs={"metrics": metrics, "stop": stop})
-    runner.start()
-    try:
+    with run_agent_thread(options, context, metrics) as running:
         # 1. Never listed: no cycle is counted as run, none reads "0 findings".
         assert wait_for(lambda: outcomes(metrics, "api_error") >= 2, 30)
         assert healthy_cycles(metrics) == 0 and outcomes(metrics, "ok") == 0
@@ -77,10 +69,7 @@ def test_an_api_outage_is_its_own_cycle_outcome_and_log_line_never_zero_findings
         assert wait_for(lambda: outcomes(metrics, "api_error") >= failed + 2, 30)
         assert sample(metrics, "opaudit_findings", rule="PrivilegeEscalationAllowed",
                       severity="high") == 1  # still the pod's, not a silent 0
-    finally:
-        stop.set()
-        runner.join(timeout=15)
-    assert not runner.is_alive()
+    assert not running.thread.is_alive()
     late = log_lines(capsys.readouterr().err)
 
     skipped = [line for line in early if line["msg"] == SKIPPED]

@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from agent_run import (
+    OPAUDIT,
+    REPO,
+    AgentProcess,
+    assert_json_lines,
+    free_port,
+    http_get,
+    loop_argv,
+    loop_thread,
+    run_once,
+    wait_for,
+)
 from cgroup_staging import KubepodsCgroups, systemd_scope
 from kube.apiserver import ApiServer
 from pod_staging import (
@@ -26,85 +32,18 @@ from pod_staging import (
     SELECTOR,
     SPARK_LABELS,
     StagedPod,
+    events_on,
+    expected_rules,
     pod_manifest,
     stage_pod,
 )
 from sinks import RecordingSink
 from staging import Sock, Stage
 
-from agent.audit import AuditRequest, audit
-from agent.daemon import NodeAgent, RunContext, RunOptions, run_agent
+from agent.daemon import NodeAgent, RunOptions
 from agent.kube.client import load_api
-from agent.kube.podspec import declared_from_pod
 from agent.output.metrics import AgentMetrics, MetricsSink
 from agent.output.sink import FanOut
-
-REPO = Path(__file__).resolve().parents[1]
-OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
-
-
-# --- fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def kubeconfig(server: ApiServer, tmp_path: Path) -> Path:
-    return Path(server.write_kubeconfig(tmp_path / "kubeconfig"))
-
-
-# --- staged pods -------------------------------------------------------------------------
-
-
-def expected_rules(pod: StagedPod) -> set[str]:
-    """What opaudit's engine finds for this pod, computed in-process for comparison."""
-    report = audit([AuditRequest(pod.pid, declared_from_pod(pod.manifest))], node=NODE)
-    return {f.rule for f in report.findings}
-
-
-def events_on(server: ApiServer, uid: str) -> list[dict[str, Any]]:
-    return [e for e in server.events() if e["regarding"].get("uid") == uid]
-
-
-# --- running the agent -------------------------------------------------------------------
-
-
-def run_once(kubeconfig: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(OPAUDIT), "run", "--once", "--node", NODE, "-l", SELECTOR,
-         "--kubeconfig", str(kubeconfig), *extra],
-        capture_output=True, text=True, timeout=120,
-    )
-
-
-def assert_json_lines(text: str) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-    assert all(isinstance(line, dict) for line in lines)
-    return lines
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
-
 
 # --- --once ------------------------------------------------------------------------------
 
@@ -223,12 +162,7 @@ def test_the_loop_audits_a_new_pod_at_once_and_stops_cleanly_on_sigterm(
     stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path
 ) -> None:
     port = free_port()
-    agent = subprocess.Popen(
-        [str(OPAUDIT), "run", "--node", NODE, "-l", SELECTOR, "--interval", "300",
-         "--startup-jitter", "0", "--metrics-port", str(port), "--kubeconfig", str(kubeconfig)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
+    with AgentProcess(loop_argv(kubeconfig, port, 300)) as agent:
         assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 30), "never ready"
         pod = stage_pod(stage, cgroups, "so-controller-late")
         added = time.monotonic()
@@ -244,61 +178,12 @@ def test_the_loop_audits_a_new_pod_at_once_and_stops_cleanly_on_sigterm(
         assert 'opaudit_cycles_total{trigger="watch"}' in text
         assert "opaudit_events_written_total" in text
 
-        agent.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
-        assert agent.wait(timeout=10) == 0
+        assert agent.terminate(timeout=10) == 0
         assert time.monotonic() - stopped < 5
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-        out, err = agent.communicate(timeout=10)
-    assert_json_lines(out)
-    logs = assert_json_lines(err)
+    assert_json_lines(agent.out)
+    logs = assert_json_lines(agent.err)
     assert any(line["msg"] == "stopped" for line in logs)
-
-
-def test_with_the_api_down_the_loop_keeps_auditing_and_counts_drops(
-    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, embedded_logging: None
-) -> None:
-    pods = [stage_pod(stage, cgroups, f"so-controller-{i}") for i in range(2)]
-    for pod in pods:
-        server.add_pod(pod.manifest)
-    server.inject("*", r"/events", status=500, count=10_000)  # every Event write fails
-    metrics = AgentMetrics()
-    stop = threading.Event()
-    options = RunOptions(node=NODE, selector=SELECTOR, interval=0.5)
-    context = RunContext(configuration=server.configuration(), event_queue_size=3,
-                         restrict_privileges=False)  # in-process: keep pytest's own caps
-    outcome: list[int] = []
-    runner = threading.Thread(target=lambda: outcome.append(run_agent(
-        options, context, metrics=metrics, stop=stop)))
-    runner.start()
-    try:
-        def value(name: str, **labels: str) -> float:
-            return float(metrics.registry.get_sample_value(name, labels) or 0)
-
-        assert wait_for(lambda: value("opaudit_api_errors_total", code="500") >= 2, 30)
-        cycles = value("opaudit_cycles_total", trigger="interval")
-        assert wait_for(lambda: value("opaudit_cycles_total", trigger="interval") > cycles, 10)
-        assert value("opaudit_events_dropped_total", reason="queue_full") >= 1
-        assert value("opaudit_events_written_total") == 0
-        assert metrics.alive
-
-        server.stop()  # now nothing answers at all, the pod watch included
-        errors = value("opaudit_api_errors_total", code="connection")
-        assert wait_for(lambda: value("opaudit_api_errors_total", code="connection") > errors,
-                        30)
-        cycles = value("opaudit_cycles_total", trigger="interval")
-        assert wait_for(lambda: value("opaudit_cycles_total", trigger="interval") > cycles, 10)
-
-        server.clear_faults()
-        server.start()  # recovered: what is still queued is delivered
-        assert wait_for(lambda: value("opaudit_events_written_total") >= 3, 60)
-    finally:
-        stop.set()
-        runner.join(timeout=15)
-    assert outcome == [0]
-
 
 
 def test_a_watch_trigger_audits_only_the_new_pod_and_metrics_still_count_the_node(
@@ -308,12 +193,10 @@ def test_a_watch_trigger_audits_only_the_new_pod_and_metrics_still_count_the_nod
     for pod in first:
         server.add_pod(pod.manifest)
     options = RunOptions(node=NODE, selector=SELECTOR, interval=300)
-    sink, metrics, stop = RecordingSink(), AgentMetrics(), threading.Event()
+    sink, metrics = RecordingSink(), AgentMetrics()
     agent = NodeAgent(load_api(configuration=server.configuration()), NODE, options,
-                      FanOut([MetricsSink(metrics), sink]), metrics, stop)
-    runner = threading.Thread(target=agent.run_forever)
-    runner.start()
-    try:
+                      FanOut([MetricsSink(metrics), sink]), metrics, threading.Event())
+    with loop_thread(agent) as running:
         assert wait_for(lambda: len(sink.reports) == 1, 30)
         assert {t.observed.pid for t in sink.reports[0].targets} == {p.pid for p in first}
 
@@ -329,10 +212,7 @@ def test_a_watch_trigger_audits_only_the_new_pod_and_metrics_still_count_the_nod
         assert metrics.registry.get_sample_value("opaudit_targets") == 3
         assert metrics.registry.get_sample_value(
             "opaudit_cycles_total", {"trigger": "watch"}) == 2  # the first list, the new pod
-    finally:
-        agent.request_stop()
-        runner.join(timeout=15)
-    assert not runner.is_alive()
+    assert running.stopped_cleanly
 
 
 class SlowSink(RecordingSink):

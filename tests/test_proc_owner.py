@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_run import OPAUDIT
 from cgroup_staging import KubepodsCgroups, systemd_scope
 from kube.apiserver import ApiServer
 from sinks import RecordingSink
@@ -29,8 +30,6 @@ from agent.daemon import NodeAgent, RunOptions
 from agent.kube.client import load_api
 from agent.output.metrics import AgentMetrics
 
-REPO = Path(__file__).resolve().parents[1]
-OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
 NODE = "worker-1"
 NAMESPACE = "opaudit-hostproc"
 LABELS = {"app.kubernetes.io/name": "opaudit-hostproc"}

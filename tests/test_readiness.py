@@ -5,40 +5,26 @@ with Events unsent says how many it dropped."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from pathlib import Path
 
+from agent_run import AgentProcess, assert_json_lines, free_port, http_get, loop_argv, wait_for
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
-from pod_staging import NODE, SELECTOR, stage_pod
+from pod_staging import events_on, expected_rules, stage_pod
 from staging import Stage
-from test_node import (
-    OPAUDIT,
-    assert_json_lines,
-    events_on,
-    expected_rules,
-    free_port,
-    http_get,
-    wait_for,
-)
 
 EVERY = 1_000_000  # a fault for every matching request until cleared
 
 
 def test_readyz_follows_the_api_and_sigterm_counts_what_it_drops(
-    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, tmp_path: Path
+    stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path
 ) -> None:
-    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
     first = stage_pod(stage, cgroups, "so-controller-0")
     server.add_pod(first.manifest)
     port = free_port()
-    agent = subprocess.Popen(
-        [str(OPAUDIT), "run", "--node", NODE, "-l", SELECTOR, "--interval", "300",
-         "--startup-jitter", "0", "--metrics-port", str(port), "--kubeconfig", str(kubeconfig)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    with AgentProcess(loop_argv(kubeconfig, port, 300), stdout=subprocess.DEVNULL) as agent:
         assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, 30), "never ready"
 
         # Every Event write refused (RBAC): a new pod's Events cannot be posted.
@@ -69,13 +55,8 @@ def test_readyz_follows_the_api_and_sigterm_counts_what_it_drops(
         server.add_pod(unsent.manifest)
         owed = len(expected_rules(unsent))
         assert wait_for(lambda: _failed_event_writes(server) > failed_before, 30)
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=15) == 0
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-        _, err = agent.communicate(timeout=10)
-    stopped_line = [line for line in assert_json_lines(err) if line["msg"] == "stopped"][-1]
+        assert agent.terminate(timeout=15) == 0
+    stopped_line = [line for line in assert_json_lines(agent.err) if line["msg"] == "stopped"][-1]
     assert stopped_line["flushed"] is False
     assert stopped_line["dropped"] == owed > 0, stopped_line
 

@@ -19,14 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent_run import OPAUDIT, REPO
 from kube.apiserver import ApiServer
-from manifests import kustomize
+from manifests import daemonset_pod, kustomize
 from seccomp_shim import ALLOW_ALL
 from staging import STAGE_PYTHON, Stage
-from test_daemonset import daemonset_pod
 
-REPO = Path(__file__).resolve().parents[1]
-OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
 POD_IP = "2001:db8::10"
 # RunsAsRoot and CapabilitiesNotDropped are the agent's by design (README "The agent's own
 # privileges"): waived here with that reason, so anything else shows.

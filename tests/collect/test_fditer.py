@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from collect.socket_owners import needs_btf, owner_pairs, socket_inode, ss_sockets, stage_owners
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from staging import STAGE_PYTHON, Sock, Stage, Staged, run
-from test_sockets import ss_sockets
+from staging import Sock, Stage, run
 
 from agent.collect import bpfprogram, btf, fditer
 from agent.collect.btf import FdIterLayout, read_fd_iter_layout
@@ -24,14 +24,12 @@ from agent.collect.errors import CollectError, Missing, ParseError
 from agent.collect.procfs import ProcFS
 from agent.collect.sockets import (
     ITERATOR_MIN_FDS,
-    OwnerScan,
     fd_reader_setting,
     scan_socket_owners,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-needs_btf = pytest.mark.skipif(not os.path.exists(btf.VMLINUX_BTF),
-                               reason="kernel without CONFIG_DEBUG_INFO_BTF")
+
 
 # --- the layout ---------------------------------------------------------------------------
 
@@ -186,78 +184,28 @@ def test_any_corruption_is_a_collect_error(patch: bytes, at: int) -> None:
 
 # --- owners on the real kernel --------------------------------------------------------
 
-# A listener dup'ed to a far fd, inherited by a forked child, plus `filler` fds of /dev/null.
-HOLDER = r"""
-import json, os, signal, socket, sys
-filler = int(sys.argv[1])
-s = socket.socket(socket.AF_INET6); s.bind(("::", 7301)); s.listen()
-os.dup2(s.fileno(), 4000)
-null = [os.open("/dev/null", os.O_RDONLY) for _ in range(filler)]
-child = os.fork()
-if child == 0:
-    signal.pause(); os._exit(0)
-print(json.dumps({"child": child}), flush=True)
-signal.pause()
-"""
-
-
-def spawn_holder(stage: Stage, netns: str, filler: int = 0) -> tuple[Staged, int]:
-    popen = subprocess.Popen(["ip", "netns", "exec", netns, STAGE_PYTHON, "-c", HOLDER,
-                              str(filler)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             start_new_session=True)  # killpg reaches the child too
-    staged = Staged(pid=popen.pid, popen=popen, netns=netns)
-    stage.processes.append(staged)
-    assert popen.stdout is not None
-    line = popen.stdout.readline()
-    assert line, popen.stderr.read() if popen.stderr else "holder did not start"
-    return staged, int(json.loads(line)["child"])
-
-
-def _stage_owners(stage: Stage, filler: int = 0) -> tuple[str, list[int], int, list[int]]:
-    netns = stage.netns()
-    holder, child = spawn_holder(stage, netns, filler)
-    other = stage.spawn([Sock("tcp", 4, "0.0.0.0", 7302), Sock("udp", 6, "::", 7303)],
-                        netns=netns, uid=1000, bounding=[])
-    ns_ino = os.stat(f"/proc/{holder.pid}/ns/net").st_ino
-    inodes = sorted({int(m) for pid in (holder.pid, other.pid) for fd in os.listdir(
-        f"/proc/{pid}/fd") if (m := _socket_inode(f"/proc/{pid}/fd/{fd}"))})
-    return netns, inodes, ns_ino, [holder.pid, child, other.pid]
-
-
-def _socket_inode(link: str) -> str | None:
-    try:
-        found = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(link))
-    except OSError:
-        return None
-    return found.group(1) if found else None
-
-
-def _pairs(scan: OwnerScan) -> set[tuple[int, int, int]]:
-    return {(inode, o.pid, o.fd) for inode, held in scan.owners.items() for o in held}
-
 
 def test_iterator_agrees_with_proc_and_ss(stage: Stage) -> None:
-    netns, inodes, ns_ino, pids = _stage_owners(stage)
+    netns, inodes, ns_ino, pids = stage_owners(stage)
     by_bpf = scan_socket_owners(inodes, ns_ino, reader="bpf")
     by_proc = scan_socket_owners(inodes, ns_ino, reader="proc")
     assert (by_bpf.fd_reader, by_bpf.iterator_error) == ("bpf", None)
     assert by_proc.fd_reader == "proc"
     assert by_bpf.owners == by_proc.owners  # comm and start time too
     users = {(pid, fd) for s in ss_sockets(netns) for pid, fd in s.users}
-    assert {(pid, fd) for _, pid, fd in _pairs(by_bpf)} == users
-    assert {pid for _, pid, _ in _pairs(by_bpf)} == set(pids)  # the forked child too
+    assert {(pid, fd) for _, pid, fd in owner_pairs(by_bpf)} == users
+    assert {pid for _, pid, _ in owner_pairs(by_bpf)} == set(pids)  # the forked child too
     assert (pids[0], 4000) in users
 
 
 def test_auto_reads_many_fds_with_the_iterator(stage: Stage) -> None:
-    netns, inodes, ns_ino, _ = _stage_owners(stage, filler=ITERATOR_MIN_FDS)
+    netns, inodes, ns_ino, _ = stage_owners(stage, filler=ITERATOR_MIN_FDS)
     auto = scan_socket_owners(inodes, ns_ino)
     assert auto.fd_reader == "bpf", auto.iterator_error
     assert auto.owners == scan_socket_owners(inodes, ns_ino, reader="proc").owners
     quiet = stage.netns()
     few = stage.spawn([Sock("tcp", 4, "0.0.0.0", 7304)], netns=quiet)
-    inode = int(_socket_inode(f"/proc/{few.pid}/fd/{few.fds[0]}") or 0)
+    inode = int(socket_inode(f"/proc/{few.pid}/fd/{few.fds[0]}") or 0)
     small = scan_socket_owners([inode], os.stat(f"/proc/{few.pid}/ns/net").st_ino)
     assert small.fd_reader == "proc" and small.iterator_error is None
     assert [o.pid for o in small.owners[inode]] == [few.pid]
@@ -266,7 +214,7 @@ def test_auto_reads_many_fds_with_the_iterator(stage: Stage) -> None:
 def test_iterator_refused_falls_back_to_proc(stage: Stage) -> None:
     """Without CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON bpf(2) says EPERM: the same owners come
     from /proc, and the reason is kept."""
-    _, inodes, ns_ino, _ = _stage_owners(stage)
+    _, inodes, ns_ino, _ = stage_owners(stage)
     code = ("import json, sys; from agent.collect.sockets import scan_socket_owners as s; "
             "r = s(json.loads(sys.argv[1]), int(sys.argv[2]), reader='bpf'); "
             "print(json.dumps([r.fd_reader, r.iterator_error, "
@@ -279,11 +227,11 @@ def test_iterator_refused_falls_back_to_proc(stage: Stage) -> None:
     assert reader == "proc"
     assert "Operation not permitted (needs CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON)" in error
     expected = scan_socket_owners(inodes, ns_ino, reader="proc")
-    assert {tuple(o) for o in owners} == _pairs(expected)
+    assert {tuple(o) for o in owners} == owner_pairs(expected)
 
 
 def test_exited_process_is_absent_not_an_error(stage: Stage) -> None:
-    _, inodes, _, pids = _stage_owners(stage)
+    _, inodes, _, pids = stage_owners(stage)
     gone = subprocess.Popen(["true"])
     gone.wait()
     held = fditer.socket_fds([gone.pid, pids[0]], inodes)

@@ -10,15 +10,18 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from collect.socket_owners import needs_btf, owner_pairs, stage_owners
 from seccomp_shim import DENY_BPF, SYS_BPF
 from staging import STAGE_PYTHON, Stage
-from test_fditer import REPO, _pairs, _stage_owners, needs_btf
 
 from agent.collect import fditer
 from agent.collect.btf import read_fd_iter_layout
 from agent.collect.sockets import scan_socket_owners
+
+REPO = Path(__file__).resolve().parents[2]
 
 # --- a BTF that cannot be read: the reason is kept, never the exception -------------------
 
@@ -99,13 +102,13 @@ def test_forced_bpf_below_6_1_reads_proc_instead(stage: Stage, release: str,
     """On 5.9-6.0 the iterator would walk every task and put each match on each pid asked
     for; the staged netns has three processes holding sockets (one a forked child sharing
     its parent's), so such owners would be wrong. Forced, it still reads /proc."""
-    _, inodes, ns_ino, _ = _stage_owners(stage)
+    _, inodes, ns_ino, _ = stage_owners(stage)
     monkeypatch.setattr(fditer, "RELEASE", release)
     forced = scan_socket_owners(inodes, ns_ino, reader="bpf")
     assert forced.fd_reader == "proc"
     assert forced.reader.fallback == "kernel"
     assert forced.iterator_error and f"kernel {release}: before 6.1" in forced.iterator_error
-    assert _pairs(forced) == _pairs(scan_socket_owners(inodes, ns_ino, reader="proc"))
+    assert owner_pairs(forced) == owner_pairs(scan_socket_owners(inodes, ns_ino, reader="proc"))
 
 
 # --- an error while reading the iterator ---------------------------------------------------
@@ -129,14 +132,14 @@ def failing_read(code: int, real: Callable[[int, int], bytes]) -> Callable[[int,
 @pytest.mark.parametrize("code", [errno.EAGAIN, errno.ENOMEM])
 def test_a_read_error_of_the_iterator_falls_back_to_proc(stage: Stage, code: int,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    _, inodes, ns_ino, _ = _stage_owners(stage)
+    _, inodes, ns_ino, _ = stage_owners(stage)
     expected = scan_socket_owners(inodes, ns_ino, reader="proc")
     monkeypatch.setattr(os, "read", failing_read(code, os.read))
     scan = scan_socket_owners(inodes, ns_ino, reader="bpf")
     assert (scan.fd_reader, scan.reader.fallback) == ("proc", "error")
     assert scan.iterator_error and "reading the BPF iterator of pid" in scan.iterator_error
     assert os.strerror(code) in scan.iterator_error
-    assert _pairs(scan) == _pairs(expected)
+    assert owner_pairs(scan) == owner_pairs(expected)
 
 
 # --- EPERM: the capability, or what else refused --------------------------------------------
@@ -158,7 +161,7 @@ def test_a_seccomp_refusal_with_the_capability_held_names_the_other_causes(
         stage: Stage, bounding: str, held: str) -> None:
     """A real seccomp filter says EPERM to bpf(2) while the capabilities that allow it are
     held: the reason must not send anyone after a capability."""
-    _, inodes, ns_ino, _ = _stage_owners(stage)
+    _, inodes, ns_ino, _ = stage_owners(stage)
     # no_new_privs: without CAP_SYS_ADMIN, only it lets a process install a seccomp filter
     out = subprocess.run(["setpriv", f"--bounding-set={bounding}", "--no-new-privs", "--",
                           STAGE_PYTHON, "-c", DENY_BPF,
@@ -169,7 +172,7 @@ def test_a_seccomp_refusal_with_the_capability_held_names_the_other_causes(
     assert "needs" not in error
     assert f"{held}: refused by this process's seccomp filter" in error
     assert fallback == "refused"
-    assert {tuple(o) for o in owners} == _pairs(scan_socket_owners(inodes, ns_ino,
+    assert {tuple(o) for o in owners} == owner_pairs(scan_socket_owners(inodes, ns_ino,
                                                                    reader="proc"))
 
 
@@ -177,13 +180,13 @@ def test_a_seccomp_refusal_with_the_capability_held_names_the_other_causes(
 def test_cap_bpf_and_cap_perfmon_run_the_iterator_without_cap_sys_admin(stage: Stage) -> None:
     """The other way bpf(2) lets a tracing program load (kernel/bpf/syscall.c,
     bpf_prog_load: bpf_capable() and perfmon_capable()): the hint names it for a reason."""
-    _, inodes, ns_ino, _ = _stage_owners(stage)
+    _, inodes, ns_ino, _ = stage_owners(stage)
     out = subprocess.run(["setpriv", "--bounding-set=-sys_admin", "--", sys.executable, "-c",
                           SCAN, json.dumps(inodes), str(ns_ino)],
                          capture_output=True, text=True, timeout=60, cwd=REPO, check=True)
     reader, fallback, error, owners = json.loads(out.stdout)
     assert (reader, fallback, error) == ("bpf", "", None)
-    assert {tuple(o) for o in owners} == _pairs(scan_socket_owners(inodes, ns_ino,
+    assert {tuple(o) for o in owners} == owner_pairs(scan_socket_owners(inodes, ns_ino,
                                                                    reader="proc"))
 
 

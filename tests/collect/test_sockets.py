@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import socket
 import struct
 import threading
-from dataclasses import dataclass
 
 import pytest
+from collect.socket_owners import parse_ss_line, ss_sockets
 from hypothesis import given
 from hypothesis import strategies as st
 from proc_reads import netns_inode_of, start_time_of
-from staging import Sock, Stage, Staged, run
+from staging import Sock, Stage, Staged
 
 from agent.collect import sockets
 from agent.collect.errors import ParseError, ProcessGone
@@ -24,42 +23,6 @@ from agent.collect.procparse import parse_stat
 from agent.collect.sockdiag import decode_listener
 from agent.collect.sockets import scan_socket_owners
 from agent.model import Listener
-
-
-@dataclass(frozen=True)
-class SsSocket:
-    protocol: str
-    address: str
-    port: int
-    interface: str | None
-    v6only: bool | None  # what ss's `*` (v6only off) vs `[::]` (on) tells for the wildcard
-    users: frozenset[tuple[int, int]]  # (pid, fd)
-
-
-_USER = re.compile(r'\("(?:[^"\\]|\\.)*",pid=(\d+),fd=(\d+)\)')
-
-
-def parse_ss_line(line: str) -> SsSocket:
-    """One `ss -tulnpH` line: netid state recv-q send-q local peer [users:(...)]."""
-    fields = line.split()
-    netid, local = fields[0], fields[4]
-    host, _, port = local.rpartition(":")
-    host, _, interface = host.partition("%")
-    v6only: bool | None = None
-    if host == "*":  # ss prints `*` for `::` with v6only off (inet_addr_print)
-        address, v6only = "::", False
-    elif host.startswith("["):
-        address = host[1:-1]
-        v6only = True if address == "::" else None
-    else:
-        address = host
-    users = frozenset((int(p), int(f)) for p, f in _USER.findall(" ".join(fields[6:])))
-    return SsSocket(netid, address, int(port), interface or None, v6only, users)
-
-
-def ss_sockets(netns: str) -> list[SsSocket]:
-    out = run(["ip", "netns", "exec", netns, "ss", "-tulnpH"]).stdout
-    return [parse_ss_line(line) for line in out.splitlines() if line.strip()]
 
 
 def test_parse_ss_line_forms() -> None:

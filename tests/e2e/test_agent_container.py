@@ -17,12 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from agent_run import OPAUDIT
 from cgroup_staging import KubepodsCgroups
 from e2e.podman import cgroups_naming, remove_pod_cgroups
-from fixture_data import pod_fixture
-from kube.apiserver import ApiServer
-from manifests import by_kind, kustomize
-from podman_pod import (
+from e2e.podman_pod import (
     PODMAN_ENV,
     REPO,
     build_image,
@@ -31,13 +29,14 @@ from podman_pod import (
     run_args,
     unique_name,
 )
+from fixture_data import pod_fixture
+from kube.apiserver import ApiServer
+from manifests import agent_pod, by_kind, kustomize
+from pod_staging import NODE, SELECTOR, events_on, expected_rules, stage_pod
 from staging import Sock, Stage
-from test_kubectl_plugin import agent_pod
-from test_node import NODE, SELECTOR, events_on, expected_rules, stage_pod
 
 from agent.collect.sockets import scan_socket_owners
 
-OPAUDIT = REPO / ".venv" / "bin" / "opaudit"
 PLUGIN = REPO / ".venv" / "bin" / "kubectl-opaudit"
 AGENT_CAPS = {"cap_sys_ptrace", "cap_dac_read_search", "cap_sys_admin"}
 CLONE_NEWNET = 0x40000000

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_run import free_port, http_get, wait_for
 from e2e.agreement import (
     NODE,
     OPAUDIT,
@@ -36,7 +37,7 @@ from e2e.containerd import Containerd
 from e2e.cri_pods import KubePod, restart, run_pod
 from e2e.prediction import assert_pod_agrees
 from kube.apiserver import ApiServer
-from test_node import events_on, free_port, http_get, wait_for
+from pod_staging import events_on
 
 RULE = "PrivilegedPortNotBindable"
 

@@ -2,33 +2,30 @@
 what is wrong, and delivers every Event it still owes once the API recovers.
 
 Real staged pods (listeners in kubepods cgroups, drifting from their manifests), the test
-API server with injected faults, and the loop (`NodeAgent.run_forever`) in a thread.
+API server with injected faults, and the agent in a thread (tests/agent_run.py). This is the
+agent's level of "API down -> drops -> recovery"; the Event sink's own is in
+tests/output/test_events.py, `run --once`'s exit status in tests/test_node.py.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from cgroup_staging import KubepodsCgroups, systemd_scope
+from agent_run import AgentThread, loop_thread, run_agent_thread, sample, wait_for
+from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
-from staging import Sock, Stage
+from pod_staging import NODE, SELECTOR, StagedPod, expected_rules, stage_pod
+from staging import Stage
 
-from agent.audit import AuditRequest, audit
-from agent.daemon import NodeAgent, RunOptions, make_sink
+from agent.daemon import NodeAgent, RunContext, RunOptions, make_sink
 from agent.kube.client import load_api
-from agent.kube.podspec import declared_from_pod
 from agent.output.metrics import AgentMetrics
 
-NODE = "faulty-node"
-SELECTOR = "app=faults"
 EVENTS = r"/apis/events\.k8s\.io/v1/namespaces/[^/]+/events"
 
 
@@ -60,77 +57,33 @@ def records() -> Iterator[Records]:
         root.setLevel(saved[1])
 
 
-def stage_pod(stage: Stage, cgroups: KubepodsCgroups, name: str) -> tuple[dict[str, Any], int]:
-    """A listener as uid 1000 without no_new_privs or seccomp, in its own kubepods cgroup,
-    declared hardened: several findings to post."""
-    proc = stage.spawn([Sock("tcp", 4, "0.0.0.0", 8080)], netns=stage.netns(), uid=1000,
-                       bounding=["NET_BIND_SERVICE"], comm="faulty-app")
-    uid, container_id = str(uuid.uuid4()), os.urandom(32).hex()
-    cgroups.place_v2(proc.pid, systemd_scope(uid, container_id))
-    manifest = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "uid": uid,
-                     "labels": {"app": "faults"}},
-        "spec": {"nodeName": NODE, "containers": [{
-            "name": "app", "image": "busybox",
-            "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-            "securityContext": {"runAsUser": 1000, "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]}}}]},
-        "status": {"phase": "Running", "podIPs": [{"ip": "192.0.2.10"}],
-                   "containerStatuses": [{
-                       "name": "app", "ready": True, "restartCount": 0, "image": "busybox",
-                       "imageID": "", "containerID": f"containerd://{container_id}",
-                       "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]},
-    }
-    return manifest, proc.pid
-
-
-def owed_events(pods: list[tuple[dict[str, Any], int]]) -> set[tuple[str, str]]:
+def owed_events(pods: list[StagedPod]) -> set[tuple[str, str]]:
     """(pod uid, rule) of every Event the findings call for, computed in-process."""
-    owed = set()
-    for manifest, pid in pods:
-        report = audit([AuditRequest(pid, declared_from_pod(manifest))], node=NODE)
-        owed |= {(manifest["metadata"]["uid"], f.rule) for f in report.findings}
-    return owed
+    return {(pod.uid, rule) for pod in pods for rule in expected_rules(pod)}
 
 
 def delivered(server: ApiServer) -> set[tuple[str, str]]:
     return {(e["regarding"]["uid"], e["reason"]) for e in server.events()}
 
 
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 @dataclass
 class RunningAgent:
     agent: NodeAgent
     metrics: AgentMetrics
-    thread: threading.Thread
-    outcome: list[int]
+    loop: AgentThread
 
     def value(self, name: str, **labels: str) -> float:
-        return float(self.metrics.registry.get_sample_value(name, labels) or 0)
+        return sample(self.metrics, name, **labels)
 
     @property
     def cycles(self) -> float:
         return sum(self.value("opaudit_cycles_total", trigger=t)
                    for t in ("interval", "watch"))
 
-    def stop(self) -> None:
-        self.agent.request_stop()
-        self.thread.join(timeout=20)
-        assert not self.thread.is_alive()
 
-
-def start_agent(server: ApiServer, queue_size: int = 1000,
-                watch_seconds: int | None = None) -> RunningAgent:
+def agent_loop(server: ApiServer, queue_size: int = 1000,
+               watch_seconds: int | None = None) -> RunningAgent:
+    """The loop with the Events sink as `opaudit run` builds them; `with running.loop` runs it."""
     options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3)
     metrics = AgentMetrics()
     api = load_api(configuration=server.configuration())
@@ -139,10 +92,7 @@ def start_agent(server: ApiServer, queue_size: int = 1000,
     if watch_seconds is not None:
         agent.watcher._watch_seconds = watch_seconds  # short watches: many re-list/re-watch
         agent.watcher._api = ExpireNextWatch(agent.watcher._api, server)
-    outcome: list[int] = []
-    thread = threading.Thread(target=lambda: outcome.append(agent.run_forever()), daemon=True)
-    thread.start()
-    return RunningAgent(agent, metrics, thread, outcome)
+    return RunningAgent(agent, metrics, loop_thread(agent))
 
 
 PODS_PATH = r"^/api/v1/pods$"
@@ -178,7 +128,7 @@ def test_every_fault_in_turn_the_loop_keeps_auditing_and_delivers(
             owed = owed_events([pod])
             assert owed, name
             cycles = running.cycles if running is not None else 0.0
-            server.add_pod(pod[0])
+            server.add_pod(pod.manifest)
             assert wait_for(lambda: delivered(server) >= owed, 30), (
                 f"{name}: still owed {owed - delivered(server)}; log: {records.lines[-6:]}")
             if running is not None:
@@ -188,9 +138,9 @@ def test_every_fault_in_turn_the_loop_keeps_auditing_and_delivers(
         # RBAC missing for the pod list at first.
         server.inject("GET", PODS_PATH, status=403, count=2)
         first = stage_pod(stage, cgroups, "first")
-        server.add_pod(first[0])
-        running = start_agent(server, watch_seconds=1)
-        try:
+        server.add_pod(first.manifest)
+        running = agent_loop(server, watch_seconds=1)
+        with running.loop:
             owed = owed_events([first])
             assert wait_for(lambda: delivered(server) >= owed, 30), records.lines[-6:]
             # 410 Gone on the watch: re-list, keep going.
@@ -211,9 +161,7 @@ def test_every_fault_in_turn_the_loop_keeps_auditing_and_delivers(
             # RBAC missing for Event creation.
             server.inject("POST", EVENTS, status=403, count=2)
             phase("after-403")
-        finally:
-            running.stop()
-        assert running.outcome == [0]
+        assert running.loop.stopped_cleanly
         statuses = {r.status for r in server.request_log}
 
     assert {403, 500, 429} <= statuses  # a 410 on a watch is a 200 with an ERROR event
@@ -229,33 +177,51 @@ def test_every_fault_in_turn_the_loop_keeps_auditing_and_delivers(
     assert not any("Traceback" in line for line in records.lines)
 
 
-def test_with_the_api_down_the_queue_is_bounded_and_drops_are_counted(
-    stage: Stage, cgroups: KubepodsCgroups, records: Records
+def test_with_the_api_down_the_loop_keeps_auditing_within_a_bounded_queue_and_counts_drops(
+    stage: Stage, cgroups: KubepodsCgroups, embedded_logging: None
 ) -> None:
+    """Every Event write fails, then nothing answers at all (the pod watch included): the
+    agent keeps auditing, its Event queue (`RunContext.event_queue_size`) stays bounded and
+    each drop is counted, and once the API is back every Event the findings call for is
+    delivered. (How many the queue holds: tests/output/test_events.py.)"""
     queue_size = 2
     with ApiServer() as server:
         pods = [stage_pod(stage, cgroups, f"faults-{i}") for i in range(2)]
-        for manifest, _ in pods:
-            server.add_pod(manifest)
+        for pod in pods:
+            server.add_pod(pod.manifest)
         owed = owed_events(pods)
         assert len(owed) > queue_size
         server.inject("*", EVENTS, status=503, count=100_000)
-        running = start_agent(server, queue_size)
-        try:
-            assert wait_for(lambda: running.value("opaudit_events_dropped_total",
-                                                  reason="queue_full") >= 1, 30)
-            assert wait_for(lambda: running.value("opaudit_api_errors_total", code="503") >= 2,
-                            30)
-            events = running.agent.sink.sinks[-1]  # type: ignore[attr-defined] # after metrics
-            assert events.pending <= queue_size
-            cycles = running.cycles
-            assert wait_for(lambda: running.cycles >= cycles + 2, 10)  # auditing goes on
-            assert delivered(server) == set()
+        metrics = AgentMetrics()
+        options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3)
+        context = RunContext(configuration=server.configuration(), event_queue_size=queue_size,
+                             restrict_privileges=False)  # in-process: keep pytest's own caps
 
-            server.clear_faults()  # recovered
+        def value(name: str, **labels: str) -> float:
+            return sample(metrics, name, **labels)
+
+        def cycles() -> float:
+            return value("opaudit_cycles_total", trigger="interval")
+
+        with run_agent_thread(options, context, metrics) as running:
+            assert wait_for(lambda: value("opaudit_events_dropped_total",
+                                          reason="queue_full") >= len(owed) - queue_size, 30)
+            assert wait_for(lambda: value("opaudit_api_errors_total", code="503") >= 2, 30)
+            before = cycles()
+            assert wait_for(lambda: cycles() >= before + 2, 10)  # auditing goes on
+            assert delivered(server) == set()
+            assert value("opaudit_events_written_total") == 0
+            assert metrics.alive
+
+            server.stop()  # now nothing answers at all, the pod watch included
+            errors = value("opaudit_api_errors_total", code="connection")
+            assert wait_for(lambda: value("opaudit_api_errors_total", code="connection")
+                            > errors, 30)
+            before = cycles()
+            assert wait_for(lambda: cycles() > before, 10)  # auditing still goes on
+
+            server.clear_faults()
+            server.start()  # recovered: what is owed is delivered
             assert wait_for(lambda: delivered(server) >= owed, 60), owed - delivered(server)
-        finally:
-            running.stop()
-    assert running.outcome == [0]
-    dropped = running.value("opaudit_events_dropped_total", reason="queue_full")
-    assert dropped >= len(owed) - queue_size
+            assert value("opaudit_events_written_total") >= len(owed)
+    assert running.stopped_cleanly

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_run import loop_thread
 from cgroup_staging import KubepodsCgroups, systemd_scope
 from kube.apiserver import ApiServer
 from sinks import RecordingSink
@@ -202,21 +203,9 @@ def test_churn_never_mixes_up_processes(
         server.add_pod(pod_manifest(uid, container_id))
         options = RunOptions(node=NODE, selector=SELECTOR, interval=0.1)
         sink = RecordingSink()
-        stop = threading.Event()
         agent = NodeAgent(load_api(configuration=server.configuration()), NODE, options, sink,
-                          AgentMetrics(), stop, ProcFS(str(pid_namespace.proc)))
-        outcome: list[int] = []
-        failure: list[BaseException] = []
-
-        def loop() -> None:
-            try:
-                outcome.append(agent.run_forever())
-            except BaseException as exc:  # noqa: BLE001 - reported by the test below
-                failure.append(exc)
-
-        runner = threading.Thread(target=loop, daemon=True)
-        runner.start()
-        try:
+                          AgentMetrics(), threading.Event(), ProcFS(str(pid_namespace.proc)))
+        with loop_thread(agent) as running:
             assert pid_namespace.popen.stdin is not None
             pid_namespace.popen.stdin.write("go\n")
             pid_namespace.popen.stdin.flush()
@@ -224,12 +213,7 @@ def test_churn_never_mixes_up_processes(
             born, other = read_supervisor(pid_namespace.popen)
             churn_seconds = time.monotonic() - started
             cycles_during_churn = len(sink.reports)
-        finally:
-            stop.set()
-            agent.request_stop()
-            runner.join(timeout=20)
-    assert not runner.is_alive()
-    assert failure == [] and outcome == [0]
+    assert running.stopped_cleanly, running.failure
     assert len(born) == CHILDREN, other
 
     supervisor = [line for line in other if line.startswith("supervisor ")]

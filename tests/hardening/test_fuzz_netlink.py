@@ -8,7 +8,7 @@ import struct
 from collections import Counter
 from typing import Any
 
-from fuzzing import MAX_ID, assert_printable, mutated_bytes, no_expectation, outcome
+from hardening.fuzzing import MAX_ID, assert_printable, mutated_bytes, no_expectation, outcome
 from hypothesis import given
 from hypothesis import strategies as st
 

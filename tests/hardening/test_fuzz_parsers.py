@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fixture_data import CGROUP_CORPUS
-from fuzzing import (
+from hardening.fuzzing import (
     MAX_ID,
     any_text,
     assert_printable,

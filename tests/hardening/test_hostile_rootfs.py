@@ -179,8 +179,7 @@ HOSTILE_COMM = "\x1b[31mred\nX"  # 10 bytes: fits comm's 15
 HOSTILE_ARGS = ["\x1b]0;pwned\x07", "\nFAKE-LINE: all clear", "\u202eevil", "bell\x07\x08\x08",
                 "\x9b31m"]
 RENAME_THEN_WAIT = (
-    "import ctypes, signal, sys, time\n"
-    "time.sleep(0.3)\n"  # let staging see the exec'd comm first
+    "import ctypes, signal, sys\n"
     "ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)\n"
     "print('ready', flush=True)\n"
     "signal.pause()\n"

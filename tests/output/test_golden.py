@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 from fixture_data import FIXTURES, pod_fixture
+from output.console import FORKING_SERVER, root_bounding
 from staging import STAGE_PYTHON, Sock, Stage, spawn_zombie
 
 from agent.audit import AuditRequest, audit
 from agent.kube.podspec import declared_from_pod, load_pod_manifest
-from agent.model import CAPABILITY_NAMES, AuditResult, NetnsFacts
+from agent.model import AuditResult, NetnsFacts
 from agent.output.jsonreport import render_json
 from agent.output.table import render_table
 
@@ -35,25 +36,6 @@ GOLDEN = FIXTURES / "golden"
 UPDATE = os.environ.get("OPAUDIT_UPDATE_GOLDEN") == "1"
 PASSWD = "spark:x:185:185:spark:/tmp:/bin/sh\n"
 ROOT_PASSWD = "root:x:0:0:root:/root:/bin/sh\n"
-
-# A root server that forks a worker after binding: both hold the same sockets, as a
-# pre-fork server's master and child do.
-FORKING_SERVER = r"""
-import os, signal, socket
-socks = []
-for family, address, port in ((socket.AF_INET6, "::", 8080), (socket.AF_INET, "0.0.0.0", 9000),
-                              (socket.AF_INET, "127.0.0.1", 9001)):
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    s.bind((address, port)); s.listen(8); socks.append(s)
-child = os.fork()
-if child:
-    print(child, flush=True)
-signal.pause()
-"""
-
 
 
 STABLE_NETNS = 4026530000
@@ -128,13 +110,6 @@ def forked_root_server(stage: Stage) -> Scenario:
     declared = declared_from_pod(manifest)
     report = audit([AuditRequest(staged.pid, declared), AuditRequest(child, declared)])
     return Scenario(report, last_cap_names(), {staged.pid: 4242, child: 4243})
-
-
-def root_bounding() -> list[str]:
-    """Every capability of this kernel but two: the same set whatever the machine's own
-    bounding set lacks (a CI sandbox may lack SYS_RESOURCE or SYS_MODULE)."""
-    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-    return [n for n in CAPABILITY_NAMES[: last + 1] if n not in ("SYS_MODULE", "SYS_RESOURCE")]
 
 
 def zombie(stage: Stage) -> Scenario:

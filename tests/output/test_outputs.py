@@ -14,28 +14,19 @@ import pty
 import select
 import subprocess
 from collections import Counter
-from pathlib import Path
 
 from fixture_data import pod_fixture
 from kube.apiserver import ApiServer
-from staging import STAGE_PYTHON, Sock, Stage
-from test_golden import FORKING_SERVER, root_bounding
+from output.console import OPAUDIT, opaudit, root_server
+from staging import Sock, Stage
 
 from agent.audit import AuditRequest, audit
 from agent.kube.client import Api
 from agent.kube.podspec import declared_from_pod, load_pod_manifest
 from agent.output.events import NOTE_LIMIT_BYTES, EventSink
 
-REPO = Path(__file__).resolve().parents[2]
-OPAUDIT = str(REPO / ".venv" / "bin" / "opaudit")
 CONTROLLER = "spark-operator-controller.yaml"
 HARDENED = "spark-operator-controller-hardened.yaml"
-
-
-def opaudit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "NO_COLOR", "TERM")}
-    return subprocess.run([OPAUDIT, *args], capture_output=True, text=True, timeout=60,
-                          env={**base, **(env or {})})
 
 
 def on_a_terminal(args: list[str], env: dict[str, str]) -> str:
@@ -66,13 +57,6 @@ def on_a_terminal(args: list[str], env: dict[str, str]) -> str:
     child.wait(timeout=30)
     os.close(controller)
     return out.decode()
-
-
-def root_server(stage: Stage) -> tuple[int, int]:
-    staged = stage.spawn(netns=stage.netns(), bounding=root_bounding(),
-                         argv=[STAGE_PYTHON, "-c", FORKING_SERVER])
-    assert staged.popen.stdout is not None
-    return staged.pid, int(staged.popen.stdout.readline())
 
 
 def test_the_table_fits_80_columns_off_a_terminal_and_honours_columns(stage: Stage) -> None:

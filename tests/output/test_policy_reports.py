@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_run import OPAUDIT, assert_json_lines, run_agent_thread, run_once, sample, wait_for
 from cgroup_staging import KubepodsCgroups
 from kube.apiserver import ApiServer
 from pod_staging import NAMESPACE, NODE, SELECTOR, StagedPod, stage_pod
 from staging import Stage
-from test_node import OPAUDIT, assert_json_lines, run_once, wait_for
 
-from agent.daemon import RunContext, RunOptions, run_agent
+from agent.daemon import RunContext, RunOptions
 from agent.output.metrics import AgentMetrics
 from agent.output.policyreport import stable_text
 from agent.rules.catalogue import CATALOGUE
@@ -240,24 +239,19 @@ def test_a_running_agent_retries_counts_drops_and_removes_a_fixed_finding(
     openreports.inject("POST", collection, status=500, count=2)
     openreports.inject("POST", collection, status=429, retry_after=0.2)
     metrics = AgentMetrics()
-    stop = threading.Event()
     options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3, sinks=("reports",))
     context = RunContext(configuration=openreports.configuration(),
                          restrict_privileges=False)  # in-process: keep pytest's own caps
-    outcome: list[int] = []
-    runner = threading.Thread(target=lambda: outcome.append(run_agent(
-        options, context, metrics=metrics, stop=stop)))
-    runner.start()
 
     def value(name: str, **labels: str) -> float:
-        return float(metrics.registry.get_sample_value(name, labels) or 0)
+        return sample(metrics, name, **labels)
 
     def failing() -> set[str]:
         reports = openreports.custom_objects(OPENREPORTS)
         return {r["rule"] for report in reports for r in report["results"]
                 if r["result"] == "fail"}
 
-    try:
+    with run_agent_thread(options, context, metrics) as running:
         # 500, 500, 429 (Retry-After), then the create: the sink's backoff, as the Events'
         assert wait_for(lambda: value("opaudit_reports_written_total") == 1, 30)
         assert value("opaudit_api_errors_total", code="500") == 2
@@ -286,10 +280,7 @@ def test_a_running_agent_retries_counts_drops_and_removes_a_fixed_finding(
         openreports.update_pod(pod.manifest)
         assert wait_for(lambda: openreports.custom_objects(OPENREPORTS) == [], 30)
         assert [w.method for w in openreports.writes(REPORT_PATHS)][-1] == "DELETE"
-    finally:
-        stop.set()
-        runner.join(timeout=15)
-    assert outcome == [0]
+    assert running.stopped_cleanly
 
 
 def test_an_agent_started_during_an_api_outage_writes_its_reports_once_it_is_back(
@@ -302,15 +293,9 @@ def test_an_agent_started_during_an_api_outage_writes_its_reports_once_it_is_bac
     pod = stage_pod(stage, cgroups, "so-a")
     openreports.add_pod(pod.manifest)
     openreports.inject("GET", r"^/apis$", status=503, count=2)  # discovery fails twice
-    metrics, stop = AgentMetrics(), threading.Event()
+    metrics = AgentMetrics()
     options = RunOptions(node=NODE, selector=SELECTOR, interval=0.3, sinks=("reports",))
     context = RunContext(configuration=openreports.configuration(), restrict_privileges=False)
-    runner = threading.Thread(target=lambda: run_agent(options, context, metrics=metrics,
-                                                       stop=stop))
-    runner.start()
-    try:
+    with run_agent_thread(options, context, metrics):
         assert wait_for(lambda: len(openreports.custom_objects(OPENREPORTS)) == 1, 30)
-    finally:
-        stop.set()
-        runner.join(timeout=15)
     assert metrics.registry.get_sample_value("opaudit_api_errors_total", {"code": "503"}) == 2

@@ -18,11 +18,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from agent_run import OPAUDIT, assert_json_lines, run_once
 from cgroup_staging import KubepodsCgroups, systemd_scope
 from kube.apiserver import ApiServer
 from pod_staging import NAMESPACE, NODE, SELECTOR, StagedPod, stage_pod
 from staging import Sock, Stage
-from test_node import OPAUDIT, assert_json_lines, run_once
 
 from agent.daemon import NodeAgent, RunOptions, make_sink
 from agent.kube.client import load_api

@@ -18,17 +18,18 @@ import subprocess
 import termios
 from pathlib import Path
 
+from agent_run import run_once
 from cgroup_staging import KubepodsCgroups
 from fixture_data import pod_fixture
 from kube.apiserver import ApiServer
+from output.console import OPAUDIT, opaudit, root_server
 from pod_staging import NAMESPACE, stage_pod
 from staging import Stage
-from test_node import run_once
-from test_outputs import CONTROLLER, OPAUDIT, opaudit, root_server
 
 # A path as long as a real overlay layer's, longer than any line of the table.
 LONG_HOME = ("/var/lib/containers/storage/overlay/"
              "3f4c2a1b9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b/merged/home")
+CONTROLLER = "spark-operator-controller.yaml"
 WAIVER_REASON = "the chart's root init step is reviewed"
 
 

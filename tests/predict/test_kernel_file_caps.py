@@ -26,8 +26,6 @@ from agent.model import GENERIC_PROFILE, mask_names
 from agent.predict.predictor import pod_facts, predict
 from agent.predict.runtimes import MODELS
 
-pytestmark = pytest.mark.root
-
 # Switch to uid 65534 the way runc does (keep caps across setuid, or not), set no_new_privs,
 # then exec the program that binds port 80 and prints its CapEff.
 LAUNCHER = r"""

@@ -32,6 +32,12 @@ from agent.model import (
 
 PID = 4242
 LAST_CAP = 40
+# The chart's webhook serving-certs emptyDir (its Helm values, tests/fixtures/pods/).
+CERTS = "/etc/k8s-webhook-server/serving-certs"
+# The rules about privileges a container holds or can gain, as the acceptance scenarios
+# count them.
+PRIVILEGE_RULES = {"PrivilegedContainer", "PrivilegeEscalationAllowed", "CapabilitiesNotDropped",
+                   "CapabilityAddedButIneffective", "NetBindServiceUnneeded", "SeccompUnconfined"}
 def fixture_path(name: str) -> Path:
     return pod_fixture(name)
 
@@ -105,7 +111,7 @@ def observed(**changes: Any) -> ObservedProcess:
                  ("SPARK_SUBMIT_OPTS", "-Divy.cache.dir=/tmp/ivy2/cache -Divy.home=/tmp/ivy2")),
         paths=(readonly("/"), writable("/tmp"), missing("/tmp/ivy2"), missing("/tmp/ivy2/cache"),
                readonly("/etc"), readonly("/etc/k8s-webhook-server"),
-               readonly("/etc/k8s-webhook-server/serving-certs"),
+               readonly(CERTS),
                missing("/nonexistent"), readonly("/opt/spark")),
     )
     return dataclasses.replace(base, **changes)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from rule_snapshots import (
+from rules.rule_snapshots import (
+    CERTS,
     GO_LISTENERS,
+    PRIVILEGE_RULES,
     caps,
     declared,
     listener,
@@ -22,9 +24,6 @@ from agent.rules.evaluate import evaluate, findings_of
 from agent.rules.profiles import match_profile
 
 NBS = 1 << 10
-PRIVILEGE_RULES = {"PrivilegedContainer", "PrivilegeEscalationAllowed", "CapabilitiesNotDropped",
-                   "CapabilityAddedButIneffective", "NetBindServiceUnneeded", "SeccompUnconfined"}
-CERTS = "/etc/k8s-webhook-server/serving-certs"
 
 
 def run(snapshot, decl):  # type: ignore[no-untyped-def]

@@ -3,7 +3,7 @@ real-process proofs are in tests/test_container_judgement.py; these pin the merg
 
 from __future__ import annotations
 
-from rule_snapshots import caps, declared, observed
+from rules.rule_snapshots import caps, declared, observed
 
 from agent.model import GENERIC_PROFILE, Finding, Outcome, Severity, TargetResult, Verdict
 from agent.rules.container import combine, judge_container, merge_by_subject

@@ -7,7 +7,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-from rule_snapshots import declared, observed, rule_ids
+from rules.rule_snapshots import declared, observed, rule_ids
 
 from agent.model import (
     DEFAULT_CONFIG,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rule_snapshots import declared, missing, observed, readonly, with_paths, writable
+from rules.rule_snapshots import CERTS, declared, missing, observed, readonly, with_paths, writable
 
 from agent.model import GENERIC_PROFILE, DeclaredVolumeMount, Filesystem, PathAccess, Severity
 from agent.rules.filesystem import (
@@ -15,7 +15,6 @@ from agent.rules.filesystem import (
 from agent.rules.paths import ivy_dirs, judge_writable, required_paths
 from agent.rules.profiles import SPARK_OPERATOR_CONTROLLER, SPARK_OPERATOR_WEBHOOK
 
-CERTS = "/etc/k8s-webhook-server/serving-certs"
 RW_ROOT = Filesystem(root_readonly=False, writable_mounts=("/",), mounts=())
 
 

@@ -13,10 +13,9 @@ import re
 import subprocess
 from typing import Any
 
-from rule_snapshots import fixture_path
+from rules.rule_snapshots import fixture_path
+from rules.rule_staging import GO_SOCKETS, WEBHOOK_ROOT_FILES, can_write_as, findings, spawn_webhook
 from staging import Sock, Stage
-from test_rules_staged import GO_SOCKETS, findings
-from test_rules_staged_profiles import PASSWD, can_write_as, spawn_webhook
 
 from agent.kube.podspec import declared_from_pod, load_pod_manifest
 from agent.model import DeclaredContainer, Finding
@@ -130,7 +129,7 @@ def test_the_home_fix_names_only_volumes_the_pod_has_or_adds_it(stage: Stage) ->
     assert volume_names(f.remediation, "volumeMounts") <= has | added
     assert "mountPath: /tmp" in f.remediation and "value: /tmp" in f.remediation
     # Near miss: the controller mounts a /tmp emptyDir: the fix names it and adds nothing.
-    controller = stage.spawn((), netns=stage.netns(), root=stage.rootfs(PASSWD),
+    controller = stage.spawn((), netns=stage.netns(), root=stage.rootfs(WEBHOOK_ROOT_FILES),
                              uid=185, gid=185, groups=[185], bounding=[], no_new_privs=True,
                              readonly_root=True, tmpfs=("/tmp",), comm="spark-operator",
                              env={"HOME": "/nonexistent"}, argv=["sleep", "600"]).pid
@@ -145,8 +144,8 @@ def test_the_home_fix_names_only_volumes_the_pod_has_or_adds_it(stage: Stage) ->
 def test_a_path_whose_volume_is_read_only_is_fixed_on_that_volume(stage: Stage) -> None:
     """/tmp is mounted, but read-only (a host directory bound read-only stands in for the
     kubelet's mount): the fix changes that volume, never a second mount at /tmp."""
-    pid = stage.spawn((), netns=stage.netns(), root=stage.rootfs(PASSWD), uid=185, gid=185,
-                      groups=[185], bounding=[], no_new_privs=True, readonly_root=True,
+    pid = stage.spawn((), netns=stage.netns(), root=stage.rootfs(WEBHOOK_ROOT_FILES), uid=185,
+                      gid=185, groups=[185], bounding=[], no_new_privs=True, readonly_root=True,
                       binds=("/tmp",), comm="spark-operator", env={"HOME": "/nonexistent"},
                       argv=["sleep", "600"]).pid
     assert not can_write_as(pid, 185, "/tmp")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rule_snapshots import declared, ids, missing, observed, profile_for, readonly, with_paths
+from rules.rule_snapshots import declared, ids, missing, observed, profile_for, readonly, with_paths
 
 from agent.model import GENERIC_PROFILE, Gap, Identity, Severity
 from agent.rules.identity import (

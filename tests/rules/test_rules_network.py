@@ -3,7 +3,7 @@ IPv6ListenerWithIPv6Disabled, DeclaredPortNotListening, UndeclaredListener."""
 
 from __future__ import annotations
 
-from rule_snapshots import GO_LISTENERS, declared, listener, network, observed
+from rules.rule_snapshots import GO_LISTENERS, declared, listener, network, observed
 
 from agent.model import GENERIC_PROFILE, DeclaredPort, DeclaredProbe, Severity
 from agent.rules.listeners import (

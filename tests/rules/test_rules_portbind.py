@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from rule_snapshots import GO_LISTENERS, caps, declared, listener, network, observed, profile_for
+from rules.rule_snapshots import (
+    GO_LISTENERS,
+    caps,
+    declared,
+    listener,
+    network,
+    observed,
+    profile_for,
+)
 
 from agent.model import (
     DEFAULT_CONFIG,

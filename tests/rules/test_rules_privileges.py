@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rule_snapshots import LAST_CAP, caps, declared, ids, listener, network, observed
+from rules.rule_snapshots import LAST_CAP, caps, declared, ids, listener, network, observed
 
 from agent.model import GENERIC_PROFILE, Identity, Severity
 from agent.rules.privileges import (

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from rule_snapshots import (
+from rules.rule_snapshots import (
+    CERTS,
     declared,
     listener,
     missing,
@@ -33,7 +34,6 @@ from agent.model import (
 )
 from agent.rules.evaluate import evaluate, findings_of
 
-CERTS = "/etc/k8s-webhook-server/serving-certs"
 WEBHOOK = "spark-operator-webhook.yaml"
 
 

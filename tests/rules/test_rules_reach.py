@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from rule_snapshots import declared, listener, network
+from rules.rule_snapshots import declared, listener, network
 
 from agent.model import Listener
 from agent.rules.reach import (

@@ -10,19 +10,15 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from rule_snapshots import declared, rule_ids
+from rules.rule_snapshots import CERTS, PRIVILEGE_RULES, declared, rule_ids
+from rules.rule_staging import GO_SOCKETS, findings
 from staging import Sock, Stage
 
-from agent.audit import AuditRequest, audit
 from agent.model import DeclaredContainer, DeclaredPort, Finding, Severity
 
 PASSWD_TMP_HOME = "spark:x:185:185:spark:/tmp:/bin/sh\n"
 PASSWD_ROOT_HOME = "spark:x:185:185:spark:/home/spark:/bin/sh\n"
 IVY_OPTS = "-Divy.cache.dir=/tmp/ivy2/cache -Divy.home=/tmp/ivy2"
-GO_SOCKETS = (Sock("tcp", 6, "::", 8080, v6only=0), Sock("tcp", 6, "::", 8081, v6only=0))
-PRIVILEGE_RULES = {"PrivilegedContainer", "PrivilegeEscalationAllowed", "CapabilitiesNotDropped",
-                   "CapabilityAddedButIneffective", "NetBindServiceUnneeded", "SeccompUnconfined"}
-CERTS = "/etc/k8s-webhook-server/serving-certs"
 
 
 def hardened(stage: Stage, root: Path, sockets: Sequence[Sock] = GO_SOCKETS,
@@ -35,11 +31,6 @@ def hardened(stage: Stage, root: Path, sockets: Sequence[Sock] = GO_SOCKETS,
         tmpfs=tmpfs, root=root, comm="spark-operator",
         env={"HOME": home, "SPARK_SUBMIT_OPTS": IVY_OPTS})
     return staged.pid
-
-
-def findings(pid: int, decl: DeclaredContainer | None) -> tuple[Finding, ...]:
-    [target] = audit([AuditRequest(pid, decl)]).targets
-    return target.findings
 
 
 def at_low_or_above(found: Sequence[Finding]) -> list[Finding]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rule_snapshots import declared
+from rules.rule_snapshots import declared
 from staging import Sock, Stage, Staged
 
 from agent.audit import AuditRequest, audit

@@ -14,13 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from rule_snapshots import declared
+from rules.rule_snapshots import CERTS, declared
+from rules.rule_staging import can_write_as
 from staging import Sock, Stage
-from test_rules_staged_profiles import can_write_as
 
 from agent.audit import AuditRequest, audit
 
-CERTS = "/etc/k8s-webhook-server/serving-certs"
 PASSWD = "spark:x:185:185:spark:/nonexistent:/bin/sh\n"
 CONTROLLER_SOCKETS = (Sock("tcp", 6, "::", 8080, v6only=0), Sock("tcp", 6, "::", 8081, v6only=0))
 WEBHOOK_SOCKETS = (Sock("tcp", 6, "::", 9443, v6only=0), *CONTROLLER_SOCKETS)

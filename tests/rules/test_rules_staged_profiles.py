@@ -8,22 +8,14 @@ Oracle for /tmp: a real write as uid 185 in the process's own root fails.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from rule_snapshots import declared
-from staging import STAGE_PYTHON, Sock, Stage
+from rules.rule_snapshots import CERTS, declared
+from rules.rule_staging import WEBHOOK_ROOT_FILES, can_write_as, findings, spawn_webhook
+from staging import STAGE_PYTHON, Stage
 
-from agent.audit import AuditRequest, audit
 from agent.model import DeclaredContainer, Finding, Severity
-
-CERTS = "/etc/k8s-webhook-server/serving-certs"
-PASSWD = {"etc/passwd": "spark:x:185:185:spark:/nonexistent:/bin/sh\n", f"{CERTS}/.keep": ""}
-WEBHOOK_SOCKETS = (Sock("tcp", 6, "::", 9443, v6only=0), Sock("tcp", 6, "::", 8080, v6only=0),
-                   Sock("tcp", 6, "::", 8081, v6only=0))
-UNPRIVILEGED = {"uid": 185, "gid": 185, "groups": [185], "bounding": [], "no_new_privs": True,
-                "seccomp": True, "readonly_root": True, "tmpfs": (CERTS,)}
 
 
 def webhook_decl() -> DeclaredContainer:
@@ -31,32 +23,8 @@ def webhook_decl() -> DeclaredContainer:
     return declared("spark-operator-webhook.yaml", pod_ips=("192.0.2.10",))
 
 
-def findings(pid: int, decl: DeclaredContainer | None) -> tuple[Finding, ...]:
-    [target] = audit([AuditRequest(pid, decl)]).targets
-    return target.findings
-
-
 def by_rule(found: Sequence[Finding], rule: str) -> list[Severity]:
     return [f.severity for f in found if f.rule == rule]
-
-
-def can_write_as(pid: int, uid: int, directory: str) -> bool:
-    """Oracle: create a file as `uid` inside the process's root and mount namespace."""
-    probe = f"{directory}/.opaudit-oracle"
-    result = subprocess.run(
-        ["nsenter", "-t", str(pid), "-m", "-r", "setpriv", f"--reuid={uid}", f"--regid={uid}",
-         "--clear-groups", "sh", "-c", f"echo x > {probe} && rm {probe}"],
-        capture_output=True, text=True, timeout=30)
-    return result.returncode == 0
-
-
-def spawn_webhook(stage: Stage, env: dict[str, str] | None = None,
-                  argv: Sequence[str] | None = None, root: Path | None = None) -> int:
-    staged = stage.spawn(WEBHOOK_SOCKETS if argv is None else (), netns=stage.netns(),
-                         root=root or stage.rootfs(PASSWD), comm="spark-operator",
-                         env=env if env is not None else {"HOME": "/nonexistent"},
-                         argv=argv, **UNPRIVILEGED)  # type: ignore[arg-type]
-    return staged.pid
 
 
 def test_default_webhook_is_clean_at_low_and_above(stage: Stage) -> None:
@@ -82,7 +50,7 @@ def test_without_a_profile_explicit_tmpdir_is_high(stage: Stage) -> None:
 
 def test_without_a_profile_a_jvm_is_high(stage: Stage) -> None:
     # A process whose exe is named `java` (a copy of the interpreter that stages listeners).
-    root = stage.rootfs(PASSWD)
+    root = stage.rootfs(WEBHOOK_ROOT_FILES)
     java = root / "opt/jdk/bin/java"
     java.parent.mkdir(parents=True)
     shutil.copy2(Path(STAGE_PYTHON).resolve(), java)

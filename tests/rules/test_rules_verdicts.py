@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rule_snapshots import declared, observed, profile_for
+from rules.rule_snapshots import declared, observed, profile_for
 
 from agent.model import (
     DEFAULT_CONFIG,
