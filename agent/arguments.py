@@ -20,6 +20,8 @@ INTERVAL_RANGE = (1.0, 86400.0)
 # `run`'s API defaults are agent.kube's (STARTUP_JITTER, DEFAULT_QPS, DEFAULT_BURST; a test
 # checks they agree): this module imports nothing of the agent, so it repeats them.
 RUN_STARTUP_JITTER, RUN_API_QPS, RUN_API_BURST = 10.0, 50.0, 100
+# `run --sink`: the values of `agent.daemon.options.SinkKind` (a test checks they agree).
+RUN_SINKS = ("events", "reports", "stdout")
 # At most an hour of start-up jitter; a QPS up to the API server's own default
 # max-requests-inflight (400): beyond either, a typo rather than a choice. The chart's
 # values.schema.json has the same bounds.
@@ -200,7 +202,7 @@ def add_run(sub: argparse._SubParsersAction[Parser]) -> None:
     low, high = INTERVAL_RANGE
     run.add_argument("--interval", type=interval_seconds, default=60.0, metavar="SECONDS",
                      help=f"seconds between cycles, {low:g} to {high:g} (default: 60)")
-    run.add_argument("--sink", choices=("events", "reports", "stdout"), action="append", help=(
+    run.add_argument("--sink", choices=RUN_SINKS, action="append", help=(
         "where findings go, repeatable: Kubernetes Events on the pods, one policy report per "
         "audited pod (openreports.io Report, else wgpolicyk8s.io PolicyReport), or one JSON "
         "report per cycle on stdout (default: events)"))

@@ -1,21 +1,20 @@
-"""The audit engine: pods -> declared containers -> pids -> observed snapshots -> findings
--> AuditResult.
+"""The audit engine: requests (a pid, and the container it runs in when known) -> observed
+snapshots -> findings -> AuditResult.
 
-Shared by `diagnose` (cli) and `run` (node). Network facts are read once per namespace.
+Shared by `diagnose` (cli) and `run` (`agent.daemon`); `agent.targets` builds the requests
+from pods. Network facts are read once per namespace.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from agent.collect.errors import CollectError, error_line
 from agent.collect.netns import read_many_netns
 from agent.collect.process import describe_unreadable, observe_process, with_paths
 from agent.collect.procfs import ProcFS
-from agent.kube.containers import Pod, pod_uid, running_containers
-from agent.kube.podspec import declared_from_pod
 from agent.model import (
     DEFAULT_CONFIG,
     NO_PROCESS,
@@ -50,85 +49,6 @@ class AuditRequest:
     # of them cannot be placed in a container, so its rules cannot judge it.
     pod_pids: frozenset[int] = frozenset()
     absent: str = ""  # why a NO_PROCESS request has no process
-
-
-def declared_containers(pods: Sequence[Pod]) -> list[DeclaredContainer]:
-    """The declared side of every running container of the pods, skipping unreadable pods."""
-    found: list[DeclaredContainer] = []
-    for pod in pods:
-        for name, _container_id in running_containers(pod):
-            try:
-                found.append(declared_from_pod(pod, name))
-            except Exception as exc:  # noqa: BLE001 - one odd pod must not stop the others
-                log.warning("cannot read the pod spec", extra={
-                    "pod_uid": pod_uid(pod), "container": name, "error": str(exc)})
-    return found
-
-
-def container_requests(
-    declared: Sequence[DeclaredContainer], proc: ProcFS,
-    pids: Mapping[tuple[str, str], tuple[int, ...]] | None = None,
-) -> list[AuditRequest]:
-    """One request per process of each declared container on this node, each knowing its
-    container's processes and its pod's; a container with none is logged and gets a
-    NO_PROCESS request (a target whose facts are unknown, and why). `pids` when the caller
-    has mapped them already (every container of the pods, for the pods' processes). Raises
-    CollectError when /proc cannot be listed."""
-    from agent.kube.procmap import pids_for_containers
-
-    if pids is None:
-        pids = pids_for_containers(declared, proc)
-    by_pod: dict[str, set[int]] = {}
-    for (uid, _name), found in pids.items():
-        by_pod.setdefault(uid, set()).update(found)
-    requests: list[AuditRequest] = []
-    for container in declared:
-        container_pids = pids.get((container.pod.uid, container.container_name), ())
-        pod_pids = frozenset(by_pod.get(container.pod.uid, ()))
-        if not container_pids:
-            why = (f"status says container {container.container_name} is running "
-                   f"({container.container_id or 'no containerID'}), but no process in this "
-                   "host's /proc is in its cgroup: it has exited since, or opaudit does not "
-                   "see the host's PID namespace (hostPID)")
-            log.warning("no process of this container found on this node", extra={
-                "pod": f"{container.pod.namespace}/{container.pod.name}",
-                "container": container.container_name,
-                "container_id": container.container_id,
-            })
-            requests.append(AuditRequest(pid=NO_PROCESS, declared=container, absent=why))
-        requests.extend(AuditRequest(pid=pid, declared=container, container_pids=container_pids,
-                                     pod_pids=pod_pids) for pid in container_pids)
-    return requests
-
-
-def sandbox_requests(pods: Sequence[Pod], proc: ProcFS) -> list[AuditRequest]:
-    """A request for each restarting container of `pods` (a crash loop: no live process),
-    through its pod's sandbox, which holds the netns; a pod with no sandbox here is logged."""
-    from agent.kube.sandbox import restarting_containers, sandbox_pids
-
-    stalled = [(pod, name) for pod in pods for name in restarting_containers(pod)]
-    if not stalled:
-        return []
-    try:
-        holders = sandbox_pids([pod for pod, _ in stalled], proc)
-    except CollectError as exc:
-        log.error("cannot look for pod sandboxes", extra={"error": str(exc)})
-        return []
-    requests = []
-    for pod, name in stalled:
-        meta = pod.get("metadata") or {}
-        where = {"pod": f"{meta.get('namespace')}/{meta.get('name')}", "container": name}
-        pid = holders.get(pod_uid(pod).lower())
-        if pid is None:
-            log.warning("restarting container, and no sandbox of its pod on this node", extra=where)
-            continue
-        try:
-            declared = declared_from_pod(pod, name)
-        except Exception as exc:  # noqa: BLE001 - one odd pod must not stop the others
-            log.warning("cannot read the pod spec", extra={**where, "error": str(exc)})
-            continue
-        requests.append(AuditRequest(pid=pid, declared=declared, via_sandbox=True))
-    return requests
 
 
 def audit(
@@ -213,7 +133,6 @@ def failed_target(request: AuditRequest, exc: Exception, config: AuditConfig,
     verdicts = evaluate(observed, request.declared, profile, config)
     return TargetResult(observed=observed, declared=request.declared, profile=profile,
                         findings=findings_of(verdicts), verdicts=verdicts)
-
 
 
 def audit_one(

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from agent.audit import AuditRequest
     from agent.collect.procfs import ProcFS
     from agent.model import AuditConfig, AuditResult
-    from agent.podtargets import PodTargets
+    from agent.targets.diagnose import PodTargets
 
 
 class UsageError(Exception):
@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None, *, restrict: bool | None = None) -> 
 
 
 def one_line(exc: BaseException) -> str:
+    """What `main` prints for a failure: a known one's message (the user's input, the
+    environment, the API), else `internal error: Type: message`, a bug. The log form of any
+    exception is `agent.collect.errors.error_line`."""
     from agent.api_error import ApiError
     from agent.collect.errors import CollectError
 
@@ -73,6 +76,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from agent.audit import audit
     from agent.collect.procfs import ProcFS
     from agent.logs import setup_cli_logging
+    from agent.targets.node import node_name
 
     setup_cli_logging()
     check_diagnose_options(args)
@@ -80,7 +84,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     proc = ProcFS()  # HOST_PROC, else /proc: for --pid and --pod alike
     with proc.cycle():  # one pass over /proc maps the pods' containers and socket owners
         requests, missing = pid_requests(args, proc)
-        node = args.node or os.environ.get("NODE_NAME")
+        node = node_name(args.node)
         if args.pod or args.selector:
             targets = pod_requests(args, node, proc)
             requests, node = [*requests, *targets.requests], targets.node
@@ -130,7 +134,7 @@ def pid_requests(args: argparse.Namespace,
     present = [pid for pid in pids if pid not in missing]
     if args.pod_spec and present:
         from agent.kube.podspec import load_pod_manifest
-        from agent.podtargets import pid_spec_requests
+        from agent.targets.diagnose import pid_spec_requests
 
         pod = load_pod_manifest(args.pod_spec)
         return pid_spec_requests(pod, present, args.container, proc), missing
@@ -140,7 +144,7 @@ def pid_requests(args: argparse.Namespace,
 def pod_requests(args: argparse.Namespace, node: str | None, proc: ProcFS) -> PodTargets:
     """The running containers of --pod/-l pods, mapped to their processes on this host."""
     from agent.kube.client import load_api
-    from agent.podtargets import PodSelection, fetch_pods, pod_targets
+    from agent.targets.diagnose import PodSelection, fetch_pods, pod_targets
 
     selection = PodSelection(pods=tuple(args.pod), selector=args.selector,
                              namespace=args.namespace, container=args.container, node=node)
@@ -155,7 +159,7 @@ def pod_spec_requests(args: argparse.Namespace, node: str | None, proc: ProcFS) 
     """--pod-spec without --pid: that pod's running containers on this host, found as --pod
     finds them (status.containerStatuses[].containerID), with no API (kubectl debug node)."""
     from agent.kube.podspec import load_pod_manifest
-    from agent.podtargets import PodSelection, pod_targets
+    from agent.targets.diagnose import PodSelection, pod_targets
 
     pod = load_pod_manifest(args.pod_spec)
     meta = pod.get("metadata") or {}
@@ -209,12 +213,12 @@ def cmd_caps_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.node import RunContext, RunOptions, run_agent
+    from agent.daemon import RunContext, RunOptions, SinkKind, run_agent
 
     options = RunOptions(
-        node=args.node or os.environ.get("NODE_NAME"), selector=args.selector,
+        node=args.node, selector=args.selector,
         namespace=args.namespace, once=args.once, interval=args.interval,
-        sinks=tuple(args.sink or ("events",)), report_api=args.report_api,
+        sinks=tuple(args.sink or (SinkKind.EVENTS,)), report_api=args.report_api,
         report_max_results=args.report_max_results,
         metrics_port=args.metrics_port, kubeconfig=args.kubeconfig,
         config=load_config_option(args.config),

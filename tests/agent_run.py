@@ -19,7 +19,7 @@ from typing import Any
 
 from pod_staging import NODE, SELECTOR
 
-from agent.node import NodeAgent, RunContext, RunOptions, run_agent
+from agent.daemon import NodeAgent, RunContext, RunOptions, run_agent
 from agent.output.metrics import AgentMetrics
 
 REPO = Path(__file__).resolve().parents[1]

@@ -345,9 +345,10 @@ def test_v6only_is_spelled_as_sockets_spells_it(stage: Stage, cgroups: KubepodsC
 def test_metrics_count_findings_per_rule_container_and_subject(
     stage: Stage, cgroups: KubepodsCgroups
 ) -> None:
-    from agent.audit import audit, container_requests, declared_containers
+    from agent.audit import audit
     from agent.collect.procfs import ProcFS
     from agent.output.metrics import AgentMetrics, MetricsSink
+    from agent.targets.requests import container_requests, declared_containers
 
     pod = prefork(stage, cgroups)
     report = audit(container_requests(declared_containers([pod.manifest]), ProcFS()))

@@ -16,7 +16,7 @@ from pod_staging import NODE, SELECTOR, stage_pod
 from prometheus_client.parser import text_string_to_metric_families
 from staging import Stage
 
-from agent.node import RunContext, RunOptions
+from agent.daemon import RunContext, RunOptions
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "daemonset" / "grafana" / "opaudit.json"
 SAMPLE_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),

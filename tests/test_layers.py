@@ -4,6 +4,8 @@
 - `collect` reads the kernel and knows nothing of Kubernetes (no `kube`, no `kubernetes`).
 - `output` imports nothing from `kube`: the Events and policy-report sinks' API calls are
   injected (`agent.kube.events`, `agent.kube.policyreports`).
+- `audit` turns requests into findings and knows nothing of Kubernetes; `targets` makes the
+  requests from pods.
 - No module imports a layer above its own: each layer may import only those listed for it.
 - Inside `collect`, modules are ranked too (`COLLECT_RANKS`): errors < fileio < parsers <
   procfs < readers, and the bottom rank imports nothing from `collect` at all.
@@ -44,14 +46,14 @@ ALLOWED: dict[str, set[str]] = {
     "privilege": {"model", "collect"},
     "config": {"model", "userfile", "rules"},
     "arguments": {"__init__"},
-    "audit": {"model", "collect", "kube", "rules"},
+    "audit": {"model", "collect", "rules"},  # requests -> findings: no Kubernetes
     "predict": {"model", "userfile", "kube", "rules"},  # lint: facts predicted from manifests
-    "podtargets": {"model", "collect", "kube", "audit"},
-    "node": {"model", "api_error", "collect", "kube", "output", "logs", "privilege", "audit",
-             "config"},
+    "targets": {"model", "collect", "kube", "audit"},  # pods -> audit requests
+    "daemon": {"model", "api_error", "collect", "kube", "output", "logs", "privilege", "audit",
+               "targets"},
     "lint_command": {"__init__", "model", "collect", "rules", "predict", "output"},
     "cli": {"__init__", "model", "api_error", "collect", "kube", "output", "logs", "privilege",
-            "config", "arguments", "audit", "podtargets", "node", "lint_command"},
+            "config", "arguments", "audit", "targets", "daemon", "lint_command"},
 }
 KUBERNETES_LAYERS = {"kube"}
 
@@ -146,6 +148,7 @@ def test_the_contracts_named_in_the_issue_hold() -> None:
     assert ALLOWED["rules"] == {"model"}
     assert ALLOWED["model"] == set()
     assert "kube" not in ALLOWED["collect"] and "kube" not in ALLOWED["output"]
+    assert "kube" not in ALLOWED["audit"]  # pods become requests in `targets`, above it
 
 
 def test_kubernetes_is_imported_only_in_kube_and_only_lazily() -> None:

@@ -30,10 +30,10 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
 
 
 def test_extra_fields_become_keys(stream: io.StringIO) -> None:
-    logging.getLogger("agent.node").info("audit cycle", extra={"pods": 3, "node": "n1"})
+    logging.getLogger("agent.daemon.loop").info("audit cycle", extra={"pods": 3, "node": "n1"})
     (line,) = lines(stream)
     assert line["msg"] == "audit cycle" and line["level"] == "info"
-    assert line["pods"] == 3 and line["node"] == "n1" and line["logger"] == "agent.node"
+    assert line["pods"] == 3 and line["node"] == "n1" and line["logger"] == "agent.daemon.loop"
     assert str(line["ts"]).endswith("Z")
 
 

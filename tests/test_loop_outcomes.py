@@ -16,7 +16,7 @@ from kube.apiserver import ApiServer
 from pod_staging import NODE, SELECTOR, stage_pod
 from staging import Stage
 
-from agent.node import RunContext, RunOptions
+from agent.daemon import RunContext, RunOptions
 from agent.output.metrics import AgentMetrics
 
 SKIPPED = "audit cycle skipped: the pods could not be listed"

@@ -40,8 +40,8 @@ from pod_staging import (
 from sinks import RecordingSink
 from staging import Sock, Stage
 
+from agent.daemon import NodeAgent, RunOptions
 from agent.kube.client import load_api
-from agent.node import NodeAgent, RunOptions
 from agent.output.metrics import AgentMetrics, MetricsSink
 from agent.output.sink import FanOut
 

@@ -26,8 +26,8 @@ from staging import Sock, Stage
 
 from agent.audit import AuditRequest, audit
 from agent.collect.procfs import ProcessHandle, ProcFS
+from agent.daemon import NodeAgent, RunOptions
 from agent.kube.client import load_api
-from agent.node import NodeAgent, RunOptions
 from agent.output.metrics import AgentMetrics
 
 NODE = "worker-1"

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from agent.collect.errors import error_line
 from agent.kube.containers import Fingerprint, Pod, pod_uid, restart_marks, running_containers
 from agent.kube.errors import KubeError, WatchExpired
 
@@ -176,7 +177,7 @@ class PodWatcher:
                 backoff = self._back_off(backoff, exc.retry_after)
             except Exception as exc:  # noqa: BLE001 - connection errors of any library layer
                 self._on_api_error(None)
-                log.error("pod list/watch failed", extra={"error": _one_line(exc)})
+                log.error("pod list/watch failed", extra={"error": error_line(exc)})
                 backoff = self._back_off(backoff, None)
 
     def _watch_once(self) -> bool:
@@ -219,7 +220,3 @@ class PodWatcher:
 def _pod_name(pod: Pod) -> str:
     meta = pod.get("metadata") or {}
     return f"{meta.get('namespace')}/{meta.get('name')}"
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]

@@ -84,9 +84,9 @@ def _install() -> None:
         reporting.ReportsSink.publish = publish
 
     if FAULTS.get("cycle"):
-        from agent import audit
+        from agent.targets import requests
 
-        original_sandboxes = audit.sandbox_requests
+        original_sandboxes = requests.sandbox_requests
         calls = [0]
 
         def sandbox_requests(pods: Any, proc: Any) -> Any:
@@ -95,7 +95,7 @@ def _install() -> None:
                 raise RuntimeError("injected: a fault outside any target")
             return original_sandboxes(pods, proc)
 
-        audit.sandbox_requests = sandbox_requests
+        requests.sandbox_requests = sandbox_requests
 
 
 if FAULTS:

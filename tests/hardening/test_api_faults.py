@@ -22,8 +22,8 @@ from kube.apiserver import ApiServer
 from pod_staging import NODE, SELECTOR, StagedPod, expected_rules, stage_pod
 from staging import Stage
 
+from agent.daemon import NodeAgent, RunContext, RunOptions, make_sink
 from agent.kube.client import load_api
-from agent.node import NodeAgent, RunContext, RunOptions, make_sink
 from agent.output.metrics import AgentMetrics
 
 EVENTS = r"/apis/events\.k8s\.io/v1/namespaces/[^/]+/events"

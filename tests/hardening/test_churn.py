@@ -36,9 +36,9 @@ from sinks import RecordingSink
 from staging import STAGE_PYTHON, Stage
 
 from agent.collect.procfs import ProcFS
+from agent.daemon import NodeAgent, RunOptions
 from agent.kube.client import load_api
 from agent.model import Outcome
-from agent.node import NodeAgent, RunOptions
 from agent.output.metrics import AgentMetrics
 
 CHILDREN = 1_000

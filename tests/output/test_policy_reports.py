@@ -17,7 +17,7 @@ from kube.apiserver import ApiServer
 from pod_staging import NAMESPACE, NODE, SELECTOR, StagedPod, stage_pod
 from staging import Stage
 
-from agent.node import RunContext, RunOptions
+from agent.daemon import RunContext, RunOptions
 from agent.output.metrics import AgentMetrics
 from agent.output.policyreports.body import stable_text
 from agent.rules.catalogue import CATALOGUE

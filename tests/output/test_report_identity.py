@@ -24,9 +24,9 @@ from kube.apiserver import ApiServer
 from pod_staging import NAMESPACE, NODE, SELECTOR, StagedPod, stage_pod
 from staging import Sock, Stage
 
+from agent.daemon import NodeAgent, RunOptions, make_sink
 from agent.kube.client import load_api
 from agent.model import AuditResult
-from agent.node import NodeAgent, RunOptions, make_sink
 from agent.output.metrics import AgentMetrics
 from agent.output.policyreports.body import pod_reports, result_id, stable_text
 

@@ -1,4 +1,4 @@
-"""agent.kube.procmap: real processes in real kubepods cgroups, seen from the host's
+"""agent.targets.procmap: real processes in real kubepods cgroups, seen from the host's
 cgroup namespace and from a private one (a DaemonSet on a cgroup v2 node)."""
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from agent.collect.cgroups import parse_cgroup_file
 from agent.collect.procfs import ProcFS
 from agent.kube.containers import bare_container_id
 from agent.kube.podspec import declared_from_pod
-from agent.kube.procmap import pids_for_containers
 from agent.model import DeclaredContainer
+from agent.targets.procmap import pids_for_containers
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,7 +144,7 @@ sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
 from cgroup_staging import declared
 from agent.collect.cgroups import parse_cgroup_file
 from agent.collect.procfs import ProcFS
-from agent.kube.procmap import pids_for_containers
+from agent.targets.procmap import pids_for_containers
 spec = json.loads(sys.argv[2])
 containers = [declared(c["uid"], c["name"], c["id"], c["hash"]) for c in spec["containers"]]
 mapping = pids_for_containers(containers, ProcFS())

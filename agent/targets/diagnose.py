@@ -1,4 +1,5 @@
-"""`diagnose --pod/-l`: pods from the API -> their containers' processes on this host.
+"""The targets `diagnose` names: `--pod`/`-l` (pods from the API) and `--pod-spec` -> their
+containers' processes on this host; `--pid --pod-spec` -> the container each pid runs in.
 
 Without `--node` or `NODE_NAME`, this host's node is the node of the selected pods whose
 containers have a process in this host's /proc: a container ID from the API's
@@ -14,9 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent.audit import AuditRequest, container_requests, declared_containers, sandbox_requests
+from agent.audit import AuditRequest
 from agent.kube.client import Api
+from agent.kube.containers import container_statuses
 from agent.kube.errors import KubeError
+from agent.kube.podspec import declared_from_pod
+from agent.targets.procmap import pids_for_containers
+from agent.targets.requests import container_requests, declared_containers, sandbox_requests
 
 if TYPE_CHECKING:
     from agent.collect.procfs import ProcFS
@@ -73,8 +78,6 @@ def fetch_pods(api: Api, selection: PodSelection) -> list[dict[str, Any]]:
 
 def pod_targets(pods: Sequence[dict[str, Any]], selection: PodSelection,
                 proc: ProcFS) -> PodTargets:
-    from agent.kube.procmap import pids_for_containers
-
     # Every container's processes are mapped, the ones --container leaves out too: their
     # listeners in the pod's netns are theirs, not nobody's.
     everything = declared_containers(pods)
@@ -115,9 +118,6 @@ def pid_spec_requests(pod: dict[str, Any], pids: Sequence[int], container: str |
     the containerID (status.containerStatuses) in /proc/P/cgroup, with every process of
     that container; failing that the only container, or the one `--container` names. A
     sidecar listed first must not be taken for the app (TargetError otherwise)."""
-    from agent.kube.podspec import declared_from_pod
-    from agent.kube.procmap import pids_for_containers
-
     names = _container_names(pod)
     running = declared_containers([pod])
     placed = pids_for_containers(running, proc) if running else {}
@@ -151,8 +151,6 @@ def _container_names(pod: dict[str, Any]) -> list[str]:
 
 
 def _no_ids(pod: dict[str, Any]) -> str:
-    from agent.kube.containers import container_statuses
-
     if not container_statuses(pod):
         return " (the spec has no status.containerStatuses[].containerID to match)"
     return ""
@@ -175,8 +173,6 @@ def _ref(pod: dict[str, Any]) -> tuple[str, str]:
 def _why_not_here(pod: dict[str, Any]) -> str:
     """Why none of the pod's containers has a process here, as far as this host can tell:
     another node, or this one (its hostname is the node's name) and the IDs match nothing."""
-    from agent.kube.containers import container_statuses
-
     node = _node_of(pod)
     if node is None:
         return ": it is not scheduled on a node yet"

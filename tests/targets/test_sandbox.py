@@ -1,4 +1,4 @@
-"""agent.kube.sandbox: restarting containers from pod status, and the pod's sandbox process
+"""agent.targets.sandbox: restarting containers from pod status, and the pod's sandbox process
 found through real kubepods cgroups (systemd driver on v2, cgroupfs on v1)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from cgroup_staging import (
 from staging import Stage
 
 from agent.collect.procfs import ProcFS
-from agent.kube.sandbox import restarting_containers, sandbox_pids
+from agent.targets.sandbox import restarting_containers, sandbox_pids
 
 
 def status_entry(name: str, container_id: str, state: dict[str, Any],

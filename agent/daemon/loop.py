@@ -1,41 +1,32 @@
-"""`opaudit run`: the DaemonSet loop.
+"""`opaudit run`'s loop (`agent.daemon` tells the whole path, from pods to the sinks).
 
-Pods (list + watch, `agent.kube.watch`) -> declared containers and their pids
-(`agent.audit`) -> `audit.audit` -> the sinks (`agent.output.sink`: metrics always, plus
-Kubernetes Events or JSON lines on stdout).
 A cycle audits every selected pod each `--interval` seconds; as soon as the watch reports
 a pod with a new running container, a cycle audits that pod alone, so its Events do not
-wait for the others. The sink is pumped between cycles. SIGTERM/SIGINT flush pending Events
-for at most 5 s and exit 0.
+wait for the others. The sinks are pumped between cycles. SIGTERM/SIGINT flush pending
+Events and policy reports for at most 5 s and exit 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import queue
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
 
-from agent.audit import audit, container_requests, declared_containers, sandbox_requests
+from agent.audit import audit
 from agent.collect.errors import error_line
 from agent.collect.procfs import ProcFS
+from agent.daemon.options import RunOptions
 from agent.kube.containers import pod_uid
-from agent.kube.ratelimit import DEFAULT_BURST, DEFAULT_QPS
-from agent.kube.watch import WATCH_SECONDS, PodApi, PodWatcher
-from agent.logs import setup_json_logging
-from agent.model import DEFAULT_CONFIG, AuditConfig, AuditCycle, AuditResult
-from agent.output.metrics import AgentMetrics, MetricsSink
-from agent.output.probe_server import serve_metrics
-from agent.output.sink import DocumentSink, FanOut, Sink
-from agent.privilege import PrivilegeState, restrict_self
+from agent.kube.watch import PodApi, PodWatcher
+from agent.model import AuditCycle, AuditResult
+from agent.output.metrics import AgentMetrics
+from agent.output.sink import Sink
+from agent.targets.requests import container_requests, declared_containers, sandbox_requests
 
 log = logging.getLogger(__name__)
 
@@ -45,137 +36,6 @@ WAKE_SECONDS = 1.0  # the loop wakes at least this often: heartbeat, sink retrie
 FIRST_LIST_SECONDS = 10.0  # the first cycle waits this long for the pod list
 COALESCE_SECONDS = 0.05  # watch events this close together make one cycle
 PUMP_SLICE_SECONDS = 0.05  # Event writes between two looks at the watch's queue
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """What `opaudit run` is told on its command line."""
-
-    node: str | None = None
-    selector: str | None = None
-    namespace: str | None = None
-    once: bool = False
-    interval: float = 60.0
-    sink: str = "events"  # "events" | "stdout" | "reports"
-    sinks: tuple[str, ...] = ()  # several of them (`--sink events --sink reports`); wins
-    report_api: str | None = None  # "openreports" | "wgpolicyk8s": no discovery
-    report_max_results: int = 100
-    metrics_port: int | None = None
-    kubeconfig: str | None = None
-    config: AuditConfig = DEFAULT_CONFIG
-    # The API server at fleet scale (README): the CLI's defaults are STARTUP_JITTER and the
-    # kubelet's QPS; an embedding caller (tests, the bench) lists at once unless it asks.
-    startup_jitter: float = 0.0
-    api_qps: float = DEFAULT_QPS
-    api_burst: int = DEFAULT_BURST
-
-
-@dataclass(frozen=True, slots=True)
-class RunContext:
-    """What the process around the loop provides: the command line's defaults, or an
-    embedding caller's (tests, the bench) own API server, /proc tree and capabilities."""
-
-    configuration: Any = None  # a kubernetes.client.Configuration, instead of kubeconfig
-    proc_root: str | None = None  # default: HOST_PROC, else /proc
-    metrics_host: str | None = None  # None: dual-stack `::` (0.0.0.0 where IPv6 is off)
-    restrict_privileges: bool = True  # drop our own capabilities + no_new_privs first
-    # What `agent.privilege.restrict_self` already did (the CLI calls it before anything
-    # else): logged, not done again.
-    privileges: PrivilegeState | None = None
-    log_level: str = "INFO"
-    event_queue_size: int = 1000
-
-
-def run_agent(
-    options: RunOptions,
-    context: RunContext = RunContext(),  # noqa: B008 - frozen, never mutated
-    *,
-    metrics: AgentMetrics | None = None,
-    stop: threading.Event | None = None,
-) -> int:
-    """Run the agent; 0 on a clean stop (or a complete --once), 1 when an internal error
-    ended the --once cycle or it could not deliver all its Events or reports, 2 for a usage
-    or environment error (no node name, no usable kubeconfig, the metrics port taken;
-    --once: the pods could not be listed). `RUN_EXIT` in `agent.arguments` says the same in
-    `run --help`.
-
-    `metrics` and `stop` are for embedding (tests): setting `stop` ends the loop like
-    SIGTERM does, from any thread.
-    """
-    setup_json_logging(context.log_level)
-    node = options.node or os.environ.get("NODE_NAME")
-    if not node:
-        log.error("no node name: pass --node or set NODE_NAME (the DaemonSet sets it "
-                  "from the downward API spec.nodeName)")
-        return 2
-    from agent.collect.sockets import fd_reader_setting
-
-    try:
-        fd_reader_setting()  # read once; an unknown value is a mistake, not a silent `auto`
-    except ValueError as exc:
-        log.error("bad environment", extra={"error": str(exc)})
-        return 2
-    privileges = context.privileges
-    if privileges is None and context.restrict_privileges:
-        privileges = restrict_self()  # before any thread: capabilities are per thread
-    if privileges is not None:
-        level = logging.WARNING if privileges.problems else logging.INFO
-        log.log(level, "own privileges", extra=privileges.log_fields())
-    from agent.kube.client import load_api
-
-    try:
-        api = load_api(options.kubeconfig, configuration=context.configuration,
-                       qps=options.api_qps, burst=options.api_burst)
-    except Exception as exc:  # noqa: BLE001 - bad kubeconfig, no in-cluster env: one line
-        log.error("cannot configure the Kubernetes API client", extra={"error": str(exc)})
-        return 2
-    if metrics is None:
-        # Ready needs an API answer within a few intervals; an idle watch answers at its end.
-        metrics = AgentMetrics(liveness_window=max(3 * options.interval, 30.0),
-                               readiness_window=max(3 * options.interval, WATCH_SECONDS + 60))
-    try:
-        server = (serve_metrics(metrics, options.metrics_port, context.metrics_host)
-                  if options.metrics_port is not None else None)
-    except OSError as exc:  # port taken, or below 1024 without NET_BIND_SERVICE
-        log.error("cannot serve metrics", extra={"port": options.metrics_port, "error": str(exc)})
-        return 2
-    sink = make_sink(options.sinks or (options.sink,), api, node, metrics,
-                     context.event_queue_size, report_api=options.report_api,
-                     report_max_results=options.report_max_results)
-    agent = NodeAgent(api, node, options, sink, metrics, stop or threading.Event(),
-                      ProcFS(context.proc_root))
-    try:
-        return agent.run_once() if options.once else agent.run_forever()
-    finally:
-        if server is not None:
-            server.close()
-
-
-def make_sink(
-    kinds: str | Sequence[str], api: Any, node: str, metrics: AgentMetrics,
-    queue_size: int = 1000, *, report_api: str | None = None, report_max_results: int = 100,
-) -> Sink:
-    """The metrics sink, and the sinks `--sink` names (repeatable), as one. A reports sink
-    without a policy-report API is left out with one log line; the others carry on."""
-    sinks: list[Sink] = [MetricsSink(metrics)]
-    for kind in dict.fromkeys([kinds] if isinstance(kinds, str) else kinds):
-        if kind == "stdout":
-            sinks.append(DocumentSink(sys.stdout, "json-lines"))
-        elif kind == "reports":
-            from agent.kube.policyreports import PolicyReportsApi
-            from agent.output.policyreports.sink import ReportsSink
-
-            sinks.append(ReportsSink(PolicyReportsApi(api), metrics, report_api,
-                                     report_max_results, node=node))
-        else:
-            from agent.kube.events import EventClient
-            from agent.output.events.sink import EventSink
-
-            sinks.append(EventSink(EventClient(api), node, metrics=metrics,
-                                   queue_size=queue_size))
-    for sink in sinks:  # each reads 0 from the start, so a dashboard shows 0, not nothing
-        metrics.sink_errors.labels(sink=type(sink).__name__)
-    return FanOut(sinks, on_error=metrics.sink_failed)
 
 
 class NodeAgent:
