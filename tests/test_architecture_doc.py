@@ -16,7 +16,7 @@ MAP = REPO / "docs" / "ARCHITECTURE.md"
 # Documents that live outside the repository. A comment citing them sends the reader where
 # a clone cannot follow, so none may: built from parts, so this file does not cite them.
 OUTSIDE = re.compile("|".join([r"\b" + "SP" + r"EC\b", r"\b" + "STY" + r"LE\.md",
-                               r"\b[Ii]ssues? #?\d+", "§"]))
+                               r"\b[Ii]ssues? #?\d+", "\u00a7"]))
 
 
 def tracked(*patterns: str) -> list[Path]:
