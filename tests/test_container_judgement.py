@@ -347,7 +347,8 @@ def test_metrics_count_findings_per_rule_container_and_subject(
 ) -> None:
     from agent.audit import audit
     from agent.collect.procfs import ProcFS
-    from agent.output.metrics import AgentMetrics, MetricsSink
+    from agent.output.metrics import AgentMetrics
+    from agent.output.metrics_sink import MetricsSink
     from agent.targets.requests import container_requests, declared_containers
 
     pod = prefork(stage, cgroups)

@@ -42,7 +42,8 @@ from staging import Sock, Stage
 
 from agent.daemon import NodeAgent, RunOptions
 from agent.kube.client import load_api
-from agent.output.metrics import AgentMetrics, MetricsSink
+from agent.output.metrics import AgentMetrics
+from agent.output.metrics_sink import MetricsSink
 from agent.output.sink import FanOut
 
 # --- --once ------------------------------------------------------------------------------

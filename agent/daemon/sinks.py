@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any, assert_never
 
 from agent.daemon.options import SinkKind
-from agent.output.metrics import AgentMetrics, MetricsSink
+from agent.output.metrics import AgentMetrics
+from agent.output.metrics_sink import MetricsSink
 from agent.output.sink import DocumentSink, FanOut, Sink
 
 

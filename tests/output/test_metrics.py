@@ -25,7 +25,8 @@ from agent.model import (
     Sysctls,
     TargetResult,
 )
-from agent.output.metrics import AgentMetrics, MetricsSink
+from agent.output.metrics import AgentMetrics
+from agent.output.metrics_sink import MetricsSink
 from agent.output.probe_server import MetricsServer, serve_metrics
 
 
