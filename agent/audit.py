@@ -21,6 +21,7 @@ from agent.model import (
     AuditConfig,
     AuditResult,
     DeclaredContainer,
+    Fact,
     Gap,
     Identity,
     NetnsFacts,
@@ -128,7 +129,7 @@ def failed_target(request: AuditRequest, exc: Exception, config: AuditConfig,
     needs a fact is unknown and InspectionIncomplete says why (silence is not a pass)."""
     reason = f"the audit failed: {error_line(exc)}"
     observed = replace(vanished_process(request.pid, CollectError(reason)), comm=comm,
-                       incomplete=(Gap("audit", reason),))
+                       incomplete=(Gap(Fact.AUDIT, reason),))
     profile = match_profile(request.declared, config)
     verdicts = evaluate(observed, request.declared, profile, config)
     return TargetResult(observed=observed, declared=request.declared, profile=profile,
@@ -163,7 +164,7 @@ def audit_one(
     else:
         if isinstance(network, CollectError):
             reason = describe_unreadable(request.pid, procfs) or str(network)
-            observed = _with_gap(observed, Gap("network", reason))
+            observed = _with_gap(observed, Gap(Fact.NETWORK, reason))
         observed = replace(observed, container_pids=request.container_pids)
         stray = unplaced_listeners(observed, request)
         if stray is not None:
@@ -192,7 +193,7 @@ def unplaced_listeners(observed: ObservedProcess, request: AuditRequest) -> Gap 
     pod = request.declared.pod if request.declared is not None else None
     where = f"pod {pod.namespace}/{pod.name}" if pod is not None else "the pod"
     held = "; ".join(f"{describe(s, network)} held by {owners_phrase(s)}" for s in stray)
-    return Gap("network.listeners.owners",
+    return Gap(Fact.OWNERS,
                f"{held}: a process in no container of {where}, so no container's rules judge it")
 
 
@@ -209,11 +210,11 @@ def sandbox_stand_in(request: AuditRequest, network: NetnsFacts | CollectError |
             comm = procfs.process(request.pid).comm()
         except CollectError:
             comm = ""
-    gaps = [Gap("process", f"container {name} has no live process (it is restarting); its "
+    gaps = [Gap(Fact.PROCESS, f"container {name} has no live process (it is restarting); its "
                            f"pod's network namespace was read through the pod's sandbox "
                            f"(pid {request.pid}{', ' + comm if comm else ''})")]
     if isinstance(network, CollectError):
-        gaps.append(Gap("network", str(network)))
+        gaps.append(Gap(Fact.NETWORK, str(network)))
     return ObservedProcess(
         pid=request.pid, start_time=None, comm=comm, cmdline=(),
         identity=Identity(None, None, None, None, None, None),
@@ -229,7 +230,7 @@ def vanished_process(pid: int, exc: CollectError) -> ObservedProcess:
         pid=pid, start_time=None, comm="", cmdline=(),
         identity=Identity(None, None, None, None, None, None),
         capabilities=None, no_new_privs=None, seccomp=None, filesystem=None, network=None,
-        incomplete=(Gap("process", str(exc)),),
+        incomplete=(Gap(Fact.PROCESS, str(exc)),),
     )
 
 

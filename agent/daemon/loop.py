@@ -246,8 +246,8 @@ def release_free_memory() -> None:
     A cycle's snapshots are freed once published, but glibc keeps the pages (those of the
     netns reader threads' arenas too) until asked; RSS is what a node's memory limit sees.
     """
-    import ctypes
+    from agent.collect.libc import LIBC
 
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only (not musl)
+    trim = getattr(LIBC, "malloc_trim", None)  # glibc only (not musl)
     if trim is not None:
         trim(0)

@@ -8,6 +8,7 @@ import textwrap
 from typing import Any
 
 from agent.model import (
+    Fact,
     LintContainer,
     LintFinding,
     LintResult,
@@ -147,7 +148,7 @@ def render_lint_table(lint_result: LintResult, width: int = 100) -> str:
             lines += _wrapped(f"unknown: {names}", width, "    ", " " * 13)
             # Why, once per missing fact; the listeners' reason is the closing note.
             why = {g.fact: g.reason for v in container.unknown for g in v.missing
-                   if g.fact != "network.listeners"}
+                   if g.fact != Fact.LISTENERS}
             for fact, reason in why.items():
                 lines += _wrapped(f"{fact}: {reason}", width, " " * 13, " " * 15)
     skipped = ", ".join(f"{kind} {count}" for kind, count in lint_result.skipped) or "none"

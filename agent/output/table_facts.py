@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.model import Capabilities, Gap, Listener, ObservedProcess, capability_summary
+from agent.model import Capabilities, Fact, Gap, Listener, ObservedProcess, capability_summary
 
 Row = tuple[str, str]  # (label, text); the label is empty on a continuation row
 
@@ -44,12 +44,12 @@ def fact_rows(obs: ObservedProcess) -> list[Row]:
     facts = Facts(obs)
     rows = [("identity", identity_text(obs, facts))]
     rows += capability_rows(obs.capabilities, facts)
-    nnp = {True: "yes", False: "no", None: facts.unknown("no_new_privs")}[obs.no_new_privs]
-    seccomp = obs.seccomp or facts.unknown("seccomp")
+    nnp = {True: "yes", False: "no", None: facts.unknown(Fact.NO_NEW_PRIVS)}[obs.no_new_privs]
+    seccomp = obs.seccomp or facts.unknown(Fact.SECCOMP)
     rows.append(("hardening", f"no_new_privs {nnp} · seccomp {seccomp}"))
     fs = obs.filesystem
     if fs is None:
-        rows.append(("filesystem", facts.unknown("filesystem")))
+        rows.append(("filesystem", facts.unknown(Fact.FILESYSTEM)))
     else:
         root = {True: "read-only", False: "writable", None: "unknown"}[fs.root_readonly]
         mounts = ", ".join(fs.writable_mounts) or "-"
@@ -61,11 +61,11 @@ def fact_rows(obs: ObservedProcess) -> list[Row]:
 def identity_text(obs: ObservedProcess, facts: Facts) -> str:
     ident = obs.identity
     if ident.uid is None:
-        uid = f"uid {facts.unknown('identity.uid')}"
+        uid = f"uid {facts.unknown(Fact.UID)}"
     elif ident.user is not None:
         uid = f"uid {ident.uid.effective} ({ident.user})"
-    elif any(g.fact == "identity.user" for g in facts.gaps):
-        uid = f"uid {ident.uid.effective} (user {facts.unknown('identity.user')})"
+    elif any(g.fact == Fact.USER for g in facts.gaps):
+        uid = f"uid {ident.uid.effective} (user {facts.unknown(Fact.USER)})"
     else:
         uid = f"uid {ident.uid.effective} (no passwd entry)"
     gid = f"gid {ident.gid.effective}" if ident.gid is not None else "gid unknown"
@@ -81,7 +81,7 @@ def identity_text(obs: ObservedProcess, facts: Facts) -> str:
 
 def capability_rows(caps: Capabilities | None, facts: Facts) -> list[Row]:
     if caps is None:
-        return [("capabilities", facts.unknown("capabilities"))]
+        return [("capabilities", facts.unknown(Fact.CAPABILITIES))]
     sets = ("effective", "permitted", "bounding", "ambient")
     return [("capabilities" if i == 0 else "", f"{name:<10} {summarise(getattr(caps, name), caps)}")
             for i, name in enumerate(sets)]
@@ -94,18 +94,18 @@ def summarise(mask: int, caps: Capabilities) -> str:
 def network_rows(obs: ObservedProcess, facts: Facts) -> list[Row]:
     net = obs.network
     if net is None:
-        return [("network", facts.unknown("network"))]
+        return [("network", facts.unknown(Fact.NETWORK))]
     s = net.sysctls
     host = " (host network)" if net.host_network else ""
 
     def sysctl(value: int | None, name: str) -> str:
         return str(value) if value is not None else facts.unknown(name)
 
-    start = sysctl(s.ip_unprivileged_port_start, "net.ipv4.ip_unprivileged_port_start")
+    start = sysctl(s.ip_unprivileged_port_start, Fact.UNPRIVILEGED_PORT_START)
     rows: list[Row] = [
         ("network", f"netns {net.inode}{host} · "
-                    f"bindv6only {sysctl(s.bindv6only, 'net.ipv6.bindv6only')} · "
-                    f"disable_ipv6 {sysctl(s.disable_ipv6, 'net.ipv6.conf.all.disable_ipv6')} · "
+                    f"bindv6only {sysctl(s.bindv6only, Fact.BINDV6ONLY)} · "
+                    f"disable_ipv6 {sysctl(s.disable_ipv6, Fact.DISABLE_IPV6)} · "
                     f"ip_unprivileged_port_start {start}"),
         ("", "addresses " + (" ".join(a.address for a in net.addresses if a.scope == "global")
                              or "-")),

@@ -28,7 +28,7 @@ from agent.rules.facts import FACTS
 
 AGENT = Path(__file__).resolve().parents[2] / "agent"
 # Where a gap must name its fact through `Fact` (or `path_fact`), never as a bare string.
-TYPED_LAYERS = ("collect", "predict", "rules")
+TYPED_LAYERS = ("collect", "predict", "rules", "audit.py")
 # A rule that raised is named as its own missing fact (`rule <id>`): not a fact a collector
 # reads, and no rule asks for it.
 RULE_ERROR = ("rules/evaluate.py", "rule ")
