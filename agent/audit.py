@@ -26,10 +26,12 @@ from agent.model import (
     Identity,
     NetnsFacts,
     ObservedProcess,
+    Profile,
     TargetResult,
 )
-from agent.rules.catalogue import WITHOUT_PROCESS
+from agent.rules.catalogue import CATALOGUE, WITHOUT_PROCESS
 from agent.rules.container import judge_container
+from agent.rules.entry import Rule
 from agent.rules.evaluate import evaluate, findings_of
 from agent.rules.paths import required_paths
 from agent.rules.profiles import match_profile
@@ -130,8 +132,13 @@ def failed_target(request: AuditRequest, exc: Exception, config: AuditConfig,
     reason = f"the audit failed: {error_line(exc)}"
     observed = replace(vanished_process(request.pid, CollectError(reason)), comm=comm,
                        incomplete=(Gap(Fact.AUDIT, reason),))
-    profile = match_profile(request.declared, config)
-    verdicts = evaluate(observed, request.declared, profile, config)
+    return judged(request, observed, match_profile(request.declared, config), config)
+
+
+def judged(request: AuditRequest, observed: ObservedProcess, profile: Profile,
+           config: AuditConfig, rules: tuple[Rule, ...] = CATALOGUE) -> TargetResult:
+    """The target: `observed` judged against its declaration by `rules` (default: all)."""
+    verdicts = evaluate(observed, request.declared, profile, config, rules)
     return TargetResult(observed=observed, declared=request.declared, profile=profile,
                         findings=findings_of(verdicts), verdicts=verdicts)
 
@@ -147,14 +154,10 @@ def audit_one(
     profile = match_profile(request.declared, config)
     if request.pid == NO_PROCESS:
         observed = vanished_process(NO_PROCESS, CollectError(request.absent or "no process"))
-        verdicts = evaluate(observed, request.declared, profile, config)
-        return TargetResult(observed=observed, declared=request.declared, profile=profile,
-                            findings=findings_of(verdicts), verdicts=verdicts)
+        return judged(request, observed, profile, config)
     if request.via_sandbox:
         observed = sandbox_stand_in(request, network, procfs)
-        verdicts = evaluate(observed, request.declared, profile, config, WITHOUT_PROCESS)
-        return TargetResult(observed=observed, declared=request.declared, profile=profile,
-                            findings=findings_of(verdicts), verdicts=verdicts)
+        return judged(request, observed, profile, config, WITHOUT_PROCESS)
     try:
         observed = observe_process(
             request.pid, proc=procfs, network=network if isinstance(network, NetnsFacts) else None
@@ -172,9 +175,7 @@ def audit_one(
         paths = required_paths(observed, request.declared, profile)
         if paths and observed.start_time is not None:
             observed = with_paths(observed, request.pid, paths, procfs)
-    verdicts = evaluate(observed, request.declared, profile, config)
-    return TargetResult(observed=observed, declared=request.declared, profile=profile,
-                        findings=findings_of(verdicts), verdicts=verdicts)
+    return judged(request, observed, profile, config)
 
 
 def unplaced_listeners(observed: ObservedProcess, request: AuditRequest) -> Gap | None:

@@ -41,7 +41,7 @@ from agent.collect.fileio import lacking_capabilities, read_own
 from agent.collect.libc import libc_function
 
 SYS_BPF = {"x86_64": 321, "aarch64": 280}
-MACHINE, RELEASE = os.uname().machine, os.uname().release
+_, _, RELEASE, _, MACHINE = os.uname()
 FIRST_KERNEL = (6, 1)  # the first whose iterator visits one task only (table above)
 # include/uapi/linux/bpf.h
 BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD = 0, 2, 5
@@ -94,12 +94,12 @@ def refusal_hint() -> str:
     """Why bpf(2) said EPERM: the capabilities this thread lacks, else (it holds them) what
     else refuses a holder: a seccomp filter (the runtime default allows bpf only with
     CAP_SYS_ADMIN), an LSM's bpf hook (SELinux bpf/prog_load, AppArmor), or lockdown."""
-    if lacking_capabilities(("SYS_ADMIN",)) and lacking_capabilities(("BPF", "PERFMON")):
+    no_admin = bool(lacking_capabilities(("SYS_ADMIN",)))
+    if no_admin and lacking_capabilities(("BPF", "PERFMON")):
         return " (needs CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON)"
     causes = [cause for cause in (_seccomp_filter(), _security_file("lsm", "an LSM"),
                                   _security_file("lockdown", "kernel lockdown")) if cause]
-    held = ("CAP_SYS_ADMIN is" if not lacking_capabilities(("SYS_ADMIN",))
-            else "CAP_BPF and CAP_PERFMON are")
+    held = "CAP_BPF and CAP_PERFMON are" if no_admin else "CAP_SYS_ADMIN is"
     return (f" ({held} held: refused by "
             + (" or ".join(causes) if causes else "a seccomp filter, an LSM or kernel lockdown")
             + ")")

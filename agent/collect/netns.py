@@ -242,7 +242,7 @@ def _assemble(inside: Mapping[int, _NetnsReading | CollectError], host_ino: int 
         facts[inode] = NetnsFacts(inode=inode, sysctls=part.sysctls, addresses=part.addresses,
                                   listeners=listeners, host_network=inode == host_ino,
                                   gaps=(*part.gaps, *gaps),
-                                  owner_reader=readers.get(inode) if part.listeners else None)
+                                  owner_reader=readers.get(inode))
     return facts
 
 

@@ -78,7 +78,7 @@ class NodeAgent:
         try:
             self.watcher.relist()
         except Exception as exc:  # noqa: BLE001 - KubeError or a connection error
-            self.metrics.pods_api_error(getattr(exc, "status", None))
+            self._pods_failed(getattr(exc, "status", None))
             self.metrics.cycle_finished("api_error")
             # An environment error, like an unusable kubeconfig: nothing was audited.
             log.error("cannot list pods: nothing audited", extra={

@@ -135,10 +135,11 @@ class Api:
             ("timeoutSeconds", str(timeout_seconds)),
             ("watch", "true"),
         ]
-        deadline = time.monotonic() + watch_deadline(timeout_seconds)
+        limit = watch_deadline(timeout_seconds)
+        deadline = time.monotonic() + limit
         # The answer's headers, like every later read, must come before the deadline.
         response = self._send("GET", _pods_path(namespace), query=query,
-                              timeout=(self.connect_timeout, watch_deadline(timeout_seconds)))
+                              timeout=(self.connect_timeout, limit))
         return _released(response, watch_events(response, deadline, timeout_seconds))
 
     def get_pod(self, namespace: str, name: str, *, timeout: float | None = None) -> dict[str, Any]:

@@ -51,11 +51,17 @@ def _env(observed: ObservedProcess, declared: DeclaredContainer | None, name: st
     return value
 
 
-def ivy_dirs(observed: ObservedProcess, declared: DeclaredContainer | None) -> tuple[str, ...]:
-    """Ivy directories set through the cmdline or JVM option variables, in order found."""
+def _jvm_tokens(observed: ObservedProcess, declared: DeclaredContainer | None) -> list[str]:
+    """The cmdline's words, then those of each JVM option variable (where -D options hide)."""
     tokens = list(observed.cmdline)
     for name in JVM_OPTION_VARIABLES:
         tokens += _tokens(_env(observed, declared, name) or "")
+    return tokens
+
+
+def ivy_dirs(observed: ObservedProcess, declared: DeclaredContainer | None) -> tuple[str, ...]:
+    """Ivy directories set through the cmdline or JVM option variables, in order found."""
+    tokens = _jvm_tokens(observed, declared)
     found: list[str] = []
     for token in tokens:
         for key in IVY_KEYS:
@@ -68,9 +74,7 @@ def uses_packages(observed: ObservedProcess, declared: DeclaredContainer | None)
     """spark-submit resolves Maven packages with Ivy (under HOME unless spark.jars.ivy says
     otherwise): `--packages`, or spark.jars.packages on the cmdline or in a JVM option
     variable."""
-    tokens = list(observed.cmdline)
-    for name in JVM_OPTION_VARIABLES:
-        tokens += _tokens(_env(observed, declared, name) or "")
+    tokens = _jvm_tokens(observed, declared)
     return any(t == "--packages" or t.startswith(("--packages=", *PACKAGES_KEYS))
                for t in tokens)
 
@@ -80,9 +84,7 @@ def spark_local_dirs(observed: ObservedProcess, declared: DeclaredContainer | No
     """spark.local.dir: $SPARK_LOCAL_DIRS (comma-separated; Spark on Kubernetes sets it) or
     -Dspark.local.dir= / spark.local.dir= on the cmdline or in a JVM option variable."""
     found = [d for d in (_env(observed, declared, "SPARK_LOCAL_DIRS") or "").split(",")]
-    tokens = list(observed.cmdline)
-    for name in JVM_OPTION_VARIABLES:
-        tokens += _tokens(_env(observed, declared, name) or "")
+    tokens = _jvm_tokens(observed, declared)
     for token in tokens:
         for key in LOCAL_DIR_KEYS:
             if token.startswith(key):

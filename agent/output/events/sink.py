@@ -110,7 +110,7 @@ class EventSink(Delivery[EventKey, _Owed]):
         counters = None if metrics is None else Counters(
             metrics.event_written, metrics.event_dropped, metrics.api_error)
         super().__init__(queue_size=queue_size, counters=counters, clock=clock, sleep=sleep)
-        self.writer, self.node, self.metrics = writer, node, metrics
+        self.writer, self.node = writer, node
         self._owed: dict[EventKey, _Owed] = {}  # every Event known, queued or not
         self._buckets: dict[str, _Bucket] = {}
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.model import AuditResult, Finding, Outcome, PodRef, Severity, TargetResult, Verdict
@@ -64,14 +64,15 @@ class PodReport:
     dropped: int  # results beyond --report-max-results
     gone: bool = False  # the Pod left the selection (or the node): delete its report
     node: str | None = None  # the node whose agent audits the Pod (a label on the report)
+    # What is compared each cycle against the report last written: made once, not per look.
+    content: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "content", content_key(list(self.results)))
 
     @property
     def name(self) -> str:
         return report_name(self.pod)
-
-    @property
-    def content(self) -> str:
-        return content_key(list(self.results))
 
 
 def pod_reports(audit_result: AuditResult, max_results: int = DEFAULT_MAX_RESULTS
