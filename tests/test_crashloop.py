@@ -101,16 +101,21 @@ def test_run_once_says_why_a_crash_looping_container_cannot_start(
     assert events_on(server, binding["metadata"]["uid"]) == []
 
 
+def diagnose_pod(pod: dict[str, Any], kubeconfig: Path) -> subprocess.CompletedProcess[str]:
+    """`opaudit diagnose --pod NS/NAME -o json` on this node, as a user runs it."""
+    ref = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+    return subprocess.run(
+        [str(OPAUDIT), "diagnose", "--pod", ref, "--node", NODE, "--kubeconfig", str(kubeconfig),
+         "-o", "json"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "NODE_NAME": NODE})
+
+
 def test_diagnose_pod_reports_it_through_the_sandbox(
         stage: Stage, cgroups: KubepodsCgroups, server: ApiServer, kubeconfig: Path) -> None:
     failing = crash_looping_webhook("so-webhook-443", random_container_id())
     pause, _ = stage_sandbox(stage, cgroups, failing)
     server.add_pod(failing)
-    ref = f"{failing['metadata']['namespace']}/{failing['metadata']['name']}"
-    result = subprocess.run(
-        [str(OPAUDIT), "diagnose", "--pod", ref, "--node", NODE, "--kubeconfig", str(kubeconfig),
-         "-o", "json"], capture_output=True, text=True, timeout=120,
-        env={**os.environ, "NODE_NAME": NODE})
+    result = diagnose_pod(failing, kubeconfig)
     assert result.returncode == 1, result.stderr  # a high finding
     report = json.loads(result.stdout)
     [target] = report["targets"]
@@ -135,11 +140,7 @@ def test_a_crash_looping_container_whose_uid_nothing_names_is_unknown(
     pod["status"]["containerStatuses"][0].pop("user")
     stage_sandbox(stage, cgroups, pod)
     server.add_pod(pod)
-    ref = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
-    result = subprocess.run(
-        [str(OPAUDIT), "diagnose", "--pod", ref, "--node", NODE, "--kubeconfig", str(kubeconfig),
-         "-o", "json"], capture_output=True, text=True, timeout=120,
-        env={**os.environ, "NODE_NAME": NODE})
+    result = diagnose_pod(pod, kubeconfig)
     assert result.returncode == 0, result.stderr
     [target] = json.loads(result.stdout)["targets"]
     assert RULE not in target["passed"]

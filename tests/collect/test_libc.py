@@ -30,9 +30,10 @@ def test_the_c_library_is_loaded_with_errno_in_one_place() -> None:
 def test_each_caller_keeps_its_own_argument_types() -> None:
     assert fditer._syscall is not rootfs._syscall
     assert len(fditer._syscall.argtypes) == 4 and rootfs._syscall.argtypes is None
-    getpid = libc.libc_function("getpid", (), ctypes.c_int)
-    assert getpid() == os.getpid()
-    assert libc.LIBC["getpid"].argtypes is None  # a new function object: untouched
+    other = libc.libc_function("syscall", (ctypes.c_long,))  # a third caller types its own
+    assert other is not fditer._syscall and other is not rootfs._syscall
+    assert len(fditer._syscall.argtypes) == 4 and rootfs._syscall.argtypes is None
+    assert libc.libc_function("getpid", (), ctypes.c_int)() == os.getpid()
 
 
 def test_errno_is_read_from_the_shared_library() -> None:

@@ -11,6 +11,7 @@ from cli_run import opaudit
 from agent.arguments import RUN_SINKS, build_parser
 from agent.daemon import RunOptions, SinkKind, make_sink
 from agent.output.metrics import AgentMetrics
+from agent.output.sink import FanOut
 
 
 def sinks_built(metrics: AgentMetrics) -> set[str]:
@@ -56,14 +57,22 @@ def test_run_options_refuse_an_unknown_sink_in_one_line(sinks: tuple[str, ...],
     assert str(refused.value) == message
 
 
-def test_make_sink_refuses_an_unknown_kind_before_building_any() -> None:
+def test_make_sink_refuses_an_unknown_kind_before_building_any(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.daemon.sinks as sinks_module
+
+    built: list[object] = []
+    monkeypatch.setattr(sinks_module, "DocumentSink", lambda *args: built.append(args))
     metrics = AgentMetrics()
     with pytest.raises(ValueError, match="unknown sink 'evnts'"):
         make_sink(("stdout", "evnts"), None, "n", metrics)
-    assert sinks_built(metrics) == set()  # not even the metrics sink, nor an EventSink
+    assert built == []  # "stdout" came first, and still no sink was made for it
+    assert sinks_built(metrics) == set()
 
 
 def test_make_sink_builds_each_named_kind_once() -> None:
     metrics = AgentMetrics()
-    make_sink(("stdout", SinkKind.STDOUT), None, "n", metrics)
+    sink = make_sink(("stdout", SinkKind.STDOUT), None, "n", metrics)
+    assert isinstance(sink, FanOut)
+    assert [type(s).__name__ for s in sink.sinks] == ["MetricsSink", "DocumentSink"]
     assert sinks_built(metrics) == {"MetricsSink", "DocumentSink"}

@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from e2e.cri import remove_cgroup_tree
@@ -219,14 +220,7 @@ class Containerd:
     def _kill_shims(self) -> None:
         """A shim outlives containerd by design; ours name our socket in their command line."""
         needle = str(self.socket).encode()
-        for _ in range(100):
-            pids = processes_naming(needle)
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
+        kill_until_gone(lambda: processes_naming(needle))
 
     def _unmount(self) -> None:
         for mount in reversed(self.mounts()):
@@ -269,10 +263,16 @@ class Containerd:
 
 def kill_cgroup_tree(top: str) -> None:
     """SIGKILL every process left in the run's cgroups, until none is."""
+    kill_until_gone(lambda: {int(pid) for hierarchy in Path("/sys/fs/cgroup").iterdir()
+                             for procs in (hierarchy / top).rglob("cgroup.procs")
+                             for pid in _read(procs).split()})
+
+
+def kill_until_gone(find: Callable[[], Collection[int]]) -> None:
+    """SIGKILL what `find` lists, again until it lists nothing (a dying process may fork or
+    be replaced), for at most 5 s."""
     for _ in range(100):
-        pids = {int(pid) for hierarchy in Path("/sys/fs/cgroup").iterdir()
-                for procs in (hierarchy / top).rglob("cgroup.procs")
-                for pid in _read(procs).split()}
+        pids = find()
         if not pids:
             return
         for pid in pids:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from agent_run import sample
 from fixture_data import pod_fixture
 from kube.apiserver import ApiServer
 
@@ -76,10 +77,6 @@ def owed_writes(kind: str, result: AuditResult) -> int:
     if kind == "reports":
         return len(result.targets)
     return sum(len({f.rule for f in t.findings}) for t in result.targets)
-
-
-def sample(metrics: AgentMetrics, name: str, **labels: str) -> float:
-    return float(metrics.registry.get_sample_value(name, labels) or 0)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -9,15 +9,13 @@ test API server.
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import subprocess
 from collections import Counter
 
 from fixture_data import pod_fixture
 from kube.apiserver import ApiServer
-from output.console import OPAUDIT, opaudit, root_server
+from output import console
+from output.console import opaudit, root_server
 from staging import Sock, Stage
 
 from agent.audit import AuditRequest, audit
@@ -33,32 +31,7 @@ HARDENED = "spark-operator-controller-hardened.yaml"
 
 def on_a_terminal(args: list[str], env: dict[str, str]) -> str:
     """opaudit's stdout when it is a real tty (a pty of 200 columns)."""
-    base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "NO_COLOR", "TERM")}
-    controller, terminal = pty.openpty()
-    os.set_blocking(controller, False)
-    import fcntl
-    import struct
-    import termios
-
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
-    child = subprocess.Popen([OPAUDIT, *args], stdout=terminal, stderr=subprocess.DEVNULL,
-                             env={**base, **env})
-    os.close(terminal)
-    out = b""
-    while True:
-        ready, _, _ = select.select([controller], [], [], 30)
-        if not ready:
-            break
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    child.wait(timeout=30)
-    os.close(controller)
-    return out.decode()
+    return console.on_a_terminal(args, env)[0]
 
 
 def test_the_table_fits_80_columns_off_a_terminal_and_honours_columns(stage: Stage) -> None:

@@ -8,21 +8,15 @@ give; `stty size` on it is the oracle), or through a pipe.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
-import select
-import struct
-import subprocess
-import termios
 from pathlib import Path
 
 from agent_run import run_once
 from cgroup_staging import KubepodsCgroups
 from fixture_data import pod_fixture
 from kube.apiserver import ApiServer
-from output.console import OPAUDIT, opaudit, root_server
+from output import console
+from output.console import opaudit, root_server
 from pod_staging import NAMESPACE, stage_pod
 from staging import Stage
 
@@ -35,28 +29,8 @@ WAIVER_REASON = "the chart's root init step is reviewed"
 
 def on_a_terminal(args: list[str], columns: int, rows: int) -> tuple[str, str]:
     """opaudit's stdout on a real tty of `columns` x `rows`, and what `stty size` says there."""
-    base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    size = subprocess.run(["stty", "size"], stdin=terminal, capture_output=True, text=True,
-                          timeout=30).stdout.strip()
-    child = subprocess.Popen([OPAUDIT, *args], stdout=terminal, stderr=subprocess.DEVNULL,
-                             env={**base, "TERM": "dumb"})
-    os.close(terminal)
-    out = b""
-    try:
-        while select.select([controller], [], [], 30)[0]:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        child.wait(timeout=30)
-        os.close(controller)
-    return out.decode().replace("\r\n", "\n"), size
+    text, size = console.on_a_terminal(args, {"TERM": "dumb"}, columns=columns, rows=rows)
+    return text.replace("\r\n", "\n"), size
 
 
 def wrapped_widths(text: str) -> list[int]:
