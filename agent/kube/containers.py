@@ -32,11 +32,13 @@ def bare_container_id(status_id: str | None) -> str | None:
     return bare.strip().lower() or None
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    """`value` if the API gave a mapping there, else an empty one (a hostile or odd pod)."""
     return value if isinstance(value, Mapping) else {}
 
 
-def _entries(value: Any) -> list[Mapping[str, Any]]:
+def mapping_entries(value: Any) -> list[Mapping[str, Any]]:
+    """The mappings of a list the API gave, nothing for anything else."""
     return [e for e in value if isinstance(e, Mapping)] if isinstance(value, list) else []
 
 
@@ -46,7 +48,7 @@ def container_statuses(pod: Pod) -> tuple[ContainerStatus, ...]:
     status = status if isinstance(status, Mapping) else {}
     found = []
     for key, init in (("containerStatuses", False), ("initContainerStatuses", True)):
-        for entry in _entries(status.get(key)):
+        for entry in mapping_entries(status.get(key)):
             raw = entry.get("containerID")
             bare = bare_container_id(str(raw)) if raw else None
             if bare is None:
@@ -83,8 +85,8 @@ def restart_marks(pod: Pod) -> Fingerprint:
     if not isinstance(status, Mapping) or status.get("phase") not in ("Running", "Pending"):
         return ()
     found = []
-    for entry in _entries(status.get("containerStatuses")):
-        state, last = (_mapping(entry.get(key)) for key in ("state", "lastState"))
+    for entry in mapping_entries(status.get("containerStatuses")):
+        state, last = (as_mapping(entry.get(key)) for key in ("state", "lastState"))
         dead = state.get("terminated") or last.get("terminated")
         if state.get("running") is not None or not isinstance(dead, Mapping):
             continue

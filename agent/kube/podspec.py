@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.kube.containers import container_statuses
+from agent.kube.containers import as_mapping, container_statuses
 from agent.model import (
     PORT_PROTOCOLS,
     DeclaredContainer,
@@ -46,14 +46,10 @@ def load_pod_manifest(path: str) -> dict[str, Any]:
     kind = pod.get("kind", "Pod")
     if kind != "Pod":
         raise PodSpecError(f"pod spec {path}: kind is {kind!r}, expected 'Pod'")
-    containers = _mapping(pod.get("spec")).get("containers")
+    containers = as_mapping(pod.get("spec")).get("containers")
     if not isinstance(containers, list) or not containers:
         raise PodSpecError(f"pod spec {path}: spec.containers is missing or empty")
     return pod
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def _list(value: Any) -> Sequence[Any]:
@@ -75,12 +71,12 @@ def _bool(value: Any) -> bool | None:
 
 
 def _pick_container(spec: Mapping[str, Any], name: str | None) -> Mapping[str, Any]:
-    containers = [_mapping(c) for c in _list(spec.get("containers"))]
+    containers = [as_mapping(c) for c in _list(spec.get("containers"))]
     if not containers:
         raise PodSpecError("pod spec: spec.containers is missing or empty")
     if name is None:
         return containers[0]
-    candidates = containers + [_mapping(c) for c in _list(spec.get("initContainers"))]
+    candidates = containers + [as_mapping(c) for c in _list(spec.get("initContainers"))]
     for container in candidates:
         if container.get("name") == name:
             return container
@@ -96,7 +92,7 @@ def _effective_security(pod_sc: Mapping[str, Any], ctr_sc: Mapping[str, Any]) ->
 
 def _ports(container: Mapping[str, Any]) -> tuple[DeclaredPort, ...]:
     ports = []
-    for entry in map(_mapping, _list(container.get("ports"))):
+    for entry in map(as_mapping, _list(container.get("ports"))):
         number = _int(entry.get("containerPort"))
         if number is not None:
             name = entry.get("name")
@@ -114,7 +110,7 @@ def _probe(kind: str, probe: Mapping[str, Any], ports: tuple[DeclaredPort, ...]
     handler = next((h for h in PROBE_HANDLERS if h in probe), None)
     if handler is None:
         return None
-    action = _mapping(probe.get(handler))
+    action = as_mapping(probe.get(handler))
     raw = action.get("port")
     number, port_name = _int(raw), None
     if number is None and isinstance(raw, str):
@@ -140,12 +136,12 @@ def _probes(container: Mapping[str, Any], ports: tuple[DeclaredPort, ...]
 def _volume_mounts(spec: Mapping[str, Any], container: Mapping[str, Any]
                    ) -> tuple[DeclaredVolumeMount, ...]:
     # Names as text: a hostile manifest's list or mapping name must not crash the lookup.
-    volumes = {str(v.get("name")): v for v in map(_mapping, _list(spec.get("volumes")))}
+    volumes = {str(v.get("name")): v for v in map(as_mapping, _list(spec.get("volumes")))}
     mounts = []
-    for mount in map(_mapping, _list(container.get("volumeMounts"))):
-        volume = _mapping(volumes.get(str(mount.get("name"))))
+    for mount in map(as_mapping, _list(container.get("volumeMounts"))):
+        volume = as_mapping(volumes.get(str(mount.get("name"))))
         volume_type = next((k for k in volume if k != "name"), None)
-        empty_dir = _mapping(volume.get("emptyDir")) if volume_type == "emptyDir" else {}
+        empty_dir = as_mapping(volume.get("emptyDir")) if volume_type == "emptyDir" else {}
         size, medium = empty_dir.get("sizeLimit"), empty_dir.get("medium")
         sub_path = mount.get("subPath") or mount.get("subPathExpr")
         mounts.append(DeclaredVolumeMount(
@@ -158,7 +154,8 @@ def _volume_mounts(spec: Mapping[str, Any], container: Mapping[str, Any]
 
 
 def _pod_ips(status: Mapping[str, Any]) -> tuple[str, ...]:
-    ips = [str(_mapping(e).get("ip")) for e in _list(status.get("podIPs")) if _mapping(e).get("ip")]
+    ips = [str(as_mapping(e).get("ip")) for e in _list(status.get("podIPs"))
+           if as_mapping(e).get("ip")]
     if not ips and status.get("podIP"):
         ips = [str(status["podIP"])]
     return tuple(ips)
@@ -166,16 +163,16 @@ def _pod_ips(status: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _status_uid(status: Mapping[str, Any], name: str) -> int | None:
     """The uid the runtime started the container with, as the kubelet reports it."""
-    for entry in map(_mapping, _list(status.get("containerStatuses"))):
+    for entry in map(as_mapping, _list(status.get("containerStatuses"))):
         if entry.get("name") == name:
-            return _int(_mapping(_mapping(entry.get("user")).get("linux")).get("uid"))
+            return _int(as_mapping(as_mapping(entry.get("user")).get("linux")).get("uid"))
     return None
 
 
 def _config_hash(meta: Mapping[str, Any]) -> str | None:
     # A static pod's cgroups are named after its config hash, which the mirror pod in the
     # API carries as this annotation (its metadata.uid differs; kubelet pkg/kubelet/types).
-    annotations = _mapping(meta.get("annotations"))
+    annotations = as_mapping(meta.get("annotations"))
     value = annotations.get("kubernetes.io/config.mirror") or annotations.get(
         "kubernetes.io/config.hash")
     return str(value) if value else None
@@ -183,7 +180,7 @@ def _config_hash(meta: Mapping[str, Any]) -> str | None:
 
 def _literal_env(container: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     env = []
-    for entry in map(_mapping, _list(container.get("env"))):
+    for entry in map(as_mapping, _list(container.get("env"))):
         if entry.get("name") and "valueFrom" not in entry:
             env.append((str(entry["name"]), str(entry.get("value", ""))))
     return tuple(env)
@@ -192,20 +189,20 @@ def _literal_env(container: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 def _sysctls(pod_sc: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     """The pod's sysctls as written (pod level only: a container cannot set one)."""
     return tuple((str(entry["name"]), str(entry.get("value", "")))
-                 for entry in map(_mapping, _list(pod_sc.get("sysctls"))) if entry.get("name"))
+                 for entry in map(as_mapping, _list(pod_sc.get("sysctls"))) if entry.get("name"))
 
 
 def declared_from_pod(pod: Mapping[str, Any], container: str | None = None) -> DeclaredContainer:
     """The effective declared settings of one container (default: the first)."""
-    meta, spec, status = (_mapping(pod.get(k)) for k in ("metadata", "spec", "status"))
+    meta, spec, status = (as_mapping(pod.get(k)) for k in ("metadata", "spec", "status"))
     chosen = _pick_container(spec, container)
     name = str(chosen.get("name", ""))
-    sc = _effective_security(_mapping(spec.get("securityContext")),
-                             _mapping(chosen.get("securityContext")))
-    caps = _mapping(sc.get("capabilities"))
+    sc = _effective_security(as_mapping(spec.get("securityContext")),
+                             as_mapping(chosen.get("securityContext")))
+    caps = as_mapping(sc.get("capabilities"))
     ports = _ports(chosen)
-    seccomp = _mapping(sc.get("seccompProfile")).get("type")
-    labels = tuple(sorted((str(k), str(v)) for k, v in _mapping(meta.get("labels")).items()))
+    seccomp = as_mapping(sc.get("seccompProfile")).get("type")
+    labels = tuple(sorted((str(k), str(v)) for k, v in as_mapping(meta.get("labels")).items()))
     return DeclaredContainer(
         pod=PodRef(namespace=str(meta.get("namespace") or "default"),
                    name=str(meta.get("name", "")), uid=str(meta.get("uid", "")),
@@ -230,5 +227,5 @@ def declared_from_pod(pod: Mapping[str, Any], container: str | None = None) -> D
         env=_literal_env(chosen),
         status_uid=_status_uid(status, name),
         host_network=spec.get("hostNetwork") is True,
-        sysctls=_sysctls(_mapping(spec.get("securityContext"))),
+        sysctls=_sysctls(as_mapping(spec.get("securityContext"))),
     )

@@ -10,54 +10,45 @@ netns: it has no container scope (`agent.collect.cgroups`) and is never taken.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from agent.collect.cgroups import parse_cgroup_file
 from agent.collect.errors import CollectError
 from agent.collect.procfs import ProcFS
-from agent.kube.containers import Pod, bare_container_id
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _entries(value: Any) -> Iterator[Mapping[str, Any]]:
-    return (e for e in value if isinstance(e, Mapping)) if isinstance(value, list) else iter(())
+from agent.kube.containers import Pod, as_mapping, bare_container_id, mapping_entries
 
 
 def restarting_containers(pod: Pod) -> tuple[str, ...]:
     """Names of the pod's app containers that ran and died and are not running now (waiting
     in CrashLoopBackOff, or terminated), sorted; none for a pod that has finished."""
-    status = _mapping(pod.get("status"))
+    status = as_mapping(pod.get("status"))
     if status.get("phase") not in ("Running", "Pending"):
         return ()
     names = []
-    for entry in _entries(status.get("containerStatuses")):
-        state = _mapping(entry.get("state"))
+    for entry in mapping_entries(status.get("containerStatuses")):
+        state = as_mapping(entry.get("state"))
         if state.get("running") is not None:
             continue
         died = state.get("terminated") is not None
-        if died or _mapping(entry.get("lastState")).get("terminated") is not None:
+        if died or as_mapping(entry.get("lastState")).get("terminated") is not None:
             names.append(str(entry.get("name")))
     return tuple(sorted(names))
 
 
 def _pod_keys(pod: Pod) -> tuple[str, frozenset[str], frozenset[str]]:
     """(uid, the names its cgroups may carry, the bare ids of its app containers)."""
-    meta = _mapping(pod.get("metadata"))
+    meta = as_mapping(pod.get("metadata"))
     uid = str(meta.get("uid", "")).lower()
     names = {uid}
-    annotations = _mapping(meta.get("annotations"))
+    annotations = as_mapping(meta.get("annotations"))
     mirror = annotations.get("kubernetes.io/config.mirror")
     if mirror:
         names.add(str(mirror).lower())  # a static pod's cgroups carry its config hash
-    status = _mapping(pod.get("status"))
+    status = as_mapping(pod.get("status"))
     ids = set()
     for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
-        for entry in _entries(status.get(key)):
-            for state in (entry, _mapping(_mapping(entry.get("lastState")).get("terminated"))):
+        for entry in mapping_entries(status.get(key)):
+            for state in (entry, as_mapping(as_mapping(entry.get("lastState")).get("terminated"))):
                 bare = bare_container_id(str(state.get("containerID") or ""))
                 if bare is not None:
                     ids.add(bare)
